@@ -1,12 +1,14 @@
 //! walship-common: the library every walship command stands on.
 //!
 //! - [`codec`]: the self-describing, checksummed, compressed object format of the repository.
+//! - [`config`]: walship's configuration, merged from flags, environment and file.
 //! - [`lsn`]: WAL positions.
 //! - [`pg`]: PostgreSQL formats (timelines, WAL file names, history files, page headers).
 
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod config;
 pub mod lsn;
 pub mod pg;
 
