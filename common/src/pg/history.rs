@@ -42,11 +42,16 @@ pub struct TimelineSpan {
 
 /// The ancestry of one timeline: the parsed content of its `.history` file.
 ///
+/// Keeps the file's bytes as well as its entries: Postgres builds a child's file by copying
+/// the parent's verbatim, and some reasons end in a stray newline (`before <time>\n`), so
+/// only the original bytes give a byte-identical file back.
+///
 /// Timeline 1 has no file; [`TimelineHistory::first`] stands for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimelineHistory {
     timeline: TimelineId,
     entries: Vec<HistoryEntry>,
+    raw: Vec<u8>,
 }
 
 /// Why a history file (or a new entry) was refused. Every variant names the file's timeline
@@ -134,6 +139,7 @@ impl TimelineHistory {
         TimelineHistory {
             timeline: TimelineId(1),
             entries: Vec::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -146,6 +152,7 @@ impl TimelineHistory {
         let mut history = TimelineHistory {
             timeline,
             entries: Vec::new(),
+            raw: content.to_vec(),
         };
         for (index, raw) in content.split(|&b| b == b'\n').enumerate() {
             let line = index + 1;
@@ -222,7 +229,8 @@ impl TimelineHistory {
     }
 
     /// The history of a new timeline `child` that branches off this one at `switchpoint`,
-    /// as promotion writes it.
+    /// as promotion writes it (`writeTimeLineHistory`). `reason` may end in one newline, as
+    /// the server's time and LSN reasons do; any other line break is refused.
     pub fn child(
         &self,
         child: TimelineId,
@@ -230,7 +238,8 @@ impl TimelineHistory {
         reason: &str,
     ) -> Result<TimelineHistory, HistoryError> {
         let file = file_name(child);
-        if reason.contains(['\n', '\r']) {
+        let one_line = reason.strip_suffix('\n').unwrap_or(reason);
+        if one_line.contains(['\n', '\r']) {
             return Err(HistoryError::ReasonHasNewline {
                 file,
                 reason: reason.to_string(),
@@ -239,11 +248,12 @@ impl TimelineHistory {
         let mut history = TimelineHistory {
             timeline: child,
             entries: self.entries.clone(),
+            raw: write_history_file(self.file_content(), self.timeline, switchpoint, reason),
         };
         let entry = HistoryEntry {
             parent: self.timeline,
             switchpoint,
-            reason: reason.to_string(),
+            reason: one_line.to_string(),
         };
         history.check_next(&entry, 0)?;
         history.entries.push(entry);
@@ -265,16 +275,17 @@ impl TimelineHistory {
         file_name(self.timeline)
     }
 
-    /// The file content as `writeTimeLineHistory` produces it: each line
-    /// `parent<TAB>%X/%X<TAB>reason\n`, with an empty line before every line but the first
-    /// (Postgres copies the parent's file and then writes `"\n"` before its own line).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for entry in &self.entries {
-            let parent_file = (!out.is_empty()).then_some(out.as_slice());
-            out = write_history_file(parent_file, entry.parent, entry.switchpoint, &entry.reason);
-        }
-        out
+    /// The file content: the bytes parsed, or for a history built with [`Self::child`],
+    /// what `writeTimeLineHistory` writes (each line `parent<TAB>%X/%X<TAB>reason\n`, with
+    /// `"\n"` before every line but the first, as the server appends to a copy of the
+    /// parent's file).
+    pub fn to_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The history file's bytes, `None` for a timeline without one (timeline 1).
+    fn file_content(&self) -> Option<&[u8]> {
+        (self.timeline.0 > 1 || !self.raw.is_empty()).then_some(self.raw.as_slice())
     }
 
     /// The stretches of WAL on the path to this timeline, oldest first (the list
@@ -360,7 +371,7 @@ impl TimelineHistory {
 impl fmt::Display for TimelineHistory {
     /// The file content (lossless for UTF-8 reasons).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+        f.write_str(&String::from_utf8_lossy(&self.raw))
     }
 }
 

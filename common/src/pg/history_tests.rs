@@ -53,7 +53,7 @@ fn child_appends_like_write_timeline_history() {
     assert_eq!(
         tli3.to_bytes(),
         write_history_file(
-            Some(&tli2.to_bytes()),
+            Some(tli2.to_bytes()),
             tli(2),
             Lsn(0x500_0000),
             "before 2026-11-20 14:03:00+00"
@@ -64,8 +64,28 @@ fn child_appends_like_write_timeline_history() {
             .starts_with("1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\t")
     );
     assert_eq!(
-        TimelineHistory::parse(tli(3), &tli3.to_bytes()).unwrap(),
+        TimelineHistory::parse(tli(3), tli3.to_bytes()).unwrap(),
         tli3
+    );
+    // The server's time and LSN reasons end in a newline: kept in the bytes, not the entry.
+    let tli4 = tli3
+        .child(tli(4), Lsn(0x700_0000), "before LSN 0/7000000\n")
+        .unwrap();
+    assert_eq!(tli4.entries()[2].reason, "before LSN 0/7000000");
+    assert!(
+        tli4.to_bytes()
+            .ends_with(b"\n\n3\t0/7000000\tbefore LSN 0/7000000\n\n")
+    );
+    let tli5 = tli4
+        .child(tli(5), Lsn(0x800_0000), "no recovery target specified")
+        .unwrap();
+    assert!(
+        tli5.to_bytes()
+            .ends_with(b"0/7000000\n\n\n4\t0/8000000\tno recovery target specified\n")
+    );
+    assert_eq!(
+        TimelineHistory::parse(tli(5), tli5.to_bytes()).unwrap(),
+        tli5
     );
     // The child must be newer, the switchpoint not earlier, the reason one line.
     assert!(matches!(

@@ -15,6 +15,9 @@ pub struct PgVersion {
     pub xlog_page_magic: u16,
     /// `PG_CONTROL_VERSION`: `pg_control_version` at offset 8 of `global/pg_control`.
     pub pg_control_version: u32,
+    /// `CATALOG_VERSION_NO` of the release (`src/include/catalog/catversion.h`):
+    /// `catalog_version_no` at offset 12 of `global/pg_control`. Fixed within a major.
+    pub catalog_version_no: u32,
 }
 
 /// Every supported major, oldest first.
@@ -23,31 +26,37 @@ pub const SUPPORTED_VERSIONS: &[PgVersion] = &[
         major: 13,
         xlog_page_magic: 0xD106,
         pg_control_version: 1300,
+        catalog_version_no: 202007201,
     },
     PgVersion {
         major: 14,
         xlog_page_magic: 0xD10D,
         pg_control_version: 1300,
+        catalog_version_no: 202107181,
     },
     PgVersion {
         major: 15,
         xlog_page_magic: 0xD110,
         pg_control_version: 1300,
+        catalog_version_no: 202209061,
     },
     PgVersion {
         major: 16,
         xlog_page_magic: 0xD113,
         pg_control_version: 1300,
+        catalog_version_no: 202307071,
     },
     PgVersion {
         major: 17,
         xlog_page_magic: 0xD116,
         pg_control_version: 1700,
+        catalog_version_no: 202406281,
     },
     PgVersion {
         major: 18,
         xlog_page_magic: 0xD118,
         pg_control_version: 1800,
+        catalog_version_no: 202506291,
     },
 ];
 
