@@ -186,6 +186,15 @@ pub(crate) const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "fetch.allow_partial",
+        env: "WALSHIP_FETCH_ALLOW_PARTIAL",
+        flag: "--allow-partial",
+        apply: |d, v, _| {
+            d.config.fetch.allow_partial = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "backup.bundle_size",
         env: "WALSHIP_BACKUP_BUNDLE_SIZE",
         flag: "--bundle-size",
@@ -258,6 +267,7 @@ pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
         ("fetch.prefetch", text(&o.fetch_prefetch)),
         ("fetch.parallel", text(&o.fetch_parallel)),
         ("fetch.spool_dir", text(&o.fetch_spool_dir)),
+        ("fetch.allow_partial", flag(&o.fetch_allow_partial)),
         ("backup.bundle_size", text(&o.backup_bundle_size)),
         ("backup.parallel", text(&o.backup_parallel)),
         ("stream.slot", text(&o.stream_slot)),

@@ -19,7 +19,7 @@
 //! | `[s3] connect_timeout`, `operation_timeout` | `WALSHIP_S3_CONNECT_TIMEOUT`, ... | `10s`, `2m` |
 //! | `[s3] max_attempts`, `part_size` | `WALSHIP_S3_MAX_ATTEMPTS`, ... | `5`, `64MiB` |
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
-//! | `[fetch] prefetch`, `parallel`, `spool_dir` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none |
+//! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
 //! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, `4` |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `10s`, `walship` |
 //!
@@ -119,6 +119,9 @@ pub struct FetchConfig {
     pub parallel: usize,
     /// Where prefetched segments wait; unset: the fetch command chooses, beside `pg_wal`.
     pub spool_dir: Option<PathBuf>,
+    /// Deliver `<segment>.partial` when the complete segment is absent (`walship restore
+    /// --target latest` sets it, to recover WAL that exists only as a streamed partial).
+    pub allow_partial: bool,
 }
 
 /// `walship backup` settings.
@@ -166,6 +169,7 @@ pub struct Options {
     pub fetch_prefetch: Option<String>,
     pub fetch_parallel: Option<String>,
     pub fetch_spool_dir: Option<String>,
+    pub fetch_allow_partial: Option<bool>,
     pub backup_bundle_size: Option<String>,
     pub backup_parallel: Option<String>,
     pub stream_slot: Option<String>,
@@ -245,6 +249,7 @@ impl Default for Config {
                 prefetch: 8,
                 parallel: 4,
                 spool_dir: None,
+                allow_partial: false,
             },
             backup: BackupConfig {
                 bundle_size: ByteSize::mib(64),
@@ -392,6 +397,7 @@ impl Options {
             fetch_prefetch: s(),
             fetch_parallel: s(),
             fetch_spool_dir: s(),
+            fetch_allow_partial: Some(true),
             backup_bundle_size: s(),
             backup_parallel: s(),
             stream_slot: s(),
