@@ -16,7 +16,9 @@ pub struct Lsn(pub u64);
 
 /// Why a string is not an LSN.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid LSN {text:?}: expected two hexadecimal numbers of at most 8 digits separated by '/', like 0/16B3748")]
+#[error(
+    "invalid LSN {text:?}: expected two hexadecimal numbers of at most 8 digits separated by '/', like 0/16B3748"
+)]
 pub struct LsnParseError {
     /// The text that failed to parse.
     pub text: String,
@@ -53,7 +55,9 @@ impl FromStr for Lsn {
     type Err = LsnParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || LsnParseError { text: s.to_string() };
+        let err = || LsnParseError {
+            text: s.to_string(),
+        };
         let (hi, lo) = s.split_once('/').ok_or_else(err)?;
         let half = |part: &str| -> Result<u64, LsnParseError> {
             if part.is_empty() || part.len() > 8 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -93,7 +97,20 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "1", "/", "1/", "/1", "1/2/3", "g/0", "1/123456789", " 1/2", "1/2 ", "+1/2", "-1/2"] {
+        for bad in [
+            "",
+            "1",
+            "/",
+            "1/",
+            "/1",
+            "1/2/3",
+            "g/0",
+            "1/123456789",
+            " 1/2",
+            "1/2 ",
+            "+1/2",
+            "-1/2",
+        ] {
             assert!(bad.parse::<Lsn>().is_err(), "{bad:?} parsed");
         }
     }

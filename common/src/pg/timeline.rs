@@ -4,7 +4,9 @@ use std::fmt;
 
 /// A Postgres timeline ID. Timeline 1 is the cluster's first; each promotion or archive
 /// recovery that ends creates the next one, recorded in a `.history` file.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct TimelineId(pub u32);
 
