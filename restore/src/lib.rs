@@ -1,1 +1,122 @@
-//! placeholder
+//! walship-restore: from a recovery target to a data directory Postgres recovers to exactly
+//! that point, or a refusal naming the problem before any data moves.
+//!
+//! Split by phase, each a module:
+//! - [`target`]: parsing `--target-time`, `--target-lsn`, `--target-xid`, `--target-name`,
+//!   `--target immediate|latest` into a [`TargetSpec`].
+//! - [`backups`], [`timeline`]: the repository's backups (manifests) and WAL (one listing,
+//!   the `.history` files).
+//! - [`plan`]: choose the backup, check the WAL chain, and ([`wal_scan`]) read the WAL to
+//!   confirm that the target is reached; every problem is listed in the [`RestorePlan`].
+//! - [`materialise`] (with [`bundle`] and [`paths`]): build the directory, `pg_control` last.
+//! - [`recovery_conf`]: `recovery.signal` and the walship block in `postgresql.auto.conf`.
+//!
+//! [`restore`] runs them in order: plan, refuse on any problem or a non-empty directory,
+//! materialise, configure.
+//!
+//! ```
+//! use walship_restore::target::{parse_target_time, RecoveryTarget};
+//! let t = parse_target_time("2026-11-20 14:03:00").unwrap();
+//! assert!(!t.zone_given); // read as UTC, and the plan says so
+//! assert_eq!(
+//!     RecoveryTarget::Time(t).to_string(),
+//!     "time 2026-11-20 14:03:00.000000+00 (no zone given: read as UTC)"
+//! );
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod backups;
+pub mod bundle;
+pub mod error;
+pub mod materialise;
+pub mod paths;
+pub mod plan;
+pub mod recovery_conf;
+pub mod target;
+pub mod timeline;
+pub mod wal_scan;
+
+use std::path::PathBuf;
+
+pub use bundle::ProgressFn;
+pub use error::RestoreError;
+pub use materialise::{MaterialiseOptions, MaterialiseSummary};
+pub use plan::{PlanRequest, Problem, ProblemKind, RestorePlan};
+pub use recovery_conf::RecoveryConfig;
+pub use target::{RecoveryTarget, TargetAction, TargetSpec, TimelineChoice};
+
+use walship_common::repo::Repository;
+
+/// Everything a restore needs besides the repository.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// Target and backup choice.
+    pub plan: PlanRequest,
+    /// The data directory to build.
+    pub to: PathBuf,
+    /// `--force`, `--delta`, `--tablespace`, parallelism.
+    pub materialise: MaterialiseOptions,
+    /// The `walship` binary the restored server runs as `restore_command`.
+    pub walship: PathBuf,
+    /// Arguments before `fetch` in `restore_command` (`--config`, `--repo`).
+    pub global_args: Vec<String>,
+    /// `recovery_target_action`.
+    pub action: TargetAction,
+    /// `standby.signal` instead of `recovery.signal`.
+    pub standby: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    /// The plan it followed.
+    pub plan: RestorePlan,
+    /// What it wrote.
+    pub summary: MaterialiseSummary,
+}
+
+/// Plans, refuses on any problem (or a non-empty directory without `--force`/`--delta`)
+/// before writing anything, then builds the directory and writes the recovery
+/// configuration.
+pub async fn restore(
+    repo: &Repository,
+    request: &RestoreRequest,
+    progress: ProgressFn,
+) -> Result<RestoreOutcome, RestoreError> {
+    let opts = &request.materialise;
+    let identity = repo.require_identity().await?;
+    materialise::check_target_dir(
+        &request.to,
+        opts.force,
+        opts.delta,
+        identity.system_identifier,
+    )?;
+    let plan = plan::plan(repo, &request.plan).await?;
+    let manifest = match (&plan.manifest, plan.problems.is_empty()) {
+        (Some(manifest), true) => manifest.clone(),
+        _ => {
+            return Err(RestoreError::Refused {
+                problems: plan.problems.clone(),
+            });
+        }
+    };
+    let summary = materialise::materialise(repo, &manifest, &request.to, opts, progress).await?;
+    let spec = &request.plan.spec;
+    let config = RecoveryConfig {
+        walship: request.walship.clone(),
+        global_args: request.global_args.clone(),
+        allow_partial: matches!(spec.target, RecoveryTarget::Latest),
+        target: spec.target.clone(),
+        resolved_lsn: plan.resolved_lsn,
+        exclusive: spec.exclusive,
+        timeline: match spec.timeline {
+            TimelineChoice::Latest => None,
+            TimelineChoice::Id(t) => Some(t.0),
+        },
+        action: request.action,
+        standby: request.standby,
+    };
+    recovery_conf::write_recovery_config(&request.to, &config)?;
+    Ok(RestoreOutcome { plan, summary })
+}

@@ -1,0 +1,382 @@
+//! Building the data directory from a backup: directories, files from the bundles (in
+//! parallel, bounded), tablespaces through their links, the backup label verbatim, every
+//! file and directory fsynced, and `global/pg_control` last.
+//!
+//! **Invariant:** until the very last step the directory has no `global/pg_control`, so a
+//! restore that fails at any point leaves a directory Postgres refuses to start, never a
+//! half-restored one it would start. `--delta` removes an existing `pg_control` (durably)
+//! before touching anything else.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+use walship_common::catalog::{BackupManifest, FileKind};
+use walship_common::fsutil::{self, FsError};
+use walship_common::repo::Repository;
+
+use crate::bundle::{self, BundleJob, FileJob, ProgressFn};
+use crate::error::RestoreError;
+use crate::paths::{Destinations, TablespaceDirs};
+
+/// `global/pg_control`, written last.
+pub const PG_CONTROL: &str = "global/pg_control";
+
+/// How to build the directory.
+#[derive(Debug, Clone, Default)]
+pub struct MaterialiseOptions {
+    /// Replace whatever the directory holds.
+    pub force: bool,
+    /// Keep files whose size and crc32c already match; fetch the rest; remove the files the
+    /// backup does not have.
+    pub delta: bool,
+    /// `--tablespace OID=DIR`.
+    pub tablespaces: TablespaceDirs,
+    /// Bundles fetched at once (at least 1).
+    pub parallel: usize,
+}
+
+/// What the restore wrote.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MaterialiseSummary {
+    /// Files written.
+    pub files_written: u64,
+    /// Files `--delta` found correct and kept.
+    pub files_kept: u64,
+    /// Files and directories `--delta` removed.
+    pub entries_removed: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Bundles fetched.
+    pub bundles_fetched: u64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+fn fs_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError {
+    let path = path.to_path_buf();
+    move |source| {
+        RestoreError::Fs(FsError {
+            action,
+            path,
+            source,
+        })
+    }
+}
+
+/// Refuses a non-empty `dir` unless `force` or `delta`; with `delta`, refuses a data
+/// directory of another cluster than `system_identifier`. Called before any data moves.
+pub fn check_target_dir(
+    dir: &Path,
+    force: bool,
+    delta: bool,
+    system_identifier: u64,
+) -> Result<(), RestoreError> {
+    let entry = match fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().transpose().map_err(fs_err("read", dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fs_err("read", dir)(e)),
+    };
+    let Some(entry) = entry else { return Ok(()) };
+    if !force && !delta {
+        return Err(RestoreError::NotEmpty {
+            path: dir.to_path_buf(),
+            entry: entry.file_name().to_string_lossy().into_owned(),
+        });
+    }
+    if delta && let Ok(control) = fs::read(dir.join(PG_CONTROL)) {
+        let found = control_system_identifier(&control);
+        if found.is_some_and(|found| found != system_identifier) {
+            return Err(RestoreError::OtherClusterDir {
+                path: dir.to_path_buf(),
+                found: found.unwrap_or_default(),
+                expected: system_identifier,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `ControlFileData.system_identifier`: the first 8 bytes, native endian.
+fn control_system_identifier(control: &[u8]) -> Option<u64> {
+    Some(u64::from_ne_bytes(control.get(..8)?.try_into().ok()?))
+}
+
+/// Creates `dir` (and parents) and sets it to 0700.
+fn make_dir(dir: &Path) -> Result<(), RestoreError> {
+    fs::create_dir_all(dir).map_err(fs_err("create", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(fs_err("set permissions of", dir))
+}
+
+/// Builds `dir` from `manifest`; see the module doc.
+pub async fn materialise(
+    repo: &Repository,
+    manifest: &BackupManifest,
+    dir: &Path,
+    opts: &MaterialiseOptions,
+    progress: ProgressFn,
+) -> Result<MaterialiseSummary, RestoreError> {
+    let started = Instant::now();
+    let backup = manifest.id.to_string();
+    let bad = |message: String| RestoreError::BadManifest {
+        backup: backup.clone(),
+        message,
+    };
+    let dests = Destinations::new(dir, manifest, &opts.tablespaces)?;
+    check_target_dir(dir, opts.force, opts.delta, manifest.system_identifier)?;
+    for ts in dests.tablespaces().values() {
+        check_target_dir(ts, opts.force, opts.delta, manifest.system_identifier)?;
+    }
+    let mut summary = MaterialiseSummary::default();
+    // pg_control first out, last in.
+    let control_path = dir.join(PG_CONTROL);
+    match fs::remove_file(&control_path) {
+        Ok(()) => fsutil::fsync_dir(control_path.parent().unwrap_or(dir))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fs_err("remove", &control_path)(e)),
+    }
+    if opts.force && !opts.delta {
+        clear_dir(dir)?;
+        for ts in dests.tablespaces().values() {
+            clear_dir(ts)?;
+        }
+    }
+    make_dir(dir)?;
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::from([dir.to_path_buf()]);
+    let mut expected: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut by_bundle: BTreeMap<u32, Vec<FileJob>> = BTreeMap::new();
+    let mut saw_control = false;
+    for entry in &manifest.files {
+        let dest = dests.of(&backup, &entry.path)?;
+        match entry.kind {
+            FileKind::Dir => {
+                if let Some(dest) = dest {
+                    make_dir(&dest)?;
+                    expected.insert(dest.clone());
+                    dirs.insert(dest);
+                }
+            }
+            FileKind::Symlink => {
+                if dest.is_some() {
+                    return Err(bad(format!(
+                        "{} is a link; only pg_tblspc/<oid> links are restored",
+                        entry.path
+                    )));
+                }
+            }
+            FileKind::File => {
+                let Some(dest) = dest else {
+                    return Err(bad(format!("{} cannot be a file", entry.path)));
+                };
+                let (Some(bundle), Some(offset), Some(crc32c)) =
+                    (entry.bundle, entry.offset, entry.crc32c)
+                else {
+                    return Err(bad(format!(
+                        "file {} has no bundle, offset or crc32c",
+                        entry.path
+                    )));
+                };
+                if bundle as usize >= manifest.bundles.len() {
+                    return Err(bad(format!(
+                        "file {} names bundle {bundle}, which does not exist",
+                        entry.path
+                    )));
+                }
+                let is_control = entry.path == PG_CONTROL;
+                saw_control |= is_control;
+                if let Some(parent) = dest.parent()
+                    && !dirs.contains(parent)
+                {
+                    make_dir(parent)?;
+                    dirs.insert(parent.to_path_buf());
+                }
+                let skip = opts.delta && !is_control && unchanged(&dest, entry.size, crc32c);
+                if skip {
+                    summary.files_kept += 1;
+                    if let Ok(f) = fs::File::open(&dest) {
+                        bundle::set_mode_and_mtime(&f, &dest, entry.mtime)?;
+                    }
+                }
+                expected.insert(dest.clone());
+                by_bundle.entry(bundle).or_default().push(FileJob {
+                    path: entry.path.clone(),
+                    dest: (!is_control).then_some(dest),
+                    skip,
+                    offset,
+                    size: entry.size,
+                    crc32c,
+                    mtime: entry.mtime,
+                });
+            }
+        }
+    }
+    if !saw_control {
+        return Err(bad(format!("the backup has no {PG_CONTROL}")));
+    }
+    // Tablespaces: their directories and the pg_tblspc links to them.
+    let tblspc = dir.join("pg_tblspc");
+    for (oid, location) in dests.tablespaces() {
+        make_dir(location)?;
+        make_dir(&tblspc)?;
+        dirs.insert(location.clone());
+        dirs.insert(tblspc.clone());
+        let link = tblspc.join(oid.to_string());
+        match fs::symlink_metadata(&link) {
+            Ok(_) => fs::remove_file(&link).map_err(fs_err("remove", &link))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fs_err("inspect", &link)(e)),
+        }
+        std::os::unix::fs::symlink(location, &link).map_err(fs_err("create link", &link))?;
+        expected.insert(link);
+        expected.insert(location.clone());
+    }
+    expected.insert(dir.join("backup_label"));
+    if manifest.tablespace_map.is_some() {
+        expected.insert(dir.join("tablespace_map"));
+    }
+    if opts.delta {
+        summary.entries_removed += remove_unexpected(dir, &expected, dests.tablespaces())?;
+    }
+    // The bundles, a few at a time; the bundle with only skipped files is still read when
+    // it holds a file to write.
+    let jobs: Vec<BundleJob> = by_bundle
+        .into_iter()
+        .filter(|(_, files)| files.iter().any(|f| !f.skip))
+        .map(|(index, mut files)| {
+            files.sort_by_key(|f| f.offset);
+            BundleJob {
+                name: manifest.bundles[index as usize].name.clone(),
+                files,
+            }
+        })
+        .collect();
+    summary.bundles_fetched = jobs.len() as u64;
+    let mut results = futures::stream::iter(jobs)
+        .map(|job| bundle::restore_bundle(repo, manifest.id, job, progress.clone()))
+        .buffer_unordered(opts.parallel.max(1));
+    let mut control: Option<Vec<u8>> = None;
+    while let Some(result) = results.next().await {
+        let outcome = result?;
+        summary.files_written += outcome.files;
+        summary.bytes_written += outcome.bytes;
+        for (path, bytes) in outcome.held {
+            if path == PG_CONTROL {
+                control = Some(bytes);
+            }
+        }
+    }
+    drop(results);
+    fsutil::durable_write(
+        &dir.join("backup_label"),
+        manifest.backup_label.as_bytes(),
+        0o600,
+    )?;
+    if let Some(map) = &manifest.tablespace_map {
+        fsutil::durable_write(
+            &dir.join("tablespace_map"),
+            dests.tablespace_map(map).as_bytes(),
+            0o600,
+        )?;
+    }
+    for d in &dirs {
+        fsutil::fsync_dir(d)?;
+    }
+    let control = control.ok_or_else(|| bad(format!("{PG_CONTROL} was not in its bundle")))?;
+    if control_system_identifier(&control) != Some(manifest.system_identifier) {
+        return Err(bad(format!(
+            "{PG_CONTROL} holds system identifier {:?}, the manifest says {}",
+            control_system_identifier(&control),
+            manifest.system_identifier
+        )));
+    }
+    fsutil::durable_write(&control_path, &control, 0o600)?;
+    summary.files_written += 1;
+    summary.bytes_written += control.len() as u64;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
+}
+
+/// True when `path` is a regular file of `size` bytes whose crc32c is `crc`.
+fn unchanged(path: &Path, size: u64, crc: u32) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() || meta.len() != size {
+        return false;
+    }
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut sum = 0u32;
+    loop {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) => return sum == crc,
+            Ok(n) => sum = crc32c::crc32c_append(sum, &buf[..n]),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Removes everything inside `dir` (links are removed, never followed).
+fn clear_dir(dir: &Path) -> Result<(), RestoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fs_err("read", dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(fs_err("read", dir))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(fs_err("inspect", &path))?;
+        if kind.is_dir() {
+            fs::remove_dir_all(&path).map_err(fs_err("remove", &path))?;
+        } else {
+            fs::remove_file(&path).map_err(fs_err("remove", &path))?;
+        }
+    }
+    fsutil::fsync_dir(dir)?;
+    Ok(())
+}
+
+/// `--delta`: removes what the backup does not have, under `dir` and the tablespace
+/// directories (links are never followed). Returns how many entries went.
+fn remove_unexpected(
+    dir: &Path,
+    expected: &BTreeSet<PathBuf>,
+    tablespaces: &TablespaceDirs,
+) -> Result<u64, RestoreError> {
+    let mut removed = 0;
+    let roots = std::iter::once(dir.to_path_buf()).chain(tablespaces.values().cloned());
+    for root in roots {
+        let mut stack = vec![root];
+        while let Some(current) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&current) else {
+                continue;
+            };
+            for entry in entries {
+                let entry = entry.map_err(fs_err("read", &current))?;
+                let path = entry.path();
+                let kind = entry.file_type().map_err(fs_err("inspect", &path))?;
+                if expected.contains(&path) {
+                    if kind.is_dir() {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                if kind.is_dir() {
+                    fs::remove_dir_all(&path).map_err(fs_err("remove", &path))?;
+                } else {
+                    fs::remove_file(&path).map_err(fs_err("remove", &path))?;
+                }
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,524 @@
+//! The plan: from a target to a backup plus a WAL chain, with every problem found, before
+//! any data moves.
+//!
+//! [`plan`] chooses the newest backup that can reach the target (consistent before it, on
+//! a timeline on the path to the target timeline), checks that every segment of the chain
+//! is archived, and reads the WAL ([`crate::wal_scan`]) to confirm that the record recovery
+//! stops at exists. It returns a [`RestorePlan`] whose `problems` list every reason the
+//! restore would fail; `--dry-run` prints it, and a restore refuses while it is not empty.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use walship_common::Lsn;
+use walship_common::catalog::{BackupId, BackupManifest};
+use walship_common::pg::{TimelineHistory, TimelineId, WalFileName, WalSegSize};
+use walship_common::repo::Repository;
+
+use crate::backups;
+use crate::error::RestoreError;
+use crate::target::{RecoveryTarget, TargetSpec};
+use crate::timeline::{ArchiveListing, backup_on_path, load_history};
+use crate::wal_scan::{self, ScanReport, WalPoint};
+
+/// What to plan for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRequest {
+    /// The target, timeline, inclusiveness and forced backup.
+    pub spec: TargetSpec,
+    /// For a time target, stop by the LSN of the first commit after the time instead of by
+    /// the time (`--resolve-lsn`).
+    pub resolve_lsn: bool,
+}
+
+/// What kind of problem stops a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// The target timeline has no history file in the repository.
+    UnknownTimeline,
+    /// The repository has no usable backup (or not the one asked for).
+    NoBackup,
+    /// The target lies before the oldest backup that could reach it became consistent.
+    BeforeOldestBackup,
+    /// A backup, or a segment, belongs to another cluster than the repository.
+    OtherCluster,
+    /// Segments of the chain are missing from the repository.
+    MissingSegments,
+    /// A segment is not the segment its name says, or is damaged.
+    BadSegment,
+    /// The archive ends before the target.
+    BeyondArchive,
+}
+
+/// One reason the restore cannot reach its target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// What kind.
+    pub kind: ProblemKind,
+    /// The message for the operator, naming the backup, segment, LSN or time involved.
+    pub message: String,
+}
+
+/// The backup a plan starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupChoice {
+    /// Its id.
+    pub id: BackupId,
+    /// Timeline it ended on.
+    pub timeline: TimelineId,
+    /// Where its WAL starts.
+    pub start_lsn: Lsn,
+    /// Where it becomes consistent.
+    pub stop_lsn: Lsn,
+    /// When it started.
+    pub start_time: DateTime<Utc>,
+    /// When it became consistent.
+    pub stop_time: DateTime<Utc>,
+    /// Files (and directories) it restores.
+    pub files: usize,
+    /// Raw bytes.
+    pub bytes_raw: u64,
+    /// Stored bytes (to fetch).
+    pub bytes_stored: u64,
+}
+
+/// The WAL recovery reads from one timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WalRange {
+    /// The timeline.
+    pub timeline: TimelineId,
+    /// Its first segment.
+    pub first: String,
+    /// Its last segment.
+    pub last: String,
+    /// How many segments.
+    pub segments: u64,
+}
+
+/// A restore plan; see the module doc.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    /// The repository.
+    pub repository: String,
+    /// The repository's cluster (a string: it does not fit a double).
+    pub system_identifier: String,
+    /// The target, as Postgres will be told.
+    pub target: String,
+    /// `recovery_target_inclusive`.
+    pub inclusive: bool,
+    /// The timeline recovery follows.
+    pub target_timeline: TimelineId,
+    /// The backup chosen.
+    pub backup: Option<BackupChoice>,
+    /// WAL to replay, per timeline, oldest first.
+    pub wal_ranges: Vec<WalRange>,
+    /// Objects restore and recovery will fetch (bundles and segments).
+    pub fetch_objects: u64,
+    /// Their stored size.
+    pub fetch_bytes: u64,
+    /// Whether the archive reaches the target.
+    pub reachable: bool,
+    /// The record recovery stops at (for time, LSN, XID and name targets).
+    pub stop_record: Option<WalPoint>,
+    /// `--resolve-lsn`: the LSN written instead of the time.
+    pub resolved_lsn: Option<Lsn>,
+    /// The last commit or abort the archive holds: the true recovery point.
+    pub last_commit: Option<WalPoint>,
+    /// Where valid WAL ends along the target timeline.
+    pub wal_end: Lsn,
+    /// Every segment missing between the backup's start and the newest archived segment.
+    pub missing_segments: Vec<String>,
+    /// Why the restore cannot proceed; empty when it can.
+    pub problems: Vec<Problem>,
+    /// The chosen backup's manifest.
+    #[serde(skip)]
+    pub manifest: Option<BackupManifest>,
+    /// The request.
+    #[serde(skip)]
+    pub spec: Option<TargetSpec>,
+    /// The WAL segment size.
+    #[serde(skip)]
+    pub seg_size: Option<WalSegSize>,
+}
+
+impl RestorePlan {
+    /// True when nothing stops the restore.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty() && self.manifest.is_some()
+    }
+
+    fn refuse(&mut self, kind: ProblemKind, message: String) {
+        self.problems.push(Problem { kind, message });
+    }
+}
+
+/// Builds the plan for `request`; see the module doc. Errors are failures to read the
+/// repository; everything that makes the target unreachable is a [`Problem`].
+pub async fn plan(repo: &Repository, request: &PlanRequest) -> Result<RestorePlan, RestoreError> {
+    let spec = &request.spec;
+    let identity = repo.require_identity().await?;
+    let seg_size = WalSegSize::new(u64::from(identity.wal_segment_size)).map_err(|e| {
+        RestoreError::BadManifest {
+            backup: "walship.json".to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let listing = ArchiveListing::load(repo, seg_size).await?;
+    let timeline = match spec.timeline {
+        crate::target::TimelineChoice::Latest => listing.latest_timeline(),
+        crate::target::TimelineChoice::Id(t) => t,
+    };
+    let mut plan = RestorePlan {
+        repository: repo.location().to_string(),
+        system_identifier: identity.system_identifier.to_string(),
+        target: spec.target.to_string(),
+        inclusive: !spec.exclusive,
+        target_timeline: timeline,
+        backup: None,
+        wal_ranges: Vec::new(),
+        fetch_objects: 0,
+        fetch_bytes: 0,
+        reachable: false,
+        stop_record: None,
+        resolved_lsn: None,
+        last_commit: None,
+        wal_end: Lsn::INVALID,
+        missing_segments: Vec::new(),
+        problems: Vec::new(),
+        manifest: None,
+        spec: Some(spec.clone()),
+        seg_size: Some(seg_size),
+    };
+    let Some(history) = load_history(repo, timeline).await? else {
+        plan.refuse(
+            ProblemKind::UnknownTimeline,
+            format!(
+                "timeline {timeline} has no history file ({:08X}.history) in {}; the newest timeline archived is {}",
+                timeline.0,
+                repo.location(),
+                listing.latest_timeline()
+            ),
+        );
+        return Ok(plan);
+    };
+    let all = backups::load_all(repo).await?;
+    let on_path: Vec<&BackupManifest> =
+        all.iter().filter(|b| backup_on_path(&history, b)).collect();
+    let candidates: Vec<&BackupManifest> = match &spec.backup {
+        Some(id) => match all.iter().find(|b| b.id == *id) {
+            Some(b) if backup_on_path(&history, b) => vec![b],
+            Some(b) => {
+                plan.refuse(
+                    ProblemKind::NoBackup,
+                    format!(
+                        "backup {id} (timeline {}, consistent at {}) is not on the path to timeline {timeline}",
+                        b.stop_timeline, b.stop_lsn
+                    ),
+                );
+                return Ok(plan);
+            }
+            None => {
+                plan.refuse(
+                    ProblemKind::NoBackup,
+                    format!("backup {id} does not exist in {}", repo.location()),
+                );
+                return Ok(plan);
+            }
+        },
+        None => on_path.clone(),
+    };
+    if candidates.is_empty() {
+        plan.refuse(
+            ProblemKind::NoBackup,
+            format!(
+                "{} holds no backup on the path to timeline {timeline} ({} backups in all)",
+                repo.location(),
+                all.len()
+            ),
+        );
+        return Ok(plan);
+    }
+    let eligible = |b: &&&BackupManifest| match &spec.target {
+        RecoveryTarget::Time(t) => b.stop_time <= t.time,
+        RecoveryTarget::Lsn(lsn) => b.stop_lsn <= *lsn,
+        _ => true,
+    };
+    let Some(newest) = candidates
+        .iter()
+        .filter(eligible)
+        .max_by_key(|b| b.stop_lsn)
+        .copied()
+    else {
+        let oldest = candidates.iter().min_by_key(|b| b.stop_lsn).copied();
+        if let Some(oldest) = oldest {
+            plan.refuse(
+                ProblemKind::BeforeOldestBackup,
+                format!(
+                    "the target ({}) is before backup {} became consistent (at {}, LSN {}), the oldest that can be used; no backup can reach it",
+                    spec.target, oldest.id, oldest.stop_time, oldest.stop_lsn
+                ),
+            );
+        }
+        return Ok(plan);
+    };
+    let mut chosen = newest;
+    let mut report = scan_from(
+        repo, &listing, &history, seg_size, &identity, chosen, request,
+    )
+    .await?;
+    let by_record = matches!(
+        spec.target,
+        RecoveryTarget::Xid(_) | RecoveryTarget::Name(_)
+    );
+    if by_record && spec.backup.is_none() {
+        let found_after_stop = report
+            .target_record
+            .as_ref()
+            .is_some_and(|r| r.lsn >= chosen.stop_lsn);
+        let oldest = candidates.iter().min_by_key(|b| b.stop_lsn).copied();
+        if let Some(oldest) = oldest.filter(|o| !found_after_stop && o.id != chosen.id) {
+            report = scan_from(
+                repo, &listing, &history, seg_size, &identity, oldest, request,
+            )
+            .await?;
+            chosen = match &report.target_record {
+                Some(hit) => candidates
+                    .iter()
+                    .filter(|b| b.stop_lsn <= hit.lsn)
+                    .max_by_key(|b| b.stop_lsn)
+                    .copied()
+                    .unwrap_or(oldest),
+                None => oldest,
+            };
+        }
+    }
+    judge(
+        &mut plan, repo, &listing, &history, seg_size, &identity, chosen, &report, request,
+    );
+    Ok(plan)
+}
+
+async fn scan_from(
+    repo: &Repository,
+    listing: &ArchiveListing,
+    history: &TimelineHistory,
+    seg_size: WalSegSize,
+    identity: &walship_common::repo::RepoIdentity,
+    backup: &BackupManifest,
+    request: &PlanRequest,
+) -> Result<ScanReport, RestoreError> {
+    wal_scan::scan(
+        repo,
+        listing,
+        history,
+        seg_size,
+        identity.system_identifier,
+        backup.start_lsn,
+        &request.spec.target,
+        request.spec.exclusive,
+    )
+    .await
+}
+
+/// Fills the plan from the chosen backup and what the scan found.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    plan: &mut RestorePlan,
+    repo: &Repository,
+    listing: &ArchiveListing,
+    history: &TimelineHistory,
+    seg_size: WalSegSize,
+    identity: &walship_common::repo::RepoIdentity,
+    chosen: &BackupManifest,
+    report: &ScanReport,
+    request: &PlanRequest,
+) {
+    let spec = &request.spec;
+    plan.backup = Some(BackupChoice {
+        id: chosen.id,
+        timeline: chosen.stop_timeline,
+        start_lsn: chosen.start_lsn,
+        stop_lsn: chosen.stop_lsn,
+        start_time: chosen.start_time,
+        stop_time: chosen.stop_time,
+        files: chosen.files.len(),
+        bytes_raw: chosen.bytes_raw,
+        bytes_stored: chosen.bytes_stored,
+    });
+    plan.manifest = Some(chosen.clone());
+    plan.last_commit = report.last_commit.clone();
+    plan.wal_end = report.wal_end;
+    if chosen.system_identifier != identity.system_identifier
+        || chosen.wal_segment_size != identity.wal_segment_size
+    {
+        plan.refuse(
+            ProblemKind::OtherCluster,
+            format!(
+                "backup {} is of another cluster (system identifier {}, {} byte segments) than repository {} (system identifier {}, {} byte segments)",
+                chosen.id,
+                chosen.system_identifier,
+                chosen.wal_segment_size,
+                repo.location(),
+                identity.system_identifier,
+                identity.wal_segment_size
+            ),
+        );
+        return;
+    }
+    plan.missing_segments = missing_segments(listing, history, seg_size, chosen.start_lsn);
+    if let Some((name, why)) = &report.bad_segment {
+        let kind = if why.contains("system identifier") {
+            ProblemKind::OtherCluster
+        } else {
+            ProblemKind::BadSegment
+        };
+        plan.refuse(
+            kind,
+            format!(
+                "WAL segment {name} in {} cannot be used: {why}",
+                repo.location()
+            ),
+        );
+    }
+    let consistent = report.wal_end >= chosen.stop_lsn;
+    let stop = match &spec.target {
+        RecoveryTarget::Immediate => consistent.then_some(chosen.stop_lsn),
+        RecoveryTarget::Latest => consistent.then_some(report.wal_end),
+        _ => report.target_record.as_ref().map(|r| r.lsn),
+    };
+    plan.stop_record = match &spec.target {
+        RecoveryTarget::Immediate | RecoveryTarget::Latest => None,
+        _ => report.target_record.clone(),
+    };
+    if let (true, RecoveryTarget::Time(_), Some(hit)) =
+        (request.resolve_lsn, &spec.target, &report.target_record)
+    {
+        plan.resolved_lsn = Some(hit.lsn);
+    }
+    match stop {
+        Some(lsn) if lsn >= chosen.stop_lsn || matches!(spec.target, RecoveryTarget::Immediate) => {
+            plan.reachable = plan.problems.is_empty();
+        }
+        Some(lsn) => plan.refuse(
+            ProblemKind::BeforeOldestBackup,
+            format!(
+                "recovery would stop at LSN {lsn} ({}), before backup {} becomes consistent at LSN {}; no backup can reach it",
+                spec.target, chosen.id, chosen.stop_lsn
+            ),
+        ),
+        None if report.missing.is_some() || report.bad_segment.is_some() => {
+            if report.bad_segment.is_none() {
+                let (noun, verb) = if plan.missing_segments.len() > 1 {
+                    ("segments", "are")
+                } else {
+                    ("segment", "is")
+                };
+                let names = if plan.missing_segments.is_empty() {
+                    report.missing.clone().unwrap_or_default()
+                } else {
+                    plan.missing_segments.join(", ")
+                };
+                plan.refuse(
+                    ProblemKind::MissingSegments,
+                    format!(
+                        "WAL {noun} {names} {verb} missing from {}: recovery from backup {} cannot get past LSN {}",
+                        repo.location(),
+                        chosen.id,
+                        report.wal_end,
+                    ),
+                );
+            }
+        }
+        None => plan.refuse(
+            ProblemKind::BeyondArchive,
+            format!(
+                "the archive does not reach the target ({}): valid WAL on timeline {} ends at LSN {}{}",
+                spec.target,
+                plan.target_timeline,
+                report.wal_end,
+                match &report.last_commit {
+                    Some(c) => format!(
+                        "; the last commit it holds is at {} (LSN {})",
+                        c.time.map_or("an unknown time".to_string(), |t| t.to_rfc3339()),
+                        c.lsn
+                    ),
+                    None => "; it holds no commit after the backup".to_string(),
+                }
+            ),
+        ),
+    }
+    let end = stop.unwrap_or(report.wal_end).max(chosen.stop_lsn);
+    plan.wal_ranges = wal_ranges(history, seg_size, chosen.start_lsn, end);
+    let segment_bytes: u64 = history
+        .segments_between(chosen.start_lsn, Lsn(end.0 + 1), seg_size)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|w| {
+            listing
+                .segments
+                .get(&(w.timeline(), w.segno()))
+                .or_else(|| listing.partials.get(&(w.timeline(), w.segno())))
+        })
+        .sum();
+    let segments: u64 = plan.wal_ranges.iter().map(|r| r.segments).sum();
+    plan.fetch_objects = chosen.bundles.len() as u64 + segments;
+    plan.fetch_bytes = chosen.bytes_stored + segment_bytes;
+}
+
+/// Every segment recovery along `history` would need from `start` up to the newest one
+/// archived, that the archive does not hold.
+fn missing_segments(
+    listing: &ArchiveListing,
+    history: &TimelineHistory,
+    seg_size: WalSegSize,
+    start: Lsn,
+) -> Vec<String> {
+    let Some(last) = listing.last_on_path(history, seg_size) else {
+        return Vec::new();
+    };
+    let mut missing = Vec::new();
+    let mut segno = start.segno(seg_size);
+    while segno <= last {
+        let tli = history.timeline_of_segment(segno, seg_size);
+        if let Ok(wal) = WalFileName::new(tli, segno, seg_size)
+            && !listing.has(&wal)
+            && !listing.partials.contains_key(&(tli, segno))
+        {
+            missing.push(wal.to_string());
+        }
+        match segno.next(seg_size) {
+            Some(next) => segno = next,
+            None => break,
+        }
+    }
+    missing
+}
+
+/// The segments of `[start, end]` grouped by timeline.
+fn wal_ranges(
+    history: &TimelineHistory,
+    seg_size: WalSegSize,
+    start: Lsn,
+    end: Lsn,
+) -> Vec<WalRange> {
+    let names = history
+        .segments_between(start, Lsn(end.0 + 1), seg_size)
+        .unwrap_or_default();
+    let mut by_tli: BTreeMap<TimelineId, Vec<WalFileName>> = BTreeMap::new();
+    for name in names {
+        by_tli.entry(name.timeline()).or_default().push(name);
+    }
+    by_tli
+        .into_iter()
+        .filter_map(|(timeline, names)| {
+            Some(WalRange {
+                timeline,
+                first: names.first()?.to_string(),
+                last: names.last()?.to_string(),
+                segments: names.len() as u64,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,246 @@
+//! The recovery configuration: `recovery.signal` (or `standby.signal`) and a clearly
+//! marked walship block in `postgresql.auto.conf` with `restore_command` and the recovery
+//! target settings.
+//!
+//! Earlier recovery settings in `postgresql.auto.conf` (from the backed-up server, or an
+//! earlier restore) are removed, not duplicated: Postgres takes the last value of a setting,
+//! and two targets are a startup error.
+
+use std::path::{Path, PathBuf};
+
+use walship_common::Lsn;
+use walship_common::fsutil;
+
+use crate::error::RestoreError;
+use crate::target::{RecoveryTarget, TargetAction, postgres_time};
+
+/// First line of walship's block.
+pub const BEGIN: &str =
+    "# BEGIN walship restore: written by `walship restore`; edits inside this block are replaced";
+/// Last line of walship's block.
+pub const END: &str = "# END walship restore";
+
+/// Settings walship owns during recovery; any earlier line setting one of them goes.
+const RECOVERY_SETTINGS: &[&str] = &[
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+    "recovery_target_action",
+];
+
+/// What to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// The `walship` binary the server runs (absolute).
+    pub walship: PathBuf,
+    /// Arguments before `fetch` (`--config FILE`, `--repo URL`).
+    pub global_args: Vec<String>,
+    /// Pass `--allow-partial` to fetch (recovery to the very end of the archive).
+    pub allow_partial: bool,
+    /// The target.
+    pub target: RecoveryTarget,
+    /// Stop at this LSN (exclusive) instead of the time (`--resolve-lsn`).
+    pub resolved_lsn: Option<Lsn>,
+    /// `recovery_target_inclusive = off`.
+    pub exclusive: bool,
+    /// `recovery_target_timeline`: a number, or `None` for `latest`.
+    pub timeline: Option<u32>,
+    /// `recovery_target_action`.
+    pub action: TargetAction,
+    /// Write `standby.signal` instead of `recovery.signal`.
+    pub standby: bool,
+}
+
+/// Quotes `text` for `sh -c` (which Postgres runs `restore_command` with).
+pub fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@".contains(&b))
+    {
+        return text.to_string();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Quotes `text` as a configuration-file string value.
+pub fn guc_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\\', r"\\").replace('\'', "''"))
+}
+
+impl RecoveryConfig {
+    /// The `restore_command` value.
+    pub fn restore_command(&self) -> String {
+        let mut words = vec![shell_quote(&self.walship.to_string_lossy())];
+        words.extend(self.global_args.iter().map(|a| shell_quote(a)));
+        words.push("fetch".to_string());
+        if self.allow_partial {
+            words.push("--allow-partial".to_string());
+        }
+        words.push("%f".to_string());
+        words.push("%p".to_string());
+        words.join(" ")
+    }
+
+    /// The settings of the block, in order.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut out = vec![("restore_command", guc_quote(&self.restore_command()))];
+        let inclusive = if self.exclusive { "off" } else { "on" };
+        match (&self.target, self.resolved_lsn) {
+            (RecoveryTarget::Time(_), Some(lsn)) => {
+                out.push(("recovery_target_lsn", guc_quote(&lsn.to_string())));
+                out.push(("recovery_target_inclusive", "off".to_string()));
+            }
+            (RecoveryTarget::Time(t), None) => {
+                out.push(("recovery_target_time", guc_quote(&postgres_time(t.time))));
+                out.push(("recovery_target_inclusive", inclusive.to_string()));
+            }
+            (RecoveryTarget::Lsn(lsn), _) => {
+                out.push(("recovery_target_lsn", guc_quote(&lsn.to_string())));
+                out.push(("recovery_target_inclusive", inclusive.to_string()));
+            }
+            (RecoveryTarget::Xid(xid), _) => {
+                out.push(("recovery_target_xid", guc_quote(&xid.to_string())));
+                out.push(("recovery_target_inclusive", inclusive.to_string()));
+            }
+            (RecoveryTarget::Name(name), _) => {
+                out.push(("recovery_target_name", guc_quote(name)));
+            }
+            (RecoveryTarget::Immediate, _) => {
+                out.push(("recovery_target", guc_quote("immediate")));
+            }
+            (RecoveryTarget::Latest, _) => {}
+        }
+        let timeline = self
+            .timeline
+            .map_or_else(|| "latest".to_string(), |t| t.to_string());
+        out.push(("recovery_target_timeline", guc_quote(&timeline)));
+        if !matches!(self.target, RecoveryTarget::Latest) {
+            out.push((
+                "recovery_target_action",
+                guc_quote(&self.action.to_string()),
+            ));
+        }
+        out
+    }
+
+    /// The walship block, with its markers.
+    pub fn block(&self) -> String {
+        let mut out = format!("{BEGIN}\n");
+        for (name, value) in self.settings() {
+            out.push_str(&format!("{name} = {value}\n"));
+        }
+        out.push_str(END);
+        out.push('\n');
+        out
+    }
+}
+
+/// `content` without any earlier walship block and without lines setting a recovery
+/// setting; other lines are kept as they are.
+pub fn strip_recovery_settings(content: &str) -> String {
+    let mut out = String::new();
+    let mut in_block = false;
+    for line in content.lines() {
+        if line.starts_with("# BEGIN walship restore") {
+            in_block = true;
+            continue;
+        }
+        if in_block {
+            in_block = line != END;
+            continue;
+        }
+        let name = line
+            .trim_start()
+            .split(|c: char| c == '=' || c.is_whitespace())
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if RECOVERY_SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes the signal file and the walship block into `data_dir` (durably).
+pub fn write_recovery_config(data_dir: &Path, config: &RecoveryConfig) -> Result<(), RestoreError> {
+    let auto = data_dir.join("postgresql.auto.conf");
+    let existing = match std::fs::read_to_string(&auto) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(RestoreError::Fs(fsutil::FsError {
+                action: "read",
+                path: auto,
+                source,
+            }));
+        }
+    };
+    let mut content = strip_recovery_settings(&existing);
+    content.push_str(&config.block());
+    fsutil::durable_write(&auto, content.as_bytes(), 0o600)?;
+    let (signal, other) = if config.standby {
+        ("standby.signal", "recovery.signal")
+    } else {
+        ("recovery.signal", "standby.signal")
+    };
+    let _ = std::fs::remove_file(data_dir.join(other));
+    fsutil::durable_write(&data_dir.join(signal), b"", 0o600)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::parse_target_time;
+
+    fn config(target: RecoveryTarget) -> RecoveryConfig {
+        RecoveryConfig {
+            walship: PathBuf::from("/usr/bin/walship"),
+            global_args: vec!["--config".into(), "/etc/walship/it's.toml".into()],
+            allow_partial: false,
+            target,
+            resolved_lsn: None,
+            exclusive: false,
+            timeline: None,
+            action: TargetAction::Promote,
+            standby: false,
+        }
+    }
+
+    #[test]
+    fn block_quotes_for_shell_and_config() {
+        let c = config(RecoveryTarget::Time(
+            parse_target_time("2026-11-20 14:03:00").unwrap(),
+        ));
+        let block = c.block();
+        assert!(block.contains(
+            r#"restore_command = '/usr/bin/walship --config ''/etc/walship/it''\\''s.toml'' fetch %f %p'"#
+        ), "{block}");
+        assert!(block.contains("recovery_target_time = '2026-11-20 14:03:00.000000+00'"));
+        assert!(block.contains("recovery_target_action = 'promote'"));
+        assert!(block.contains("recovery_target_timeline = 'latest'"));
+    }
+
+    #[test]
+    fn earlier_settings_and_blocks_are_replaced() {
+        let c = config(RecoveryTarget::Name("before-drop".into()));
+        let old = format!(
+            "# Do not edit this file manually!\nwork_mem = '8MB'\nrestore_command = 'cp x %p'\nRecovery_Target_Time = '2020-01-01'\n{}",
+            config(RecoveryTarget::Latest).block()
+        );
+        let new = strip_recovery_settings(&old) + &c.block();
+        assert_eq!(new.matches("restore_command").count(), 1, "{new}");
+        assert!(!new.to_lowercase().contains("recovery_target_time"));
+        assert!(new.contains("work_mem = '8MB'"));
+        assert_eq!(new.matches(BEGIN).count(), 1);
+    }
+}
