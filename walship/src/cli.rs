@@ -56,8 +56,8 @@ pub enum Command {
     List(NotBuiltArgs),
     /// Show one base backup (`latest` or its id). [not built yet]
     Info(NotBuiltArgs),
-    /// Restore a data directory to a point in time. [not built yet]
-    Restore(NotBuiltArgs),
+    /// Restore a data directory to a point in time.
+    Restore(crate::cmd::restore::RestoreArgs),
     /// Verify every object in the repository. [not built yet]
     Verify(NotBuiltArgs),
     /// Remove backups and WAL no retention rule keeps. [not built yet]

@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod fetch;
+pub mod restore;
 
 use walship_common::config::Options;
 
@@ -43,7 +44,11 @@ pub fn run(cli: Cli) -> u8 {
         Command::Backup(_) => not_built("backup", Some(4)),
         Command::List(_) => not_built("list", Some(4)),
         Command::Info(_) => not_built("info", Some(4)),
-        Command::Restore(_) => not_built("restore", Some(5)),
+        Command::Restore(args) => {
+            with_context("restore", &cli.global, Options::default(), exit::FAILED, |ctx| {
+                restore::run(ctx, args)
+            })
+        }
         Command::Verify(_) => not_built("verify", None),
         Command::Expire(_) => not_built("expire", None),
         Command::Check(_) => not_built("check", None),

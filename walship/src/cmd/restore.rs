@@ -1,0 +1,326 @@
+//! `walship restore --to DIR`: the front end of `walship-restore`. Parses the target,
+//! prints the plan (`--dry-run`) or restores, and maps the outcome to an exit code:
+//! 0 done (or a dry run that can proceed), 4 refused before any data moved, 3 failed.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clap::{ArgGroup, Args, ValueEnum};
+use walship_common::catalog::BackupId;
+use walship_common::pg::TimelineId;
+use walship_restore::paths::TablespaceDirs;
+use walship_restore::target::{self, TargetError};
+use walship_restore::{
+    MaterialiseOptions, PlanRequest, RecoveryTarget, RestorePlan, RestoreRequest, TargetAction,
+    TargetSpec, TimelineChoice,
+};
+
+use crate::context::Context;
+use crate::exit;
+
+/// Restore a data directory to a point in time.
+///
+/// Chooses the newest backup that can reach the target, checks that the archive holds every
+/// WAL segment up to it and that the WAL really reaches it (a commit after the target time,
+/// the restore point, the transaction's commit), and refuses before writing anything if
+/// not. Then builds the directory (pg_control last) and writes recovery.signal and a walship
+/// block in postgresql.auto.conf with restore_command = '<walship> fetch %f %p'. Start
+/// Postgres on the directory to recover.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target_kind").required(true).args(["target_time", "target_lsn", "target_xid", "target_name", "target"])))]
+pub struct RestoreArgs {
+    /// The data directory to build (must be empty or absent, unless --force or --delta).
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Recover to this time: RFC 3339 or 'YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]' (no zone: UTC).
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover to this WAL location (X/X).
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover to the commit (or abort) of this transaction.
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<String>,
+    /// Recover to this restore point (pg_create_restore_point).
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// `immediate` (the backup's consistency point) or `latest` (the end of the archive).
+    #[arg(long, value_name = "immediate|latest")]
+    pub target: Option<String>,
+    /// Timeline to recover along: a number, or `latest` (default).
+    #[arg(long, value_name = "TLI")]
+    pub target_timeline: Option<String>,
+    /// Stop just before the target instead of just after it.
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// For --target-time: stop at the LSN of the first commit after the time, so replay
+    /// stops on the same record whatever the server's time zone.
+    #[arg(long)]
+    pub resolve_lsn: bool,
+    /// Use this backup instead of the newest that can reach the target.
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// What the server does at the target.
+    #[arg(long, value_enum, default_value = "promote")]
+    pub target_action: ActionArg,
+    /// Write standby.signal instead of recovery.signal.
+    #[arg(long)]
+    pub standby: bool,
+    /// Put tablespace OID in DIR instead of its original location (repeatable).
+    #[arg(long, value_name = "OID=DIR")]
+    pub tablespace: Vec<String>,
+    /// Keep files whose size and crc32c already match; fetch the rest; remove the rest.
+    #[arg(long, conflicts_with = "force")]
+    pub delta: bool,
+    /// Replace the contents of a non-empty directory.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan or the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// The walship binary restore_command runs (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub walship_path: Option<PathBuf>,
+    /// Bundles downloaded at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub parallel: usize,
+}
+
+/// `--target-action`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ActionArg {
+    /// End recovery and accept connections.
+    Promote,
+    /// Pause at the target.
+    Pause,
+    /// Shut down at the target.
+    Shutdown,
+}
+
+fn spec(args: &RestoreArgs) -> Result<TargetSpec, String> {
+    let target = if let Some(t) = &args.target_time {
+        RecoveryTarget::Time(target::parse_target_time(t).map_err(|e| e.to_string())?)
+    } else if let Some(lsn) = &args.target_lsn {
+        RecoveryTarget::Lsn(lsn.parse().map_err(|e: walship_common::lsn::LsnParseError| e.to_string())?)
+    } else if let Some(xid) = &args.target_xid {
+        RecoveryTarget::Xid(target::parse_xid(xid).map_err(|e| e.to_string())?)
+    } else if let Some(name) = &args.target_name {
+        RecoveryTarget::Name(target::parse_name(name).map_err(|e| e.to_string())?)
+    } else {
+        let keyword = args.target.as_deref().unwrap_or("latest");
+        target::parse_keyword(keyword).map_err(|e: TargetError| e.to_string())?
+    };
+    let timeline = match args.target_timeline.as_deref() {
+        None | Some("latest") => TimelineChoice::Latest,
+        Some(n) => TimelineChoice::Id(TimelineId(
+            n.parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("invalid --target-timeline {n:?}: expected latest or a timeline number"))?,
+        )),
+    };
+    let backup = match &args.backup {
+        Some(id) => Some(id.parse::<BackupId>().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(TargetSpec {
+        target,
+        timeline,
+        exclusive: args.target_exclusive,
+        backup,
+    })
+}
+
+fn tablespaces(args: &RestoreArgs) -> Result<TablespaceDirs, String> {
+    let mut out = TablespaceDirs::new();
+    for item in &args.tablespace {
+        let parsed = item
+            .split_once('=')
+            .and_then(|(oid, dir)| Some((oid.parse::<u32>().ok()?, PathBuf::from(dir))))
+            .filter(|(_, dir)| dir.is_absolute());
+        let (oid, dir) =
+            parsed.ok_or_else(|| format!("invalid --tablespace {item:?}: expected OID=/absolute/dir"))?;
+        out.insert(oid, dir);
+    }
+    Ok(out)
+}
+
+/// Runs `walship restore`.
+pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
+    let usage = |message: String| {
+        eprintln!("walship restore: error: {message}");
+        exit::USAGE
+    };
+    let spec = match spec(&args) {
+        Ok(spec) => spec,
+        Err(message) => return usage(message),
+    };
+    let tablespaces = match tablespaces(&args) {
+        Ok(t) => t,
+        Err(message) => return usage(message),
+    };
+    let walship = match args.walship_path.clone().map(Ok).unwrap_or_else(std::env::current_exe) {
+        Ok(path) => std::path::absolute(&path).unwrap_or(path),
+        Err(e) => return usage(format!("cannot tell where this walship binary is ({e}); pass --walship-path")),
+    };
+    let to = std::path::absolute(&args.to).unwrap_or_else(|_| args.to.clone());
+    let mut global_args = Vec::new();
+    if let Some(config) = &ctx.config.config_file {
+        let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
+        global_args.extend(["--config".to_string(), config.to_string_lossy().into_owned()]);
+    }
+    global_args.extend(["--repo".to_string(), ctx.config.repo.clone()]);
+    let plan_request = PlanRequest {
+        spec,
+        resolve_lsn: args.resolve_lsn,
+    };
+    ctx.block_on(async {
+        let repo = match ctx.open_repository().await {
+            Ok(repo) => repo,
+            Err(e) => return ctx.fail(exit::FAILED, &e),
+        };
+        if args.dry_run {
+            return match walship_restore::plan::plan(&repo, &plan_request).await {
+                Ok(plan) => {
+                    print_plan(&plan, args.json);
+                    if plan.is_ok() { exit::SUCCESS } else { exit::REFUSED }
+                }
+                Err(e) => ctx.fail(exit::FAILED, &e),
+            };
+        }
+        let request = RestoreRequest {
+            plan: plan_request,
+            to: to.clone(),
+            materialise: MaterialiseOptions {
+                force: args.force,
+                delta: args.delta,
+                tablespaces,
+                parallel: args.parallel.max(1),
+            },
+            walship,
+            global_args,
+            action: match args.target_action {
+                ActionArg::Promote => TargetAction::Promote,
+                ActionArg::Pause => TargetAction::Pause,
+                ActionArg::Shutdown => TargetAction::Shutdown,
+            },
+            standby: args.standby,
+        };
+        let started = std::time::Instant::now();
+        match walship_restore::restore(&repo, &request, progress(!args.json)).await {
+            Ok(outcome) => {
+                if std::io::stderr().is_terminal() && !args.json {
+                    eprintln!();
+                }
+                let s = &outcome.summary;
+                if args.json {
+                    let json = serde_json::json!({
+                        "plan": outcome.plan,
+                        "summary": s,
+                        "data_directory": to,
+                        "duration_ms": started.elapsed().as_millis() as u64,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+                } else {
+                    print_plan(&outcome.plan, false);
+                    println!(
+                        "restored {} into {} in {:.1} s: {} files written ({}), {} kept, {} removed, {} bundles fetched",
+                        outcome.plan.backup.as_ref().map_or(String::new(), |b| b.id.to_string()),
+                        to.display(),
+                        started.elapsed().as_secs_f64(),
+                        s.files_written,
+                        bytes(s.bytes_written),
+                        s.files_kept,
+                        s.entries_removed,
+                        s.bundles_fetched,
+                    );
+                    println!("start Postgres on {} to recover to {}", to.display(), outcome.plan.target);
+                }
+                exit::SUCCESS
+            }
+            Err(e) if e.is_refusal() => ctx.fail(exit::REFUSED, &e),
+            Err(e) => ctx.fail(exit::FAILED, &e),
+        }
+    })
+}
+
+/// A progress line on stderr when it is a terminal.
+fn progress(enabled: bool) -> walship_restore::ProgressFn {
+    let done = Arc::new(AtomicU64::new(0));
+    let shown = Arc::new(AtomicU64::new(0));
+    let terminal = enabled && std::io::stderr().is_terminal();
+    Arc::new(move |n| {
+        let total = done.fetch_add(n, Ordering::Relaxed) + n;
+        let mib = total >> 20;
+        if terminal && shown.swap(mib, Ordering::Relaxed) != mib {
+            eprint!("\rrestored {mib} MiB");
+        }
+    })
+}
+
+fn bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30))
+    } else {
+        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
+    }
+}
+
+/// Prints the plan as text or JSON on stdout.
+fn print_plan(plan: &RestorePlan, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default());
+        return;
+    }
+    println!("restore plan");
+    println!("  repository:     {} (system identifier {})", plan.repository, plan.system_identifier);
+    println!("  target:         {}{}", plan.target, if plan.inclusive { "" } else { ", exclusive" });
+    println!("  timeline:       {}", plan.target_timeline);
+    match &plan.backup {
+        Some(b) => println!(
+            "  backup:         {} (timeline {}, WAL from {}, consistent at {} / {}), {} entries, {} stored",
+            b.id, b.timeline, b.start_lsn, b.stop_lsn, b.stop_time.format("%Y-%m-%d %H:%M:%S UTC"), b.files, bytes(b.bytes_stored)
+        ),
+        None => println!("  backup:         none usable"),
+    }
+    for r in &plan.wal_ranges {
+        println!("  WAL timeline {}: {} .. {} ({} segments)", r.timeline, r.first, r.last, r.segments);
+    }
+    println!("  to fetch:       {} objects, {}", plan.fetch_objects, bytes(plan.fetch_bytes));
+    if let Some(stop) = &plan.stop_record {
+        let mut line = format!("  stops at:       record at LSN {}", stop.lsn);
+        if let Some(xid) = stop.xid {
+            line.push_str(&format!(", transaction {xid}"));
+        }
+        if let Some(time) = stop.time {
+            line.push_str(&format!(", {}", time.format("%Y-%m-%d %H:%M:%S%.6f UTC")));
+        }
+        println!("{line}");
+    }
+    if let Some(lsn) = plan.resolved_lsn {
+        println!("  resolved to:    recovery_target_lsn {lsn} (exclusive)");
+    }
+    println!("  reachable:      {}", if plan.reachable { "yes" } else { "no" });
+    match &plan.last_commit {
+        Some(c) => println!(
+            "  recovery point: last commit at {} (LSN {}); valid WAL ends at {}",
+            c.time.map_or("?".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string()),
+            c.lsn,
+            plan.wal_end
+        ),
+        None => println!("  recovery point: no commit in the archive after the backup; valid WAL ends at {}", plan.wal_end),
+    }
+    if plan.missing_segments.is_empty() {
+        println!("  missing:        none");
+    } else {
+        println!("  missing:        {}", plan.missing_segments.join(", "));
+    }
+    for p in &plan.problems {
+        println!("  PROBLEM:        {}", p.message);
+    }
+}
