@@ -44,7 +44,7 @@ fn write_batch(cluster: &Cluster, batch: i32) -> Point {
     let mut tx = client.transaction().unwrap();
     let xid: i64 = tx.query_one("select txid_current()", &[]).unwrap().get(0);
     tx.execute(
-        "insert into story (batch, payload) select $1, md5(g::text || $1::text) from generate_series(1, 500) g",
+        "insert into story (batch, payload) select $1::int, md5(g::text || $1::int::text) from generate_series(1, 500) g",
         &[&batch],
     )
     .unwrap();
