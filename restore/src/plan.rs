@@ -385,7 +385,11 @@ fn judge(
     let consistent = report.wal_end >= chosen.stop_lsn;
     let stop = match &spec.target {
         RecoveryTarget::Immediate => consistent.then_some(chosen.stop_lsn),
-        RecoveryTarget::Latest => consistent.then_some(report.wal_end),
+        // A gap is never "the end of the archive": recovery would stop there and promote.
+        RecoveryTarget::Latest => {
+            (consistent && report.missing.is_none() && report.bad_segment.is_none())
+                .then_some(report.wal_end)
+        }
         _ => report.target_record.as_ref().map(|r| r.lsn),
     };
     plan.stop_record = match &spec.target {

@@ -16,7 +16,10 @@ pub fn archiving_cluster(install: &PgInstall, repo: &TestRepo) -> Cluster {
     Cluster::builder(install)
         .initdb_arg("--wal-segsize=1")
         .setting("archive_mode", "on")
-        .setting("archive_command", &format!("'{}'", repo.archive_command("")))
+        .setting(
+            "archive_command",
+            &format!("'{}'", repo.archive_command("")),
+        )
         .setting("checkpoint_timeout", "'1h'")
         .start()
 }
@@ -33,7 +36,9 @@ struct Point {
 
 fn contents(cluster: &Cluster) -> Vec<String> {
     cluster
-        .query_rows("select id::text || ':' || batch::text || ':' || payload from story order by id")
+        .query_rows(
+            "select id::text || ':' || batch::text || ':' || payload from story order by id",
+        )
         .into_iter()
         .map(|r| r[0].clone().unwrap_or_default())
         .collect()
@@ -124,6 +129,9 @@ fn story_restores_every_recorded_point_on_every_major() {
             &p2.rows,
         );
         restore_and_compare(&install, &repo, &["--target-name", "before-drop"], &at_name);
-        eprintln!("PG{}: story restored to every recorded point", install.major);
+        eprintln!(
+            "PG{}: story restored to every recorded point",
+            install.major
+        );
     }
 }

@@ -21,7 +21,10 @@ fn archiving_cluster(install: &PgInstall, repo: &TestRepo) -> Cluster {
     Cluster::builder(install)
         .initdb_arg("--wal-segsize=1")
         .setting("archive_mode", "on")
-        .setting("archive_command", &format!("'{}'", repo.archive_command("")))
+        .setting(
+            "archive_command",
+            &format!("'{}'", repo.archive_command("")),
+        )
         .setting("checkpoint_timeout", "'1h'")
         .start()
 }
@@ -46,8 +49,16 @@ fn refused(repo: &TestRepo, args: &[&str], needle: &str) -> String {
     let out = restore(repo, &to, args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(4), "{args:?}: {}", describe(&out));
-    assert!(stderr.contains(needle), "{args:?}: expected {needle:?}: {}", describe(&out));
-    assert!(!to.exists(), "{args:?}: refused, yet {} was created", to.display());
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?}: {}",
+        describe(&out)
+    );
+    assert!(
+        !to.exists(),
+        "{args:?}: refused, yet {} was created",
+        to.display()
+    );
     stderr
 }
 
@@ -105,21 +116,46 @@ fn restore_refuses_before_any_data_moves_and_reports_the_plan() {
     std::fs::write(busy.path().join("keep-me"), b"x").unwrap();
     let out = restore(&repo, busy.path(), &["--target", "latest"]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not empty"),
+        "{}",
+        describe(&out)
+    );
     let left: Vec<_> = std::fs::read_dir(busy.path()).unwrap().collect();
     assert_eq!(left.len(), 1);
 
     // Targets the archive cannot reach.
     refused(&repo, &["--target-time", &before_backup], "before backup");
-    refused(&repo, &["--target-time", "2999-01-01 00:00:00+00"], "does not reach the target");
-    refused(&repo, &["--target-lsn", "FF/0"], "does not reach the target");
-    refused(&repo, &["--target-name", "never-made"], "does not reach the target");
+    refused(
+        &repo,
+        &["--target-time", "2999-01-01 00:00:00+00"],
+        "does not reach the target",
+    );
+    refused(
+        &repo,
+        &["--target-lsn", "FF/0"],
+        "does not reach the target",
+    );
+    refused(
+        &repo,
+        &["--target-name", "never-made"],
+        "does not reach the target",
+    );
 
     // A backup of another cluster stored in this repository.
-    let other = archiving_cluster(install, &TestRepo::local());
+    let other_repo = TestRepo::local();
+    let other = archiving_cluster(install, &other_repo);
     let foreign = take_backup(&other, &repo);
     let id = foreign.id.to_string();
-    refused(&repo, &["--target", "latest", "--backup", &id], "another cluster");
+    assert_ne!(
+        foreign.system_identifier, backup.system_identifier,
+        "two initdb runs gave one system identifier"
+    );
+    refused(
+        &repo,
+        &["--target", "latest", "--backup", &id],
+        "another cluster",
+    );
 
     // A segment deleted from the repository is named.
     let rt = runtime();
@@ -135,25 +171,55 @@ fn restore_refuses_before_any_data_moves_and_reports_the_plan() {
     let saved = rt.block_on(repository.storage().get_bytes(&key)).unwrap();
     rt.block_on(repository.storage().delete(&key)).unwrap();
     let victim_name = victim.to_string();
-    let message = refused(&repo, &["--target", "latest", "--backup", &backup.id.to_string()], &victim_name);
+    let message = refused(
+        &repo,
+        &["--target", "latest", "--backup", &backup.id.to_string()],
+        &victim_name,
+    );
     assert!(message.contains("missing"), "{message}");
-    let out = restore(&repo, &to, &["--target", "latest", "--backup", &backup.id.to_string(), "--dry-run", "--json"]);
+    let out = restore(
+        &repo,
+        &to,
+        &[
+            "--target",
+            "latest",
+            "--backup",
+            &backup.id.to_string(),
+            "--dry-run",
+            "--json",
+        ],
+    );
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(plan["missing_segments"], serde_json::json!([victim_name]), "{plan}");
+    assert_eq!(
+        plan["missing_segments"],
+        serde_json::json!([victim_name]),
+        "{plan}"
+    );
     rt.block_on(repository.storage().put(&key, saved, PutOptions::default()))
         .unwrap();
 
     // A corrupted bundle: the restore fails naming the file; the directory does not start.
     let bundle = layout::bundle_key(&backup.id, &backup.bundles[0].name).unwrap();
-    let mut bytes = rt.block_on(repository.storage().get_bytes(&bundle)).unwrap().to_vec();
+    let mut bytes = rt
+        .block_on(repository.storage().get_bytes(&bundle))
+        .unwrap()
+        .to_vec();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x55;
-    rt.block_on(repository.storage().put(&bundle, Bytes::from(bytes), PutOptions::default()))
-        .unwrap();
+    rt.block_on(
+        repository
+            .storage()
+            .put(&bundle, Bytes::from(bytes), PutOptions::default()),
+    )
+    .unwrap();
     let dir = pg_test_harness::test_dir("corrupt");
     let to = dir.path().join("data");
-    let out = restore(&repo, &to, &["--target", "latest", "--backup", &backup.id.to_string()]);
+    let out = restore(
+        &repo,
+        &to,
+        &["--target", "latest", "--backup", &backup.id.to_string()],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert!(
@@ -162,9 +228,17 @@ fn restore_refuses_before_any_data_moves_and_reports_the_plan() {
         describe(&out)
     );
     assert!(!to.join("global/pg_control").exists());
+    // Whatever the failure left, Postgres must refuse it (even given a config file).
+    std::fs::create_dir_all(&to).unwrap();
+    if !to.join("postgresql.conf").exists() {
+        std::fs::write(to.join("postgresql.conf"), "").unwrap();
+    }
     let mut broken = Cluster::from_data_dir(install, &to);
     broken.append_conf("archive_mode = off");
-    assert!(broken.try_start().is_err(), "Postgres started a half-restored directory");
+    assert!(
+        broken.try_start().is_err(),
+        "Postgres started a half-restored directory"
+    );
     drop(broken);
     let _ = start_restored; // (used by the other restore tests)
 }

@@ -44,11 +44,13 @@ pub fn run(cli: Cli) -> u8 {
         Command::Backup(_) => not_built("backup", Some(4)),
         Command::List(_) => not_built("list", Some(4)),
         Command::Info(_) => not_built("info", Some(4)),
-        Command::Restore(args) => {
-            with_context("restore", &cli.global, Options::default(), exit::FAILED, |ctx| {
-                restore::run(ctx, args)
-            })
-        }
+        Command::Restore(args) => with_context(
+            "restore",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| restore::run(ctx, args),
+        ),
         Command::Verify(_) => not_built("verify", None),
         Command::Expire(_) => not_built("expire", None),
         Command::Check(_) => not_built("check", None),

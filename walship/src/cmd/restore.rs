@@ -106,7 +106,10 @@ fn spec(args: &RestoreArgs) -> Result<TargetSpec, String> {
     let target = if let Some(t) = &args.target_time {
         RecoveryTarget::Time(target::parse_target_time(t).map_err(|e| e.to_string())?)
     } else if let Some(lsn) = &args.target_lsn {
-        RecoveryTarget::Lsn(lsn.parse().map_err(|e: walship_common::lsn::LsnParseError| e.to_string())?)
+        RecoveryTarget::Lsn(
+            lsn.parse()
+                .map_err(|e: walship_common::lsn::LsnParseError| e.to_string())?,
+        )
     } else if let Some(xid) = &args.target_xid {
         RecoveryTarget::Xid(target::parse_xid(xid).map_err(|e| e.to_string())?)
     } else if let Some(name) = &args.target_name {
@@ -117,12 +120,9 @@ fn spec(args: &RestoreArgs) -> Result<TargetSpec, String> {
     };
     let timeline = match args.target_timeline.as_deref() {
         None | Some("latest") => TimelineChoice::Latest,
-        Some(n) => TimelineChoice::Id(TimelineId(
-            n.parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("invalid --target-timeline {n:?}: expected latest or a timeline number"))?,
-        )),
+        Some(n) => TimelineChoice::Id(TimelineId(n.parse().ok().filter(|n| *n > 0).ok_or_else(
+            || format!("invalid --target-timeline {n:?}: expected latest or a timeline number"),
+        )?)),
     };
     let backup = match &args.backup {
         Some(id) => Some(id.parse::<BackupId>().map_err(|e| e.to_string())?),
@@ -143,8 +143,8 @@ fn tablespaces(args: &RestoreArgs) -> Result<TablespaceDirs, String> {
             .split_once('=')
             .and_then(|(oid, dir)| Some((oid.parse::<u32>().ok()?, PathBuf::from(dir))))
             .filter(|(_, dir)| dir.is_absolute());
-        let (oid, dir) =
-            parsed.ok_or_else(|| format!("invalid --tablespace {item:?}: expected OID=/absolute/dir"))?;
+        let (oid, dir) = parsed
+            .ok_or_else(|| format!("invalid --tablespace {item:?}: expected OID=/absolute/dir"))?;
         out.insert(oid, dir);
     }
     Ok(out)
@@ -164,15 +164,27 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         Ok(t) => t,
         Err(message) => return usage(message),
     };
-    let walship = match args.walship_path.clone().map(Ok).unwrap_or_else(std::env::current_exe) {
+    let walship = match args
+        .walship_path
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(std::env::current_exe)
+    {
         Ok(path) => std::path::absolute(&path).unwrap_or(path),
-        Err(e) => return usage(format!("cannot tell where this walship binary is ({e}); pass --walship-path")),
+        Err(e) => {
+            return usage(format!(
+                "cannot tell where this walship binary is ({e}); pass --walship-path"
+            ));
+        }
     };
     let to = std::path::absolute(&args.to).unwrap_or_else(|_| args.to.clone());
     let mut global_args = Vec::new();
     if let Some(config) = &ctx.config.config_file {
         let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
-        global_args.extend(["--config".to_string(), config.to_string_lossy().into_owned()]);
+        global_args.extend([
+            "--config".to_string(),
+            config.to_string_lossy().into_owned(),
+        ]);
     }
     global_args.extend(["--repo".to_string(), ctx.config.repo.clone()]);
     let plan_request = PlanRequest {
@@ -278,20 +290,40 @@ fn print_plan(plan: &RestorePlan, json: bool) {
         return;
     }
     println!("restore plan");
-    println!("  repository:     {} (system identifier {})", plan.repository, plan.system_identifier);
-    println!("  target:         {}{}", plan.target, if plan.inclusive { "" } else { ", exclusive" });
+    println!(
+        "  repository:     {} (system identifier {})",
+        plan.repository, plan.system_identifier
+    );
+    println!(
+        "  target:         {}{}",
+        plan.target,
+        if plan.inclusive { "" } else { ", exclusive" }
+    );
     println!("  timeline:       {}", plan.target_timeline);
     match &plan.backup {
         Some(b) => println!(
             "  backup:         {} (timeline {}, WAL from {}, consistent at {} / {}), {} entries, {} stored",
-            b.id, b.timeline, b.start_lsn, b.stop_lsn, b.stop_time.format("%Y-%m-%d %H:%M:%S UTC"), b.files, bytes(b.bytes_stored)
+            b.id,
+            b.timeline,
+            b.start_lsn,
+            b.stop_lsn,
+            b.stop_time.format("%Y-%m-%d %H:%M:%S UTC"),
+            b.files,
+            bytes(b.bytes_stored)
         ),
         None => println!("  backup:         none usable"),
     }
     for r in &plan.wal_ranges {
-        println!("  WAL timeline {}: {} .. {} ({} segments)", r.timeline, r.first, r.last, r.segments);
+        println!(
+            "  WAL timeline {}: {} .. {} ({} segments)",
+            r.timeline, r.first, r.last, r.segments
+        );
     }
-    println!("  to fetch:       {} objects, {}", plan.fetch_objects, bytes(plan.fetch_bytes));
+    println!(
+        "  to fetch:       {} objects, {}",
+        plan.fetch_objects,
+        bytes(plan.fetch_bytes)
+    );
     if let Some(stop) = &plan.stop_record {
         let mut line = format!("  stops at:       record at LSN {}", stop.lsn);
         if let Some(xid) = stop.xid {
@@ -305,15 +337,23 @@ fn print_plan(plan: &RestorePlan, json: bool) {
     if let Some(lsn) = plan.resolved_lsn {
         println!("  resolved to:    recovery_target_lsn {lsn} (exclusive)");
     }
-    println!("  reachable:      {}", if plan.reachable { "yes" } else { "no" });
+    println!(
+        "  reachable:      {}",
+        if plan.reachable { "yes" } else { "no" }
+    );
     match &plan.last_commit {
         Some(c) => println!(
             "  recovery point: last commit at {} (LSN {}); valid WAL ends at {}",
-            c.time.map_or("?".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string()),
+            c.time.map_or("?".to_string(), |t| t
+                .format("%Y-%m-%d %H:%M:%S%.6f UTC")
+                .to_string()),
             c.lsn,
             plan.wal_end
         ),
-        None => println!("  recovery point: no commit in the archive after the backup; valid WAL ends at {}", plan.wal_end),
+        None => println!(
+            "  recovery point: no commit in the archive after the backup; valid WAL ends at {}",
+            plan.wal_end
+        ),
     }
     if plan.missing_segments.is_empty() {
         println!("  missing:        none");

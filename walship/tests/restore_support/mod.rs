@@ -187,12 +187,19 @@ pub fn store_copy(
     flush(&mut current, &mut bundles);
     let control = std::fs::read(dir.join("global/pg_control")).unwrap();
     let system_identifier = u64::from_ne_bytes(control[..8].try_into().unwrap());
-    let version_num: u32 = cluster.query_string("show server_version_num").parse().unwrap();
+    let version_num: u32 = cluster
+        .query_string("show server_version_num")
+        .parse()
+        .unwrap();
     let seg_size: u32 = cluster
         .query_string("select setting from pg_settings where name = 'wal_segment_size'")
         .parse()
         .unwrap();
-    let seg_size = if seg_size < 8192 { seg_size * 8192 } else { seg_size };
+    let seg_size = if seg_size < 8192 {
+        seg_size * 8192
+    } else {
+        seg_size
+    };
     let manifest = BackupManifest {
         format_version: MANIFEST_FORMAT_VERSION,
         id,
@@ -223,10 +230,18 @@ pub fn store_copy(
 }
 
 /// Writes `manifest` as `backups/<id>/manifest.json`.
-pub fn put_manifest(rt: &tokio::runtime::Runtime, repository: &Repository, manifest: &BackupManifest) {
+pub fn put_manifest(
+    rt: &tokio::runtime::Runtime,
+    repository: &Repository,
+    manifest: &BackupManifest,
+) {
     let json = serde_json::to_vec_pretty(manifest).unwrap();
-    rt.block_on(repository.put_content(&layout::manifest_key(&manifest.id), Bytes::from(json), false))
-        .unwrap();
+    rt.block_on(repository.put_content(
+        &layout::manifest_key(&manifest.id),
+        Bytes::from(json),
+        false,
+    ))
+    .unwrap();
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
@@ -245,7 +260,11 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
 /// `--walship-path`: the restored server runs it as `restore_command`.
 pub fn walship_wrapper(repo: &TestRepo) -> PathBuf {
     let path = repo.dir.path().join("walship-wrapper");
-    let env: Vec<String> = repo.env().iter().map(|(k, v)| format!("{k}='{v}'")).collect();
+    let env: Vec<String> = repo
+        .env()
+        .iter()
+        .map(|(k, v)| format!("{k}='{v}'"))
+        .collect();
     std::fs::write(
         &path,
         format!(
@@ -302,5 +321,9 @@ pub fn stop_and_check_checksums(cluster: &mut Cluster) {
     cmd.arg("--check").arg("-D").arg(cluster.data_dir());
     cluster.run_as_owner(&mut cmd);
     let out = cmd.output().expect("run pg_checksums");
-    assert!(out.status.success(), "pg_checksums --check: {}", describe(&out));
+    assert!(
+        out.status.success(),
+        "pg_checksums --check: {}",
+        describe(&out)
+    );
 }
