@@ -316,8 +316,7 @@ async fn scan_from(
         seg_size,
         identity.system_identifier,
         backup.start_lsn,
-        &request.spec.target,
-        request.spec.exclusive,
+        &request.spec,
     )
     .await
 }

@@ -20,7 +20,7 @@ use walship_common::pg::{
 use walship_common::repo::{Repository, layout};
 
 use crate::error::RestoreError;
-use crate::target::RecoveryTarget;
+use crate::target::{RecoveryTarget, TargetSpec};
 use crate::timeline::ArchiveListing;
 
 /// Segments fetched ahead of the reader.
@@ -109,7 +109,7 @@ enum LoadStop {
 }
 
 /// Reads WAL from the segment holding `start` along `history` until valid WAL ends, and
-/// reports the first record matching `target` and the last commit.
+/// reports the first record matching `spec`'s target and the last commit.
 pub async fn scan(
     repo: &Repository,
     listing: &ArchiveListing,
@@ -117,9 +117,9 @@ pub async fn scan(
     seg_size: WalSegSize,
     system_identifier: u64,
     start: Lsn,
-    target: &RecoveryTarget,
-    exclusive: bool,
+    spec: &TargetSpec,
 ) -> Result<ScanReport, RestoreError> {
+    let exclusive = spec.exclusive;
     let first = start.segno(seg_size);
     let last = listing.last_on_path(history, seg_size).unwrap_or(first);
     let plan: Vec<(SegNo, Option<ArchiveFileName>, WalFileName)> = segnos(first, last, seg_size)
@@ -152,7 +152,7 @@ pub async fn scan(
             }
         }
     });
-    let target = target.clone();
+    let target = spec.target.clone();
     let report = tokio::task::spawn_blocking(move || {
         let mut report = ScanReport::default();
         let mut stop: Option<LoadStop> = None;

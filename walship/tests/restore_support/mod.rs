@@ -68,7 +68,7 @@ pub fn take_backup(cluster: &Cluster, repo: &TestRepo) -> BackupManifest {
     let spcmap = std::fs::read_to_string(copy.path().join("tablespace_map")).ok();
     let rt = runtime();
     let repository = open_repo(&rt, repo);
-    let manifest = store_copy(
+    store_copy(
         &rt,
         &repository,
         copy.path(),
@@ -78,8 +78,7 @@ pub fn take_backup(cluster: &Cluster, repo: &TestRepo) -> BackupManifest {
         start_time,
         stop_time,
         stop_lsn,
-    );
-    manifest
+    )
 }
 
 fn label_field<'a>(label: &'a str, key: &str) -> &'a str {
