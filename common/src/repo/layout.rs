@@ -2,7 +2,7 @@
 //! The layout is part of the on-storage format (`docs/FORMAT.md`, "Repository layout").
 //!
 //! ```text
-//! walship.json                                       identity (written once)
+//! walship.json                                       identity (plain JSON, written once)
 //! wal/00000002.history                                timeline history files
 //! wal/0000000100000003/000000010000000300000042       WAL segments, grouped by the first 16 hex digits
 //! wal/0000000100000003/000000010000000300000042.partial
@@ -67,7 +67,8 @@ mod tests {
             ("00000002.history", "wal/00000002.history"),
         ];
         for (name, key) in cases {
-            let name = ArchiveFileName::parse(name, crate::pg::WalSegSize::from_mib(16).unwrap()).unwrap();
+            let name =
+                ArchiveFileName::parse(name, crate::pg::WalSegSize::from_mib(16).unwrap()).unwrap();
             assert_eq!(wal_key(&name).as_str(), key);
         }
         assert_eq!(identity_key().as_str(), "walship.json");
