@@ -69,7 +69,14 @@ impl TestRepo {
     /// Environment for every walship call: credentials for S3 (SeaweedFS accepts any), and
     /// no instance-metadata probing, so nothing leaves the loopback interface.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string())];
+        // No instance metadata, and no profile files of whoever runs the test (the cluster
+        // user cannot read root's): only the credentials given here.
+        let missing = self.dir.path().join("no-aws-profile").display().to_string();
+        let mut env = vec![
+            ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+            ("AWS_CONFIG_FILE".to_string(), missing.clone()),
+            ("AWS_SHARED_CREDENTIALS_FILE".to_string(), missing),
+        ];
         match &self.s3 {
             Some(s3) => env.extend(s3.env()),
             None => env.extend([
@@ -180,11 +187,20 @@ pub fn is_segment_name(name: &str) -> bool {
 /// file left and `pg_stat_archiver` reporting the switched segment.
 pub fn archive_everything(cluster: &Cluster, timeout: Duration) {
     let last = cluster.query_string("select pg_walfile_name(pg_switch_wal())");
-    wait_until(timeout, &format!("{last} to be archived"), || {
-        let archived =
-            cluster.query_string("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-        archived.as_str() >= last.as_str() && ready_files(cluster).is_empty()
-    });
+    let start = Instant::now();
+    loop {
+        let archived = cluster.query_string("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+        if archived.as_str() >= last.as_str() && ready_files(cluster).is_empty() {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {last} to be archived (last archived: {archived}); server log:\n{}",
+                cluster.log_excerpt()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A copy of a running cluster's data directory made with the low-level backup API
