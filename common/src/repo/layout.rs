@@ -67,7 +67,8 @@ mod tests {
             ("00000002.history", "wal/00000002.history"),
         ];
         for (name, key) in cases {
-            let name = ArchiveFileName::parse(name, crate::pg::WalSegSize::from_mib(16).unwrap()).unwrap();
+            let name =
+                ArchiveFileName::parse(name, crate::pg::WalSegSize::from_mib(16).unwrap()).unwrap();
             assert_eq!(wal_key(&name).as_str(), key);
         }
         assert_eq!(identity_key().as_str(), "walship.json");
