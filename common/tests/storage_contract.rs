@@ -258,6 +258,22 @@ mod contract {
             .unwrap();
         assert_eq!(tail.len(), 2);
         assert!(s.list("backups/").await.unwrap().is_empty());
+
+        // Paging by hand through everything visits each key exactly once, whatever the
+        // backend's listing order.
+        let mut seen: Vec<ObjectKey> = Vec::new();
+        loop {
+            let page = s.list_after("", seen.last(), 97).await.unwrap();
+            let done = page.len() < 97;
+            seen.extend(page.into_iter().map(|m| m.key));
+            if done {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), N + 2);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), N + 2);
     }
 
     pub async fn large_objects_round_trip_byte_identical(s: &AnyStorage) {
@@ -287,6 +303,29 @@ mod contract {
             .await
             .unwrap();
         assert_eq!(s.get_bytes(&in_memory).await.unwrap(), body);
+
+        if s.capabilities().conditional_create {
+            // Two large creators racing for one key: exactly one wins, even though both
+            // pass the early existence check and upload all their parts.
+            let contested = key("backups/contested");
+            let (a, b) = (pattern(20 << 20, 7), pattern(20 << 20, 8));
+            let (ra, rb) = tokio::join!(
+                s.put_stream(&contested, &a[..], PutOptions::if_absent()),
+                s.put_stream(&contested, &b[..], PutOptions::if_absent()),
+            );
+            let stored = s.get_bytes(&contested).await.unwrap();
+            match (ra, rb) {
+                (Ok(_), Err(e)) => {
+                    assert!(e.is_already_exists(), "{e}");
+                    assert!(stored == a);
+                }
+                (Err(e), Ok(_)) => {
+                    assert!(e.is_already_exists(), "{e}");
+                    assert!(stored == b);
+                }
+                (ra, rb) => panic!("expected one winner, got {ra:?} and {rb:?}"),
+            }
+        }
 
         // A stream that ends exactly at a part boundary.
         let exact = key("exact");
@@ -362,3 +401,157 @@ macro_rules! contract_suite {
 
 contract_suite!(local, crate::support::local_repo);
 contract_suite!(seaweedfs, crate::support::s3_repo);
+
+/// What only a network backend can do wrong: be unreachable, hang, or stop.
+mod seaweedfs_failures {
+    use super::*;
+    use crate::support::{s3_options, s3_repo, s3_repo_with};
+    use walship_common::storage::{RetryPolicy, S3Credentials, S3Options};
+
+    /// Listing with tiny pages: the same contract, many more requests.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_with_small_pages() {
+        let Some(repo) = s3_repo_with(|o| o.list_page_size = 7).await else {
+            return;
+        };
+        super::contract::lists_more_than_a_thousand_keys_in_order(&repo.storage).await;
+    }
+
+    fn quick(endpoint: String) -> S3Options {
+        S3Options {
+            endpoint: Some(endpoint),
+            // Explicit credentials: the SDK must not go looking for instance metadata.
+            credentials: Some(S3Credentials {
+                access_key_id: "walship-test".into(),
+                secret_access_key: "walship-test-secret".into(),
+                session_token: None,
+            }),
+            connect_timeout: Duration::from_secs(1),
+            operation_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(1),
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+            },
+            ..S3Options::default()
+        }
+    }
+
+    fn assert_unreachable(err: &StorageError, endpoint: &str) {
+        eprintln!("expected failure: {err}");
+        assert!(err.is_retryable(), "{err}");
+        assert!(!err.is_not_found(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(endpoint),
+            "error does not name the endpoint: {text}"
+        );
+        assert!(
+            text.contains("wal/x"),
+            "error does not name the key: {text}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_port_fails_fast_naming_the_endpoint() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let storage = AnyStorage::open("s3://walship-test/p", &quick(endpoint.clone()))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let err = storage.get(&key("wal/x")).await.unwrap_err();
+        assert_unreachable(&err, &endpoint);
+        let err = storage
+            .put(
+                &key("wal/x"),
+                Bytes::from_static(b"x"),
+                PutOptions::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_unreachable(&err, &endpoint);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn silent_server_times_out_instead_of_hanging() {
+        // Accepts connections (the kernel does) but never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let storage = AnyStorage::open("s3://walship-test", &quick(endpoint.clone()))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let err = storage.head(&key("wal/x")).await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(matches!(err, StorageError::Timeout { .. }), "{err}");
+        assert_unreachable(&err, &endpoint);
+        // 3 attempts of at most 2 s each, plus backoff.
+        assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+        drop(listener);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopped_server_is_a_retryable_failure_not_missing() {
+        let Some(mut repo) = s3_repo().await else {
+            return;
+        };
+        let k = key("wal/x");
+        repo.storage
+            .put(&k, Bytes::from_static(b"segment"), PutOptions::default())
+            .await
+            .unwrap();
+        let mut server = repo.server.take().unwrap();
+        let endpoint = server.endpoint.clone();
+        tokio::task::spawn_blocking(move || {
+            server.stop();
+            server
+        })
+        .await
+        .unwrap();
+        let started = Instant::now();
+        for err in [
+            repo.storage.get(&k).await.unwrap_err(),
+            repo.storage.head(&k).await.unwrap_err(),
+            repo.storage.get_bytes(&k).await.unwrap_err(),
+        ] {
+            assert_unreachable(&err, &endpoint);
+        }
+        assert!(repo.storage.list("wal/").await.unwrap_err().is_retryable());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn options_from_the_harness_reach_the_bucket() {
+        let Some(repo) = s3_repo().await else { return };
+        let server = repo.server.as_ref().unwrap();
+        // A second client on the same bucket without a prefix sees the first one's key
+        // under the prefix.
+        let opts = s3_options(server);
+        let root = AnyStorage::open(&format!("s3://{}", server.bucket), &opts)
+            .await
+            .unwrap();
+        repo.storage
+            .put(&key("a"), Bytes::from_static(b"1"), PutOptions::default())
+            .await
+            .unwrap();
+        let listed = root.list("").await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(names, ["repo/prefix/a"]);
+        assert!(root.location().contains(&server.endpoint));
+    }
+}

@@ -4,7 +4,7 @@
 //! The classification of an HTTP answer is a pure function ([`classify`]) so that it is
 //! unit-tested without a server.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::storage::error::{StorageError, StorageOp};
 
@@ -71,9 +71,9 @@ impl Call<'_> {
     pub(crate) fn error<E, R>(&self, err: SdkError<E, R>) -> StorageError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + HttpStatus,
+        R: std::fmt::Debug + HttpStatus + 'static,
     {
-        let message = DisplayErrorContext(&err).to_string();
+        let message = error_chain(&err);
         match &err {
             SdkError::TimeoutError(_) => self.timeout(),
             SdkError::DispatchFailure(failure) if failure.is_timeout() => self.timeout(),
@@ -137,6 +137,21 @@ impl Call<'_> {
             message,
         }
     }
+}
+
+/// `err` and its sources, joined by ": ", skipping repeats (the SDK's wrappers often
+/// repeat their source's message).
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The HTTP status of a raw response (a trait so that the mapping is independent of the
