@@ -1,13 +1,20 @@
 //! walship-common: the library every walship command stands on.
 //!
+//! - [`catalog`]: base backups in the repository: ids and manifests.
+//! - [`codec`]: the self-describing, checksummed, compressed object format of the repository.
+//! - [`config`]: walship's configuration, merged from flags, environment and file.
+//! - [`fsutil`]: crash-safe file writes (temp file, fsync, rename, fsync directory).
 //! - [`lsn`]: WAL positions.
 //! - [`pg`]: PostgreSQL formats (timelines, WAL file names, history files, page headers).
-//! - [`storage`]: object storage for repositories (S3, local directory), with retries.
-//! - [`fsutil`]: crash-safe file writes (temp file, fsync, rename, fsync directory).
+//! - [`storage`]: the `Storage` trait and its backends (S3, local directory, fault injection).
 
 #![deny(missing_docs)]
 
+pub mod catalog;
+pub mod codec;
+pub mod config;
 pub mod fsutil;
+mod json;
 pub mod lsn;
 pub mod pg;
 pub mod storage;

@@ -1,1 +1,35 @@
-fn main() {}
+//! `walship`: the command-line front end. Parses arguments, sets up logging, runs one
+//! command and maps its outcome to an exit code. The work lives in `walship-common` and
+//! `walship-restore`; nothing here is needed by a test of the libraries.
+
+mod cli;
+mod cmd;
+mod exit;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.global.verbose, cli.global.quiet);
+    exit::code(cmd::run(cli.command))
+}
+
+/// Logs to stderr (Postgres collects an archive_command's stderr into its own log).
+/// `RUST_LOG` overrides the level chosen by -v/-q.
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,5 +1,26 @@
 //! Everything that knows PostgreSQL's on-disk and on-wire formats lives here, under
 //! Postgres's own names, each item citing the C source it mirrors. Nothing outside `pg`
 //! parses Postgres bytes.
+//!
+//! - [`timeline`] — `TimelineId`.
+//! - [`segment`] — `WalSegSize`, `SegNo`, LSN <-> (segment, offset).
+//! - [`file_name`] — `WalFileName` and the `ArchiveFileName` classifier.
+//! - [`history`] — timeline history files and the lookups restore needs.
+//! - [`version`] — the supported majors and their `XLOG_PAGE_MAGIC`.
+//! - [`page_header`] — `XLogPageHeaderData` / `XLogLongPageHeaderData`.
+//! - [`segment_check`] — `validate_segment`, whether bytes are the segment they claim to be.
 
+pub mod file_name;
+pub mod history;
+pub mod page_header;
+pub mod segment;
+pub mod segment_check;
 pub mod timeline;
+pub mod version;
+
+pub use file_name::{ArchiveFileName, FileNameError, NameProblem, WalFileName};
+pub use history::{HistoryEntry, HistoryError, TimelineHistory, TimelineSpan};
+pub use segment::{SegNo, SegRange, WalSegSize, WalSegSizeError};
+pub use segment_check::{SegmentError, SegmentHeaderInfo, SegmentReport, WalEnd, validate_segment};
+pub use timeline::TimelineId;
+pub use version::PgVersion;

@@ -1,0 +1,209 @@
+//! [`ObjectWriter`]: the streaming encoder. Writes the header at once, compresses what it is
+//! given into the chunked payload as it arrives, and writes the trailer in
+//! [`ObjectWriter::finish`]. Memory: one chunk (256 KiB) plus the compressor's own state.
+
+use std::io::{self, Write};
+
+use super::algorithm::Codec;
+use super::chunk::{ChunkWriter, WRITE_CHUNK_LEN};
+use super::error::{CodecError, Recorded};
+use super::layout::{FORMAT_VERSION, ObjectHeader, RawSummary, Trailer};
+
+/// What a finished object holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectSummary {
+    /// Length of the raw (uncompressed) content.
+    pub raw_len: u64,
+    /// Length of the stored object: header, payload and trailer.
+    pub stored_len: u64,
+    /// crc32c of the raw content.
+    pub crc32c: u32,
+    /// crc32c of the whole stored object (header to trailer): what S3's `x-amz-checksum-crc32c`
+    /// checks, so an upload need not hash the object a second time.
+    pub stored_crc32c: u32,
+}
+
+enum Encoder<W: Write> {
+    None(ChunkWriter<W>),
+    Lz4(Box<lz4_flex::frame::FrameEncoder<ChunkWriter<W>>>),
+    Zstd(zstd::stream::write::Encoder<'static, ChunkWriter<W>>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Encoder::None(w) => w,
+            Encoder::Lz4(w) => w.as_mut(),
+            Encoder::Zstd(w) => w,
+        }
+    }
+
+    fn finish(self) -> io::Result<ChunkWriter<W>> {
+        match self {
+            Encoder::None(w) => Ok(w),
+            Encoder::Lz4(w) => w.finish().map_err(io::Error::from),
+            Encoder::Zstd(w) => w.finish(),
+        }
+    }
+}
+
+/// Streams content into an object on `W`.
+///
+/// Dropping the writer without calling [`finish`](Self::finish) leaves an object without its end
+/// chunk and trailer, which every reader reports as truncated: a half-written object never reads
+/// as complete.
+pub struct ObjectWriter<W: Write> {
+    encoder: Encoder<W>,
+    raw_len: u64,
+    crc32c: u32,
+    declared: Option<RawSummary>,
+    failed: bool,
+}
+
+impl<W: Write> ObjectWriter<W> {
+    /// Starts an object on `inner` with `codec`, writing its header.
+    pub fn new(inner: W, codec: Codec) -> Result<Self, CodecError> {
+        Self::start(inner, codec, None)
+    }
+
+    /// Starts an object whose content the caller already knows the length and crc32c of; both go
+    /// into the header too, and [`finish`](Self::finish) fails if the content written differs
+    /// (a file that changed while it was being archived, for example).
+    pub fn with_declared_summary(
+        inner: W,
+        codec: Codec,
+        raw_len: u64,
+        crc32c: u32,
+    ) -> Result<Self, CodecError> {
+        Self::start(
+            inner,
+            codec,
+            Some(RawSummary {
+                len: raw_len,
+                crc32c,
+            }),
+        )
+    }
+
+    fn start(inner: W, codec: Codec, declared: Option<RawSummary>) -> Result<Self, CodecError> {
+        let mut chunks = ChunkWriter::new(inner, WRITE_CHUNK_LEN);
+        let header = ObjectHeader {
+            version: FORMAT_VERSION,
+            codec,
+            summary: declared,
+        };
+        chunks
+            .write_unframed(&header.encode())
+            .map_err(CodecError::Io)?;
+        let encoder = match codec {
+            Codec::None => Encoder::None(chunks),
+            Codec::Lz4 => Encoder::Lz4(Box::new(lz4_flex::frame::FrameEncoder::new(chunks))),
+            Codec::Zstd { level } => Encoder::Zstd(
+                zstd::stream::write::Encoder::new(chunks, level).map_err(CodecError::Io)?,
+            ),
+        };
+        Ok(ObjectWriter {
+            encoder,
+            raw_len: 0,
+            crc32c: 0,
+            declared,
+            failed: false,
+        })
+    }
+
+    /// Raw bytes accepted so far.
+    pub fn raw_len(&self) -> u64 {
+        self.raw_len
+    }
+
+    /// Ends the payload, writes the trailer, flushes, and returns what was stored.
+    pub fn finish(self) -> Result<ObjectSummary, CodecError> {
+        self.finish_into_inner().map(|(summary, _)| summary)
+    }
+
+    /// Like [`finish`](Self::finish), and hands back the inner writer (to fsync a file, or to
+    /// complete an upload).
+    pub fn finish_into_inner(self) -> Result<(ObjectSummary, W), CodecError> {
+        if self.failed {
+            return Err(CodecError::AlreadyFailed {
+                first: "a write to this object failed".to_string(),
+            });
+        }
+        let raw = RawSummary {
+            len: self.raw_len,
+            crc32c: self.crc32c,
+        };
+        if let Some(declared) = self.declared {
+            check_summary(declared, raw, Recorded::Declared)?;
+        }
+        let mut chunks = self.encoder.finish().map_err(CodecError::Io)?;
+        chunks.finish_payload().map_err(CodecError::Io)?;
+        let trailer = Trailer {
+            content: raw,
+            stored_crc32c: chunks.stored_crc(),
+        };
+        chunks
+            .write_unframed(&trailer.encode())
+            .map_err(CodecError::Io)?;
+        chunks.flush().map_err(CodecError::Io)?;
+        let summary = ObjectSummary {
+            raw_len: raw.len,
+            stored_len: chunks.stored(),
+            crc32c: raw.crc32c,
+            stored_crc32c: chunks.stored_crc(),
+        };
+        Ok((summary, chunks.into_inner()))
+    }
+}
+
+/// Compares a recorded summary with the content's; used by the writer and the reader.
+pub(crate) fn check_summary(
+    recorded: RawSummary,
+    content: RawSummary,
+    which: Recorded,
+) -> Result<(), CodecError> {
+    if recorded.len != content.len {
+        return Err(CodecError::LengthMismatch {
+            recorded: which,
+            expected: recorded.len,
+            found: content.len,
+        });
+    }
+    if recorded.crc32c != content.crc32c {
+        return Err(CodecError::ChecksumMismatch {
+            recorded: which,
+            expected: recorded.crc32c,
+            found: content.crc32c,
+        });
+    }
+    Ok(())
+}
+
+impl<W: Write> Write for ObjectWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            return Err(CodecError::AlreadyFailed {
+                first: "a write to this object failed".to_string(),
+            }
+            .into());
+        }
+        match self.encoder.writer().write(buf) {
+            Ok(n) => {
+                self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..n]);
+                self.raw_len += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes the compressor (ending its current block, which costs a little ratio) and the
+    /// inner writer. The object is still incomplete until [`ObjectWriter::finish`].
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder.writer().flush()
+    }
+}

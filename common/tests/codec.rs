@@ -1,0 +1,485 @@
+//! The object codec end to end: round trips through the streaming adapters, typed refusals, and
+//! corruption (every single-byte flip, every truncation, trailing junk) never reading as success.
+
+use std::io::{self, Read, Write};
+
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use walship_common::codec::{
+    Codec, CodecError, HEADER_LEN, ObjectReader, ObjectWriter, Recorded, TRAILER_LEN,
+    decode_to_vec, encode_to_vec,
+};
+
+const CODECS: [Codec; 4] = [
+    Codec::None,
+    Codec::Lz4,
+    Codec::Zstd { level: 1 },
+    Codec::Zstd { level: 3 },
+];
+
+/// A reader that returns at most `step` bytes per call, to exercise partial reads.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.step).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// Something like a WAL segment: 8 KiB pages with a page header, records that repeat with small
+/// variations, and a zeroed tail (as after a segment switch).
+fn wal_like(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(len);
+    let mut lsn: u64 = 0x0300_0000;
+    while out.len() < len * 3 / 4 {
+        out.extend_from_slice(&0xD116u16.to_le_bytes());
+        out.extend_from_slice(&[0x05, 0x00]);
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&lsn.to_le_bytes());
+        out.extend_from_slice(&[0u8; 8]);
+        let page_end = out.len() - 24 + 8192;
+        while out.len() < page_end {
+            let record_len = rng.random_range(40..200usize).min(page_end - out.len());
+            let xid: u32 = rng.random_range(700..720);
+            for i in 0..record_len {
+                out.push(match i % 32 {
+                    0..4 => xid.to_le_bytes()[i % 4],
+                    4 => rng.random(),
+                    _ => (i as u8).wrapping_mul(7),
+                });
+            }
+        }
+        lsn += 8192;
+    }
+    out.resize(len, 0);
+    out
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
+}
+
+/// Encodes through the streaming writer, writing `write_step` bytes per call.
+fn encode_streaming(content: &[u8], codec: Codec, write_step: usize) -> Vec<u8> {
+    let mut stored = Vec::new();
+    let mut writer = ObjectWriter::new(&mut stored, codec).unwrap();
+    for piece in content.chunks(write_step.max(1)) {
+        writer.write_all(piece).unwrap();
+    }
+    let summary = writer.finish().unwrap();
+    assert_eq!(summary.raw_len, content.len() as u64);
+    assert_eq!(summary.crc32c, crc32c::crc32c(content));
+    assert_eq!(summary.stored_len, stored.len() as u64);
+    assert_eq!(summary.stored_crc32c, crc32c::crc32c(&stored));
+    stored
+}
+
+/// Decodes through the streaming reader over a trickling source, reading `read_step` per call.
+fn decode_streaming(
+    stored: &[u8],
+    source_step: usize,
+    read_step: usize,
+) -> Result<Vec<u8>, CodecError> {
+    let mut reader = ObjectReader::new(Trickle {
+        data: stored,
+        step: source_step,
+    })?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; read_step];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            let summary = reader.verified_summary().expect("Ok(0) means verified");
+            assert_eq!(summary.raw_len, out.len() as u64);
+            assert_eq!(summary.stored_len, stored.len() as u64);
+            assert_eq!(summary.stored_crc32c, crc32c::crc32c(stored));
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn assert_round_trip(
+    content: &[u8],
+    codec: Codec,
+    write_step: usize,
+    source_step: usize,
+    read_step: usize,
+) {
+    let stored = encode_streaming(content, codec, write_step);
+    let decoded = decode_streaming(&stored, source_step, read_step)
+        .unwrap_or_else(|e| panic!("{codec}: {} bytes did not round trip: {e}", content.len()));
+    assert!(
+        decoded == content,
+        "{codec}: {} bytes round tripped to different content",
+        content.len()
+    );
+    assert_eq!(
+        decode_to_vec(&encode_to_vec(content, codec).unwrap()).unwrap(),
+        content
+    );
+}
+
+#[test]
+fn round_trips_empty_and_small_inputs_with_odd_steps() {
+    let small = wal_like(5000, 1);
+    for codec in CODECS {
+        assert_round_trip(b"", codec, 1, 1, 1);
+        assert_round_trip(b"x", codec, 1, 3, 7);
+        for (write_step, source_step, read_step) in
+            [(1, 1, 1), (7, 13, 3), (333, 5, 4096), (5000, 1000, 17)]
+        {
+            assert_round_trip(&small, codec, write_step, source_step, read_step);
+        }
+    }
+}
+
+#[test]
+fn round_trips_16_mib_wal_like_segment() {
+    let segment = wal_like(16 << 20, 2);
+    for codec in CODECS {
+        assert_round_trip(&segment, codec, 65_521, 100_003, 8191);
+        let stored = encode_to_vec(&segment, codec).unwrap();
+        if codec != Codec::None {
+            assert!(
+                stored.len() < segment.len() / 2,
+                "{codec} compressed 16 MiB of WAL to only {}",
+                stored.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn round_trips_incompressible_input() {
+    let noise = random_bytes(3 * (1 << 20) + 12_345, 3);
+    for codec in CODECS {
+        assert_round_trip(&noise, codec, 1_000_003, 77_777, 65_537);
+        let stored = encode_to_vec(&noise, codec).unwrap();
+        // Framing and incompressible blocks cost little: well under 1%.
+        assert!(
+            stored.len() < noise.len() + noise.len() / 100,
+            "{codec}: {}",
+            stored.len()
+        );
+    }
+}
+
+/// Every way of reading an object must fail for `stored`; returns the error of the streaming reader.
+fn assert_rejected(stored: &[u8], what: &str) -> CodecError {
+    if let Ok(content) = decode_to_vec(stored) {
+        panic!("{what}: read as success ({} bytes)", content.len());
+    }
+    match decode_streaming(stored, 4099, 1000) {
+        Ok(content) => panic!(
+            "{what}: streaming read as success ({} bytes)",
+            content.len()
+        ),
+        Err(err) => err,
+    }
+}
+
+#[test]
+fn every_single_byte_flip_of_a_small_object_is_detected() {
+    let content = wal_like(700, 4);
+    for codec in CODECS {
+        for stored in [
+            encode_to_vec(&content, codec).unwrap(),
+            encode_streaming(&content, codec, 100),
+        ] {
+            for pos in 0..stored.len() {
+                for mask in [0x01u8, 0x80, 0xFF] {
+                    let mut bad = stored.clone();
+                    bad[pos] ^= mask;
+                    let err = assert_rejected(&bad, &format!("{codec}: byte {pos} ^ {mask:#04x}"));
+                    assert!(
+                        err.is_corruption() || matches!(err, CodecError::UnsupportedVersion { .. }),
+                        "{err}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sampled_byte_flips_of_a_large_object_are_detected() {
+    let content = wal_like(2 << 20, 5);
+    let mut rng = StdRng::seed_from_u64(6);
+    for codec in CODECS {
+        let stored = encode_streaming(&content, codec, 40_000);
+        let len = stored.len();
+        // The header, the first chunk's length, the end chunk, the trailer, and random places.
+        let mut positions: Vec<usize> = (0..HEADER_LEN + 4).collect();
+        positions.extend(len - TRAILER_LEN - 8..len);
+        positions.extend((0..150).map(|_| rng.random_range(0..len)));
+        for pos in positions {
+            let mut bad = stored.clone();
+            bad[pos] ^= 1 << rng.random_range(0..8);
+            assert_rejected(&bad, &format!("{codec}: byte {pos} of {len}"));
+        }
+    }
+}
+
+#[test]
+fn every_truncation_is_detected() {
+    let content = wal_like(900, 7);
+    for codec in CODECS {
+        let stored = encode_to_vec(&content, codec).unwrap();
+        for len in 0..stored.len() {
+            let err = assert_rejected(&stored[..len], &format!("{codec}: cut at {len}"));
+            assert!(err.is_corruption(), "{codec}: cut at {len}: {err}");
+        }
+        let big = encode_streaming(&wal_like(1 << 20, 8), codec, 9999);
+        for len in (0..big.len()).step_by(997).chain(big.len() - 40..big.len()) {
+            assert!(matches!(
+                assert_rejected(&big[..len], "cut"),
+                CodecError::Truncated { .. } | CodecError::CorruptPayload { .. }
+            ));
+        }
+    }
+}
+
+#[test]
+fn truncation_in_the_trailer_says_so() {
+    let stored = encode_to_vec(b"hello", Codec::Lz4).unwrap();
+    let err = assert_rejected(&stored[..stored.len() - 3], "cut trailer");
+    assert!(
+        matches!(
+            err,
+            CodecError::Truncated {
+                section: "trailer",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = assert_rejected(&stored[..10], "cut header");
+    assert!(
+        matches!(
+            err,
+            CodecError::Truncated {
+                section: "header",
+                offset: 10
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn trailing_junk_is_detected() {
+    for codec in CODECS {
+        let stored = encode_to_vec(b"some content", codec).unwrap();
+        let second = encode_to_vec(b"another object", codec).unwrap();
+        for junk in [&b"\0"[..], b"0123456789abcdef0123", &second] {
+            let mut bad = stored.clone();
+            bad.extend_from_slice(junk);
+            let err = assert_rejected(&bad, &format!("{codec}: {} junk bytes", junk.len()));
+            assert!(
+                matches!(err, CodecError::TrailingJunk { offset } if offset == stored.len() as u64),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn checksum_mismatch_reports_expected_and_found() {
+    let content = b"0123456789".repeat(10);
+    let stored = encode_to_vec(&content, Codec::None).unwrap();
+    let mut bad = stored.clone();
+    // Content starts after the header and the first chunk's 4-byte length.
+    bad[HEADER_LEN + 4 + 5] = b'X';
+    let mut altered = content.clone();
+    altered[5] = b'X';
+    match assert_rejected(&bad, "altered content") {
+        CodecError::ChecksumMismatch {
+            recorded,
+            expected,
+            found,
+        } => {
+            assert_eq!(recorded, Recorded::Trailer);
+            assert_eq!(expected, crc32c::crc32c(&content));
+            assert_eq!(found, crc32c::crc32c(&altered));
+        }
+        other => panic!("expected a checksum mismatch, got {other}"),
+    }
+}
+
+/// Rewrites header bytes and fixes the header checksum, as a writer of that header would.
+fn with_header(stored: &[u8], edit: impl Fn(&mut [u8])) -> Vec<u8> {
+    let mut out = stored.to_vec();
+    edit(&mut out[..HEADER_LEN]);
+    let crc = crc32c::crc32c(&out[..28]);
+    out[28..32].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn header_refusals_are_typed() {
+    let stored = encode_to_vec(b"content", Codec::Lz4).unwrap();
+    let err = assert_rejected(
+        b"PGDMP\0\0\0 not an object at all, long enough",
+        "bad magic",
+    );
+    assert!(matches!(err, CodecError::BadMagic { .. }), "{err}");
+    let err = assert_rejected(&with_header(&stored, |h| h[8] = 2), "version 2");
+    assert!(
+        matches!(
+            err,
+            CodecError::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
+    let err = assert_rejected(&with_header(&stored, |h| h[10] = 9), "codec 9");
+    assert!(
+        matches!(err, CodecError::UnsupportedCodec { id: 9 }),
+        "{err}"
+    );
+    let err = assert_rejected(&with_header(&stored, |h| h[12] |= 1), "encrypted");
+    assert!(matches!(err, CodecError::Encrypted), "{err}");
+    assert!(err.to_string().contains("encrypted"));
+    let err = assert_rejected(&with_header(&stored, |h| h[13] |= 0x10), "unknown flag");
+    assert!(
+        matches!(err, CodecError::UnsupportedFlags { flags: 0x1000 }),
+        "{err}"
+    );
+    let mut bad = stored.clone();
+    bad[11] ^= 1;
+    let err = assert_rejected(&bad, "header bit flip");
+    assert!(
+        matches!(err, CodecError::HeaderChecksumMismatch { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn header_summary_is_checked_against_the_content() {
+    let stored = encode_to_vec(b"content!", Codec::None).unwrap();
+    // A header that claims other content, with a matching header checksum: the trailer agrees with
+    // the content, the header does not.
+    let bad = with_header(&stored, |h| h[24] ^= 1);
+    let err = assert_rejected(&bad, "header crc");
+    assert!(
+        matches!(
+            err,
+            CodecError::ChecksumMismatch {
+                recorded: Recorded::Header,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let bad = with_header(&stored, |h| h[16] = 3);
+    let err = assert_rejected(&bad, "header len");
+    assert!(
+        matches!(
+            err,
+            CodecError::LengthMismatch {
+                recorded: Recorded::Header,
+                expected: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn writer_refuses_content_that_differs_from_its_declaration() {
+    let mut stored = Vec::new();
+    let mut writer =
+        ObjectWriter::with_declared_summary(&mut stored, Codec::Lz4, 5, crc32c::crc32c(b"hello"))
+            .unwrap();
+    writer.write_all(b"hellO").unwrap();
+    let err = writer.finish().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CodecError::ChecksumMismatch {
+                recorded: Recorded::Declared,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // What was written is not a complete object.
+    assert!(decode_to_vec(&stored).is_err());
+}
+
+#[test]
+fn unfinished_writer_leaves_a_truncated_object() {
+    let mut stored = Vec::new();
+    {
+        let mut writer = ObjectWriter::new(&mut stored, Codec::Zstd { level: 3 }).unwrap();
+        writer.write_all(&wal_like(600_000, 9)).unwrap();
+        writer.flush().unwrap();
+    }
+    let err = assert_rejected(&stored, "unfinished");
+    assert!(matches!(err, CodecError::Truncated { .. }), "{err}");
+}
+
+#[test]
+fn io_errors_of_the_source_are_not_reported_as_corruption() {
+    struct Failing<'a>(&'a [u8]);
+    impl Read for Failing<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "network went away",
+                ));
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    for codec in CODECS {
+        let stored = encode_to_vec(&wal_like(300_000, 10), codec).unwrap();
+        let mut reader = ObjectReader::new(Failing(&stored[..stored.len() / 2])).unwrap();
+        let err = CodecError::from(io::copy(&mut reader, &mut io::sink()).unwrap_err());
+        assert!(
+            matches!(&err, CodecError::Io(e) if e.kind() == io::ErrorKind::ConnectionReset),
+            "{codec}: {err}"
+        );
+        assert!(!err.is_corruption());
+        // A failed reader stays failed.
+        assert!(reader.read(&mut [0u8; 10]).is_err());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_content_round_trips(
+        content in prop::collection::vec(any::<u8>(), 0..40_000),
+        repeat in 1usize..4,
+        codec_index in 0usize..4,
+        write_step in 1usize..5000,
+        source_step in 1usize..5000,
+        read_step in 1usize..5000,
+    ) {
+        let content = content.repeat(repeat);
+        let codec = CODECS[codec_index];
+        let stored = encode_streaming(&content, codec, write_step);
+        let decoded = decode_streaming(&stored, source_step, read_step).unwrap();
+        prop_assert_eq!(decoded, content);
+    }
+}

@@ -1,0 +1,68 @@
+//! Benchmark skeleton behind the `bench` binary: a registry of named benches, the comparison
+//! table, child-process measurement and peer-tool discovery.
+//!
+//! `bench <name> [args]` runs one bench; an unknown or missing name lists the available ones and
+//! exits 2. Each bench runs walship and, when installed, a peer tool (pgbackrest, pg_basebackup,
+//! barman-cloud) on the same work and prints a [`BenchTable`]. New benches add one entry to
+//! [`BENCHES`].
+
+mod measure;
+mod peers;
+mod table;
+
+pub use measure::{Measurement, measure};
+pub use peers::{PEER_TOOLS, PeerTool, find_peer};
+pub use table::{BenchRow, BenchTable, format_value};
+
+use std::process::ExitCode;
+
+/// A named benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct Bench {
+    /// Name on the command line.
+    pub name: &'static str,
+    /// One line for the list of benches.
+    pub about: &'static str,
+    /// Runs the bench with the remaining arguments.
+    pub run: fn(&[String]) -> anyhow::Result<()>,
+}
+
+/// Every bench the binary knows.
+pub const BENCHES: &[Bench] = &[Bench {
+    name: "peers",
+    about: "list which peer tools (pgbackrest, pg_basebackup, barman-cloud) are installed",
+    run: peers::run,
+}];
+
+/// The list of benches, for usage messages.
+pub fn usage() -> String {
+    let mut s = String::from("usage: bench <name> [args]\n\nbenches:\n");
+    for b in BENCHES {
+        s.push_str(&format!("  {:<10} {}\n", b.name, b.about));
+    }
+    s
+}
+
+/// Entry point of the `bench` binary; `args` excludes the program name.
+pub fn main(args: &[String]) -> ExitCode {
+    let Some(name) = args.first() else {
+        eprint!("{}", usage());
+        return ExitCode::from(2);
+    };
+    if name == "-h" || name == "--help" || name == "help" {
+        print!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
+    let Some(bench) = BENCHES.iter().find(|b| b.name == name) else {
+        eprintln!("bench: unknown bench '{name}'\n");
+        eprint!("{}", usage());
+        return ExitCode::from(2);
+    };
+    match (bench.run)(&args[1..]) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench {name}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! A real S3 server for tests: SeaweedFS (`weed mini`) on 127.0.0.1 with a fresh bucket.
+//!
+//! [`S3Server::start`] picks free ports for every SeaweedFS service, starts `weed mini` in a
+//! private temp directory, waits until the S3 API answers, creates a uniquely named bucket and
+//! proves a write works. With no identities configured SeaweedFS accepts any credentials and
+//! unsigned requests, which is what lets the harness use the raw [`http`] client.
+//! [`S3Server::stop`] simulates an outage (SIGTERM, SIGKILL after a grace period);
+//! [`S3Server::restart`] brings the same server back on the same ports and data. Drop stops it
+//! and removes its directory.
+
+pub mod http;
+mod weed;
+
+pub use weed::{WeedPorts, weed_binary};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long `start`/`restart` wait for the S3 API to accept a write.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `stop` waits after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+/// Timeout of one HTTP request to the server.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many port sets `start` tries when a port was taken meanwhile.
+const PORT_ATTEMPTS: usize = 4;
+/// Key written and deleted to prove the write path works.
+const PROBE_KEY: &str = ".pg-test-harness-probe";
+
+/// A running SeaweedFS S3 server owned by one test.
+#[derive(Debug)]
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// A bucket created for this server (3-63 characters, unique per server).
+    pub bucket: String,
+    /// Region to configure clients with (SeaweedFS ignores it).
+    pub region: String,
+    /// Access key to configure clients with (SeaweedFS accepts any).
+    pub access_key: String,
+    /// Secret key to configure clients with (SeaweedFS accepts any).
+    pub secret_key: String,
+    weed: PathBuf,
+    ports: WeedPorts,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl S3Server {
+    /// Starts SeaweedFS `weed mini` on loopback with free ports and telemetry off, waits until it
+    /// answers, and creates the bucket. Fails when `weed` is missing or does not come up.
+    pub fn start() -> anyhow::Result<S3Server> {
+        let weed = weed_binary().context(
+            "SeaweedFS `weed` not found ($WEED_BIN, <test deps>/seaweedfs/bin/weed, PATH); \
+             run scripts/setup-test-deps",
+        )?;
+        let dir = tempfile::Builder::new()
+            .prefix("walship-s3-")
+            .tempdir_in("/tmp")
+            .context("creating SeaweedFS directory under /tmp")?;
+        std::fs::create_dir(dir.path().join("data"))
+            .with_context(|| format!("creating {}/data", dir.path().display()))?;
+        let mut server = S3Server {
+            endpoint: String::new(),
+            bucket: unique_bucket_name(),
+            region: "us-east-1".to_owned(),
+            access_key: "walship-test".to_owned(),
+            secret_key: "walship-test-secret".to_owned(),
+            weed,
+            ports: WeedPorts::allocate(),
+            dir,
+            child: None,
+        };
+        for attempt in 1..=PORT_ATTEMPTS {
+            server.endpoint = format!("http://127.0.0.1:{}", server.ports.s3);
+            match server.launch(true) {
+                Ok(()) => return Ok(server),
+                Err(e)
+                    if attempt < PORT_ATTEMPTS
+                        && server.log().contains("address already in use") =>
+                {
+                    eprintln!("pg-test-harness: SeaweedFS port collision, retrying: {e:#}");
+                    server.stop();
+                    server.truncate_log();
+                    server.ports = WeedPorts::allocate();
+                }
+                Err(e) => {
+                    server.stop();
+                    return Err(e.context(server.log_excerpt()));
+                }
+            }
+        }
+        bail!("SeaweedFS did not start after {PORT_ATTEMPTS} port sets")
+    }
+
+    /// Stops the server to simulate an outage: SIGTERM, SIGKILL after ~2 s, then waits for it.
+    /// The data directory is kept for [`restart`](Self::restart). No-op when already stopped.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + TERM_GRACE;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !matches!(child.try_wait(), Ok(Some(_))) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.ports.remove_stray_sockets();
+    }
+
+    /// Starts the server again on the same ports with the same data; waits until it accepts
+    /// writes. Panics with the server log when it does not come back.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(e) = self.launch(false) {
+            self.stop();
+            panic!("restarting SeaweedFS: {e:#}\n{}", self.log_excerpt());
+        }
+    }
+
+    /// Environment for AWS clients: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+    /// `AWS_ENDPOINT_URL`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", &self.access_key),
+            ("AWS_SECRET_ACCESS_KEY", &self.secret_key),
+            ("AWS_REGION", &self.region),
+            ("AWS_ENDPOINT_URL", &self.endpoint),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
+    }
+
+    /// The S3 API's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports.s3))
+    }
+
+    /// Every port this server listens on.
+    pub fn ports(&self) -> WeedPorts {
+        self.ports
+    }
+
+    /// Process id of the running `weed`, None when stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the `weed` process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SeaweedFS's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// One raw, unsigned HTTP request to the S3 API (`path` like `/bucket/key`).
+    pub fn http(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<http::Response> {
+        http::request(self.addr(), method, path, body, HTTP_TIMEOUT)
+    }
+
+    /// Everything `weed` printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("weed.log")
+    }
+
+    fn truncate_log(&self) {
+        let _ = std::fs::write(self.log_path(), b"");
+    }
+
+    fn log_excerpt(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        format!(
+            "--- weed log {} ---\n{}\n--- end of weed log ---",
+            self.log_path().display(),
+            tail.join("\n")
+        )
+    }
+
+    /// Spawns weed and waits for it; `create_bucket` on first start only.
+    fn launch(&mut self, create_bucket: bool) -> anyhow::Result<()> {
+        let args = self.ports.mini_args(&self.data_dir(), self.dir.path());
+        let child = weed::spawn(&self.weed, &args, &self.log_path())
+            .with_context(|| format!("spawning {} {}", self.weed.display(), args.join(" ")))?;
+        self.child = Some(child);
+        self.wait_ready(create_bucket)
+    }
+
+    /// Polls until the bucket exists (creating it if asked) and a probe object can be written
+    /// and deleted, or the process dies, or the timeout passes.
+    fn wait_ready(&mut self, create_bucket: bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let bucket_path = format!("/{}", self.bucket);
+        let probe_path = format!("/{}/{PROBE_KEY}", self.bucket);
+        let mut bucket_ready = !create_bucket;
+        let mut last = String::from("no answer yet");
+        loop {
+            if !self.is_running() {
+                bail!("weed exited during startup ({last})");
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "SeaweedFS S3 on {} not ready after {READY_TIMEOUT:?}: {last}",
+                    self.endpoint
+                );
+            }
+            if !bucket_ready {
+                match self.http("PUT", &bucket_path, b"") {
+                    Ok(r) if r.status == 200 => bucket_ready = true,
+                    Ok(r) => last = format!("PUT {bucket_path}: {} {}", r.status, r.body_text()),
+                    Err(e) => last = format!("PUT {bucket_path}: {e}"),
+                }
+            }
+            if bucket_ready {
+                let put = self.http("PUT", &probe_path, b"probe");
+                match put {
+                    Ok(r) if r.status == 200 => {
+                        let del = self.http("DELETE", &probe_path, b"")?;
+                        if del.status == 204 || del.status == 200 {
+                            return Ok(());
+                        }
+                        last = format!("DELETE {probe_path}: {} {}", del.status, del.body_text());
+                    }
+                    Ok(r) => last = format!("PUT {probe_path}: {} {}", r.status, r.body_text()),
+                    Err(e) => last = format!("PUT {probe_path}: {e}"),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// SeaweedFS for a test: None (after a loud `SKIP:` line) when `weed` is not installed; with
+/// `CI=true`, panics. Panics when `weed` is installed but does not start.
+pub fn s3_under_test() -> Option<S3Server> {
+    if weed_binary().is_none() {
+        crate::ci::skip_or_fail(
+            "SeaweedFS `weed` not found ($WEED_BIN, <test deps>/seaweedfs/bin/weed, PATH)",
+        );
+        return None;
+    }
+    match S3Server::start() {
+        Ok(server) => Some(server),
+        Err(e) => panic!("starting SeaweedFS: {e:#}"),
+    }
+}
+
+/// `walship-<pid>-<n>-<random>`: lower-case, at most 63 characters, unique per server.
+fn unique_bucket_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let salt: u32 = rand::random();
+    format!("walship-{}-{n}-{salt:08x}", std::process::id())
+}
+
+/// True when nothing accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_refuses(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .is_err()
+}

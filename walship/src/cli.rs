@@ -1,0 +1,76 @@
+//! The command line: global options and one subcommand per user-facing command.
+//!
+//! Parsing only; each subcommand's work lives in `cmd/<name>.rs` over the libraries.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// PostgreSQL WAL archiving and point-in-time recovery.
+///
+/// Postgres setup:
+///   archive_command = 'walship archive %p'
+///   restore_command = 'walship fetch %f %p'
+///
+/// The repository is `s3://bucket/prefix` or `file:///absolute/path`, set with --repo,
+/// WALSHIP_REPO, or `repo = "..."` in the config file (/etc/walship/walship.toml by default).
+#[derive(Debug, Parser)]
+#[command(name = "walship", version, about, long_about, verbatim_doc_comment)]
+pub struct Cli {
+    /// Options every command accepts.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Repository URL: s3://bucket/prefix or file:///absolute/path [env: WALSHIP_REPO]
+    #[arg(long, global = true, value_name = "URL")]
+    pub repo: Option<String>,
+    /// Configuration file [env: WALSHIP_CONFIG; default: /etc/walship/walship.toml if present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace). Logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// The walship commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive one WAL file (archive_command = 'walship archive %p'). [not built yet]
+    Archive(NotBuiltArgs),
+    /// Deliver one archived WAL file to Postgres (restore_command = 'walship fetch %f %p'). [not built yet]
+    Fetch(NotBuiltArgs),
+    /// Stream WAL over the replication protocol into the repository (sidecar). [not built yet]
+    Stream(NotBuiltArgs),
+    /// Take a physical base backup over the replication protocol. [not built yet]
+    Backup(NotBuiltArgs),
+    /// List the base backups in the repository. [not built yet]
+    List(NotBuiltArgs),
+    /// Show one base backup (`latest` or its id). [not built yet]
+    Info(NotBuiltArgs),
+    /// Restore a data directory to a point in time. [not built yet]
+    Restore(NotBuiltArgs),
+    /// Verify every object in the repository. [not built yet]
+    Verify(NotBuiltArgs),
+    /// Remove backups and WAL no retention rule keeps. [not built yet]
+    Expire(NotBuiltArgs),
+    /// Check configuration, repository and Postgres settings. [not built yet]
+    Check(NotBuiltArgs),
+}
+
+/// Arguments of a command that is not built yet: accepted and ignored, so that `--help`
+/// works and any invocation reaches the plain "not built yet" refusal.
+#[derive(Debug, Args)]
+pub struct NotBuiltArgs {
+    /// Ignored: this command is not built yet.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
