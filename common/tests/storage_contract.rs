@@ -4,30 +4,14 @@
 
 mod support;
 
+use support::{BrokenReader, key, pattern};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use walship_common::storage::{AnyStorage, ObjectKey, PutOptions, Storage, StorageError};
-
-fn key(s: &str) -> ObjectKey {
-    ObjectKey::new(s).unwrap()
-}
-
-/// Deterministic, incompressible-looking bytes.
-fn pattern(len: usize, seed: u64) -> Bytes {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
-}
 
 async fn read_all(storage: &AnyStorage, k: &ObjectKey) -> Result<Bytes, StorageError> {
     let mut reader = storage.get(k).await?;
@@ -373,6 +357,29 @@ mod contract {
     }
 }
 
+mod contract_more {
+    use super::*;
+
+    /// A body that fails midway (after one whole part) stores nothing.
+    pub async fn failed_streaming_upload_leaves_nothing(s: &AnyStorage) {
+        let k = key("backups/b/broken");
+        for len in [1000usize, 20 << 20] {
+            let body = pattern(len, 9);
+            let err = s
+                .put_stream(&k, (&body[..]).chain(BrokenReader), PutOptions::if_absent())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("producer crashed"), "{err}");
+            assert!(s.head(&k).await.unwrap_err().is_not_found());
+            assert!(s.list("backups/").await.unwrap().is_empty());
+        }
+        // The key is still free.
+        s.put(&k, Bytes::from_static(b"ok"), PutOptions::if_absent())
+            .await
+            .unwrap();
+    }
+}
+
 /// Runs every contract body against one backend fixture.
 macro_rules! contract_suite {
     ($module:ident, $fixture:path) => {
@@ -386,6 +393,11 @@ macro_rules! contract_suite {
                 large_objects_round_trip_byte_identical,
                 no_partial_object_is_visible_during_upload
             );
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn failed_streaming_upload_leaves_nothing() {
+                let Some(fixture) = $fixture().await else { return };
+                super::contract_more::failed_streaming_upload_leaves_nothing(&fixture.storage).await;
+            }
         }
     };
     (@tests $fixture:path; $($name:ident),+) => {
@@ -402,156 +414,15 @@ macro_rules! contract_suite {
 contract_suite!(local, crate::support::local_repo);
 contract_suite!(seaweedfs, crate::support::s3_repo);
 
-/// What only a network backend can do wrong: be unreachable, hang, or stop.
-mod seaweedfs_failures {
-    use super::*;
-    use crate::support::{s3_options, s3_repo, s3_repo_with};
-    use walship_common::storage::{RetryPolicy, S3Credentials, S3Options};
+/// The listing contract with tiny pages: many more requests, same answers.
+mod seaweedfs_small_pages {
+    use crate::support::s3_repo_with;
 
-    /// Listing with tiny pages: the same contract, many more requests.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn lists_with_small_pages() {
+    async fn lists_more_than_a_thousand_keys_in_order() {
         let Some(repo) = s3_repo_with(|o| o.list_page_size = 7).await else {
             return;
         };
         super::contract::lists_more_than_a_thousand_keys_in_order(&repo.storage).await;
-    }
-
-    fn quick(endpoint: String) -> S3Options {
-        S3Options {
-            endpoint: Some(endpoint),
-            // Explicit credentials: the SDK must not go looking for instance metadata.
-            credentials: Some(S3Credentials {
-                access_key_id: "walship-test".into(),
-                secret_access_key: "walship-test-secret".into(),
-                session_token: None,
-            }),
-            connect_timeout: Duration::from_secs(1),
-            operation_timeout: Duration::from_secs(2),
-            read_timeout: Duration::from_secs(1),
-            retry: RetryPolicy {
-                max_attempts: 3,
-                base_delay: Duration::from_millis(50),
-                max_delay: Duration::from_millis(200),
-            },
-            ..S3Options::default()
-        }
-    }
-
-    fn assert_unreachable(err: &StorageError, endpoint: &str) {
-        eprintln!("expected failure: {err}");
-        assert!(err.is_retryable(), "{err}");
-        assert!(!err.is_not_found(), "{err}");
-        let text = err.to_string();
-        assert!(
-            text.contains(endpoint),
-            "error does not name the endpoint: {text}"
-        );
-        assert!(
-            text.contains("wal/x"),
-            "error does not name the key: {text}"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn closed_port_fails_fast_naming_the_endpoint() {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let storage = AnyStorage::open("s3://walship-test/p", &quick(endpoint.clone()))
-            .await
-            .unwrap();
-        let started = Instant::now();
-        let err = storage.get(&key("wal/x")).await.unwrap_err();
-        assert_unreachable(&err, &endpoint);
-        let err = storage
-            .put(
-                &key("wal/x"),
-                Bytes::from_static(b"x"),
-                PutOptions::default(),
-            )
-            .await
-            .unwrap_err();
-        assert_unreachable(&err, &endpoint);
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn silent_server_times_out_instead_of_hanging() {
-        // Accepts connections (the kernel does) but never answers.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let storage = AnyStorage::open("s3://walship-test", &quick(endpoint.clone()))
-            .await
-            .unwrap();
-        let started = Instant::now();
-        let err = storage.head(&key("wal/x")).await.unwrap_err();
-        let elapsed = started.elapsed();
-        assert!(matches!(err, StorageError::Timeout { .. }), "{err}");
-        assert_unreachable(&err, &endpoint);
-        // 3 attempts of at most 2 s each, plus backoff.
-        assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
-        assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
-        drop(listener);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stopped_server_is_a_retryable_failure_not_missing() {
-        let Some(mut repo) = s3_repo().await else {
-            return;
-        };
-        let k = key("wal/x");
-        repo.storage
-            .put(&k, Bytes::from_static(b"segment"), PutOptions::default())
-            .await
-            .unwrap();
-        let mut server = repo.server.take().unwrap();
-        let endpoint = server.endpoint.clone();
-        tokio::task::spawn_blocking(move || {
-            server.stop();
-            server
-        })
-        .await
-        .unwrap();
-        let started = Instant::now();
-        for err in [
-            repo.storage.get(&k).await.unwrap_err(),
-            repo.storage.head(&k).await.unwrap_err(),
-            repo.storage.get_bytes(&k).await.unwrap_err(),
-        ] {
-            assert_unreachable(&err, &endpoint);
-        }
-        assert!(repo.storage.list("wal/").await.unwrap_err().is_retryable());
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn options_from_the_harness_reach_the_bucket() {
-        let Some(repo) = s3_repo().await else { return };
-        let server = repo.server.as_ref().unwrap();
-        // A second client on the same bucket without a prefix sees the first one's key
-        // under the prefix.
-        let opts = s3_options(server);
-        let root = AnyStorage::open(&format!("s3://{}", server.bucket), &opts)
-            .await
-            .unwrap();
-        repo.storage
-            .put(&key("a"), Bytes::from_static(b"1"), PutOptions::default())
-            .await
-            .unwrap();
-        let listed = root.list("").await.unwrap();
-        let names: Vec<&str> = listed.iter().map(|m| m.key.as_str()).collect();
-        assert_eq!(names, ["repo/prefix/a"]);
-        assert!(root.location().contains(&server.endpoint));
     }
 }

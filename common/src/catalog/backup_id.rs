@@ -12,7 +12,9 @@ pub struct BackupId(DateTime<Utc>);
 
 /// Why a string is not a backup id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid backup id {text:?}: expected the UTC start time as YYYYMMDDTHHMMSSZ, like 20261122T140300Z")]
+#[error(
+    "invalid backup id {text:?}: expected the UTC start time as YYYYMMDDTHHMMSSZ, like 20261122T140300Z"
+)]
 pub struct BackupIdError {
     /// The rejected text.
     pub text: String,
@@ -38,14 +40,18 @@ fn parse(text: &str) -> Option<DateTime<Utc>> {
     if text.len() != 16 {
         return None;
     }
-    NaiveDateTime::parse_from_str(text, FORMAT).ok().map(|t| t.and_utc())
+    NaiveDateTime::parse_from_str(text, FORMAT)
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 impl FromStr for BackupId {
     type Err = BackupIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse(s).map(BackupId).ok_or_else(|| BackupIdError { text: s.to_string() })
+        parse(s).map(BackupId).ok_or_else(|| BackupIdError {
+            text: s.to_string(),
+        })
     }
 }
 
@@ -63,7 +69,9 @@ impl serde::Serialize for BackupId {
 
 impl<'de> serde::Deserialize<'de> for BackupId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -77,7 +85,14 @@ mod tests {
         let b: BackupId = "20261122T140301Z".parse().unwrap();
         assert_eq!(a.to_string(), "20261122T140300Z");
         assert!(a < b && a.to_string() < b.to_string());
-        for bad in ["", "20261122T140300", "20261122t140300Z", "2026-11-22T14:03:00Z", "20261322T140300Z", "../etc"] {
+        for bad in [
+            "",
+            "20261122T140300",
+            "20261122t140300Z",
+            "2026-11-22T14:03:00Z",
+            "20261322T140300Z",
+            "../etc",
+        ] {
             assert!(bad.parse::<BackupId>().is_err(), "{bad}");
         }
     }

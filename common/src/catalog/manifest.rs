@@ -128,4 +128,3 @@ pub struct FileEntry {
     /// Link target (links only).
     pub link_target: Option<String>,
 }
-

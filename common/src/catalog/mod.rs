@@ -9,4 +9,6 @@ pub mod backup_id;
 pub mod manifest;
 
 pub use backup_id::{BackupId, BackupIdError};
-pub use manifest::{BackupManifest, BundleInfo, FileEntry, FileKind, MANIFEST_FORMAT_VERSION, TablespaceInfo};
+pub use manifest::{
+    BackupManifest, BundleInfo, FileEntry, FileKind, MANIFEST_FORMAT_VERSION, TablespaceInfo,
+};

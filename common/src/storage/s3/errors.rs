@@ -6,7 +6,7 @@
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
-use crate::storage::error::{StorageError, StorageOp};
+use crate::storage::error::{StorageError, StorageOp, error_chain};
 
 /// What an S3 error answer means for us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,21 +137,6 @@ impl Call<'_> {
             message,
         }
     }
-}
-
-/// `err` and its sources, joined by ": ", skipping repeats (the SDK's wrappers often
-/// repeat their source's message).
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// The HTTP status of a raw response (a trait so that the mapping is independent of the
