@@ -12,7 +12,7 @@ use walship_common::storage::{
     AnyStorage, PutOptions, RetryPolicy, S3Credentials, S3Options, Storage, StorageError,
 };
 
-use support::{BrokenReader, key, pattern, s3_options, s3_repo};
+use support::{BrokenReader, key, pattern, s3_options, s3_repo, s3_repo_with};
 
 fn quick(endpoint: String) -> S3Options {
     S3Options {
@@ -242,4 +242,25 @@ async fn options_from_the_harness_reach_the_bucket() {
     let names: Vec<&str> = listed.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(names, ["repo/prefix/a"]);
     assert!(root.location().contains(&server.endpoint));
+}
+
+/// For servers without conditional writes: `if_absent` still refuses an existing key
+/// (check-then-put), and the capability says the guard is not atomic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_absent_without_conditional_writes_checks_first() {
+    let Some(repo) = s3_repo_with(|o| o.conditional_create = false).await else {
+        return;
+    };
+    let s = &repo.storage;
+    assert!(!s.capabilities().conditional_create);
+    let k = key("wal/00000002.history");
+    s.put(&k, Bytes::from_static(b"first"), PutOptions::if_absent())
+        .await
+        .unwrap();
+    let err = s
+        .put(&k, Bytes::from_static(b"second"), PutOptions::if_absent())
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "{err}");
+    assert_eq!(s.get_bytes(&k).await.unwrap(), &b"first"[..]);
 }

@@ -14,6 +14,24 @@
 //!
 //! This module knows nothing of WAL, backups or the object codec: it moves opaque bytes.
 //!
+//! ```
+//! use bytes::Bytes;
+//! use walship_common::storage::{AnyStorage, ObjectKey, PutOptions, S3Options, Storage};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let url = format!("file://{}", dir.path().display());
+//! let repo = AnyStorage::open(&url, &S3Options::default()).await?; // or s3://bucket/prefix
+//! let key = ObjectKey::new("wal/00000002.history")?;
+//! let stored = repo.put(&key, Bytes::from_static(b"1\t0/3000000\tbefore 2026\n"), PutOptions::if_absent()).await?;
+//! assert!(repo.put(&key, Bytes::new(), PutOptions::if_absent()).await.unwrap_err().is_already_exists());
+//! assert_eq!(repo.head(&key).await?.size, stored.size);
+//! assert!(repo.get(&ObjectKey::new("wal/missing")?).await.unwrap_err().is_not_found());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Cancellation: every future here may be dropped at any time. A dropped put leaves no
 //! visible object (a local temporary file is removed, an S3 multipart upload is left for
 //! the bucket's lifecycle rule to abort unless the failure path aborted it first).

@@ -12,6 +12,14 @@
 //!   protection on bodies, so that no call hangs;
 //! - the SDK makes one attempt only: retries happen in [`crate::storage::retry`].
 //!
+//! Objects larger than one part go up as multipart uploads whose parts are retried one
+//! by one; an in-memory `put` of such an object may also be repeated whole by
+//! [`crate::storage::AnyStorage`]'s retry loop when its parts' retries are spent.
+//!
+//! Permissions: without `s3:ListBucket`, AWS answers 403 instead of 404 for a missing
+//! key, and walship must then report "failed", not "missing" (`fetch` would stop
+//! recovery instead of ending it). Grant `s3:ListBucket` on the repository prefix.
+//!
 //! Credentials, region and endpoint come from the AWS SDK's standard chain
 //! (`AWS_ACCESS_KEY_ID`, `AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`, web identity,
 //! instance metadata) unless [`S3Options`] sets them.
