@@ -255,6 +255,24 @@ pub fn durable_write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsE
     temp.persist(path, true)
 }
 
+/// Renames `from` to `to` atomically (same directory or file system), without any fsync:
+/// for files whose durability does not matter, only that no reader sees half of them
+/// (`restore_command` output, the prefetch spool).
+pub fn rename_unsynced(from: &Path, to: &Path) -> Result<(), FsError> {
+    fs::rename(from, to).map_err(at("rename", from))
+}
+
+/// Writes `bytes` to `path` through a temporary file and an atomic rename, without fsync
+/// (see [`rename_unsynced`] for when that is right). Replaces any previous content.
+pub fn replace_unsynced(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
+    let mut temp = TempFile::create_for(path, mode)?;
+    temp.write_all(bytes)?;
+    temp.file.take();
+    rename_unsynced(&temp.path, path)?;
+    temp.path = PathBuf::new();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -406,3 +406,24 @@ impl Options {
         }
     }
 }
+
+impl S3Config {
+    /// The storage layer's S3 client options for these settings; credentials are left to
+    /// the AWS SDK's standard chain.
+    pub fn to_options(&self) -> crate::storage::S3Options {
+        let defaults = crate::storage::S3Options::default();
+        crate::storage::S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            force_path_style: Some(self.path_style),
+            connect_timeout: self.connect_timeout,
+            operation_timeout: self.operation_timeout,
+            part_size: usize::try_from(self.part_size.0).unwrap_or(defaults.part_size),
+            retry: crate::storage::RetryPolicy {
+                max_attempts: self.max_attempts,
+                ..defaults.retry.clone()
+            },
+            ..defaults
+        }
+    }
+}

@@ -21,7 +21,11 @@ fn main() -> Result<()> {
         .into_iter()
         .last()
         .context("no PostgreSQL server found: install postgresql or run scripts/setup-test-deps")?;
-    step(&format!("PostgreSQL {} found in {}", install.major, install.bin_dir.display()));
+    step(&format!(
+        "PostgreSQL {} found in {}",
+        install.major,
+        install.bin_dir.display()
+    ));
 
     let work = pg_test_harness::test_dir("walship-demo");
     let repo_dir = work.path().join("repo");
@@ -38,10 +42,16 @@ fn main() -> Result<()> {
         .start();
     step(&format!("cluster started on 127.0.0.1:{}", cluster.port()));
 
-    cluster.execute("create table orders(id int primary key, item text, placed_at timestamptz default now())");
-    cluster.execute("insert into orders(id, item) select g, 'item ' || g from generate_series(1, 50000) g");
+    cluster.execute(
+        "create table orders(id int primary key, item text, placed_at timestamptz default now())",
+    );
+    cluster.execute(
+        "insert into orders(id, item) select g, 'item ' || g from generate_series(1, 50000) g",
+    );
     let last = cluster.query_string("select pg_walfile_name(pg_switch_wal())");
-    step(&format!("wrote 50000 orders; switched WAL after segment {last}"));
+    step(&format!(
+        "wrote 50000 orders; switched WAL after segment {last}"
+    ));
 
     wait_archived(&cluster, &last)?;
     step("Postgres archived everything through walship");
@@ -58,16 +68,25 @@ fn main() -> Result<()> {
         .arg(&fetched)
         .output()?;
     if !out.status.success() {
-        bail!("walship fetch {last} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "walship fetch {last} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let original = std::fs::read(cluster.data_dir().join("pg_wal").join(&last))?;
     if std::fs::read(&fetched)? != original {
         bail!("fetched {last} differs from pg_wal/{last}");
     }
-    step(&format!("walship fetch {last}: byte-identical to pg_wal/{last} ({} bytes)", original.len()));
+    step(&format!(
+        "walship fetch {last}: byte-identical to pg_wal/{last} ({} bytes)",
+        original.len()
+    ));
 
     cluster.stop(StopMode::Fast);
-    println!("\ndemo finished in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "\ndemo finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -96,13 +115,18 @@ fn build_walship() -> Result<PathBuf> {
 fn wait_archived(cluster: &Cluster, last: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let archived = cluster.query_string("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+        let archived =
+            cluster.query_string("select coalesce(last_archived_wal, '') from pg_stat_archiver");
         if archived.as_str() >= last {
             return Ok(());
         }
         if Instant::now() > deadline {
-            let failed = cluster.query_string("select coalesce(last_failed_wal, '') from pg_stat_archiver");
-            bail!("{last} not archived after 60 s (last failure: {failed}); server log:\n{}", cluster.log());
+            let failed =
+                cluster.query_string("select coalesce(last_failed_wal, '') from pg_stat_archiver");
+            bail!(
+                "{last} not archived after 60 s (last failure: {failed}); server log:\n{}",
+                cluster.log()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
