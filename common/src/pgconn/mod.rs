@@ -1,0 +1,50 @@
+//! The Postgres replication-protocol client that `walship backup` (BASE_BACKUP) and
+//! `walship stream` (START_REPLICATION) stand on.
+//!
+//! Upstream tokio-postgres cannot open a physical replication connection (no
+//! `replication=true`, no COPY BOTH, its parser rejects `'W'`), so this module speaks the
+//! protocol itself on postgres-protocol's message codecs and SCRAM implementation, over tokio
+//! TCP or unix sockets, with rustls for TLS. Plain SQL stays with tokio-postgres.
+//!
+//! - [`conninfo`]: [`ConnParams`] from a libpq connection string / URI, `PG*` variables and
+//!   defaults; [`Password`] never prints. [`pgpass`]: the password file.
+//! - [`ReplicationClient::connect`]: socket, TLS per [`SslMode`], startup with
+//!   `replication=true`, authentication (trust, password, md5, SCRAM-SHA-256[-PLUS]).
+//! - Commands: [`ReplicationClient::simple_query`], `identify_system`, `show`,
+//!   `timeline_history`, `read_replication_slot`, `create_physical_replication_slot`.
+//! - [`ReplicationClient::copy_out`]: [`CopyOutStream`] for BASE_BACKUP output.
+//! - [`ReplicationClient::start_replication`]: [`WalStream`] of [`XLogData`] and keepalives,
+//!   [`StandbyStatusUpdate`]s back, and the end-of-timeline handshake ([`NextTimeline`]).
+//!
+//! Every wait is bounded (connect timeout, read timeout, or a caller's idle limit), and every
+//! error names the server (`host:port` or socket path); server errors keep severity, SQLSTATE,
+//! message, detail and hint ([`ServerError`]).
+
+mod auth;
+mod client;
+mod connect;
+pub mod conninfo;
+mod conninfo_uri;
+mod copy;
+mod error;
+pub mod pgpass;
+mod query;
+mod replication;
+mod stream_messages;
+mod tls;
+mod walstream;
+mod wire;
+
+pub use client::ReplicationClient;
+pub use conninfo::{ConnInfoError, ConnParams, Host, Password, SslMode, Target};
+pub use copy::{CopyOutEvent, CopyOutStream};
+pub use error::{PgConnError, ServerError};
+pub use query::ResultSet;
+pub use replication::{
+    CreatedSlot, SlotInfo, SystemIdentity, TimelineHistoryFile, parse_size, validate_slot_name,
+};
+pub use stream_messages::{
+    PrimaryKeepalive, ReplicationMessage, StandbyStatusUpdate, StreamMessageError, XLogData,
+    postgres_now,
+};
+pub use walstream::{NextTimeline, StartReplication, WalEvent, WalStream};
