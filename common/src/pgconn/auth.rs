@@ -123,12 +123,16 @@ impl ReplicationClient {
         self.flush().await?;
 
         match self.recv_auth_step("SASL final").await? {
-            Message::AuthenticationSaslFinal(body) => scram.finish(body.data()).map_err(|e| {
-                self.auth_error(
-                    input,
-                    &format!("the server's SCRAM signature does not verify: {e}"),
-                )
-            }),
+            Message::AuthenticationSaslFinal(body) => {
+                scram.finish(body.data()).map_err(|e| {
+                    self.auth_error(
+                        input,
+                        &format!("the server's SCRAM signature does not verify: {e}"),
+                    )
+                })?;
+                self.channel_binding = mechanism == SCRAM_SHA_256_PLUS;
+                Ok(())
+            }
             other => Err(self.unexpected(&Backend::Message(other), "SCRAM exchange")),
         }
     }

@@ -31,6 +31,7 @@ pub struct ReplicationClient {
     pub(crate) server_params: HashMap<String, String>,
     pub(crate) read_timeout: Duration,
     pub(crate) backend_pid: Option<i32>,
+    pub(crate) channel_binding: bool,
 }
 
 impl ReplicationClient {
@@ -47,6 +48,7 @@ impl ReplicationClient {
             server_params: HashMap::new(),
             read_timeout,
             backend_pid: None,
+            channel_binding: false,
         }
     }
 
@@ -58,6 +60,12 @@ impl ReplicationClient {
     /// True when the connection is encrypted with TLS.
     pub fn is_tls(&self) -> bool {
         self.stream.is_tls()
+    }
+
+    /// True when SCRAM authentication bound itself to the TLS channel
+    /// (SCRAM-SHA-256-PLUS with `tls-server-end-point`).
+    pub fn uses_channel_binding(&self) -> bool {
+        self.channel_binding
     }
 
     /// The server process id (from BackendKeyData), e.g. to find this walsender in
