@@ -249,7 +249,6 @@ fn tls_matrix(install: &PgInstall, certs: &Path) {
 hostssl replication tls_user ::1/128 scram-sha-256
 ",
     );
-    let rt = runtime();
     let ssl_of = |client: &ReplicationClient| {
         let pid = client.backend_pid().expect("BackendKeyData");
         pg.query_string(&format!("select ssl from pg_stat_ssl where pid = {pid}"))
