@@ -328,5 +328,8 @@ hostssl replication tls_user ::1/128 scram-sha-256
     assert_eq!(err.sqlstate(), Some("28000"), "{err}");
     // PG13 says "SSL off", later majors "no encryption".
     let text = err.to_string();
-    assert!(text.contains("no encryption") || text.contains("SSL off"), "{err}");
+    assert!(
+        text.contains("no encryption") || text.contains("SSL off"),
+        "{err}"
+    );
 }
