@@ -12,7 +12,9 @@
 //!   `replication=true`, authentication (trust, password, md5, SCRAM-SHA-256[-PLUS]).
 //! - Commands: [`ReplicationClient::simple_query`], `identify_system`, `show`,
 //!   `timeline_history`, `read_replication_slot`, `create_physical_replication_slot`.
-//! - [`ReplicationClient::copy_out`]: [`CopyOutStream`] for BASE_BACKUP output.
+//! - [`ReplicationClient::copy_out`]: [`CopyOutStream`], the raw COPY OUT events; on it,
+//!   [`ReplicationClient::base_backup`]: [`BaseBackupStream`] of typed [`BackupEvent`]s, the
+//!   same for the PG13-14 per-tablespace streams and the PG15+ multiplexed one.
 //! - [`ReplicationClient::start_replication`]: [`WalStream`] of [`XLogData`] and keepalives,
 //!   [`StandbyStatusUpdate`]s back, and the end-of-timeline handshake ([`NextTimeline`]).
 //!
@@ -21,6 +23,7 @@
 //! message, detail and hint ([`ServerError`]).
 
 mod auth;
+mod basebackup;
 mod client;
 mod connect;
 pub mod conninfo;
@@ -35,6 +38,7 @@ mod tls;
 mod walstream;
 mod wire;
 
+pub use basebackup::{BackupEvent, BaseBackupOptions, BaseBackupStream, TablespaceInfo};
 pub use client::ReplicationClient;
 pub use conninfo::{ConnInfoError, ConnParams, Host, Password, SslMode, Target};
 pub use copy::{CopyOutEvent, CopyOutStream};
