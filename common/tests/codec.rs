@@ -80,6 +80,7 @@ fn encode_streaming(content: &[u8], codec: Codec, write_step: usize) -> Vec<u8> 
     assert_eq!(summary.raw_len, content.len() as u64);
     assert_eq!(summary.crc32c, crc32c::crc32c(content));
     assert_eq!(summary.stored_len, stored.len() as u64);
+    assert_eq!(summary.stored_crc32c, crc32c::crc32c(&stored));
     stored
 }
 
@@ -101,6 +102,7 @@ fn decode_streaming(
             let summary = reader.verified_summary().expect("Ok(0) means verified");
             assert_eq!(summary.raw_len, out.len() as u64);
             assert_eq!(summary.stored_len, stored.len() as u64);
+            assert_eq!(summary.stored_crc32c, crc32c::crc32c(stored));
             return Ok(out);
         }
         out.extend_from_slice(&buf[..n]);

@@ -24,6 +24,8 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod bench;
 pub mod ci;
 mod cluster;

@@ -44,10 +44,10 @@ pub struct GlobalArgs {
 /// The walship commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Archive one WAL file (archive_command = 'walship archive %p'). [not built yet]
-    Archive(NotBuiltArgs),
-    /// Deliver one archived WAL file to Postgres (restore_command = 'walship fetch %f %p'). [not built yet]
-    Fetch(NotBuiltArgs),
+    /// Archive one WAL file (archive_command = 'walship archive %p').
+    Archive(crate::cmd::archive::ArchiveArgs),
+    /// Deliver one archived WAL file to Postgres (restore_command = 'walship fetch %f %p').
+    Fetch(crate::cmd::fetch::FetchArgs),
     /// Stream WAL over the replication protocol into the repository (sidecar). [not built yet]
     Stream(NotBuiltArgs),
     /// Take a physical base backup over the replication protocol. [not built yet]

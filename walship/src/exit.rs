@@ -6,8 +6,6 @@
 //! definitively lacks the file, and [`RECOVERY_MUST_STOP`] when storage fails or an object
 //! is corrupt. For `archive_command` any non-zero code makes Postgres keep the file and retry.
 
-#![allow(dead_code)] // the codes come into use as the commands land
-
 use std::process::ExitCode;
 
 /// Success: the file is durably archived, delivered, restored...

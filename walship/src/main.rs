@@ -2,8 +2,11 @@
 //! command and maps its outcome to an exit code. The work lives in `walship-common` and
 //! `walship-restore`; nothing here is needed by a test of the libraries.
 
+#![recursion_limit = "256"]
+
 mod cli;
 mod cmd;
+mod context;
 mod exit;
 
 use clap::Parser;
@@ -12,7 +15,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
-    exit::code(cmd::run(cli.command))
+    exit::code(cmd::run(cli))
 }
 
 /// Logs to stderr (Postgres collects an archive_command's stderr into its own log).
@@ -31,5 +34,6 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

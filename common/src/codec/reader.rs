@@ -166,9 +166,9 @@ impl<R: Read> ObjectReader<R> {
         }
         let trailer_offset = chunks.offset();
         let stored_crc = chunks.stored_crc();
-        let mut trailer = [0u8; TRAILER_LEN];
-        chunks.read_unframed(&mut trailer, "trailer")?;
-        let trailer = Trailer::decode(&trailer, trailer_offset)?;
+        let mut trailer_bytes = [0u8; TRAILER_LEN];
+        chunks.read_unframed(&mut trailer_bytes, "trailer")?;
+        let trailer = Trailer::decode(&trailer_bytes, trailer_offset)?;
         let content = RawSummary {
             len: self.raw_len,
             crc32c: self.crc32c,
@@ -192,6 +192,7 @@ impl<R: Read> ObjectReader<R> {
             raw_len: content.len,
             stored_len: end,
             crc32c: content.crc32c,
+            stored_crc32c: crc32c::crc32c_append(stored_crc, &trailer_bytes),
         })
     }
 }

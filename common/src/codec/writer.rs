@@ -18,6 +18,9 @@ pub struct ObjectSummary {
     pub stored_len: u64,
     /// crc32c of the raw content.
     pub crc32c: u32,
+    /// crc32c of the whole stored object (header to trailer): what S3's `x-amz-checksum-crc32c`
+    /// checks, so an upload need not hash the object a second time.
+    pub stored_crc32c: u32,
 }
 
 enum Encoder<W: Write> {
@@ -147,6 +150,7 @@ impl<W: Write> ObjectWriter<W> {
             raw_len: raw.len,
             stored_len: chunks.stored(),
             crc32c: raw.crc32c,
+            stored_crc32c: chunks.stored_crc(),
         };
         Ok((summary, chunks.into_inner()))
     }

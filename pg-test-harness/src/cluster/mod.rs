@@ -106,6 +106,15 @@ impl Cluster {
     /// Starts the server and waits until it accepts connections. Retries on a new port when the
     /// port was taken meanwhile. Panics with the server log on failure.
     pub fn start(&mut self) {
+        if let Err(message) = self.try_start() {
+            self.fail(&message);
+        }
+    }
+
+    /// Starts the server like [`Cluster::start`], but reports a failed start (for tests where
+    /// Postgres is expected to refuse or to stop during startup, such as a recovery that
+    /// must abort) instead of panicking. The error holds pg_ctl's output; see [`Cluster::log`].
+    pub fn try_start(&mut self) -> Result<(), String> {
         for attempt in 1..=PORT_ATTEMPTS {
             let log_before = self.log().len();
             let mut cmd = self.pg_command("pg_ctl");
@@ -117,7 +126,7 @@ impl Cluster {
                 .args(["-w", "-t", PG_CTL_TIMEOUT_SECS]);
             let out = run(&mut cmd);
             if out.status.success() {
-                return;
+                return Ok(());
             }
             let new_log = self.log().get(log_before..).unwrap_or_default().to_owned();
             if new_log.contains("Address already in use") && attempt < PORT_ATTEMPTS {
@@ -125,8 +134,9 @@ impl Cluster {
                 self.append_conf(&format!("port = {}", self.port));
                 continue;
             }
-            self.fail(&format!("pg_ctl start failed: {}", describe(&out)));
+            return Err(format!("pg_ctl start failed: {}", describe(&out)));
         }
+        Err("pg_ctl start failed: no free port".to_string())
     }
 
     /// Stops the server with `mode` and waits until it is gone; no-op when it is not running.

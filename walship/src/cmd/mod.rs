@@ -1,23 +1,70 @@
 //! One module per subcommand; each turns parsed arguments into library calls and an exit code.
 
-use crate::cli::Command;
+pub mod archive;
+pub mod fetch;
+
+use walship_common::config::Options;
+
+use crate::cli::{Cli, Command};
+use crate::context::Context;
 use crate::exit;
 
-/// Runs the parsed command and returns its exit code (see [`crate::exit`]).
-pub fn run(command: Command) -> u8 {
-    let (name, issue) = match command {
-        Command::Archive(_) => ("archive", Some(3)),
-        Command::Fetch(_) => ("fetch", Some(3)),
-        Command::Stream(_) => ("stream", Some(6)),
-        Command::Backup(_) => ("backup", Some(4)),
-        Command::List(_) => ("list", Some(4)),
-        Command::Info(_) => ("info", Some(4)),
-        Command::Restore(_) => ("restore", Some(5)),
-        Command::Verify(_) => ("verify", None),
-        Command::Expire(_) => ("expire", None),
-        Command::Check(_) => ("check", None),
-    };
-    not_built(name, issue)
+/// Runs the parsed command line and returns the exit code (see [`crate::exit`]).
+pub fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Archive(args) => {
+            let options = Options {
+                archive_async: args.async_mode.then_some(true),
+                archive_parallel: args.parallel.map(|n| n.to_string()),
+                archive_read_ahead: args.read_ahead.map(|n| n.to_string()),
+                ..Options::default()
+            };
+            with_context("archive", &cli.global, options, exit::FAILED, |ctx| {
+                archive::run(ctx, args)
+            })
+        }
+        Command::Fetch(args) => {
+            let options = Options {
+                fetch_prefetch: args.prefetch.map(|n| n.to_string()),
+                fetch_parallel: args.parallel.map(|n| n.to_string()),
+                fetch_allow_partial: args.allow_partial.then_some(true),
+                ..Options::default()
+            };
+            // A configuration problem during recovery must stop Postgres, not end recovery.
+            with_context(
+                "fetch",
+                &cli.global,
+                options,
+                exit::RECOVERY_MUST_STOP,
+                |ctx| fetch::run(ctx, args),
+            )
+        }
+        Command::Stream(_) => not_built("stream", Some(6)),
+        Command::Backup(_) => not_built("backup", Some(4)),
+        Command::List(_) => not_built("list", Some(4)),
+        Command::Info(_) => not_built("info", Some(4)),
+        Command::Restore(_) => not_built("restore", Some(5)),
+        Command::Verify(_) => not_built("verify", None),
+        Command::Expire(_) => not_built("expire", None),
+        Command::Check(_) => not_built("check", None),
+    }
+}
+
+/// Loads the configuration and runs `body`; a configuration error exits with `failure`.
+fn with_context(
+    command: &'static str,
+    global: &crate::cli::GlobalArgs,
+    options: Options,
+    failure: u8,
+    body: impl FnOnce(Context) -> u8,
+) -> u8 {
+    match Context::load(command, global, options) {
+        Ok(ctx) => body(ctx),
+        Err(message) => {
+            eprintln!("{message}");
+            failure
+        }
+    }
 }
 
 /// Refuses plainly: a command that is not built must never look like a success.

@@ -1,0 +1,395 @@
+//! `walship archive`: storing one file Postgres hands to `archive_command`, so that Postgres
+//! can trust exit 0.
+//!
+//! [`archive_file`] classifies the name, checks the bytes (a segment must be exactly one
+//! segment long, with page headers that match its name and the repository's cluster),
+//! creates or checks `walship.json`, and stores the file idempotently: the same content
+//! already archived is success without an upload, different content is a refusal and nothing
+//! is overwritten. [`archive_with_read_ahead`] (`--async`) does the same while pushing the
+//! next `.ready` files in parallel and leaving receipts ([`pushed`]) for them.
+//!
+//! **Invariant:** success is returned only after the object is durably stored and the
+//! backend confirmed its checksum, or after an existing object was read back, verified and
+//! found byte-identical.
+
+pub mod pushed;
+pub mod ready;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::pg::file_name::{ArchiveFileName, FileNameError};
+use crate::pg::history::TimelineHistory;
+use crate::pg::page_header::XLOG_BLCKSZ;
+use crate::pg::segment::WalSegSize;
+use crate::pg::segment_check::{self, SegmentError};
+use crate::repo::{RepoError, RepoIdentity, Repository, StoredObject, layout};
+use pushed::{PushedReceipts, Receipt};
+
+/// Segment size assumed for classifying a name when neither the repository nor the file
+/// says otherwise (only history and backup files reach this; their names do not depend on it).
+const DEFAULT_SEG_SIZE_MIB: u64 = 16;
+
+/// How a file came to be archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveOutcome {
+    /// Uploaded now.
+    Stored(StoredObject),
+    /// The repository already held exactly these bytes (verified); nothing uploaded.
+    AlreadyArchived,
+    /// An earlier `--async` call pushed exactly these bytes and left a receipt.
+    PushedAhead,
+}
+
+/// A file that is now safely in the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Archived {
+    /// The file's archive name.
+    pub name: ArchiveFileName,
+    /// Its size and crc32c.
+    pub receipt: Receipt,
+    /// How it got there.
+    pub outcome: ArchiveOutcome,
+}
+
+/// `--async` settings: how many `.ready` files to push ahead, and how many uploads at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAhead {
+    /// At most this many further `.ready` files are pushed per call.
+    pub files: usize,
+    /// Uploads in flight at once, the current file included (at least 1).
+    pub parallel: usize,
+}
+
+/// Why a file was not archived.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The file could not be read.
+    #[error("read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The name is not a WAL archive file name.
+    #[error("refusing to archive: {0}")]
+    Name(#[from] FileNameError),
+    /// A segment whose bytes are not the segment its name says.
+    #[error("refusing to archive {name}: {source}")]
+    NotTheSegment {
+        /// The archive name.
+        name: String,
+        /// What the page-header check found.
+        #[source]
+        source: SegmentError,
+    },
+    /// Some other file whose content is not what its name says.
+    #[error("refusing to archive {name}: {reason}")]
+    BadContent {
+        /// The archive name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The repository already holds different bytes under this name.
+    #[error(
+        "refusing to archive {name}: {key} in {location} already holds different content ({stored_len} bytes, crc32c {stored_crc32c:08x}; this file: {len} bytes, crc32c {crc32c:08x}); nothing was overwritten"
+    )]
+    Conflict {
+        /// The archive name.
+        name: String,
+        /// The object key.
+        key: String,
+        /// The repository.
+        location: String,
+        /// Length of the archived content.
+        stored_len: u64,
+        /// crc32c of the archived content.
+        stored_crc32c: u32,
+        /// Length of this file.
+        len: u64,
+        /// crc32c of this file.
+        crc32c: u32,
+    },
+    /// The repository holds a corrupt object under this name; it is left for a human.
+    #[error(
+        "refusing to archive {name}: the archived copy is unreadable ({source}); nothing was overwritten"
+    )]
+    ExistingCorrupt {
+        /// The archive name.
+        name: String,
+        /// What reading the archived copy found.
+        #[source]
+        source: RepoError,
+    },
+    /// The repository failed, or belongs to another cluster.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl ArchiveError {
+    /// True when a safety rule refused the file: retrying cannot help, a human must look.
+    /// False for failures Postgres should simply retry (storage unreachable, I/O errors).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ArchiveError::Name(_)
+            | ArchiveError::NotTheSegment { .. }
+            | ArchiveError::BadContent { .. }
+            | ArchiveError::Conflict { .. }
+            | ArchiveError::ExistingCorrupt { .. } => true,
+            ArchiveError::Repo(RepoError::OtherCluster { .. }) => true,
+            ArchiveError::Read { .. } | ArchiveError::Repo(_) => false,
+        }
+    }
+}
+
+/// A file read and checked, ready to store.
+struct Checked {
+    name: ArchiveFileName,
+    content: Bytes,
+    receipt: Receipt,
+}
+
+/// Archives the file at `path` under `name` (default: the path's file name).
+pub async fn archive_file(
+    repo: &Repository,
+    path: &Path,
+    name: Option<&str>,
+) -> Result<Archived, ArchiveError> {
+    let checked = read_and_check(repo, path, name).await?;
+    store(repo, checked).await
+}
+
+/// Archives `path` like [`archive_file`], and in the same call pushes up to
+/// `read_ahead.files` further `.ready` files of the same `pg_wal` in parallel, leaving a
+/// receipt for each one stored. If an earlier call left a receipt for exactly these bytes,
+/// returns at once. Failures of the files pushed ahead are logged and left for Postgres to
+/// retry; only the result for `path` is returned.
+pub async fn archive_with_read_ahead(
+    repo: &Repository,
+    path: &Path,
+    name: Option<&str>,
+    read_ahead: ReadAhead,
+) -> Result<Archived, ArchiveError> {
+    let pg_wal = path.parent().unwrap_or(Path::new("."));
+    let receipts = PushedReceipts::for_pg_wal(pg_wal);
+    let current = read_and_check(repo, path, name).await?;
+    if receipts.get(&current.name) == Some(current.receipt) {
+        receipts.remove(&current.name);
+        return Ok(Archived {
+            name: current.name,
+            receipt: current.receipt,
+            outcome: ArchiveOutcome::PushedAhead,
+        });
+    }
+    let seg_size = seg_size_of(repo).await?;
+    let ahead: Vec<ArchiveFileName> =
+        ready::ready_files(pg_wal, seg_size, &current.name, read_ahead.files)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|name| receipts.get(name).is_none())
+            .collect();
+    let push_ahead = futures::stream::iter(ahead)
+        .map(|name| {
+            let receipts = &receipts;
+            async move {
+                let path = pg_wal.join(name.to_string());
+                match archive_file(repo, &path, None).await {
+                    Ok(done) => {
+                        if let Err(e) = receipts.record(&done.name, done.receipt) {
+                            tracing::warn!(
+                                "pushed {} ahead but could not record it: {e}",
+                                done.name
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("could not push {name} ahead (Postgres will retry it): {e}")
+                    }
+                }
+            }
+        })
+        .buffer_unordered(read_ahead.parallel.saturating_sub(1).max(1))
+        .collect::<Vec<()>>();
+    let (result, _) = tokio::join!(store(repo, current), push_ahead);
+    result
+}
+
+/// The repository's segment size, once `walship.json` exists (the current file created it).
+async fn seg_size_of(repo: &Repository) -> Result<WalSegSize, ArchiveError> {
+    let size = repo
+        .identity()
+        .await?
+        .map_or(DEFAULT_SEG_SIZE_MIB << 20, |i| {
+            u64::from(i.wal_segment_size)
+        });
+    WalSegSize::new(size).map_err(|e| {
+        ArchiveError::Repo(RepoError::BadIdentity {
+            location: repo.location().to_string(),
+            message: e.to_string(),
+        })
+    })
+}
+
+/// Reads the file, classifies its name, checks its bytes, and for a segment creates or
+/// checks the repository identity.
+async fn read_and_check(
+    repo: &Repository,
+    path: &Path,
+    name: Option<&str>,
+) -> Result<Checked, ArchiveError> {
+    let given = match name {
+        Some(name) => name.to_string(),
+        None => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let content = tokio::fs::read(path)
+        .await
+        .map_err(|source| ArchiveError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let identity = repo.identity().await?;
+    let seg_size = match &identity {
+        Some(identity) => WalSegSize::new(u64::from(identity.wal_segment_size)).ok(),
+        None => segment_check::read_segment_header(&given, &content)
+            .ok()
+            .map(|h| h.seg_size),
+    };
+    let seg_size = seg_size.unwrap_or(WalSegSize::from_mib(DEFAULT_SEG_SIZE_MIB).map_err(|e| {
+        ArchiveError::BadContent {
+            name: given.clone(),
+            reason: e.to_string(),
+        }
+    })?);
+    let name = ArchiveFileName::parse(&given, seg_size)?;
+    if let Some(found) = check_content(&name, &content)? {
+        repo.ensure_identity(&found).await?;
+    }
+    let receipt = Receipt {
+        size: content.len() as u64,
+        crc32c: crc32c::crc32c(&content),
+    };
+    Ok(Checked {
+        name,
+        content: Bytes::from(content),
+        receipt,
+    })
+}
+
+/// Checks that `content` is what `name` says. For a (partial) segment, returns the identity
+/// of the cluster that wrote it.
+fn check_content(
+    name: &ArchiveFileName,
+    content: &[u8],
+) -> Result<Option<RepoIdentity>, ArchiveError> {
+    let not_the_segment = |source| ArchiveError::NotTheSegment {
+        name: name.to_string(),
+        source,
+    };
+    let bad = |reason: String| ArchiveError::BadContent {
+        name: name.to_string(),
+        reason,
+    };
+    let header = match name {
+        ArchiveFileName::Segment(wal) => {
+            segment_check::validate_segment(content, *wal, None)
+                .map_err(not_the_segment)?
+                .header
+        }
+        ArchiveFileName::Partial(wal) => {
+            // Postgres writes full-size .partial files; a streaming receiver may stop at a page.
+            let seg_bytes = wal.seg_size().as_u64();
+            let len = content.len() as u64;
+            if len == seg_bytes {
+                segment_check::validate_segment(content, *wal, None)
+                    .map_err(not_the_segment)?
+                    .header
+            } else if len > seg_bytes || len % u64::from(XLOG_BLCKSZ) != 0 || len == 0 {
+                return Err(bad(format!(
+                    "a partial segment must be a whole number of {XLOG_BLCKSZ}-byte pages up to {seg_bytes} bytes, found {len} bytes"
+                )));
+            } else {
+                segment_check::validate_first_page(content, *wal, None).map_err(not_the_segment)?
+            }
+        }
+        ArchiveFileName::History(timeline) => {
+            TimelineHistory::parse(*timeline, content).map_err(|e| bad(e.to_string()))?;
+            return Ok(None);
+        }
+        ArchiveFileName::Backup { .. } => {
+            let text = std::str::from_utf8(content)
+                .map_err(|_| bad("a backup history file must be text".into()))?;
+            if !text.starts_with("START WAL LOCATION:") {
+                return Err(bad(
+                    "a backup history file starts with \"START WAL LOCATION:\"".into(),
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    Ok(Some(RepoIdentity::new(
+        header.system_identifier,
+        header.major(),
+        header.seg_size.bytes(),
+    )))
+}
+
+/// Stores a checked file unless the repository already holds it; never overwrites.
+async fn store(repo: &Repository, checked: Checked) -> Result<Archived, ArchiveError> {
+    let key = layout::wal_key(&checked.name);
+    let outcome = match compare_existing(repo, &checked).await? {
+        Some(outcome) => outcome,
+        None => match repo.put_content(&key, checked.content.clone(), true).await {
+            Ok(stored) => ArchiveOutcome::Stored(stored),
+            // Another writer (a concurrent `walship stream`, or a retry) got there first.
+            Err(RepoError::Storage(e)) if e.is_already_exists() => compare_existing(repo, &checked)
+                .await?
+                .ok_or(ArchiveError::Repo(RepoError::Storage(e)))?,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    Ok(Archived {
+        name: checked.name,
+        receipt: checked.receipt,
+        outcome,
+    })
+}
+
+/// `Some(AlreadyArchived)` if the repository holds exactly these bytes, `None` if it holds
+/// nothing under the name, a refusal if it holds anything else.
+async fn compare_existing(
+    repo: &Repository,
+    checked: &Checked,
+) -> Result<Option<ArchiveOutcome>, ArchiveError> {
+    let key = layout::wal_key(&checked.name);
+    let existing = match repo.get_content(&key).await {
+        Ok(existing) => existing,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e @ RepoError::Corrupt { .. }) => {
+            return Err(ArchiveError::ExistingCorrupt {
+                name: checked.name.to_string(),
+                source: e,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if existing == checked.content {
+        return Ok(Some(ArchiveOutcome::AlreadyArchived));
+    }
+    Err(ArchiveError::Conflict {
+        name: checked.name.to_string(),
+        key: key.to_string(),
+        location: repo.location().to_string(),
+        stored_len: existing.len() as u64,
+        stored_crc32c: crc32c::crc32c(&existing),
+        len: checked.receipt.size,
+        crc32c: checked.receipt.crc32c,
+    })
+}

@@ -1,0 +1,375 @@
+//! The one table of configuration keys: each key's name in the file, its environment variable,
+//! its command-line flag, and how a text value is parsed, checked and applied. Every layer
+//! (file, environment, flags) goes through this table, so a key is parsed and validated the same
+//! way wherever it is set.
+
+use std::path::PathBuf;
+
+use super::error::Origin;
+use super::values::{ByteSize, parse_bool, parse_count, parse_duration, parse_size};
+use super::{Config, Options};
+
+/// A configuration being assembled, layer by layer.
+pub(crate) struct Draft {
+    /// The repository URL and where it came from; required, checked at the end.
+    pub(crate) repo: Option<(String, Origin)>,
+    /// `s3.path_style` when set explicitly; otherwise it follows `s3.endpoint`.
+    pub(crate) path_style: Option<bool>,
+    /// Every other setting, starting from the defaults.
+    pub(crate) config: Config,
+}
+
+type Apply = fn(&mut Draft, &str, &Origin) -> Result<(), String>;
+
+/// One configuration key.
+pub(crate) struct Key {
+    /// Name in the file: `s3.connect_timeout` is `connect_timeout` in section `[s3]`.
+    pub(crate) name: &'static str,
+    /// Environment variable.
+    pub(crate) env: &'static str,
+    /// The command-line flag the binary offers for it.
+    pub(crate) flag: &'static str,
+    /// Parses, checks and stores a value.
+    pub(crate) apply: Apply,
+}
+
+/// Upper bound on worker and look-ahead counts: enough for any link, small enough to catch a typo.
+const MAX_PARALLEL: usize = 256;
+
+/// Every key walship reads.
+pub(crate) const KEYS: &[Key] = &[
+    Key {
+        name: "repo",
+        env: "WALSHIP_REPO",
+        flag: "--repo",
+        apply: |d, v, o| {
+            d.repo = Some((v.trim().to_string(), o.clone()));
+            Ok(())
+        },
+    },
+    Key {
+        name: "compression",
+        env: "WALSHIP_COMPRESSION",
+        flag: "--compression",
+        apply: |d, v, _| {
+            d.config.compression = v
+                .parse()
+                .map_err(|e: crate::codec::CodecParseError| e.to_string())?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "log_level",
+        env: "WALSHIP_LOG_LEVEL",
+        flag: "--log-level",
+        apply: |d, v, _| {
+            d.config.log_level = v.parse()?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.endpoint",
+        env: "WALSHIP_S3_ENDPOINT",
+        flag: "--s3-endpoint",
+        apply: |d, v, _| {
+            d.config.s3.endpoint = Some(parse_endpoint(v)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.region",
+        env: "WALSHIP_S3_REGION",
+        flag: "--s3-region",
+        apply: |d, v, _| {
+            d.config.s3.region = Some(parse_word(v, 64)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.path_style",
+        env: "WALSHIP_S3_PATH_STYLE",
+        flag: "--s3-path-style",
+        apply: |d, v, _| {
+            d.path_style = Some(parse_bool(v)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.connect_timeout",
+        env: "WALSHIP_S3_CONNECT_TIMEOUT",
+        flag: "--s3-connect-timeout",
+        apply: |d, v, _| {
+            d.config.s3.connect_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.operation_timeout",
+        env: "WALSHIP_S3_OPERATION_TIMEOUT",
+        flag: "--s3-operation-timeout",
+        apply: |d, v, _| {
+            d.config.s3.operation_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.max_attempts",
+        env: "WALSHIP_S3_MAX_ATTEMPTS",
+        flag: "--s3-max-attempts",
+        apply: |d, v, _| {
+            d.config.s3.max_attempts = parse_count(v, 1, 100)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.part_size",
+        env: "WALSHIP_S3_PART_SIZE",
+        flag: "--s3-part-size",
+        apply: |d, v, _| {
+            // S3's multipart limits: parts of 5 MiB to 5 GiB.
+            d.config.s3.part_size = parse_size(v, ByteSize::mib(5), ByteSize::gib(5))?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "archive.async",
+        env: "WALSHIP_ARCHIVE_ASYNC",
+        flag: "--async",
+        apply: |d, v, _| {
+            d.config.archive.r#async = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "archive.parallel",
+        env: "WALSHIP_ARCHIVE_PARALLEL",
+        flag: "--parallel",
+        apply: |d, v, _| {
+            d.config.archive.parallel = parse_count(v, 1, MAX_PARALLEL)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "archive.read_ahead",
+        env: "WALSHIP_ARCHIVE_READ_AHEAD",
+        flag: "--read-ahead",
+        apply: |d, v, _| {
+            d.config.archive.read_ahead = parse_count(v, 0, MAX_PARALLEL)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "fetch.prefetch",
+        env: "WALSHIP_FETCH_PREFETCH",
+        flag: "--prefetch",
+        apply: |d, v, _| {
+            d.config.fetch.prefetch = parse_count(v, 0, MAX_PARALLEL)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "fetch.parallel",
+        env: "WALSHIP_FETCH_PARALLEL",
+        flag: "--parallel",
+        apply: |d, v, _| {
+            d.config.fetch.parallel = parse_count(v, 1, MAX_PARALLEL)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "fetch.spool_dir",
+        env: "WALSHIP_FETCH_SPOOL_DIR",
+        flag: "--spool-dir",
+        apply: |d, v, _| {
+            d.config.fetch.spool_dir = Some(parse_absolute_path(v)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "fetch.allow_partial",
+        env: "WALSHIP_FETCH_ALLOW_PARTIAL",
+        flag: "--allow-partial",
+        apply: |d, v, _| {
+            d.config.fetch.allow_partial = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "backup.bundle_size",
+        env: "WALSHIP_BACKUP_BUNDLE_SIZE",
+        flag: "--bundle-size",
+        apply: |d, v, _| {
+            d.config.backup.bundle_size = parse_size(v, ByteSize(64 << 10), ByteSize::gib(4))?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "backup.parallel",
+        env: "WALSHIP_BACKUP_PARALLEL",
+        flag: "--parallel",
+        apply: |d, v, _| {
+            d.config.backup.parallel = parse_count(v, 1, MAX_PARALLEL)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "stream.slot",
+        env: "WALSHIP_STREAM_SLOT",
+        flag: "--slot",
+        apply: |d, v, _| {
+            d.config.stream.slot = parse_slot_name(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "stream.partial_interval",
+        env: "WALSHIP_STREAM_PARTIAL_INTERVAL",
+        flag: "--partial-interval",
+        apply: |d, v, _| {
+            d.config.stream.partial_interval = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "stream.application_name",
+        env: "WALSHIP_STREAM_APPLICATION_NAME",
+        flag: "--application-name",
+        apply: |d, v, _| {
+            d.config.stream.application_name = parse_application_name(v)?;
+            Ok(())
+        },
+    },
+];
+
+/// The key named `name` (`s3.endpoint`).
+pub(crate) fn key(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// The flag values set in `options`, as `(key name, text)`.
+pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
+    let text = |v: &Option<String>| v.clone();
+    let flag = |v: &Option<bool>| v.map(|b| b.to_string());
+    let all = [
+        ("repo", text(&o.repo)),
+        ("compression", text(&o.compression)),
+        ("log_level", text(&o.log_level)),
+        ("s3.endpoint", text(&o.s3_endpoint)),
+        ("s3.region", text(&o.s3_region)),
+        ("s3.path_style", flag(&o.s3_path_style)),
+        ("s3.connect_timeout", text(&o.s3_connect_timeout)),
+        ("s3.operation_timeout", text(&o.s3_operation_timeout)),
+        ("s3.max_attempts", text(&o.s3_max_attempts)),
+        ("s3.part_size", text(&o.s3_part_size)),
+        ("archive.async", flag(&o.archive_async)),
+        ("archive.parallel", text(&o.archive_parallel)),
+        ("archive.read_ahead", text(&o.archive_read_ahead)),
+        ("fetch.prefetch", text(&o.fetch_prefetch)),
+        ("fetch.parallel", text(&o.fetch_parallel)),
+        ("fetch.spool_dir", text(&o.fetch_spool_dir)),
+        ("fetch.allow_partial", flag(&o.fetch_allow_partial)),
+        ("backup.bundle_size", text(&o.backup_bundle_size)),
+        ("backup.parallel", text(&o.backup_parallel)),
+        ("stream.slot", text(&o.stream_slot)),
+        ("stream.partial_interval", text(&o.stream_partial_interval)),
+        ("stream.application_name", text(&o.stream_application_name)),
+    ];
+    all.into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect()
+}
+
+/// An S3 endpoint URL: `http(s)://host[:port]`.
+fn parse_endpoint(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| format!("expected a URL like http://127.0.0.1:8333 ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err("expected an http:// or https:// URL with a host".to_string());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials; use the AWS credential chain".to_string());
+    }
+    Ok(text.trim().to_string())
+}
+
+/// A short word of printable ASCII without spaces (a region name).
+fn parse_word(text: &str, max: usize) -> Result<String, String> {
+    let word = text.trim();
+    if word.is_empty() || word.len() > max || !word.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "expected 1 to {max} printable characters without spaces"
+        ));
+    }
+    Ok(word.to_string())
+}
+
+fn parse_absolute_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text.trim());
+    if !path.is_absolute() {
+        return Err("expected an absolute path".to_string());
+    }
+    Ok(path)
+}
+
+/// A replication slot name as Postgres accepts it (`ReplicationSlotValidateName`): 1 to 63 of
+/// lower-case letters, digits and underscores.
+fn parse_slot_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        return Err(
+            "a slot name is 1 to 63 lower-case letters, digits and underscores".to_string(),
+        );
+    }
+    Ok(text.to_string())
+}
+
+/// An application name Postgres keeps intact: printable ASCII, at most 63 bytes (NAMEDATALEN-1;
+/// Postgres truncates longer ones and replaces other bytes with '?', which would then never match
+/// `synchronous_standby_names`).
+fn parse_application_name(text: &str) -> Result<String, String> {
+    let ok =
+        !text.is_empty() && text.len() <= 63 && text.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !ok {
+        return Err("expected 1 to 63 printable ASCII characters".to_string());
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_env_vars_agree() {
+        for key in KEYS {
+            let env = format!(
+                "WALSHIP_{}",
+                key.name.replace('.', "_").to_ascii_uppercase()
+            );
+            assert_eq!(key.env, env);
+        }
+        let flagged: Vec<&str> = flag_values(&Options::all_set())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(flagged, names);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(parse_slot_name("walship_1").is_ok());
+        assert!(parse_slot_name("Walship").is_err());
+        assert!(parse_slot_name(&"a".repeat(64)).is_err());
+        assert!(parse_application_name("walship standby").is_ok());
+        assert!(parse_application_name("wälship").is_err());
+        assert!(parse_endpoint("http://127.0.0.1:8333").is_ok());
+        assert!(parse_endpoint("ftp://x").is_err());
+        assert!(parse_endpoint("https://AKIA:secret@s3.example").is_err());
+        assert!(parse_absolute_path("relative/dir").is_err());
+    }
+}

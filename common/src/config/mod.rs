@@ -1,0 +1,429 @@
+//! walship's configuration, merged once from three layers into a validated [`Config`]:
+//! command-line flags ([`Options`], filled by the binary from clap) override `WALSHIP_*`
+//! environment variables, which override the TOML file, which overrides the defaults.
+//!
+//! The file is `--config FILE`, else `$WALSHIP_CONFIG`, else `/etc/walship/walship.toml` when it
+//! exists; a file named by the flag or the variable must exist. Every key, its environment
+//! variable and its flag are listed in one table (`keys.rs`), so each value is parsed and
+//! checked the same way wherever it is set, and each error names the key, the value and where it
+//! came from. Unknown keys in the file are errors. Durations use humantime (`10s`, `500ms`),
+//! sizes take binary units (`64MiB`).
+//!
+//! | key | environment | default |
+//! |---|---|---|
+//! | `repo` | `WALSHIP_REPO` | none: required |
+//! | `compression` | `WALSHIP_COMPRESSION` | `lz4` (`none`, `lz4`, `zstd`, `zstd:N`) |
+//! | `log_level` | `WALSHIP_LOG_LEVEL` | `info` |
+//! | `[s3] endpoint`, `region` | `WALSHIP_S3_ENDPOINT`, `WALSHIP_S3_REGION` | from the AWS chain |
+//! | `[s3] path_style` | `WALSHIP_S3_PATH_STYLE` | true when an endpoint is set |
+//! | `[s3] connect_timeout`, `operation_timeout` | `WALSHIP_S3_CONNECT_TIMEOUT`, ... | `10s`, `2m` |
+//! | `[s3] max_attempts`, `part_size` | `WALSHIP_S3_MAX_ATTEMPTS`, ... | `5`, `64MiB` |
+//! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
+//! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
+//! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, `4` |
+//! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `10s`, `walship` |
+//!
+//! # Secrets
+//!
+//! The configuration holds no secrets, by design: S3 credentials come from the AWS SDK's chain
+//! (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, web identity, instance metadata),
+//! and Postgres passwords from libpq's conventions (`PGPASSWORD`, `~/.pgpass`). A key that looks
+//! like a secret is refused with a pointer to those, a repository URL or endpoint carrying
+//! credentials is refused without echoing it, and so a serialized `Config` (`walship check
+//! --json`) is safe to print. `AWS_REGION` and `AWS_ENDPOINT_URL` keep working through the AWS
+//! chain when `s3.region` and `s3.endpoint` are not set.
+//!
+//! Environment variables that are set but empty count as unset (as container tooling often
+//! leaves them).
+
+mod error;
+mod file;
+mod keys;
+mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::codec::Codec;
+pub use error::{ConfigError, Origin};
+pub use values::{ByteSize, LogLevel};
+
+use keys::{Draft, KEYS};
+use values::serialize_duration;
+
+/// Where walship looks for its config file when neither `--config` nor `WALSHIP_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/walship/walship.toml";
+
+/// walship's validated configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Config {
+    /// The repository URL: `s3://bucket/prefix` or `file:///absolute/path`.
+    pub repo: String,
+    /// Codec for new objects.
+    pub compression: Codec,
+    /// Log verbosity.
+    pub log_level: LogLevel,
+    /// S3 client settings.
+    pub s3: S3Config,
+    /// `walship archive` settings.
+    pub archive: ArchiveConfig,
+    /// `walship fetch` settings.
+    pub fetch: FetchConfig,
+    /// `walship backup` settings.
+    pub backup: BackupConfig,
+    /// `walship stream` settings.
+    pub stream: StreamConfig,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// S3 client settings (credentials are never here: they come from the AWS chain).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct S3Config {
+    /// Endpoint URL for S3-compatible servers; unset means AWS (or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Region; unset means the AWS chain's (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which local S3 servers need.
+    pub path_style: bool,
+    /// Time allowed to connect.
+    #[serde(serialize_with = "serialize_duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one request, including its transfer.
+    #[serde(serialize_with = "serialize_duration")]
+    pub operation_timeout: Duration,
+    /// Attempts per operation before giving up (walship's own retry layer).
+    pub max_attempts: u32,
+    /// Multipart upload part size (5 MiB to 5 GiB).
+    pub part_size: ByteSize,
+}
+
+/// `walship archive` settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ArchiveConfig {
+    /// Also push the next `.ready` files in the background.
+    pub r#async: bool,
+    /// Uploads in flight at once.
+    pub parallel: usize,
+    /// How many `.ready` files beyond the requested one to push ahead.
+    pub read_ahead: usize,
+}
+
+/// `walship fetch` settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FetchConfig {
+    /// How many following segments to download ahead (0: none).
+    pub prefetch: usize,
+    /// Downloads in flight at once.
+    pub parallel: usize,
+    /// Where prefetched segments wait; unset: the fetch command chooses, beside `pg_wal`.
+    pub spool_dir: Option<PathBuf>,
+    /// Deliver `<segment>.partial` when the complete segment is absent (`walship restore
+    /// --target latest` sets it, to recover WAL that exists only as a streamed partial).
+    pub allow_partial: bool,
+}
+
+/// `walship backup` settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BackupConfig {
+    /// Target size of a bundle of small files.
+    pub bundle_size: ByteSize,
+    /// Uploads in flight at once.
+    pub parallel: usize,
+}
+
+/// `walship stream` settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StreamConfig {
+    /// Physical replication slot name.
+    pub slot: String,
+    /// How often the partial tail segment is uploaded.
+    #[serde(serialize_with = "serialize_duration")]
+    pub partial_interval: Duration,
+    /// `application_name` of the replication connection (what `synchronous_standby_names` lists).
+    pub application_name: String,
+}
+
+/// The command-line layer: what the binary's flags set. The binary fills it from clap (this
+/// crate does not depend on clap); every value is text, parsed and checked like the same key
+/// from the environment or the file, so errors read the same whichever layer set it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(missing_docs)] // Each field is the key of the same name (`s3_endpoint` is `s3.endpoint`).
+pub struct Options {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    pub repo: Option<String>,
+    pub compression: Option<String>,
+    pub log_level: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_path_style: Option<bool>,
+    pub s3_connect_timeout: Option<String>,
+    pub s3_operation_timeout: Option<String>,
+    pub s3_max_attempts: Option<String>,
+    pub s3_part_size: Option<String>,
+    pub archive_async: Option<bool>,
+    pub archive_parallel: Option<String>,
+    pub archive_read_ahead: Option<String>,
+    pub fetch_prefetch: Option<String>,
+    pub fetch_parallel: Option<String>,
+    pub fetch_spool_dir: Option<String>,
+    pub fetch_allow_partial: Option<bool>,
+    pub backup_bundle_size: Option<String>,
+    pub backup_parallel: Option<String>,
+    pub stream_slot: Option<String>,
+    pub stream_partial_interval: Option<String>,
+    pub stream_application_name: Option<String>,
+}
+
+/// Everything the configuration is made from. Tests build one by hand (an environment map, a
+/// default path in a temporary directory) instead of touching the process environment.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The flag layer.
+    pub options: Options,
+    /// The environment (only `WALSHIP_*` variables matter).
+    pub env: BTreeMap<String, String>,
+    /// The file read when neither `--config` nor `WALSHIP_CONFIG` names one, if it exists.
+    pub default_config_file: PathBuf,
+}
+
+impl Sources {
+    /// The flags given, this process's `WALSHIP_*` environment, and [`DEFAULT_CONFIG_FILE`].
+    pub fn from_process(options: Options) -> Result<Sources, ConfigError> {
+        let mut env = BTreeMap::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| n.starts_with("WALSHIP_")) else {
+                continue;
+            };
+            let value = value
+                .into_string()
+                .map_err(|_| ConfigError::EnvNotUnicode {
+                    name: name.to_string(),
+                })?;
+            env.insert(name.to_string(), value);
+        }
+        Ok(Sources {
+            options,
+            env,
+            default_config_file: PathBuf::from(DEFAULT_CONFIG_FILE),
+        })
+    }
+
+    /// `WALSHIP_*` variables that name no key: probably typos, worth a warning.
+    pub fn unknown_env_vars(&self) -> Vec<String> {
+        self.env
+            .keys()
+            .filter(|name| name.starts_with("WALSHIP_"))
+            .filter(|name| {
+                name.as_str() != "WALSHIP_CONFIG" && !KEYS.iter().any(|k| k.env == name.as_str())
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+impl Default for Config {
+    /// The defaults, with no repository.
+    fn default() -> Self {
+        Config {
+            repo: String::new(),
+            compression: Codec::Lz4,
+            log_level: LogLevel::Info,
+            s3: S3Config {
+                endpoint: None,
+                region: None,
+                path_style: false,
+                connect_timeout: Duration::from_secs(10),
+                operation_timeout: Duration::from_secs(120),
+                max_attempts: 5,
+                part_size: ByteSize::mib(64),
+            },
+            archive: ArchiveConfig {
+                r#async: false,
+                parallel: 4,
+                read_ahead: 8,
+            },
+            fetch: FetchConfig {
+                prefetch: 8,
+                parallel: 4,
+                spool_dir: None,
+                allow_partial: false,
+            },
+            backup: BackupConfig {
+                bundle_size: ByteSize::mib(64),
+                parallel: 4,
+            },
+            stream: StreamConfig {
+                slot: "walship".to_string(),
+                partial_interval: Duration::from_secs(10),
+                application_name: "walship".to_string(),
+            },
+            config_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// Merges the defaults, the file, the environment and the flags, in that order, and checks
+    /// the result.
+    pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
+        let mut draft = Draft {
+            repo: None,
+            path_style: None,
+            config: Config::default(),
+        };
+        let file = file::locate(
+            sources.options.config.as_deref(),
+            &sources.env,
+            &sources.default_config_file,
+        )?;
+        if let Some((path, text)) = &file {
+            for (key, value) in file::values(path, text)? {
+                apply(&mut draft, key, &value, Origin::File(path.clone()))?;
+            }
+        }
+        for key in KEYS {
+            if let Some(value) = sources.env.get(key.env).filter(|v| !v.is_empty()) {
+                apply(&mut draft, key, value, Origin::Env(key.env))?;
+            }
+        }
+        for (name, value) in keys::flag_values(&sources.options) {
+            if let Some(key) = keys::key(name) {
+                apply(&mut draft, key, &value, Origin::Flag(key.flag))?;
+            }
+        }
+        let config_file = file.map(|(path, _)| path);
+        let Some((repo, origin)) = draft.repo else {
+            let file_hint = match &config_file {
+                Some(path) => format!("{} was read", path.display()),
+                None => format!("{} or --config FILE", sources.default_config_file.display()),
+            };
+            return Err(ConfigError::MissingRepo { file_hint });
+        };
+        check_repo(&repo, origin)?;
+        let mut config = draft.config;
+        config.s3.path_style = draft.path_style.unwrap_or(config.s3.endpoint.is_some());
+        Ok(Config {
+            repo,
+            config_file,
+            ..config
+        })
+    }
+}
+
+/// The environment variable of a key (`s3.part_size` is `WALSHIP_S3_PART_SIZE`), if it is one.
+pub fn env_var(key: &str) -> Option<&'static str> {
+    keys::key(key).map(|k| k.env)
+}
+
+fn apply(
+    draft: &mut Draft,
+    key: &'static keys::Key,
+    value: &str,
+    origin: Origin,
+) -> Result<(), ConfigError> {
+    (key.apply)(draft, value, &origin).map_err(|reason| ConfigError::InvalidValue {
+        key: key.name,
+        origin,
+        value: value.to_string(),
+        reason,
+    })
+}
+
+/// Checks the repository URL's shape (storage parses it fully); refuses credentials in it
+/// without echoing the URL.
+fn check_repo(repo: &str, origin: Origin) -> Result<(), ConfigError> {
+    let invalid = |origin: Origin, reason: &str| ConfigError::InvalidValue {
+        key: "repo",
+        origin,
+        value: repo.to_string(),
+        reason: reason.to_string(),
+    };
+    let shape = "expected s3://bucket/prefix or file:///absolute/path";
+    let url = url::Url::parse(repo).map_err(|_| invalid(origin.clone(), shape))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::CredentialsInRepo { origin });
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            origin,
+            "a repository URL has no ?query or #fragment",
+        ));
+    }
+    match url.scheme() {
+        "s3" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        "s3" => Err(invalid(
+            origin,
+            "an s3:// URL names a bucket: s3://bucket/prefix",
+        )),
+        "file"
+            if url
+                .host_str()
+                .is_none_or(|h| h.is_empty() || h == "localhost")
+                && Path::new(url.path()).is_absolute() =>
+        {
+            Ok(())
+        }
+        "file" => Err(invalid(
+            origin,
+            "a file:// URL names an absolute local path: file:///var/lib/walship",
+        )),
+        _ => Err(invalid(origin, shape)),
+    }
+}
+
+#[cfg(test)]
+impl Options {
+    /// Options with every key set, to check the key table covers them all.
+    pub(crate) fn all_set() -> Options {
+        let s = || Some(String::new());
+        Options {
+            config: None,
+            repo: s(),
+            compression: s(),
+            log_level: s(),
+            s3_endpoint: s(),
+            s3_region: s(),
+            s3_path_style: Some(true),
+            s3_connect_timeout: s(),
+            s3_operation_timeout: s(),
+            s3_max_attempts: s(),
+            s3_part_size: s(),
+            archive_async: Some(true),
+            archive_parallel: s(),
+            archive_read_ahead: s(),
+            fetch_prefetch: s(),
+            fetch_parallel: s(),
+            fetch_spool_dir: s(),
+            fetch_allow_partial: Some(true),
+            backup_bundle_size: s(),
+            backup_parallel: s(),
+            stream_slot: s(),
+            stream_partial_interval: s(),
+            stream_application_name: s(),
+        }
+    }
+}
+
+impl S3Config {
+    /// The storage layer's S3 client options for these settings; credentials are left to
+    /// the AWS SDK's standard chain.
+    pub fn to_options(&self) -> crate::storage::S3Options {
+        let defaults = crate::storage::S3Options::default();
+        crate::storage::S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            force_path_style: Some(self.path_style),
+            connect_timeout: self.connect_timeout,
+            operation_timeout: self.operation_timeout,
+            part_size: usize::try_from(self.part_size.0).unwrap_or(defaults.part_size),
+            retry: crate::storage::RetryPolicy {
+                max_attempts: self.max_attempts,
+                ..defaults.retry.clone()
+            },
+            ..defaults
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! `walship fetch`: handing Postgres one archived file during recovery (`restore_command`).
+//!
+//! [`fetch`] delivers a verified file or says precisely why not, so that the binary can pick
+//! the exit code Postgres needs: "definitively absent" ([`FetchError::is_not_found`], exit 1)
+//! is kept apart from every failure (exit above 125: Postgres stops instead of promoting).
+//! [`fill_spool`] is the prefetch worker that fetches the next segments ahead ([`spool`]).
+//!
+//! **The `.partial` rule.** A `<segment>.partial` object (left by a promotion, or uploaded by
+//! `walship stream` for the segment it is still receiving) holds only the beginning of a
+//! segment. `fetch <segment>` never delivers it in place of the complete segment unless
+//! asked to (`--allow-partial` / `fetch.allow_partial`, which `walship restore --target
+//! latest` sets): a complete segment always wins, and without the option a lone partial is
+//! "absent" (exit 1), which is what Postgres must hear at the end of a timeline.
+//!
+//! **Invariants:** the bytes delivered decode with a matching crc32c and carry the page
+//! headers of the exact segment asked for (address, timeline, system identifier); the
+//! destination appears whole (temporary file, rename) or not at all.
+
+pub mod spool;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::fsutil::{self, FsError};
+use crate::pg::file_name::{ArchiveFileName, FileNameError, WalFileName};
+use crate::pg::history::TimelineHistory;
+use crate::pg::segment::WalSegSize;
+use crate::pg::segment_check::{self, SegmentError};
+use crate::repo::{RepoError, RepoIdentity, Repository, layout};
+use crate::task::run_blocking;
+use spool::FetchSpool;
+
+/// How `fetch` behaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Deliver `<segment>.partial`, zero-padded, when the complete segment is absent.
+    pub allow_partial: bool,
+    /// The prefetch spool directory; `None` means `<pg_wal>/walship/fetch` when the
+    /// destination is inside a `pg_wal` directory, and no spool otherwise.
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// Where a delivered file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Read from the repository now.
+    Repository,
+    /// Taken from the prefetch spool (verified again).
+    Spool,
+    /// The repository's `.partial` object, zero-padded to a full segment.
+    Partial,
+}
+
+/// A file delivered to Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// The file's name.
+    pub name: ArchiveFileName,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// Why a file was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The name is not a WAL archive file name.
+    #[error(transparent)]
+    Name(#[from] FileNameError),
+    /// The repository definitively does not hold the file.
+    #[error("{name} is not in {location}{}", if *.partial_exists { " (only a .partial copy exists; pass --allow-partial to deliver it)" } else { "" })]
+    NotFound {
+        /// The name asked for.
+        name: String,
+        /// The repository.
+        location: String,
+        /// Whether `<name>.partial` exists.
+        partial_exists: bool,
+    },
+    /// The object decodes but is not the file asked for (wrong page address, timeline or
+    /// cluster): never delivered.
+    #[error("object {key} in {location} is not {name}: {reason}")]
+    WrongContent {
+        /// The name asked for.
+        name: String,
+        /// The object's key.
+        key: String,
+        /// The repository.
+        location: String,
+        /// What the check found.
+        reason: String,
+    },
+    /// Writing the destination failed.
+    #[error("deliver {name}: {source}")]
+    Write {
+        /// The name asked for.
+        name: String,
+        /// The file-system error.
+        #[source]
+        source: FsError,
+    },
+    /// The repository failed, is not initialised, or holds a corrupt object.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl FetchError {
+    /// True only when the repository definitively does not have the file (exit 1).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FetchError::NotFound { .. })
+    }
+}
+
+/// The spool for a destination, following [`FetchOptions::spool_dir`]'s rule.
+pub fn spool_for(dest: &Path, opts: &FetchOptions, seg_size: WalSegSize) -> Option<FetchSpool> {
+    if let Some(dir) = &opts.spool_dir {
+        return Some(FetchSpool::in_dir(dir.clone(), seg_size));
+    }
+    let parent = dest.parent()?;
+    let in_pg_wal = parent.file_name().is_some_and(|n| n == "pg_wal");
+    in_pg_wal.then(|| FetchSpool::for_pg_wal(parent, seg_size))
+}
+
+/// Delivers the archived file `name` to `dest`.
+pub async fn fetch(
+    repo: &Repository,
+    name: &str,
+    dest: &Path,
+    opts: &FetchOptions,
+) -> Result<Delivered, FetchError> {
+    let identity = repo.require_identity().await?;
+    let seg_size = seg_size(repo, &identity)?;
+    let name = ArchiveFileName::parse(name, seg_size)?;
+    if let ArchiveFileName::Segment(wal) = name
+        && let Some(spool) = spool_for(dest, opts, seg_size)
+    {
+        spool.clean(&wal);
+        if let Some(path) = spool.take_verified(&wal) {
+            let content = read_spooled(&path).await;
+            if content
+                .as_ref()
+                .is_some_and(|c| check_segment(c, wal, &identity).is_ok())
+            {
+                fsutil::rename_unsynced(&path, dest).map_err(|source| FetchError::Write {
+                    name: name.to_string(),
+                    source,
+                })?;
+                spool.remove(&wal);
+                return Ok(Delivered {
+                    name,
+                    source: Source::Spool,
+                });
+            }
+            spool.remove(&wal);
+        }
+    }
+    let (content, source) = read_from_repository(repo, name, opts).await?;
+    check_content(repo, name, &content, &identity)?;
+    write_atomically(name, dest, content).await?;
+    Ok(Delivered { name, source })
+}
+
+/// The file's verified content from the repository, following the `.partial` rule.
+async fn read_from_repository(
+    repo: &Repository,
+    name: ArchiveFileName,
+    opts: &FetchOptions,
+) -> Result<(Bytes, Source), FetchError> {
+    let key = layout::wal_key(&name);
+    match repo.get_content(&key).await {
+        Ok(content) => return Ok((content, Source::Repository)),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let not_found = |partial_exists| FetchError::NotFound {
+        name: name.to_string(),
+        location: repo.location().to_string(),
+        partial_exists,
+    };
+    let ArchiveFileName::Segment(wal) = name else {
+        return Err(not_found(false));
+    };
+    let partial_key = layout::wal_key(&ArchiveFileName::Partial(wal));
+    if !opts.allow_partial {
+        // Only look when it is cheap to explain; absence is the answer either way.
+        let exists = repo.exists(&partial_key).await.unwrap_or(false);
+        if exists {
+            tracing::warn!(
+                "{name} is absent but {name}.partial exists; not delivered without --allow-partial"
+            );
+        }
+        return Err(not_found(exists));
+    }
+    match repo.get_content(&partial_key).await {
+        Ok(partial) => {
+            let mut padded = partial.to_vec();
+            padded.resize(wal.seg_size().bytes() as usize, 0);
+            Ok((Bytes::from(padded), Source::Partial))
+        }
+        Err(e) if e.is_not_found() => Err(not_found(false)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn seg_size(repo: &Repository, identity: &RepoIdentity) -> Result<WalSegSize, FetchError> {
+    WalSegSize::new(u64::from(identity.wal_segment_size)).map_err(|e| {
+        FetchError::Repo(RepoError::BadIdentity {
+            location: repo.location().to_string(),
+            message: e.to_string(),
+        })
+    })
+}
+
+/// Checks that `content` really is `name` of this repository's cluster.
+fn check_content(
+    repo: &Repository,
+    name: ArchiveFileName,
+    content: &[u8],
+    identity: &RepoIdentity,
+) -> Result<(), FetchError> {
+    let result = match name {
+        ArchiveFileName::Segment(wal) => {
+            check_segment(content, wal, identity).map_err(|e| e.to_string())
+        }
+        ArchiveFileName::Partial(wal) => {
+            segment_check::validate_first_page(content, wal, Some(identity.system_identifier))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        ArchiveFileName::History(timeline) => TimelineHistory::parse(timeline, content)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        ArchiveFileName::Backup { .. } => Ok(()),
+    };
+    result.map_err(|reason| FetchError::WrongContent {
+        name: name.to_string(),
+        key: layout::wal_key(&name).to_string(),
+        location: repo.location().to_string(),
+        reason,
+    })
+}
+
+fn check_segment(
+    content: &[u8],
+    wal: WalFileName,
+    identity: &RepoIdentity,
+) -> Result<(), SegmentError> {
+    segment_check::validate_segment(content, wal, Some(identity.system_identifier)).map(|_| ())
+}
+
+async fn read_spooled(path: &Path) -> Option<Vec<u8>> {
+    tokio::fs::read(path).await.ok()
+}
+
+/// Writes `content` to `dest` through a temporary file and a rename. Not fsynced: Postgres
+/// reads the file at once and keeps it only as long as it needs it; what matters is that it
+/// never sees half a file.
+async fn write_atomically(
+    name: ArchiveFileName,
+    dest: &Path,
+    content: Bytes,
+) -> Result<(), FetchError> {
+    let dest_owned = dest.to_path_buf();
+    run_blocking(move || fsutil::replace_unsynced(&dest_owned, &content, 0o600))
+        .await
+        .map_err(|source| FetchError::Write {
+            name: name.to_string(),
+            source,
+        })
+}
+
+/// The prefetch worker: fetches up to `count` segments following `after` into `spool`, `parallel`
+/// at a time, each verified before it is committed. Returns the number added. If another
+/// worker holds the spool, returns 0 at once.
+pub async fn fill_spool(
+    repo: &Repository,
+    spool: &FetchSpool,
+    after: WalFileName,
+    count: usize,
+    parallel: usize,
+) -> Result<usize, FetchError> {
+    let Some(_lock) = spool.try_lock().map_err(|source| FetchError::Write {
+        name: after.to_string(),
+        source,
+    })?
+    else {
+        return Ok(0);
+    };
+    let identity = repo.require_identity().await?;
+    let mut wanted = Vec::new();
+    let mut next = after.next();
+    while let Some(wal) = next {
+        if wanted.len() == count {
+            break;
+        }
+        if !spool.contains(&wal) {
+            wanted.push(wal);
+        }
+        next = wal.next();
+    }
+    let added = futures::stream::iter(wanted)
+        .map(|wal| {
+            let identity = &identity;
+            async move {
+                match prefetch_one(repo, spool, wal, identity).await {
+                    Ok(()) => 1,
+                    Err(e) if e.is_not_found() => 0,
+                    Err(e) => {
+                        tracing::warn!(
+                            "prefetch of {wal} failed (it will be fetched on demand): {e}"
+                        );
+                        0
+                    }
+                }
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .fold(0usize, |sum, n| async move { sum + n })
+        .await;
+    Ok(added)
+}
+
+async fn prefetch_one(
+    repo: &Repository,
+    spool: &FetchSpool,
+    wal: WalFileName,
+    identity: &RepoIdentity,
+) -> Result<(), FetchError> {
+    let name = ArchiveFileName::Segment(wal);
+    let (content, _) = read_from_repository(repo, name, &FetchOptions::default()).await?;
+    check_content(repo, name, &content, identity)?;
+    let spool = spool.clone();
+    run_blocking(move || {
+        let target = spool.entry_path(&wal);
+        let temp = fsutil::temp_path_for(&target);
+        std::fs::write(&temp, &content).map_err(|source| FsError {
+            action: "write prefetched segment",
+            path: temp.clone(),
+            source,
+        })?;
+        let committed = spool.commit(&wal, &temp, content.len() as u64, crc32c::crc32c(&content));
+        if committed.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        committed
+    })
+    .await
+    .map_err(|source| FetchError::Write {
+        name: name.to_string(),
+        source,
+    })
+}

@@ -1,0 +1,57 @@
+//! `walship.json`: which cluster a repository belongs to.
+//!
+//! Written once, by the first command that archives a segment (the page header of that
+//! segment says which cluster it is); read and checked by every command afterwards, so that
+//! WAL of two clusters can never be mixed in one repository.
+
+use serde::{Deserialize, Serialize};
+
+/// The identity format this build writes and reads.
+pub const IDENTITY_FORMAT_VERSION: u32 = 1;
+
+/// The contents of `walship.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoIdentity {
+    /// Format version of the repository ([`IDENTITY_FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The cluster's system identifier (`pg_control`'s `system_identifier`, also in every WAL
+    /// segment's long page header). A string in JSON: it does not fit a double.
+    #[serde(with = "crate::json::u64_as_string")]
+    pub system_identifier: u64,
+    /// PostgreSQL major version (13..=18) when the repository was created.
+    pub pg_major: u32,
+    /// The cluster's `wal_segment_size` in bytes.
+    pub wal_segment_size: u32,
+}
+
+impl RepoIdentity {
+    /// An identity for a cluster, in the current format.
+    pub fn new(system_identifier: u64, pg_major: u32, wal_segment_size: u32) -> RepoIdentity {
+        RepoIdentity {
+            format_version: IDENTITY_FORMAT_VERSION,
+            system_identifier,
+            pg_major,
+            wal_segment_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_all_64_bits() {
+        let id = RepoIdentity::new(7_312_345_678_901_234_567, 17, 16 << 20);
+        let json = serde_json::to_string(&id).unwrap();
+        assert!(json.contains("\"7312345678901234567\""), "{json}");
+        assert_eq!(serde_json::from_str::<RepoIdentity>(&json).unwrap(), id);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let json = r#"{"format_version":1,"system_identifier":"1","pg_major":15,"wal_segment_size":16777216,"x":1}"#;
+        assert!(serde_json::from_str::<RepoIdentity>(json).is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! The repository: object storage seen as walship's catalog of WAL and backups.
+//!
+//! [`Repository`] joins a storage backend, the object codec and the layout: it stores and
+//! reads *contents* under keys (encoding, checksumming and verifying on the way), and keeps
+//! the repository's identity (`walship.json`) so that no command ever mixes two clusters.
+
+pub mod identity;
+pub mod layout;
+
+use bytes::Bytes;
+
+use crate::codec::{self, Codec, CodecError};
+use crate::storage::{AnyStorage, ObjectKey, PutOptions, Storage, StorageError};
+use crate::task::run_blocking;
+pub use identity::RepoIdentity;
+
+/// A repository: where WAL and backups live, and how objects are encoded there.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    storage: AnyStorage,
+    codec: Codec,
+}
+
+/// What went wrong with a repository, beyond plain storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// The storage backend failed or the object is absent (see [`StorageError::is_not_found`]).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An object's bytes do not decode or do not match their checksum.
+    #[error("object {key} in {location} is corrupt: {source}")]
+    Corrupt {
+        /// The object's key.
+        key: String,
+        /// The repository.
+        location: String,
+        /// What the codec found.
+        #[source]
+        source: CodecError,
+    },
+    /// The repository has no `walship.json`: nothing was ever archived there, or this is the
+    /// wrong place.
+    #[error(
+        "{location} is not a walship repository: it has no walship.json (nothing was archived there yet, or the repository URL is wrong)"
+    )]
+    NotInitialised {
+        /// The repository.
+        location: String,
+    },
+    /// `walship.json` exists but cannot be understood.
+    #[error("walship.json in {location} is unreadable: {message}")]
+    BadIdentity {
+        /// The repository.
+        location: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The repository belongs to another cluster (or to another segment size or version).
+    #[error(
+        "repository {location} belongs to another cluster: it holds system identifier {} (PostgreSQL {}, {} byte segments), but this is system identifier {} (PostgreSQL {}, {} byte segments); refusing to mix their WAL",
+        repo.system_identifier, repo.pg_major, repo.wal_segment_size,
+        found.system_identifier, found.pg_major, found.wal_segment_size
+    )]
+    OtherCluster {
+        /// The repository.
+        location: String,
+        /// What `walship.json` says.
+        repo: Box<RepoIdentity>,
+        /// What the cluster at hand says.
+        found: Box<RepoIdentity>,
+    },
+}
+
+impl RepoError {
+    /// True when the object (or `walship.json`) definitively does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RepoError::Storage(e) if e.is_not_found())
+    }
+}
+
+/// What was stored by [`Repository::put_content`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Raw (decoded) length.
+    pub raw_len: u64,
+    /// crc32c of the raw bytes.
+    pub raw_crc32c: u32,
+    /// Encoded length as stored.
+    pub stored_len: u64,
+}
+
+impl Repository {
+    /// A repository over `storage`, writing new objects with `codec`.
+    pub fn new(storage: AnyStorage, codec: Codec) -> Repository {
+        Repository { storage, codec }
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &AnyStorage {
+        &self.storage
+    }
+
+    /// Where the repository is, for messages.
+    pub fn location(&self) -> &str {
+        self.storage.location()
+    }
+
+    /// The repository's identity, or `None` if `walship.json` does not exist yet.
+    pub async fn identity(&self) -> Result<Option<RepoIdentity>, RepoError> {
+        match self.get_plain(&layout::identity_key()).await {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| RepoError::BadIdentity {
+                        location: self.location().to_string(),
+                        message: e.to_string(),
+                    })
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The repository's identity; a repository without one is an error, because a command
+    /// that reads (fetch, restore) must never take "no walship.json" for "empty archive".
+    pub async fn require_identity(&self) -> Result<RepoIdentity, RepoError> {
+        self.identity()
+            .await?
+            .ok_or_else(|| RepoError::NotInitialised {
+                location: self.location().to_string(),
+            })
+    }
+
+    /// Checks that the repository belongs to the cluster described by `found`, creating
+    /// `walship.json` from it if the repository has none yet. Of two commands creating it at
+    /// once, one wins and the other checks against the winner.
+    pub async fn ensure_identity(&self, found: &RepoIdentity) -> Result<RepoIdentity, RepoError> {
+        let existing = match self.identity().await? {
+            Some(existing) => existing,
+            None => {
+                let json =
+                    serde_json::to_vec_pretty(found).map_err(|e| RepoError::BadIdentity {
+                        location: self.location().to_string(),
+                        message: e.to_string(),
+                    })?;
+                match self
+                    .put_plain(&layout::identity_key(), Bytes::from(json), true)
+                    .await
+                {
+                    Ok(_) => return Ok(found.clone()),
+                    Err(RepoError::Storage(e)) if e.is_already_exists() => {
+                        self.require_identity().await?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        self.check_identity(&existing, found)?;
+        Ok(existing)
+    }
+
+    /// Refuses `found` unless it is the cluster `repo` describes (system identifier and
+    /// segment size; the major version may differ only if the identifier is the same, which
+    /// Postgres never produces, so it is checked too).
+    pub fn check_identity(
+        &self,
+        repo: &RepoIdentity,
+        found: &RepoIdentity,
+    ) -> Result<(), RepoError> {
+        let same = repo.system_identifier == found.system_identifier
+            && repo.wal_segment_size == found.wal_segment_size
+            && repo.pg_major == found.pg_major;
+        if same {
+            Ok(())
+        } else {
+            Err(RepoError::OtherCluster {
+                location: self.location().to_string(),
+                repo: Box::new(repo.clone()),
+                found: Box::new(found.clone()),
+            })
+        }
+    }
+
+    /// Encodes `content` with the repository's codec and stores it under `key`, with the
+    /// encoded bytes' crc32c sent along so the backend confirms what it received. With
+    /// `if_absent`, an existing object is never replaced (`StorageError::AlreadyExists`).
+    pub async fn put_content(
+        &self,
+        key: &ObjectKey,
+        content: Bytes,
+        if_absent: bool,
+    ) -> Result<StoredObject, RepoError> {
+        let codec = self.codec;
+        let raw_len = content.len() as u64;
+        let (encoded, raw_crc32c) = run_blocking(move || {
+            let crc = crc32c::crc32c(&content);
+            codec::encode_to_vec(&content, codec).map(|encoded| (encoded, crc))
+        })
+        .await
+        .map_err(|e| self.corrupt(key, e))?;
+        let stored_len = encoded.len() as u64;
+        let opts = PutOptions {
+            if_absent,
+            crc32c: Some(crc32c::crc32c(&encoded)),
+        };
+        self.storage.put(key, Bytes::from(encoded), opts).await?;
+        Ok(StoredObject {
+            raw_len,
+            raw_crc32c,
+            stored_len,
+        })
+    }
+
+    /// Reads the object at `key` and returns its verified content. A corrupt object is
+    /// [`RepoError::Corrupt`], never content.
+    pub async fn get_content(&self, key: &ObjectKey) -> Result<Bytes, RepoError> {
+        let stored = self.storage.get_bytes(key).await?;
+        let decoded = run_blocking(move || codec::decode_to_vec(&stored))
+            .await
+            .map_err(|e| self.corrupt(key, e))?;
+        Ok(Bytes::from(decoded))
+    }
+
+    /// Stores `bytes` under `key` as they are (no codec), for documents people read with
+    /// ordinary tools (`walship.json`). The backend still checks a crc32c of the upload.
+    pub async fn put_plain(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        if_absent: bool,
+    ) -> Result<(), RepoError> {
+        let opts = PutOptions {
+            if_absent,
+            crc32c: Some(crc32c::crc32c(&bytes)),
+        };
+        self.storage.put(key, bytes, opts).await?;
+        Ok(())
+    }
+
+    /// Reads an object stored with [`Repository::put_plain`].
+    pub async fn get_plain(&self, key: &ObjectKey) -> Result<Bytes, RepoError> {
+        Ok(self.storage.get_bytes(key).await?)
+    }
+
+    /// Whether an object exists at `key` (a HEAD; nothing is read or verified).
+    pub async fn exists(&self, key: &ObjectKey) -> Result<bool, RepoError> {
+        match self.storage.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn corrupt(&self, key: &ObjectKey, source: CodecError) -> RepoError {
+        RepoError::Corrupt {
+            key: key.to_string(),
+            location: self.location().to_string(),
+            source,
+        }
+    }
+}

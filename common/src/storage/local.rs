@@ -1,0 +1,498 @@
+//! `LocalStorage`: a repository in a local (or mounted) directory, written durably.
+//!
+//! Each object is a file at `<root>/<key>`. A put writes a temporary file in the target's
+//! directory, fsyncs it, renames it into place and fsyncs the directory (see
+//! [`crate::fsutil`]), so a reader or a crash never sees half an object. A create-if-absent
+//! put renames with `RENAME_NOREPLACE` (or `link`), so of two racing writers exactly one
+//! wins. Files are made 0640 and directories 0750 whatever the umask, so that the
+//! database's OS user and an operator's account can share a repository through a group.
+//!
+//! Temporary files (`.walship-tmp.*`) that a crash leaves behind are invisible to `get`,
+//! `head` and `list`; keys whose segments start with that prefix are refused.
+//!
+//! Limits compared with S3: a key cannot be both an object and a "directory" of other
+//! keys (`a` and `a/b`), and `head` returns no CRC32C (nothing stores it).
+
+use std::fs;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::key::{ObjectKey, check_prefix};
+use super::stream::{ObjectReader, read_chunk};
+use super::{Capabilities, ObjectMeta, PutOptions, Storage, StorageError, StorageOp};
+use crate::fsutil::{self, FsError, TEMP_PREFIX, TempFile};
+
+/// Permission bits of every object file.
+pub const FILE_MODE: u32 = 0o640;
+/// Permission bits of every directory the backend creates.
+pub const DIR_MODE: u32 = 0o750;
+
+/// Bytes read from a streaming body per write call.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// A repository rooted at an absolute local directory (created on first write).
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+    location: String,
+}
+
+impl From<FsError> for StorageError {
+    fn from(e: FsError) -> StorageError {
+        StorageError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+impl LocalStorage {
+    /// A backend for the directory `root`, which must be an absolute path.
+    pub fn new(root: impl Into<PathBuf>) -> Result<LocalStorage, StorageError> {
+        let root = root.into();
+        if !root.is_absolute() {
+            return Err(StorageError::InvalidUrl {
+                url: root.display().to_string(),
+                reason: "a local repository needs an absolute path".to_owned(),
+            });
+        }
+        let location = format!("file://{}", root.display());
+        Ok(LocalStorage { root, location })
+    }
+
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of `key`. Keys are validated (relative, no `..`), so the path stays under
+    /// the root; keys naming our temporary files are refused.
+    fn path_of(&self, op: StorageOp, key: &ObjectKey) -> Result<PathBuf, StorageError> {
+        if key.segments().any(fsutil::is_temp_name) {
+            return Err(StorageError::Permanent {
+                op,
+                key: key.to_string(),
+                endpoint: self.location.clone(),
+                message: format!(
+                    "key segments starting with {TEMP_PREFIX:?} are reserved for temporary files"
+                ),
+            });
+        }
+        Ok(self.root.join(key.as_str()))
+    }
+
+    fn corrupt(key: &ObjectKey, expected: u32, actual: u32) -> StorageError {
+        StorageError::Corrupt {
+            key: key.to_string(),
+            message: format!("caller expected CRC32C {expected:08x}, body has {actual:08x}"),
+        }
+    }
+
+    /// Moves a fully written temporary file into place and returns the new object's
+    /// metadata.
+    fn persist(
+        key: &ObjectKey,
+        temp: TempFile,
+        path: &Path,
+        opts: PutOptions,
+        size: u64,
+        crc: u32,
+    ) -> Result<ObjectMeta, StorageError> {
+        if let Some(expected) = opts.crc32c.filter(|&e| e != crc) {
+            return Err(Self::corrupt(key, expected, crc));
+        }
+        temp.persist(path, opts.if_absent).map_err(|e| {
+            if e.is_already_exists() {
+                StorageError::AlreadyExists {
+                    key: key.to_string(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        let last_modified = fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size,
+            crc32c: Some(crc),
+            last_modified,
+        })
+    }
+
+    /// Metadata of the object file at `path`; `NotFound` for anything that is not a
+    /// regular file.
+    fn stat(key: &ObjectKey, path: &Path) -> Result<fs::Metadata, StorageError> {
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Ok(meta),
+            Ok(_) => Err(StorageError::NotFound {
+                key: key.to_string(),
+            }),
+            Err(e) if is_missing(&e) => Err(StorageError::NotFound {
+                key: key.to_string(),
+            }),
+            Err(source) => Err(StorageError::Io {
+                action: "stat",
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    async fn open(
+        &self,
+        key: &ObjectKey,
+        range: Option<Range<u64>>,
+    ) -> Result<ObjectReader, StorageError> {
+        let path = match self.path_of(StorageOp::Get, key) {
+            Ok(path) => path,
+            Err(_) => {
+                return Err(StorageError::NotFound {
+                    key: key.to_string(),
+                });
+            }
+        };
+        let meta = {
+            let (key, path) = (key.clone(), path.clone());
+            blocking(move || Self::stat(&key, &path)).await?
+        };
+        let mut file = tokio::fs::File::open(&path).await.map_err(|source| {
+            if is_missing(&source) {
+                StorageError::NotFound {
+                    key: key.to_string(),
+                }
+            } else {
+                StorageError::Io {
+                    action: "open",
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let Some(range) = range else {
+            return Ok(ObjectReader::new(file, Some(meta.len())));
+        };
+        let start = range.start.min(meta.len());
+        let end = range.end.clamp(start, meta.len());
+        file.seek(io::SeekFrom::Start(start))
+            .await
+            .map_err(|source| StorageError::Io {
+                action: "seek in",
+                path: path.clone(),
+                source,
+            })?;
+        Ok(ObjectReader::new(file.take(end - start), Some(end - start)))
+    }
+}
+
+/// True for errors meaning "nothing there" (including a file where a directory was
+/// expected on the way).
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// Runs blocking file-system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StorageError::Io {
+            action: "run blocking file-system task for",
+            path: PathBuf::new(),
+            source: io::Error::other(e),
+        })?
+}
+
+impl Storage for LocalStorage {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            conditional_create: true,
+            crc32c_in_head: false,
+            multipart: false,
+            local_files: true,
+        }
+    }
+
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn put(
+        &self,
+        key: &ObjectKey,
+        body: Bytes,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta, StorageError> {
+        let path = self.path_of(StorageOp::Put, key)?;
+        let key = key.clone();
+        blocking(move || {
+            let crc = crc32c::crc32c(&body);
+            if let Some(expected) = opts.crc32c.filter(|&e| e != crc) {
+                return Err(Self::corrupt(&key, expected, crc));
+            }
+            fsutil::create_dir_all_durable(parent(&path), DIR_MODE)?;
+            let mut temp = TempFile::create_for(&path, FILE_MODE)?;
+            temp.write_all(&body)?;
+            Self::persist(&key, temp, &path, opts, body.len() as u64, crc)
+        })
+        .await
+    }
+
+    async fn put_stream<R>(
+        &self,
+        key: &ObjectKey,
+        mut body: R,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta, StorageError>
+    where
+        R: AsyncRead + Send + Unpin,
+    {
+        let path = self.path_of(StorageOp::Put, key)?;
+        let temp = {
+            let path = path.clone();
+            blocking(move || {
+                fsutil::create_dir_all_durable(parent(&path), DIR_MODE)?;
+                Ok(TempFile::create_for(&path, FILE_MODE)?)
+            })
+            .await?
+        };
+        let io_err = |action: &'static str, source: io::Error| StorageError::Io {
+            action,
+            path: temp.path().to_path_buf(),
+            source,
+        };
+        let std_file = temp.file()?.try_clone().map_err(|e| io_err("reopen", e))?;
+        let mut file = tokio::fs::File::from_std(std_file);
+        let (mut size, mut crc) = (0u64, 0u32);
+        loop {
+            let chunk = read_chunk(&mut body, STREAM_CHUNK)
+                .await
+                .map_err(|source| StorageError::Io {
+                    action: "read the body to store as",
+                    path: path.clone(),
+                    source,
+                })?;
+            if chunk.is_empty() {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| io_err("write", e))?;
+        }
+        file.flush().await.map_err(|e| io_err("write", e))?;
+        drop(file);
+        let key = key.clone();
+        blocking(move || Self::persist(&key, temp, &path, opts, size, crc)).await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError> {
+        self.open(key, None).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        range: Range<u64>,
+    ) -> Result<ObjectReader, StorageError> {
+        self.open(key, Some(range)).await
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, StorageError> {
+        let path = match self.path_of(StorageOp::Head, key) {
+            Ok(path) => path,
+            Err(_) => {
+                return Err(StorageError::NotFound {
+                    key: key.to_string(),
+                });
+            }
+        };
+        let key = key.clone();
+        blocking(move || {
+            let meta = Self::stat(&key, &path)?;
+            Ok(ObjectMeta {
+                key,
+                size: meta.len(),
+                crc32c: None,
+                last_modified: meta.modified().ok(),
+            })
+        })
+        .await
+    }
+
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>, StorageError> {
+        check_prefix(prefix)?;
+        let (dir_part, name_filter) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let walk = Walk {
+            start_after: start_after.map(|k| k.as_str().to_owned()),
+            limit,
+        };
+        let dir = self.root.join(dir_part);
+        let key_prefix = if dir_part.is_empty() {
+            String::new()
+        } else {
+            format!("{dir_part}/")
+        };
+        let name_filter = name_filter.to_owned();
+        blocking(move || {
+            let mut out = Vec::new();
+            walk.dir(&dir, &key_prefix, &name_filter, &mut out)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let path = self.path_of(StorageOp::Delete, key)?;
+        blocking(move || {
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => return Ok(()),
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => return Ok(()),
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        action: "stat",
+                        path,
+                        source,
+                    });
+                }
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => Ok(fsutil::fsync_dir(parent(&path))?),
+                Err(e) if is_missing(&e) => Ok(()),
+                Err(source) => Err(StorageError::Io {
+                    action: "remove",
+                    path,
+                    source,
+                }),
+            }
+        })
+        .await
+    }
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("/"))
+}
+
+/// An ordered walk of the repository tree for `list_after`.
+///
+/// Entries of a directory are visited in the byte order of their keys: a subdirectory `d`
+/// sorts as `d/` (every key below it starts so), which makes a depth-first walk yield keys
+/// in exactly S3's order, stop after `limit` and skip subtrees that lie wholly at or before
+/// `start_after`.
+struct Walk {
+    start_after: Option<String>,
+    limit: usize,
+}
+
+impl Walk {
+    fn dir(
+        &self,
+        dir: &Path,
+        key_prefix: &str,
+        name_filter: &str,
+        out: &mut Vec<ObjectMeta>,
+    ) -> Result<(), StorageError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(source) => {
+                return Err(StorageError::Io {
+                    action: "read directory",
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let mut children = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StorageError::Io {
+                action: "read directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            let Ok(name) = entry.file_name().into_string() else {
+                tracing::warn!(dir = %dir.display(), "skipping a file whose name is not UTF-8");
+                continue;
+            };
+            if !name.starts_with(name_filter) || fsutil::is_temp_name(&name) {
+                continue;
+            }
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            let key = format!("{key_prefix}{name}");
+            if file_type.is_dir() {
+                children.push((format!("{key}/"), true));
+            } else if file_type.is_file() {
+                children.push((key, false));
+            }
+        }
+        children.sort();
+        for (sort_key, is_dir) in children {
+            if out.len() >= self.limit {
+                return Ok(());
+            }
+            if is_dir {
+                // Skip a subtree that lies wholly at or before start_after.
+                if let Some(after) = &self.start_after
+                    && after.as_str() >= sort_key.as_str()
+                    && !after.starts_with(&sort_key)
+                {
+                    continue;
+                }
+                let name = &sort_key[key_prefix.len()..sort_key.len() - 1];
+                self.dir(&dir.join(name), &sort_key, "", out)?;
+                continue;
+            }
+            if self
+                .start_after
+                .as_deref()
+                .is_some_and(|after| sort_key.as_str() <= after)
+            {
+                continue;
+            }
+            let key = match ObjectKey::new(sort_key) {
+                Ok(key) => key,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "skipping a file that is not a valid key: {e}");
+                    continue;
+                }
+            };
+            let path = dir.join(key.file_name());
+            let meta = match fs::metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if is_missing(&e) => continue, // deleted while listing
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        action: "stat",
+                        path,
+                        source,
+                    });
+                }
+            };
+            out.push(ObjectMeta {
+                key,
+                size: meta.len(),
+                crc32c: None,
+                last_modified: meta.modified().ok(),
+            });
+        }
+        Ok(())
+    }
+}

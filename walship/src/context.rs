@@ -1,0 +1,89 @@
+//! What every command needs before it starts: the merged configuration, an async runtime,
+//! the repository, and one way to report an error and pick the exit code.
+
+use std::ffi::OsString;
+use std::future::Future;
+
+use walship_common::config::{Config, ConfigError, Options, Sources};
+use walship_common::repo::Repository;
+use walship_common::storage::{AnyStorage, StorageError};
+
+use crate::cli::GlobalArgs;
+
+/// A command's environment: configuration (flags over `WALSHIP_*` over the file) and runtime.
+pub struct Context {
+    /// The merged, validated configuration.
+    pub config: Config,
+    command: &'static str,
+    runtime: tokio::runtime::Runtime,
+    passthrough: Vec<OsString>,
+}
+
+impl Context {
+    /// Loads the configuration for `command` from `options` (the flags), the environment and
+    /// the config file.
+    pub fn load(
+        command: &'static str,
+        global: &GlobalArgs,
+        mut options: Options,
+    ) -> Result<Context, String> {
+        options.config = global.config.clone();
+        options.repo = global.repo.clone();
+        let mut passthrough = Vec::new();
+        if let Some(config) = &global.config {
+            passthrough.push(OsString::from("--config"));
+            passthrough.push(config.clone().into_os_string());
+        }
+        if let Some(repo) = &global.repo {
+            passthrough.push(OsString::from("--repo"));
+            passthrough.push(OsString::from(repo));
+        }
+        let config = Sources::from_process(options)
+            .and_then(|sources| Config::load(&sources))
+            .map_err(|e: ConfigError| format!("walship {command}: {e}"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("walship {command}: start the async runtime: {e}"))?;
+        Ok(Context {
+            config,
+            command,
+            runtime,
+            passthrough,
+        })
+    }
+
+    /// Runs a future to completion on the command's runtime.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Opens the configured repository (nothing is contacted yet).
+    pub async fn open_repository(&self) -> Result<Repository, StorageError> {
+        let s3 = self.config.s3.to_options();
+        let storage = AnyStorage::open(&self.config.repo, &s3).await?;
+        Ok(Repository::new(storage, self.config.compression))
+    }
+
+    /// Reports `err` (with its chain of causes) once on stderr and returns `code`.
+    pub fn fail(&self, code: u8, err: &dyn std::error::Error) -> u8 {
+        let mut message = format!("walship {}: error: {err}", self.command);
+        let mut source = err.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(&format!(": {text}"));
+            }
+            source = cause.source();
+        }
+        eprintln!("{message}");
+        code
+    }
+
+    /// The global flags (`--config`, `--repo`) this process was given, to pass on to a
+    /// child walship process so that it sees the same repository.
+    pub fn global_args(&self) -> &[OsString] {
+        &self.passthrough
+    }
+}

@@ -1,0 +1,304 @@
+//! `walship archive` refuses every unsafe input, and a crash (kill -9) at any moment of an
+//! `--async` push never leaves a file reported archived that the repository does not hold.
+//! Segments come from a real Postgres cluster; walship runs as the test's own user.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use pg_test_harness::{Cluster, PgInstall, StopMode};
+use support::{TestRepo, describe};
+
+/// Exit code of a safety refusal (see walship/src/exit.rs).
+const REFUSED: i32 = 4;
+/// Exit code that makes Postgres stop recovery.
+const RECOVERY_MUST_STOP: i32 = 200;
+
+/// Copies `count` real, complete segments (1 MiB) of a fresh cluster into `<dir>/pg_wal`,
+/// each with an `archive_status/<name>.ready`, as Postgres leaves them for its archiver.
+/// Returns the names, oldest first.
+fn real_segments(install: &PgInstall, dir: &Path, count: usize) -> Vec<String> {
+    let mut cluster = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("wal_keep_size", "'1GB'")
+        .start();
+    cluster.execute("create table t as select generate_series(1, 1000) i");
+    let mut names = Vec::new();
+    for i in 0..count {
+        cluster.execute(&format!(
+            "insert into t select generate_series(1, 200) + {i}"
+        ));
+        names.push(cluster.query_string("select pg_walfile_name(pg_switch_wal())"));
+    }
+    cluster.execute("checkpoint");
+    cluster.stop(StopMode::Fast);
+    let pg_wal = dir.join("pg_wal");
+    std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+    for name in &names {
+        std::fs::copy(
+            cluster.data_dir().join("pg_wal").join(name),
+            pg_wal.join(name),
+        )
+        .unwrap();
+        std::fs::write(
+            pg_wal.join("archive_status").join(format!("{name}.ready")),
+            b"",
+        )
+        .unwrap();
+    }
+    names
+}
+
+fn any_install() -> PgInstall {
+    let installs = pg_test_harness::installs_under_test();
+    installs
+        .iter()
+        .find(|i| i.major == 15)
+        .cloned()
+        .unwrap_or_else(|| installs[0].clone())
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Fetches `name` and asserts it equals `original`.
+fn assert_stored(repo: &TestRepo, name: &str, original: &Path) {
+    let dest = repo.dir.path().join(format!("check-{name}"));
+    let out = repo.walship(&["fetch", name, path_str(&dest)]);
+    assert!(
+        out.status.success(),
+        "{name} must be in the repository: {}",
+        describe(&out)
+    );
+    assert!(
+        std::fs::read(&dest).unwrap() == std::fs::read(original).unwrap(),
+        "{name} differs"
+    );
+    std::fs::remove_file(dest).unwrap();
+}
+
+#[test]
+fn refuses_conflicts_other_clusters_truncation_and_corruption() {
+    let install = any_install();
+    let work = tempfile::tempdir().unwrap();
+    let names = real_segments(&install, work.path(), 3);
+    let pg_wal = work.path().join("pg_wal");
+    let repo = TestRepo::local();
+    let first = pg_wal.join(&names[0]);
+
+    // Archiving the same file twice succeeds both times (Postgres may call again after a crash).
+    for _ in 0..2 {
+        let out = repo.walship(&["archive", path_str(&first)]);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    assert_stored(&repo, &names[0], &first);
+
+    // Different content under an archived name: refused, named, nothing overwritten.
+    let other = work.path().join("conflict");
+    std::fs::create_dir(&other).unwrap();
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[100_000] ^= 0xff;
+    std::fs::write(other.join(&names[0]), &bytes).unwrap();
+    let out = repo.walship(&["archive", path_str(&other.join(&names[0]))]);
+    assert_eq!(out.status.code(), Some(REFUSED), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&names[0]) && err.contains("different content"),
+        "{err}"
+    );
+    assert_stored(&repo, &names[0], &first);
+
+    // A truncated segment is refused before upload, naming sizes.
+    std::fs::write(
+        other.join(&names[1]),
+        &std::fs::read(pg_wal.join(&names[1])).unwrap()[..500_000],
+    )
+    .unwrap();
+    let out = repo.walship(&["archive", path_str(&other.join(&names[1]))]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&names[1]) && err.contains("500000"), "{err}");
+    let dest = work.path().join("absent");
+    let out = repo.walship(&["fetch", &names[1], path_str(&dest)]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused file must not be stored: {}",
+        describe(&out)
+    );
+
+    // A segment under a name that does not match its page address is refused.
+    std::fs::copy(pg_wal.join(&names[2]), other.join(&names[1])).unwrap();
+    let out = repo.walship(&["archive", path_str(&other.join(&names[1]))]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("address"),
+        "{}",
+        describe(&out)
+    );
+
+    // A segment of another cluster: refused, naming both system identifiers.
+    let stranger = tempfile::tempdir().unwrap();
+    let stranger_names = real_segments(&install, stranger.path(), 1);
+    let out = repo.walship(&[
+        "archive",
+        path_str(&stranger.path().join("pg_wal").join(&stranger_names[0])),
+    ]);
+    assert_eq!(out.status.code(), Some(REFUSED), "{}", describe(&out));
+    let identity: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.local_root().join("walship.json")).unwrap())
+            .unwrap();
+    let sysid = identity["system_identifier"].as_str().unwrap().to_string();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&sysid) && err.contains("system identifier"),
+        "{err}"
+    );
+
+    // History files are never overwritten.
+    std::fs::write(
+        other.join("00000002.history"),
+        "1\t0/3000000\tno recovery target specified\n",
+    )
+    .unwrap();
+    assert!(
+        repo.walship(&["archive", path_str(&other.join("00000002.history"))])
+            .status
+            .success()
+    );
+    std::fs::write(
+        other.join("00000002.history"),
+        "1\t0/4000000\tno recovery target specified\n",
+    )
+    .unwrap();
+    let out = repo.walship(&["archive", path_str(&other.join("00000002.history"))]);
+    assert_eq!(out.status.code(), Some(REFUSED), "{}", describe(&out));
+
+    // Malformed names are refused with the name in the message.
+    std::fs::write(other.join("00000001000000000000000g"), b"x").unwrap();
+    let out = repo.walship(&["archive", path_str(&other.join("00000001000000000000000g"))]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("00000001000000000000000g"),
+        "{}",
+        describe(&out)
+    );
+
+    // A corrupted object is never delivered: fetch exits above 125, naming the object.
+    let object = repo
+        .local_root()
+        .join("wal")
+        .join(&names[0][..16])
+        .join(&names[0]);
+    let mut stored = std::fs::read(&object).unwrap();
+    let middle = stored.len() / 2;
+    stored[middle] ^= 0x01;
+    std::fs::write(&object, stored).unwrap();
+    let dest = work.path().join("RECOVERYXLOG");
+    let out = repo.walship(&["fetch", &names[0], path_str(&dest)]);
+    assert_eq!(
+        out.status.code(),
+        Some(RECOVERY_MUST_STOP),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&names[0]),
+        "{}",
+        describe(&out)
+    );
+    assert!(!dest.exists(), "a corrupt object must not be delivered");
+}
+
+/// A small deterministic generator, seeded from the clock and printed, for kill timings.
+struct Lcg(u64);
+impl Lcg {
+    fn next_ms(&mut self, max: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % max
+    }
+}
+
+#[test]
+fn kill_9_of_async_archive_never_reports_an_unstored_file() {
+    let install = any_install();
+    let work = tempfile::tempdir().unwrap();
+    let names = real_segments(&install, work.path(), 40);
+    let pg_wal = work.path().join("pg_wal");
+    let Some(repo) = TestRepo::s3() else { return };
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill timing seed {seed}");
+    let mut rng = Lcg(seed);
+    let mut kills = 0;
+    let mut acknowledged: Vec<String> = Vec::new();
+    while kills < 20 {
+        let Some(next) = names.iter().find(|n| !acknowledged.contains(n)) else {
+            break;
+        };
+        let mut child = Command::new(support::walship_bin())
+            .arg("--config")
+            .arg(&repo.config)
+            .args(["archive", "--async", "--parallel", "4", "--read-ahead", "8"])
+            .arg(pg_wal.join(next))
+            .envs(repo.env())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.next_ms(400)));
+        let status = match child.try_wait().unwrap() {
+            Some(status) => status,
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                kills += 1;
+                child.wait().unwrap()
+            }
+        };
+        if status.success() {
+            // What Postgres would do: mark it done.
+            std::fs::rename(
+                pg_wal.join("archive_status").join(format!("{next}.ready")),
+                pg_wal.join("archive_status").join(format!("{next}.done")),
+            )
+            .unwrap();
+            acknowledged.push(next.clone());
+        }
+        // Every acknowledged file, and every file with a receipt, is stored intact.
+        for name in receipts(&pg_wal).iter().chain(&acknowledged) {
+            assert_stored(&repo, name, &pg_wal.join(name));
+        }
+    }
+    assert!(
+        kills >= 20 || acknowledged.len() == names.len(),
+        "only {kills} kills"
+    );
+    // Finish the queue without interruptions; everything ends up stored.
+    for name in names.iter().filter(|n| !acknowledged.contains(n)) {
+        let out = repo.walship(&["archive", "--async", &pg_wal.join(name).to_string_lossy()]);
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    for name in &names {
+        assert_stored(&repo, name, &pg_wal.join(name));
+    }
+}
+
+fn receipts(pg_wal: &Path) -> Vec<String> {
+    let dir: PathBuf = pg_wal.join("walship/archived");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,306 @@
+//! `walship fetch` as Postgres's restore_command: real recovery of every major through the
+//! archive, an S3 outage during recovery never ends it early, and the exit codes that
+//! Postgres depends on.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use pg_test_harness::{Cluster, PgInstall, StopMode};
+use support::{TestRepo, archive_everything, describe, low_level_copy, wait_until};
+
+const RECOVERY_MUST_STOP: i32 = 200;
+
+/// A primary archiving into `repo`, with a table `t` and rows written in batches across
+/// several segments, plus a low-level copy taken after the first batch. Returns the primary,
+/// the copy's directory, and the rows the archive holds at the end.
+struct Scenario {
+    primary: Cluster,
+    copy: tempfile::TempDir,
+    rows: i64,
+    sum: i64,
+}
+
+fn scenario(install: &PgInstall, repo: &TestRepo) -> Scenario {
+    let primary = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("archive_mode", "on")
+        .setting(
+            "archive_command",
+            &format!("'{}'", repo.archive_command("")),
+        )
+        .start();
+    primary.execute("create table t(i int, pad text)");
+    primary.execute("insert into t select g, repeat('x', 100) from generate_series(1, 1000) g");
+    let copy = pg_test_harness::test_dir("restored");
+    let data = copy.path().join("data");
+    low_level_copy(&primary, &data);
+    for batch in 1..=10 {
+        primary.execute(&format!(
+            "insert into t select g, repeat('y', 100) from generate_series({}, {}) g",
+            batch * 10_000,
+            batch * 10_000 + 999
+        ));
+        primary.execute("select pg_switch_wal()");
+    }
+    archive_everything(&primary, Duration::from_secs(120));
+    let rows: i64 = primary
+        .query_string("select count(*) from t")
+        .parse()
+        .unwrap();
+    let sum: i64 = primary
+        .query_string("select sum(i) from t")
+        .parse()
+        .unwrap();
+    Scenario {
+        primary,
+        copy,
+        rows,
+        sum,
+    }
+}
+
+/// Turns the copy into a cluster that recovers from the archive through `walship fetch`.
+fn recovering_copy(install: &PgInstall, copy: &Path, repo: &TestRepo) -> Cluster {
+    let data = copy.join("data");
+    std::fs::write(data.join("recovery.signal"), b"").unwrap();
+    support::chown_tree_like(&data, copy);
+    let cluster = Cluster::from_data_dir(install, &data);
+    cluster.append_conf("archive_mode = off");
+    cluster.append_conf(&format!("restore_command = '{}'", repo.restore_command()));
+    cluster
+}
+
+fn assert_rows(cluster: &Cluster, rows: i64, sum: i64) {
+    assert_eq!(
+        cluster
+            .query_string("select count(*) from t")
+            .parse::<i64>()
+            .unwrap(),
+        rows
+    );
+    assert_eq!(
+        cluster
+            .query_string("select sum(i) from t")
+            .parse::<i64>()
+            .unwrap(),
+        sum
+    );
+}
+
+#[test]
+fn postgres_recovers_through_fetch_every_major() {
+    let Some(probe) = TestRepo::s3() else { return };
+    drop(probe);
+    for install in pg_test_harness::installs_under_test() {
+        let repo = TestRepo::s3().expect("SeaweedFS ran a moment ago");
+        let mut s = scenario(&install, &repo);
+        s.primary.stop(StopMode::Fast);
+        let mut restored = recovering_copy(&install, s.copy.path(), &repo);
+        restored.start();
+        wait_until(Duration::from_secs(120), "recovery to end", || {
+            restored.query_string("select pg_is_in_recovery()") == "f"
+        });
+        assert_rows(&restored, s.rows, s.sum);
+        eprintln!(
+            "PG{}: recovered {} rows through walship fetch",
+            install.major, s.rows
+        );
+        restored.stop(StopMode::Fast);
+    }
+}
+
+#[test]
+fn s3_outage_during_recovery_never_ends_it_early() {
+    let Some(mut repo) = TestRepo::s3() else {
+        return;
+    };
+    let installs = pg_test_harness::installs_under_test();
+    let install = installs.last().unwrap().clone();
+    let mut s = scenario(&install, &repo);
+    s.primary.stop(StopMode::Fast);
+
+    repo.s3.as_mut().unwrap().stop();
+    let mut restored = recovering_copy(&install, s.copy.path(), &repo);
+    let started = restored.try_start();
+    // Postgres must stop (FATAL in the startup process), never promote on a network error.
+    wait_until(
+        Duration::from_secs(120),
+        "Postgres to stop recovery",
+        || !restored.is_running(),
+    );
+    let log = restored.log();
+    assert!(started.is_err() || log.contains("FATAL"), "{log}");
+    assert!(
+        !log.contains("selected new timeline ID"),
+        "recovery ended early:\n{log}"
+    );
+    assert!(
+        restored.data_dir().join("recovery.signal").exists(),
+        "recovery must not have ended"
+    );
+    assert!(
+        !restored.data_dir().join("pg_wal/00000002.history").exists(),
+        "no new timeline"
+    );
+
+    repo.s3.as_mut().unwrap().restart();
+    restored.start();
+    wait_until(Duration::from_secs(120), "recovery to end", || {
+        restored.query_string("select pg_is_in_recovery()") == "f"
+    });
+    assert_rows(&restored, s.rows, s.sum);
+}
+
+#[test]
+fn exit_codes_missing_unreachable_and_uninitialised() {
+    let repo = TestRepo::local();
+    let dest = repo.dir.path().join("RECOVERYXLOG");
+    // A repository without walship.json is not "empty": it is the wrong place. Exit 1 there
+    // would make Postgres promote at once.
+    let out = repo.walship(&["fetch", "000000010000000000000001", dest.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(RECOVERY_MUST_STOP),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("walship.json"),
+        "{}",
+        describe(&out)
+    );
+
+    // Unreachable S3 (a closed port): above 125, naming the endpoint.
+    let dir = pg_test_harness::test_dir("unreachable");
+    let config = dir.path().join("walship.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &config,
+        format!(
+            "repo = \"s3://nobucket/x\"\n[s3]\nendpoint = \"http://127.0.0.1:{port}\"\nregion = \"us-east-1\"\nconnect_timeout = \"1s\"\nmax_attempts = 2\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::walship_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["fetch", "000000010000000000000001", dest.to_str().unwrap()])
+        .envs(repo.env())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(RECOVERY_MUST_STOP),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        describe(&out)
+    );
+    assert!(!dest.exists());
+}
+
+#[test]
+fn missing_files_exit_1_partial_only_on_request_and_prefetch_is_used() {
+    let installs = pg_test_harness::installs_under_test();
+    let install = installs
+        .iter()
+        .find(|i| i.major == 15)
+        .unwrap_or(&installs[0])
+        .clone();
+    let repo = TestRepo::local();
+    let s = scenario(&install, &repo);
+    let dest = repo.dir.path().join("RECOVERYXLOG");
+    let dest_str = dest.to_str().unwrap();
+    let segments: Vec<String> = support::done_files(&s.primary)
+        .into_iter()
+        .filter(|n| support::is_segment_name(n))
+        .collect();
+
+    // Postgres probes history files and the next segment all the time: plain exit 1.
+    for absent in ["00000005.history", "0000000100000000000000F0"] {
+        let out = repo.walship(&["fetch", absent, dest_str]);
+        assert_eq!(out.status.code(), Some(1), "{absent}: {}", describe(&out));
+        assert!(!dest.exists());
+    }
+
+    // Only `<name>.partial` exists (here: a copy of the segment Postgres is writing now, as a
+    // promotion or `walship stream` leaves it): not delivered unless asked for.
+    let current = s
+        .primary
+        .query_string("select pg_walfile_name(pg_current_wal_insert_lsn())");
+    let partial = repo.dir.path().join(format!("{current}.partial"));
+    std::fs::copy(s.primary.data_dir().join("pg_wal").join(&current), &partial).unwrap();
+    let out = repo.walship(&["archive", partial.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = repo.walship(&["fetch", &current, dest_str]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a partial must not pass for a segment: {}",
+        describe(&out)
+    );
+    assert!(!dest.exists());
+    let out = repo.walship(&["fetch", "--allow-partial", &current, dest_str]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        std::fs::read(&dest).unwrap() == std::fs::read(&partial).unwrap(),
+        "partial content differs"
+    );
+    std::fs::remove_file(&dest).unwrap();
+
+    // Prefetch: fetching segment N fills the spool with the following ones; they are then
+    // delivered from the spool even if the repository loses them.
+    let pg_wal = repo.dir.path().join("pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let recoveryxlog = pg_wal.join("RECOVERYXLOG");
+    let out = repo.walship(&[
+        "fetch",
+        "--prefetch",
+        "4",
+        &segments[1],
+        recoveryxlog.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let spool = pg_wal.join("walship/fetch");
+    wait_until(
+        Duration::from_secs(30),
+        "the prefetch worker to fill the spool",
+        || {
+            segments[2..6]
+                .iter()
+                .all(|n| spool.join(format!("{n}.ok")).exists())
+        },
+    );
+    let object = repo
+        .local_root()
+        .join("wal")
+        .join(&segments[2][..16])
+        .join(&segments[2]);
+    std::fs::remove_file(&object).unwrap();
+    let out = repo.walship(&[
+        "fetch",
+        "--prefetch",
+        "0",
+        &segments[2],
+        recoveryxlog.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        std::fs::read(&recoveryxlog).unwrap()
+            == std::fs::read(s.primary.data_dir().join("pg_wal").join(&segments[2])).unwrap(),
+        "prefetched segment differs"
+    );
+    assert!(
+        !spool.join(&segments[2]).exists(),
+        "a delivered spool entry is consumed"
+    );
+}
