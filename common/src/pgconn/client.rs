@@ -22,7 +22,9 @@ use super::wire::{Backend, PgStream, next_backend};
 /// protocol). Commands are methods: [`ReplicationClient::simple_query`], `identify_system`,
 /// `show`, `timeline_history`, slots, [`ReplicationClient::copy_out`] (BASE_BACKUP) and
 /// `start_replication`.
-#[derive(Debug)]
+///
+/// `Debug` shows the endpoint and session facts only, never the buffers (the write buffer
+/// briefly holds the password message during authentication).
 pub struct ReplicationClient {
     pub(crate) stream: PgStream,
     pub(crate) rbuf: BytesMut,
@@ -32,6 +34,17 @@ pub struct ReplicationClient {
     pub(crate) read_timeout: Duration,
     pub(crate) backend_pid: Option<i32>,
     pub(crate) channel_binding: bool,
+}
+
+impl std::fmt::Debug for ReplicationClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationClient")
+            .field("endpoint", &self.endpoint)
+            .field("tls", &self.stream.is_tls())
+            .field("backend_pid", &self.backend_pid)
+            .field("server_version", &self.parameter("server_version"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReplicationClient {
@@ -110,18 +123,18 @@ impl ReplicationClient {
         Ok(())
     }
 
-    /// Writes everything queued in the write buffer.
+    /// Writes everything queued in the write buffer. The buffer is emptied whatever happens
+    /// (after a failed write the connection is unusable anyway, and it may hold a password).
     pub(crate) async fn flush(&mut self) -> Result<(), PgConnError> {
         let timeout = self.read_timeout;
         let write = async {
             self.stream.write_all(&self.wbuf).await?;
             self.stream.flush().await
         };
-        match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(())) => {
-                self.wbuf.clear();
-                Ok(())
-            }
+        let outcome = tokio::time::timeout(timeout, write).await;
+        self.wbuf.clear();
+        match outcome {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(self.io_error(source)),
             Err(_) => Err(self.timeout_error("sending", timeout)),
         }

@@ -55,8 +55,8 @@ impl CopyOutStream<'_> {
     /// The next event, or `None` once the server is ready for the next command. A server error
     /// is returned once the server is ready again (the connection stays usable).
     ///
-    /// Each wait is bounded by the client's read timeout. Cancel safe: a cancelled call loses
-    /// no data, but the stream must then be dropped with the connection.
+    /// Each wait is bounded by the client's read timeout. Cancel safe: bytes read before a
+    /// cancellation stay buffered and the next call continues from them.
     pub async fn next_event(&mut self) -> Result<Option<CopyOutEvent>, PgConnError> {
         if self.finished {
             return Ok(None);
