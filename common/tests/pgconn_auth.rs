@@ -124,6 +124,18 @@ host replication scram_user 127.0.0.1/32 scram-sha-256
         assert!(matches!(err, PgConnError::Auth { .. }), "{err}");
     }
 
+    // channel_binding=require cannot be met without TLS: refused before any password is sent,
+    // and trust (no authentication at all) is refused too.
+    for user in ["scram_user", "md5_user", "pw_user", "trust_user"] {
+        let p = params(
+            &pg,
+            &format!("user={user} password=x channel_binding=require"),
+        );
+        let err = try_connect(&p).map(|_| ()).unwrap_err();
+        assert!(matches!(err, PgConnError::Auth { .. }), "{user}: {err}");
+        assert!(err.to_string().contains("channel_binding=require"), "{err}");
+    }
+
     // The password file, with libpq's permission rule.
     let dir = tempfile::tempdir().unwrap();
     let pgpass = dir.path().join("pgpass");
@@ -272,6 +284,20 @@ hostssl replication tls_user ::1/128 scram-sha-256
         assert!(client.uses_channel_binding(), "SCRAM-SHA-256-PLUS over TLS");
         assert_eq!(ssl_of(&client), "t");
     }
+    // channel_binding=require is met on TLS; disable turns binding off.
+    let required = assert_connects(&params(
+        &pg,
+        &format!(
+            "user=tls_user password=tlspw sslmode=verify-full sslrootcert={} channel_binding=require",
+            file("ca.crt")
+        ),
+    ));
+    assert!(required.uses_channel_binding());
+    let disabled = assert_connects(&params(
+        &pg,
+        "user=tls_user password=tlspw sslmode=require channel_binding=disable",
+    ));
+    assert!(disabled.is_tls() && !disabled.uses_channel_binding());
     // verify-ca accepts the chain too.
     assert_connects(&params(
         &pg,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use walship_common::pgconn::conninfo::parse_settings;
 use walship_common::pgconn::pgpass::{PgpassEntry, lookup_file, lookup_in};
-use walship_common::pgconn::{ConnInfoError, ConnParams, Host, SslMode, Target};
+use walship_common::pgconn::{
+    ChannelBindingMode, ConnInfoError, ConnParams, Host, SslMode, Target,
+};
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let map: HashMap<String, String> = pairs
@@ -172,6 +174,14 @@ fn environment_fills_what_the_string_leaves_out() {
         .with_fallback_application_name("walship");
     assert_eq!(p.application_name.as_deref(), Some("walship"));
     assert_eq!(p.sslmode, SslMode::Prefer, "libpq's default sslmode");
+    assert_eq!(
+        p.channel_binding,
+        ChannelBindingMode::Prefer,
+        "libpq's default channel_binding"
+    );
+    let p =
+        ConnParams::parse_with_env("user=u", &env_of(&[("PGCHANNELBINDING", "require")])).unwrap();
+    assert_eq!(p.channel_binding, ChannelBindingMode::Require);
     assert_eq!(p.targets[0].port, 5432);
 }
 
@@ -209,6 +219,16 @@ fn bad_strings_are_refused_with_the_reason() {
     ));
     assert!(matches!(
         ConnParams::parse_with_env("sslmode=allow user=u", &no_env),
+        Err(ConnInfoError::BadValue { .. })
+    ));
+    assert_eq!(
+        ConnParams::parse_with_env("sslcert=/c.pem user=u", &no_env),
+        Err(ConnInfoError::UnsupportedKey {
+            key: "sslcert".into()
+        })
+    );
+    assert!(matches!(
+        ConnParams::parse_with_env("channel_binding=always user=u", &no_env),
         Err(ConnInfoError::BadValue { .. })
     ));
     assert!(matches!(

@@ -15,7 +15,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
 use super::client::ReplicationClient;
-use super::conninfo::Password;
+use super::conninfo::{ChannelBindingMode, Password};
 use super::error::{PgConnError, ServerError};
 use super::wire::Backend;
 
@@ -27,6 +27,8 @@ pub(crate) struct AuthInput<'a> {
     pub password: &'a dyn Fn() -> Option<Password>,
     /// Hash of the server certificate when on TLS (for channel binding).
     pub tls_server_end_point: Option<Vec<u8>>,
+    /// Whether channel binding is refused, preferred or required.
+    pub channel_binding: ChannelBindingMode,
 }
 
 impl ReplicationClient {
@@ -38,14 +40,25 @@ impl ReplicationClient {
                 other => return Err(self.unexpected(&other, "authentication")),
             };
             match msg {
-                Message::AuthenticationOk => return Ok(()),
+                Message::AuthenticationOk => {
+                    if input.channel_binding == ChannelBindingMode::Require && !self.channel_binding
+                    {
+                        return Err(self.auth_error(
+                            input,
+                            "channel_binding=require, but the server authenticated without channel binding",
+                        ));
+                    }
+                    return Ok(());
+                }
                 Message::AuthenticationCleartextPassword => {
+                    self.refuse_without_binding(input)?;
                     let password = self.need_password(input)?;
                     frontend::password_message(password.expose().as_bytes(), &mut self.wbuf)
                         .map_err(|e| self.io_error(e))?;
                     self.flush().await?;
                 }
                 Message::AuthenticationMd5Password(body) => {
+                    self.refuse_without_binding(input)?;
                     let password = self.need_password(input)?;
                     let hash = md5_hash(
                         input.user.as_bytes(),
@@ -90,7 +103,11 @@ impl ReplicationClient {
         mechanisms: &[String],
     ) -> Result<(), PgConnError> {
         let offers = |m: &str| mechanisms.iter().any(|x| x == m);
-        let (mechanism, binding) = match &input.tls_server_end_point {
+        let end_point = match input.channel_binding {
+            ChannelBindingMode::Disable => None,
+            _ => input.tls_server_end_point.as_ref(),
+        };
+        let (mechanism, binding) = match end_point {
             Some(hash) if offers(SCRAM_SHA_256_PLUS) => (
                 SCRAM_SHA_256_PLUS,
                 ChannelBinding::tls_server_end_point(hash.clone()),
@@ -105,6 +122,9 @@ impl ReplicationClient {
                 ));
             }
         };
+        if mechanism != SCRAM_SHA_256_PLUS {
+            self.refuse_without_binding(input)?;
+        }
         let password = self.need_password(input)?;
         let mut scram = ScramSha256::new(password.expose().as_bytes(), binding);
         frontend::sasl_initial_response(mechanism, scram.message(), &mut self.wbuf)
@@ -147,6 +167,18 @@ impl ReplicationClient {
             Backend::Message(m) => Ok(m),
             other => Err(self.unexpected(&other, during)),
         }
+    }
+
+    /// With channel_binding=require, a password must never be sent in a non-binding method.
+    fn refuse_without_binding(&self, input: &AuthInput<'_>) -> Result<(), PgConnError> {
+        if input.channel_binding == ChannelBindingMode::Require {
+            return Err(self.auth_error(
+                input,
+                "channel_binding=require, but the server offers no authentication with channel \
+                 binding (needs TLS and SCRAM)",
+            ));
+        }
+        Ok(())
     }
 
     fn need_password(&self, input: &AuthInput<'_>) -> Result<Password, PgConnError> {

@@ -183,6 +183,7 @@ async fn startup(
         user: &params.user,
         password: &password,
         tls_server_end_point,
+        channel_binding: params.channel_binding,
     };
     client.authenticate(&input).await?;
     loop {

@@ -34,6 +34,39 @@ const KNOWN_KEYS: &[&str] = &[
     "fallback_application_name",
     "passfile",
     "connect_timeout",
+    "channel_binding",
+];
+
+/// libpq keys walship does not implement: refused by name rather than as unknown.
+const UNSUPPORTED_KEYS: &[&str] = &[
+    "hostaddr",
+    "options",
+    "client_encoding",
+    "replication",
+    "service",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "sslcompression",
+    "sslnegotiation",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "requirepeer",
+    "require_auth",
+    "gssencmode",
+    "gssdelegation",
+    "krbsrvname",
+    "gsslib",
+    "target_session_attrs",
+    "load_balance_hosts",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
 ];
 
 /// Why connection settings were refused. Never holds a password.
@@ -51,6 +84,12 @@ pub enum ConnInfoError {
     /// A key libpq would not know either (or one we do not support).
     #[error("invalid connection option \"{key}\"")]
     UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// A libpq key that walship does not implement (client certificates, GSSAPI, ...).
+    #[error("connection option \"{key}\" is not supported by walship")]
+    UnsupportedKey {
         /// The key.
         key: String,
     },
@@ -137,6 +176,33 @@ impl fmt::Display for SslMode {
     }
 }
 
+/// libpq's `channel_binding`: whether SCRAM must, may or must not bind to the TLS channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelBindingMode {
+    /// Never use channel binding.
+    Disable,
+    /// Use it when on TLS and the server offers SCRAM-SHA-256-PLUS (libpq's default).
+    #[default]
+    Prefer,
+    /// Refuse to authenticate any other way (also refuses trust, password and md5).
+    Require,
+}
+
+impl ChannelBindingMode {
+    fn parse(s: &str) -> Result<ChannelBindingMode, ConnInfoError> {
+        match s {
+            "disable" => Ok(ChannelBindingMode::Disable),
+            "prefer" => Ok(ChannelBindingMode::Prefer),
+            "require" => Ok(ChannelBindingMode::Require),
+            other => Err(ConnInfoError::BadValue {
+                key: "channel_binding".into(),
+                value: other.into(),
+                message: "expected disable, prefer or require".into(),
+            }),
+        }
+    }
+}
+
 /// Where one server listens: a TCP host name/address, or a unix socket directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
@@ -201,6 +267,8 @@ pub struct ConnParams {
     pub dbname: Option<String>,
     /// TLS policy.
     pub sslmode: SslMode,
+    /// Channel-binding policy for SCRAM.
+    pub channel_binding: ChannelBindingMode,
     /// Root CA certificates (PEM) for verifying the server; `None` = `~/.postgresql/root.crt`.
     pub sslrootcert: Option<PathBuf>,
     /// `application_name` sent at startup (what `synchronous_standby_names` lists).
@@ -235,7 +303,11 @@ impl ConnParams {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ConnParams, ConnInfoError> {
         if let Some(key) = settings.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
-            return Err(ConnInfoError::UnknownKey { key: key.clone() });
+            return Err(if UNSUPPORTED_KEYS.contains(&key.as_str()) {
+                ConnInfoError::UnsupportedKey { key: key.clone() }
+            } else {
+                ConnInfoError::UnknownKey { key: key.clone() }
+            });
         }
         let get = |key: &str, var: &str| -> Option<String> {
             settings
@@ -287,6 +359,10 @@ impl ConnParams {
                 .map(Password),
             dbname: get("dbname", "PGDATABASE"),
             sslmode,
+            channel_binding: match get("channel_binding", "PGCHANNELBINDING") {
+                Some(mode) => ChannelBindingMode::parse(&mode)?,
+                None => ChannelBindingMode::default(),
+            },
             sslrootcert: get("sslrootcert", "PGSSLROOTCERT").map(PathBuf::from),
             application_name: get("application_name", "PGAPPNAME")
                 .or_else(|| settings.get("fallback_application_name").cloned()),

@@ -40,7 +40,9 @@ mod wire;
 
 pub use basebackup::{BackupEvent, BaseBackupOptions, BaseBackupStream, TablespaceInfo};
 pub use client::ReplicationClient;
-pub use conninfo::{ConnInfoError, ConnParams, Host, Password, SslMode, Target};
+pub use conninfo::{
+    ChannelBindingMode, ConnInfoError, ConnParams, Host, Password, SslMode, Target,
+};
 pub use copy::{CopyOutEvent, CopyOutStream};
 pub use error::{PgConnError, ServerError};
 pub use query::ResultSet;
