@@ -24,7 +24,7 @@ pub(crate) struct AuthInput<'a> {
     /// The role name.
     pub user: &'a str,
     /// Supplies the password when the server asks (connection string, environment, .pgpass).
-    pub password: &'a dyn Fn() -> Option<Password>,
+    pub password: &'a (dyn Fn() -> Option<Password> + Sync),
     /// Hash of the server certificate when on TLS (for channel binding).
     pub tls_server_end_point: Option<Vec<u8>>,
     /// Whether channel binding is refused, preferred or required.
