@@ -18,6 +18,35 @@
 //! - [`ReplicationClient::start_replication`]: [`WalStream`] of [`XLogData`] and keepalives,
 //!   [`StandbyStatusUpdate`]s back, and the end-of-timeline handshake ([`NextTimeline`]).
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use walship_common::Lsn;
+//! use walship_common::pgconn::*;
+//!
+//! # async fn demo() -> Result<(), PgConnError> {
+//! let params = ConnParams::parse("host=db user=walship")?.with_fallback_application_name("walship");
+//! let mut client = ReplicationClient::connect(&params).await?;
+//! let system = client.identify_system().await?;
+//! let start = Lsn(system.xlogpos.0 - system.xlogpos.0 % client.wal_segment_size().await?);
+//! if let StartReplication::Streaming(mut wal) =
+//!     client.start_replication(Some("walship"), start, Some(system.timeline)).await?
+//! {
+//!     let mut written = start;
+//!     loop {
+//!         match wal.next_event(Duration::from_secs(10)).await? {
+//!             WalEvent::Message(ReplicationMessage::XLogData(x)) => written = x.data_end(),
+//!             WalEvent::Message(ReplicationMessage::Keepalive(k)) if !k.reply_requested => continue,
+//!             WalEvent::Ended(_next_timeline) => break,
+//!             _ => {}
+//!         }
+//!         let status = StandbyStatusUpdate { write: written, flush: written, apply: Lsn::INVALID, reply_requested: false };
+//!         wal.send_status(&status).await?;
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Every wait is bounded (connect timeout, read timeout, or a caller's idle limit), and every
 //! error names the server (`host:port` or socket path); server errors keep severity, SQLSTATE,
 //! message, detail and hint ([`ServerError`]).
