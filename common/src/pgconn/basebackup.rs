@@ -149,7 +149,7 @@ pub enum BackupEvent {
     },
     /// A chunk of the current archive.
     Data(Bytes),
-    /// Bytes sent so far (PG15+ with PROGRESS).
+    /// Archive bytes sent so far (with PROGRESS; reported by PG15+, counted for PG13-14).
     Progress(u64),
     /// A chunk of the backup manifest.
     Manifest(Bytes),
@@ -188,6 +188,10 @@ pub struct BaseBackupStream<'a> {
     phase: Phase,
     multiplexed: bool,
     endpoint: String,
+    /// PG13-14 send no progress messages: with PROGRESS, archive bytes are counted here and a
+    /// [`BackupEvent::Progress`] follows each data chunk, as PG15+ would report.
+    legacy_progress: Option<u64>,
+    pending: Option<BackupEvent>,
 }
 
 impl ReplicationClient {
@@ -207,6 +211,8 @@ impl ReplicationClient {
             phase: Phase::Header,
             multiplexed: major >= 15,
             endpoint,
+            legacy_progress: (options.progress && major < 15).then_some(0),
+            pending: None,
         })
     }
 }
@@ -214,6 +220,9 @@ impl ReplicationClient {
 impl BaseBackupStream<'_> {
     /// The next event, or `None` when the backup is complete and the connection is ready.
     pub async fn next_event(&mut self) -> Result<Option<BackupEvent>, PgConnError> {
+        if let Some(event) = self.pending.take() {
+            return Ok(Some(event));
+        }
         loop {
             let Some(event) = self.copy.next_event().await? else {
                 return Ok(None);
@@ -300,7 +309,13 @@ impl BaseBackupStream<'_> {
 
     fn data(&mut self, mut body: Bytes) -> Result<Option<BackupEvent>, PgConnError> {
         match self.phase {
-            Phase::LegacyArchive => return Ok(Some(BackupEvent::Data(body))),
+            Phase::LegacyArchive => {
+                if let Some(done) = self.legacy_progress.as_mut() {
+                    *done += body.len() as u64;
+                    self.pending = Some(BackupEvent::Progress(*done));
+                }
+                return Ok(Some(BackupEvent::Data(body)));
+            }
             Phase::LegacyManifest => return Ok(Some(BackupEvent::Manifest(body))),
             Phase::NewArchive | Phase::NewManifest => {}
             Phase::Header | Phase::Trailer => {
