@@ -91,6 +91,9 @@ pub struct ReadEnd {
 }
 
 /// An iterator over the records of consecutive segments; see the module doc.
+///
+/// Yields `Ok(record)` until valid WAL ends (then `None`, with [`WalReader::end`] saying
+/// where and why). A loader error is yielded as `Err`; calling `next` again retries the load.
 pub struct WalReader<F> {
     seg_size: WalSegSize,
     load: F,
