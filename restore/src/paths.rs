@@ -85,7 +85,10 @@ impl Destinations {
     /// (a link the restore creates). Refuses paths that could escape.
     pub fn of(&self, backup: &str, path: &str) -> Result<Option<PathBuf>, RestoreError> {
         let rel = Path::new(path);
-        if path.is_empty() || !clean_components(rel) || rel.is_absolute() {
+        let plain = path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !plain || !clean_components(rel) || rel.is_absolute() {
             return Err(RestoreError::BadManifest {
                 backup: backup.to_string(),
                 message: format!("path {path:?} is not a clean relative path"),

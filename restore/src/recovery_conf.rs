@@ -223,7 +223,7 @@ mod tests {
         ));
         let block = c.block();
         assert!(block.contains(
-            r#"restore_command = '/usr/bin/walship --config ''/etc/walship/it''\\''s.toml'' fetch %f %p'"#
+            r#"restore_command = '/usr/bin/walship --config ''/etc/walship/it''\\''''s.toml'' fetch %f %p'"#
         ), "{block}");
         assert!(block.contains("recovery_target_time = '2026-11-20 14:03:00.000000+00'"));
         assert!(block.contains("recovery_target_action = 'promote'"));
@@ -239,7 +239,10 @@ mod tests {
         );
         let new = strip_recovery_settings(&old) + &c.block();
         assert_eq!(new.matches("restore_command").count(), 1, "{new}");
-        assert!(!new.to_lowercase().contains("recovery_target_time"));
+        assert!(
+            !new.to_lowercase().contains("recovery_target_time ="),
+            "{new}"
+        );
         assert!(new.contains("work_mem = '8MB'"));
         assert_eq!(new.matches(BEGIN).count(), 1);
     }

@@ -119,7 +119,10 @@ pub fn parse_target_time(text: &str) -> Result<TargetTime, TargetError> {
             zone_given: true,
         });
     }
-    let normalised = trimmed.replacen('T', " ", 1);
+    let normalised = match trimmed.get(10..11) {
+        Some("T") => format!("{} {}", &trimmed[..10], &trimmed[11..]),
+        _ => trimmed.to_string(),
+    };
     let (body, zone) = split_zone(&normalised);
     let naive = [
         "%Y-%m-%d %H:%M:%S%.f",
