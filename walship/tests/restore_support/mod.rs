@@ -294,8 +294,16 @@ pub fn restore(repo: &TestRepo, to: &Path, args: &[&str]) -> std::process::Outpu
 /// Starts Postgres on a restored directory (not archiving), waits until recovery has ended
 /// and the server accepts writes, and returns it.
 pub fn start_restored(install: &PgInstall, dir: &Path) -> Cluster {
+    start_restored_with(install, dir, false)
+}
+
+/// Like [`start_restored`]; with `archive`, the restored server keeps the original's
+/// archive_command (and so archives its new timeline into the same repository).
+pub fn start_restored_with(install: &PgInstall, dir: &Path, archive: bool) -> Cluster {
     let mut cluster = Cluster::from_data_dir(install, dir);
-    cluster.append_conf("archive_mode = off");
+    if !archive {
+        cluster.append_conf("archive_mode = off");
+    }
     cluster.start();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while cluster.query_string("select pg_is_in_recovery()::text") == "true" {
