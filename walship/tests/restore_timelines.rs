@@ -17,7 +17,10 @@ fn archiving_cluster(install: &PgInstall, repo: &TestRepo) -> Cluster {
     Cluster::builder(install)
         .initdb_arg("--wal-segsize=1")
         .setting("archive_mode", "on")
-        .setting("archive_command", &format!("'{}'", repo.archive_command("")))
+        .setting(
+            "archive_command",
+            &format!("'{}'", repo.archive_command("")),
+        )
         .setting("checkpoint_timeout", "'1h'")
         .start()
 }
@@ -110,7 +113,11 @@ fn restores_along_and_across_timelines_on_every_major() {
         );
         // Along timeline 2, timeline 1's later rows are not reachable.
         let dir = pg_test_harness::test_dir("tl-refused");
-        let out = restore(&repo, &dir.path().join("data"), &["--target-time", &t_late, "--dry-run"]);
+        let out = restore(
+            &repo,
+            &dir.path().join("data"),
+            &["--target-time", &t_late, "--dry-run"],
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             stdout.contains("WAL timeline 2:") && stdout.contains("WAL timeline 1:"),

@@ -66,6 +66,14 @@ pub fn take_backup(cluster: &Cluster, repo: &TestRepo) -> BackupManifest {
     let stop_time = Utc::now();
     let label = std::fs::read_to_string(copy.path().join("backup_label")).unwrap();
     let spcmap = std::fs::read_to_string(copy.path().join("tablespace_map")).ok();
+    // low_level_copy skips the pg_tblspc links: copy each tablespace's files in under
+    // pg_tblspc/<oid>/, as BASE_BACKUP's manifest names them (nothing writes meanwhile).
+    for (oid, location) in tablespaces(spcmap.as_deref()) {
+        copy_tree(
+            Path::new(&location),
+            &copy.path().join("pg_tblspc").join(oid.to_string()),
+        );
+    }
     let rt = runtime();
     let repository = open_repo(&rt, repo);
     store_copy(
@@ -215,8 +223,11 @@ pub fn store_copy(
         stop_time,
         duration_ms: (stop_time - start_time).num_milliseconds().max(0) as u64,
         backup_label: label.to_string(),
-        tablespace_map: spcmap.filter(|m| !m.is_empty()),
-        tablespaces: Vec::new(),
+        tablespace_map: spcmap.clone().filter(|m| !m.is_empty()),
+        tablespaces: tablespaces(spcmap.as_deref())
+            .into_iter()
+            .map(|(oid, location)| walship_common::catalog::TablespaceInfo { oid, location })
+            .collect(),
         pg_backup_manifest: None,
         bytes_raw: bundles.iter().map(|b| b.raw_len).sum(),
         bytes_stored: bundles.iter().map(|b| b.stored_len).sum(),
@@ -241,6 +252,30 @@ pub fn put_manifest(
         false,
     ))
     .unwrap();
+}
+
+/// The `(oid, location)` lines of a tablespace_map.
+pub fn tablespaces(map: Option<&str>) -> Vec<(u32, String)> {
+    map.unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (oid, dir) = l.split_once(' ')?;
+            Some((oid.parse().ok()?, dir.to_string()))
+        })
+        .collect()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
