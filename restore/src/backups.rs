@@ -16,7 +16,9 @@ pub async fn list_backup_ids(repo: &Repository) -> Result<Vec<BackupId>, Restore
         .list(layout::BACKUPS_PREFIX)
         .await?
         .iter()
-        .filter_map(|meta| layout::manifest_id(meta.key.as_str()))
+        .filter_map(|meta| {
+            layout::backup_id_of(&meta.key).filter(|id| meta.key == layout::manifest_key(*id))
+        })
         .collect();
     ids.sort();
     ids.dedup();
@@ -28,7 +30,7 @@ pub async fn load_manifest(
     repo: &Repository,
     id: &BackupId,
 ) -> Result<BackupManifest, RestoreError> {
-    let bytes = repo.get_content(&layout::manifest_key(id)).await?;
+    let bytes = repo.get_content(&layout::manifest_key(*id)).await?;
     let bad = |message: String| RestoreError::BadManifest {
         backup: id.to_string(),
         message,

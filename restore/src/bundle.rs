@@ -71,7 +71,7 @@ pub async fn restore_bundle(
     job: BundleJob,
     progress: ProgressFn,
 ) -> Result<BundleOutcome, RestoreError> {
-    let key = layout::bundle_key(&backup, &job.name).map_err(|e| RestoreError::BadManifest {
+    let key = layout::bundle_key(backup, &job.name).map_err(|e| RestoreError::BadManifest {
         backup: backup.to_string(),
         message: e.to_string(),
     })?;

@@ -257,7 +257,7 @@ pub async fn materialise(
         .collect();
     summary.bundles_fetched = jobs.len() as u64;
     let mut results = futures::stream::iter(jobs)
-        .map(|job| bundle::restore_bundle(repo, manifest.id, job, progress.clone()))
+        .map(|job| restore_bundle_retrying(repo, manifest.id, job, progress.clone()))
         .buffer_unordered(opts.parallel.max(1));
     let mut control: Option<Vec<u8>> = None;
     while let Some(result) = results.next().await {
@@ -299,6 +299,30 @@ pub async fn materialise(
     summary.bytes_written += control.len() as u64;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
+}
+
+/// Attempts at one bundle when its stream breaks (a transient storage error mid-stream;
+/// the storage layer already retries each request).
+const BUNDLE_ATTEMPTS: u32 = 3;
+
+/// Restores one bundle, starting it again from the top when its stream breaks transiently
+/// (its files are rewritten from scratch; a corrupt bundle is never retried).
+async fn restore_bundle_retrying(
+    repo: &Repository,
+    id: walship_common::catalog::BackupId,
+    job: BundleJob,
+    progress: ProgressFn,
+) -> Result<bundle::BundleOutcome, RestoreError> {
+    let mut attempt = 1;
+    loop {
+        match bundle::restore_bundle(repo, id, job.clone(), progress.clone()).await {
+            Err(RestoreError::Storage(e)) if !e.is_permanent() && attempt < BUNDLE_ATTEMPTS => {
+                tracing::warn!("bundle {} of backup {id}: {e}; starting it again", job.name);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// True when `path` is a regular file of `size` bytes whose crc32c is `crc`.

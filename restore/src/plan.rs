@@ -366,7 +366,9 @@ fn judge(
         );
         return;
     }
-    plan.missing_segments = missing_segments(listing, history, seg_size, chosen.start_lsn);
+    let with_partials = matches!(spec.target, RecoveryTarget::Latest);
+    plan.missing_segments =
+        missing_segments(listing, history, seg_size, chosen.start_lsn, with_partials);
     if let Some((name, why)) = &report.bad_segment {
         let kind = if why.contains("system identifier") {
             ProblemKind::OtherCluster
@@ -477,8 +479,9 @@ fn missing_segments(
     history: &TimelineHistory,
     seg_size: WalSegSize,
     start: Lsn,
+    with_partials: bool,
 ) -> Vec<String> {
-    let Some(last) = listing.last_on_path(history, seg_size) else {
+    let Some(last) = listing.last_on_path(history, seg_size, with_partials) else {
         return Vec::new();
     };
     let mut missing = Vec::new();
@@ -487,7 +490,7 @@ fn missing_segments(
         let tli = history.timeline_of_segment(segno, seg_size);
         if let Ok(wal) = WalFileName::new(tli, segno, seg_size)
             && !listing.has(&wal)
-            && !listing.partials.contains_key(&(tli, segno))
+            && !(with_partials && listing.partials.contains_key(&(tli, segno)))
         {
             missing.push(wal.to_string());
         }

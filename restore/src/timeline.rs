@@ -71,10 +71,17 @@ impl ArchiveListing {
 
     /// The last segment recovery along `history` could read: the highest segment number
     /// whose copy on the timeline `history` picks for it is archived (complete or partial).
-    pub fn last_on_path(&self, history: &TimelineHistory, seg_size: WalSegSize) -> Option<SegNo> {
+    /// `.partial` copies count only `with_partials`.
+    pub fn last_on_path(
+        &self,
+        history: &TimelineHistory,
+        seg_size: WalSegSize,
+        with_partials: bool,
+    ) -> Option<SegNo> {
+        let partials = self.partials.keys().filter(|_| with_partials);
         self.segments
             .keys()
-            .chain(self.partials.keys())
+            .chain(partials)
             .filter(|(tli, segno)| history.timeline_of_segment(*segno, seg_size) == *tli)
             .map(|(_, segno)| *segno)
             .max()

@@ -120,15 +120,20 @@ pub async fn scan(
     spec: &TargetSpec,
 ) -> Result<ScanReport, RestoreError> {
     let exclusive = spec.exclusive;
+    // `walship fetch` delivers a `.partial` only with --allow-partial, which restore writes
+    // into restore_command for `--target latest` alone: read them only then.
+    let allow_partial = matches!(spec.target, RecoveryTarget::Latest);
     let first = start.segno(seg_size);
-    let last = listing.last_on_path(history, seg_size).unwrap_or(first);
+    let last = listing
+        .last_on_path(history, seg_size, allow_partial)
+        .unwrap_or(first);
     let plan: Vec<(SegNo, Option<ArchiveFileName>, WalFileName)> = segnos(first, last, seg_size)
         .filter_map(|segno| {
             let tli = history.timeline_of_segment(segno, seg_size);
             let wal = WalFileName::new(tli, segno, seg_size).ok()?;
             let name = if listing.has(&wal) {
                 Some(ArchiveFileName::Segment(wal))
-            } else if listing.partials.contains_key(&(tli, segno)) {
+            } else if allow_partial && listing.partials.contains_key(&(tli, segno)) {
                 Some(ArchiveFileName::Partial(wal))
             } else {
                 None

@@ -129,6 +129,22 @@ fn story_restores_every_recorded_point_on_every_major() {
             &p2.rows,
         );
         restore_and_compare(&install, &repo, &["--target-name", "before-drop"], &at_name);
+        // The newest backup (taken right after batch 2) at its consistency point.
+        restore_and_compare(&install, &repo, &["--target", "immediate"], &points[1].rows);
+        // The end of the archive: the table is gone, what came after the drop is there.
+        let dir = pg_test_harness::test_dir("restored");
+        let to = dir.path().join("data");
+        let out = restore(&repo, &to, &["--target", "latest"]);
+        assert!(out.status.success(), "restore latest: {}", describe(&out));
+        let auto = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
+        assert!(auto.contains("fetch --allow-partial %f %p"), "{auto}");
+        let mut latest = start_restored(&install, &to);
+        assert_eq!(
+            latest.query_string("select count(*)::text from pg_class where relname = 'story'"),
+            "0"
+        );
+        assert_eq!(latest.query_string("select x::text from after_drop"), "1");
+        stop_and_check_checksums(&mut latest);
         eprintln!(
             "PG{}: story restored to every recorded point",
             install.major

@@ -200,7 +200,7 @@ fn restore_refuses_before_any_data_moves_and_reports_the_plan() {
         .unwrap();
 
     // A corrupted bundle: the restore fails naming the file; the directory does not start.
-    let bundle = layout::bundle_key(&backup.id, &backup.bundles[0].name).unwrap();
+    let bundle = layout::bundle_key(backup.id, &backup.bundles[0].name).unwrap();
     let mut bytes = rt
         .block_on(repository.storage().get_bytes(&bundle))
         .unwrap()

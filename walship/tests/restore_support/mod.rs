@@ -129,7 +129,7 @@ pub fn store_copy(
             return;
         }
         let name = format!("{:08}", bundles.len());
-        let key = layout::bundle_key(&id, &name).unwrap();
+        let key = layout::bundle_key(id, &name).unwrap();
         let raw_len = current.len() as u64;
         let stored = rt
             .block_on(repository.put_content(&key, Bytes::from(std::mem::take(current)), true))
@@ -247,7 +247,7 @@ pub fn put_manifest(
 ) {
     let json = serde_json::to_vec_pretty(manifest).unwrap();
     rt.block_on(repository.put_content(
-        &layout::manifest_key(&manifest.id),
+        &layout::manifest_key(manifest.id),
         Bytes::from(json),
         false,
     ))
