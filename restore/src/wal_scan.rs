@@ -24,7 +24,7 @@ use crate::target::{RecoveryTarget, TargetSpec};
 use crate::timeline::ArchiveListing;
 
 /// Segments fetched ahead of the reader.
-pub const READ_AHEAD: usize = 4;
+pub const READ_AHEAD: usize = 8;
 
 /// A record recovery stops at (or a commit the archive holds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -253,16 +253,30 @@ async fn fetch_segment(
         Err(e) => return Err(e.into()),
     };
     let seg_bytes = wal.seg_size().as_u64() as usize;
-    let mut bytes = content.to_vec();
-    let checked = match name {
-        ArchiveFileName::Partial(_) if bytes.len() <= seg_bytes => {
-            bytes.resize(seg_bytes, 0);
-            segment_check::validate_first_page(&bytes, wal, Some(system_identifier)).map(|_| ())
+    // The first page says whose segment this is (address, timeline, system identifier);
+    // the reader checks every page it reads after that, as recovery does.
+    tokio::task::spawn_blocking(move || {
+        let mut bytes = content.to_vec();
+        let checked = match name {
+            ArchiveFileName::Partial(_) if bytes.len() <= seg_bytes => {
+                bytes.resize(seg_bytes, 0);
+                Ok(())
+            }
+            _ if bytes.len() != seg_bytes => {
+                Err(format!("{} bytes, expected {seg_bytes}", bytes.len()))
+            }
+            _ => Ok(()),
         }
-        _ => segment_check::validate_segment(&bytes, wal, Some(system_identifier)).map(|_| ()),
-    };
-    match checked {
-        Ok(()) => Ok(Fetched::Segment(segno, bytes)),
-        Err(e) => Ok(Fetched::Bad(segno, name.to_string(), e.to_string())),
-    }
+        .and_then(|()| {
+            segment_check::validate_first_page(&bytes, wal, Some(system_identifier))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        match checked {
+            Ok(()) => Fetched::Segment(segno, bytes),
+            Err(why) => Fetched::Bad(segno, name.to_string(), why),
+        }
+    })
+    .await
+    .map_err(|e| std::panic::resume_unwind(e.into_panic()))
 }

@@ -1,6 +1,6 @@
 //! `walship restore --tablespace OID=DIR` relocates a tablespace (files, link, map), and
 //! `--delta` reuses what already matches, replaces what does not, removes what the backup
-//! lacks, and refuses a directory of another cluster. One major (15 when found), real
+//! lacks, and refuses a directory of another cluster, which `--force` replaces. One major (15 when found), real
 //! Postgres, real SeaweedFS.
 
 mod restore_support;
@@ -154,4 +154,16 @@ fn tablespace_relocation_and_delta(repo: TestRepo) {
         "{}",
         describe(&out)
     );
+    // --force replaces it.
+    let moved = foreign.path().join("spc");
+    let relocate = format!("{oid}={}", moved.display());
+    let out = restore(
+        &repo,
+        &data,
+        &["--target", "latest", "--force", "--tablespace", &relocate],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    support::chown_tree_like(&moved, foreign.path());
+    let restored = start_restored(install, &data);
+    assert_eq!(rows(&restored), want, "rows after --force");
 }

@@ -23,25 +23,40 @@ fn dry_run_over_500_segments_takes_under_10_seconds() {
     let cluster = Cluster::builder(install)
         .initdb_arg("--wal-segsize=1")
         .setting("archive_mode", "on")
-        .setting("archive_command", &format!("'{}'", repo.archive_command("--async")))
+        .setting(
+            "archive_command",
+            &format!("'{}'", repo.archive_command("--async")),
+        )
         .setting("checkpoint_timeout", "'1h'")
         .start();
     cluster.execute("create table tick (n int)");
     let backup = take_backup(&cluster, &repo);
-    let start = backup.stop_lsn.segno(walship_common::pg::WalSegSize::from_mib(1).unwrap());
+    let start = backup
+        .stop_lsn
+        .segno(walship_common::pg::WalSegSize::from_mib(1).unwrap());
     for n in 0..520 {
-        cluster.execute(&format!("insert into tick values ({n}); select pg_switch_wal()"));
+        cluster.execute(&format!(
+            "insert into tick values ({n}); select pg_switch_wal()"
+        ));
     }
     archive_everything(&cluster, Duration::from_secs(600));
     let end: u64 = cluster
         .query_string("select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 17, 8))::bit(32)::bigint + ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 9, 8))::bit(32)::bigint * 4096")
         .parse()
         .unwrap();
-    assert!(end - start.0 >= 500, "only {} segments after the backup", end - start.0);
+    assert!(
+        end - start.0 >= 500,
+        "only {} segments after the backup",
+        end - start.0
+    );
 
     let dir = pg_test_harness::test_dir("plan-time");
     let started = Instant::now();
-    let out = restore(&repo, &dir.path().join("data"), &["--target", "latest", "--dry-run", "--json"]);
+    let out = restore(
+        &repo,
+        &dir.path().join("data"),
+        &["--target", "latest", "--dry-run", "--json"],
+    );
     let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
