@@ -8,21 +8,10 @@ mod support;
 use std::time::Duration;
 
 use pg_test_harness::{Cluster, PgInstall};
-use restore_support::{restore, start_restored, stop_and_check_checksums, take_backup};
+use restore_support::{
+    archiving_cluster, restore, start_restored, stop_and_check_checksums, take_backup,
+};
 use support::{TestRepo, archive_everything, describe};
-
-/// A cluster archiving into `repo` with 1 MiB segments.
-pub fn archiving_cluster(install: &PgInstall, repo: &TestRepo) -> Cluster {
-    Cluster::builder(install)
-        .initdb_arg("--wal-segsize=1")
-        .setting("archive_mode", "on")
-        .setting(
-            "archive_command",
-            &format!("'{}'", repo.archive_command("")),
-        )
-        .setting("checkpoint_timeout", "'1h'")
-        .start()
-}
 
 /// What the table held right after one batch committed.
 #[derive(Debug, Clone)]
@@ -55,9 +44,7 @@ fn write_batch(cluster: &Cluster, batch: i32) -> Point {
     .unwrap();
     tx.commit().unwrap();
     std::thread::sleep(Duration::from_millis(30));
-    let time = cluster.query_string(
-        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
-    );
+    let time = restore_support::utc_now(cluster);
     let lsn = cluster.query_string("select pg_current_wal_lsn()::text");
     let rows = contents(cluster);
     std::thread::sleep(Duration::from_millis(30));

@@ -8,21 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use pg_test_harness::{Cluster, PgInstall};
-use restore_support::{restore, start_restored, take_backup};
+use pg_test_harness::Cluster;
+use restore_support::{archiving_cluster, restore, start_restored, take_backup};
 use support::{TestRepo, archive_everything, describe};
-
-fn archiving_cluster(install: &PgInstall, repo: &TestRepo) -> Cluster {
-    Cluster::builder(install)
-        .initdb_arg("--wal-segsize=1")
-        .setting("archive_mode", "on")
-        .setting(
-            "archive_command",
-            &format!("'{}'", repo.archive_command("")),
-        )
-        .setting("checkpoint_timeout", "'1h'")
-        .start()
-}
 
 fn rows(cluster: &Cluster) -> Vec<String> {
     cluster

@@ -10,30 +10,14 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pg_test_harness::{Cluster, PgInstall};
-use restore_support::{open_repo, restore, runtime, start_restored, take_backup};
+use pg_test_harness::Cluster;
+use restore_support::{
+    archiving_cluster, open_repo, restore, runtime, start_restored, take_backup, utc_now,
+};
 use support::{TestRepo, archive_everything, describe};
 use walship_common::pg::{ArchiveFileName, WalFileName, WalSegSize};
 use walship_common::repo::layout;
 use walship_common::storage::{PutOptions, Storage};
-
-fn archiving_cluster(install: &PgInstall, repo: &TestRepo) -> Cluster {
-    Cluster::builder(install)
-        .initdb_arg("--wal-segsize=1")
-        .setting("archive_mode", "on")
-        .setting(
-            "archive_command",
-            &format!("'{}'", repo.archive_command("")),
-        )
-        .setting("checkpoint_timeout", "'1h'")
-        .start()
-}
-
-fn utc_now(cluster: &Cluster) -> String {
-    cluster.query_string(
-        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
-    )
-}
 
 fn write(cluster: &Cluster, n: i32) {
     cluster.execute(&format!(

@@ -10,20 +10,10 @@ mod support;
 use std::time::Duration;
 
 use pg_test_harness::{Cluster, PgInstall};
-use restore_support::{restore, start_restored, start_restored_with, take_backup};
+use restore_support::{
+    archiving_cluster, restore, start_restored, start_restored_with, take_backup,
+};
 use support::{TestRepo, archive_everything, describe};
-
-fn archiving_cluster(install: &PgInstall, repo: &TestRepo) -> Cluster {
-    Cluster::builder(install)
-        .initdb_arg("--wal-segsize=1")
-        .setting("archive_mode", "on")
-        .setting(
-            "archive_command",
-            &format!("'{}'", repo.archive_command("")),
-        )
-        .setting("checkpoint_timeout", "'1h'")
-        .start()
-}
 
 fn rows(cluster: &Cluster) -> Vec<String> {
     cluster
@@ -40,9 +30,7 @@ fn batch(cluster: &Cluster, from: i32, note: &str) -> (String, Vec<String>) {
         from + 99
     ));
     std::thread::sleep(Duration::from_millis(30));
-    let time = cluster.query_string(
-        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
-    );
+    let time = restore_support::utc_now(cluster);
     let now = rows(cluster);
     std::thread::sleep(Duration::from_millis(30));
     (time, now)

@@ -26,6 +26,27 @@ use crate::support::{TestRepo, describe, low_level_copy, walship_bin};
 /// Raw bytes per bundle.
 const BUNDLE_RAW: u64 = 4 << 20;
 
+/// A cluster of `install` with 1 MiB segments, archiving into `repo` with `walship archive`.
+pub fn archiving_cluster(install: &PgInstall, repo: &TestRepo) -> Cluster {
+    Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("archive_mode", "on")
+        .setting(
+            "archive_command",
+            &format!("'{}'", repo.archive_command("")),
+        )
+        .setting("checkpoint_timeout", "'1h'")
+        .start()
+}
+
+/// The server's clock now, in UTC, as `YYYY-MM-DD HH:MM:SS.ffffff` (no zone: walship reads
+/// it as UTC).
+pub fn utc_now(cluster: &Cluster) -> String {
+    cluster.query_string(
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+    )
+}
+
 /// A tokio runtime for the library calls of a test.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
