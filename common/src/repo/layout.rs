@@ -2,7 +2,7 @@
 //! The layout is part of the on-storage format (`docs/FORMAT.md`, "Repository layout").
 //!
 //! ```text
-//! walship.json                                       identity (written once)
+//! walship.json                                       identity (plain JSON, written once)
 //! wal/00000002.history                                timeline history files
 //! wal/0000000100000003/000000010000000300000042       WAL segments, grouped by the first 16 hex digits
 //! wal/0000000100000003/000000010000000300000042.partial

@@ -107,7 +107,7 @@ impl Repository {
 
     /// The repository's identity, or `None` if `walship.json` does not exist yet.
     pub async fn identity(&self) -> Result<Option<RepoIdentity>, RepoError> {
-        match self.get_content(&layout::identity_key()).await {
+        match self.get_plain(&layout::identity_key()).await {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes)
                     .map(Some)
@@ -144,7 +144,7 @@ impl Repository {
                         message: e.to_string(),
                     })?;
                 match self
-                    .put_content(&layout::identity_key(), Bytes::from(json), true)
+                    .put_plain(&layout::identity_key(), Bytes::from(json), true)
                     .await
                 {
                     Ok(_) => return Ok(found.clone()),
@@ -219,6 +219,27 @@ impl Repository {
             .await
             .map_err(|e| self.corrupt(key, e))?;
         Ok(Bytes::from(decoded))
+    }
+
+    /// Stores `bytes` under `key` as they are (no codec), for documents people read with
+    /// ordinary tools (`walship.json`). The backend still checks a crc32c of the upload.
+    pub async fn put_plain(
+        &self,
+        key: &ObjectKey,
+        bytes: Bytes,
+        if_absent: bool,
+    ) -> Result<(), RepoError> {
+        let opts = PutOptions {
+            if_absent,
+            crc32c: Some(crc32c::crc32c(&bytes)),
+        };
+        self.storage.put(key, bytes, opts).await?;
+        Ok(())
+    }
+
+    /// Reads an object stored with [`Repository::put_plain`].
+    pub async fn get_plain(&self, key: &ObjectKey) -> Result<Bytes, RepoError> {
+        Ok(self.storage.get_bytes(key).await?)
     }
 
     /// Whether an object exists at `key` (a HEAD; nothing is read or verified).
