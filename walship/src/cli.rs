@@ -52,10 +52,10 @@ pub enum Command {
     Stream(NotBuiltArgs),
     /// Take a physical base backup over the replication protocol. [not built yet]
     Backup(NotBuiltArgs),
-    /// List the base backups in the repository. [not built yet]
-    List(NotBuiltArgs),
-    /// Show one base backup (`latest` or its id). [not built yet]
-    Info(NotBuiltArgs),
+    /// List the base backups in the repository (--incomplete: leftovers of interrupted ones).
+    List(crate::cmd::list::ListArgs),
+    /// Show one base backup (`latest` or its id).
+    Info(crate::cmd::info::InfoArgs),
     /// Restore a data directory to a point in time. [not built yet]
     Restore(NotBuiltArgs),
     /// Verify every object in the repository. [not built yet]

@@ -2,6 +2,9 @@
 
 pub mod archive;
 pub mod fetch;
+pub mod info;
+pub mod list;
+mod show;
 
 use walship_common::config::Options;
 
@@ -41,8 +44,20 @@ pub fn run(cli: Cli) -> u8 {
         }
         Command::Stream(_) => not_built("stream", Some(6)),
         Command::Backup(_) => not_built("backup", Some(4)),
-        Command::List(_) => not_built("list", Some(4)),
-        Command::Info(_) => not_built("info", Some(4)),
+        Command::List(args) => with_context(
+            "list",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| list::run(ctx, args),
+        ),
+        Command::Info(args) => with_context(
+            "info",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| info::run(ctx, args),
+        ),
         Command::Restore(_) => not_built("restore", Some(5)),
         Command::Verify(_) => not_built("verify", None),
         Command::Expire(_) => not_built("expire", None),
