@@ -4,7 +4,8 @@
 //!
 //! A backup path is relative, `/`-separated, valid UTF-8, with no empty, `.` or `..`
 //! component and no NUL; entries of a tablespace's archive are placed under
-//! `pg_tblspc/<oid>/`, as in Postgres's own `backup_manifest`. The same check runs again
+//! `pg_tblspc/<oid>/`, as in Postgres's own `backup_manifest`. One leading `./` is dropped:
+//! Postgres writes `./pg_wal/archive_status/` that way. The same check runs again
 //! when a manifest is read back ([`check_backup_path`]).
 
 use super::error::BackupError;
@@ -23,6 +24,8 @@ pub fn entry_path(
     };
     let text = std::str::from_utf8(raw).map_err(|_| refuse("the name is not valid UTF-8"))?;
     let text = text.strip_suffix('/').unwrap_or(text);
+    // Postgres names a few entries relative to the directory ("./pg_wal/archive_status").
+    let text = text.strip_prefix("./").unwrap_or(text);
     check_backup_path(text).map_err(refuse)?;
     Ok(match tablespace {
         Some(oid) => format!("pg_tblspc/{oid}/{text}"),
@@ -73,6 +76,10 @@ mod tests {
         );
         assert_eq!(entry_path("base.tar", None, b"pg_wal/").unwrap(), "pg_wal");
         assert_eq!(
+            entry_path("base.tar", None, b"./pg_wal/archive_status/").unwrap(),
+            "pg_wal/archive_status"
+        );
+        assert_eq!(
             entry_path("16384.tar", Some(16384), b"PG_15_202209061/5/16385").unwrap(),
             "pg_tblspc/16384/PG_15_202209061/5/16385"
         );
@@ -85,6 +92,8 @@ mod tests {
             b"/etc/passwd",
             b"base/../../x",
             b"base/./1",
+            b"././x",
+            b"./",
             b"base//1",
             b"",
             b"/",
