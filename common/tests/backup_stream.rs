@@ -187,6 +187,8 @@ fn main_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// PG 13-14 send the tablespace link and no end blocks (`end_blocks` false); 15+ send end
+/// blocks and no link.
 fn main_archive(end_blocks: bool) -> Vec<u8> {
     let files = main_files();
     let mut entries = vec![
@@ -195,7 +197,9 @@ fn main_archive(end_blocks: bool) -> Vec<u8> {
         Entry::Dir("global/"),
         Entry::Dir("pg_tblspc/"),
     ];
-    entries.push(Entry::Link("pg_tblspc/16384", "/srv/ts"));
+    if !end_blocks {
+        entries.push(Entry::Link("pg_tblspc/16384", "/srv/ts"));
+    }
     for (name, data) in &files {
         entries.push(Entry::File(name, data.clone()));
     }

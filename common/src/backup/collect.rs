@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::catalog::{BundleInfo, FileEntry, TablespaceInfo};
+use crate::catalog::{BundleInfo, FileEntry, FileKind, TablespaceInfo};
 use crate::lsn::Lsn;
 use crate::pg::timeline::TimelineId;
 
@@ -37,6 +37,36 @@ pub struct Collected {
     pub small: SmallFiles,
     /// Postgres's `backup_manifest`, verbatim.
     pub pg_manifest: Option<String>,
+}
+
+/// Postgres 15+ do not send the `pg_tblspc/<oid>` links when a tablespace map is requested
+/// (13-14 do): the manifest gets one for every listed tablespace all the same, pointing at
+/// the tablespace's location, so that it reads the same whatever the server's version.
+/// Placed before `global/pg_control`, which stays last.
+fn add_missing_tablespace_links(out: &mut Collected) {
+    for ts in &out.tablespaces {
+        let path = format!("pg_tblspc/{}", ts.oid);
+        if out.files.iter().any(|f| f.path == path) {
+            continue;
+        }
+        let link = FileEntry {
+            path,
+            kind: FileKind::Symlink,
+            size: 0,
+            mode: 0o777,
+            mtime: 0,
+            crc32c: None,
+            bundle: None,
+            offset: None,
+            link_target: Some(ts.location.clone()),
+        };
+        let at = out
+            .files
+            .iter()
+            .position(|f| f.path == "global/pg_control")
+            .unwrap_or(out.files.len());
+        out.files.insert(at, link);
+    }
 }
 
 /// Consumes `rx` to its end; see the module doc.
@@ -116,6 +146,7 @@ pub fn collect(
             "the stream ended without the main data directory's archive".into(),
         ));
     }
+    add_missing_tablespace_links(&mut out);
     if let Some(bytes) = manifest {
         let text = String::from_utf8(bytes)
             .map_err(|_| BackupError::Protocol("backup_manifest is not valid UTF-8".into()))?;
