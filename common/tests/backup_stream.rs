@@ -18,7 +18,7 @@ use walship_common::codec::Codec;
 use walship_common::pg::file_name::{ArchiveFileName, WalFileName};
 use walship_common::pg::segment::WalSegSize;
 use walship_common::pg::timeline::TimelineId;
-use walship_common::repo::{Repository, layout};
+use walship_common::repo::{RepoIdentity, Repository, layout};
 use walship_common::storage::{AnyStorage, LocalStorage};
 
 const SYSID: u64 = 7_400_000_000_000_000_001;
@@ -119,7 +119,11 @@ fn options(wal_timeout: Duration) -> BackupOptions {
     }
 }
 
+/// What `walship archive` does: the identity (first time), then the segments.
 async fn archive_wal(repo: &Repository, names: &[&str]) {
+    repo.ensure_identity(&RepoIdentity::new(SYSID, 15, 16 << 20))
+        .await
+        .unwrap();
     let seg = WalSegSize::from_mib(16).unwrap();
     for name in names {
         let wal = WalFileName::parse(name, seg).unwrap();
@@ -405,4 +409,27 @@ async fn missing_wal_fails_naming_the_segment_and_writes_no_manifest() {
     let catalog = read_catalog(&repo).await.unwrap();
     assert_eq!(catalog.complete.len(), 1);
     assert!(catalog.incomplete.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clusters_repository_is_refused_before_any_data_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    repo.ensure_identity(&RepoIdentity::new(SYSID + 1, 15, 16 << 20))
+        .await
+        .unwrap();
+    let id = choose_id(&repo).await.unwrap();
+    let err = take_backup(
+        &repo,
+        id,
+        EventList::new(stream(main_archive(true), None)),
+        server(),
+        &options(Duration::from_secs(1)),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_refusal(), "{err}");
+    let catalog = read_catalog(&repo).await.unwrap();
+    assert!(catalog.complete.is_empty() && catalog.incomplete.is_empty());
 }

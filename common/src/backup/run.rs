@@ -1,5 +1,6 @@
 //! [`take_backup`]: one base backup from a [`BackupSource`] into the repository, in order:
-//! check the repository belongs to this cluster, choose the id, stream the archives into
+//! check the repository belongs to this cluster (if `walship archive` already created its
+//! identity), choose the id, stream the archives into
 //! bundles (on a blocking thread, uploads in parallel), wait for the WAL, check every bundle
 //! is stored, write the manifest last, then remove incomplete leftovers of earlier runs.
 
@@ -84,12 +85,16 @@ pub async fn take_backup<S: BackupSource>(
     let started_at = SystemTime::now();
     let seg_size = WalSegSize::new(u64::from(server.wal_segment_size))
         .map_err(|e| BackupError::Protocol(format!("wal_segment_size: {e}")))?;
-    repo.ensure_identity(&RepoIdentity::new(
+    let identity = RepoIdentity::new(
         server.system_identifier,
         server.major(),
         server.wal_segment_size,
-    ))
-    .await?;
+    );
+    // Refuse another cluster's repository before any data moves. walship.json itself is
+    // left for `walship archive` to create (as the database's OS user, with its rights).
+    if let Some(existing) = repo.identity().await? {
+        repo.check_identity(&existing, &identity)?;
+    }
 
     let bundler = Bundler::new(
         BundlerConfig {
@@ -142,6 +147,9 @@ pub async fn take_backup<S: BackupSource>(
         seg_size,
     };
     wait_for_wal(repo, range, options.wal_timeout).await?;
+    // The WAL is there, so archiving created walship.json: it must be this cluster's.
+    let existing = repo.require_identity().await?;
+    repo.check_identity(&existing, &identity)?;
     check_bundles_stored(repo, id, &collected).await?;
 
     let manifest = build_manifest(
