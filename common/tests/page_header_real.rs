@@ -406,3 +406,43 @@ fn real_history_files() {
         );
     }
 }
+
+/// Without `wal_keep_size`, checkpoints recycle old segment files under future names: the
+/// segment being written then ends in the old file's pages, which is the end of valid WAL,
+/// not an error.
+#[test]
+fn recycled_segments_end_where_new_wal_ends() {
+    for install in installs_under_test() {
+        let major = install.major;
+        let pg = Cluster::builder(&install)
+            .setting("wal_keep_size", "0")
+            .setting("wal_recycle", "on")
+            .start();
+        let size = seg_size(&pg);
+        let sysid = sysid(&pg);
+        pg.execute("create table r(id int, payload text)");
+        for _ in 0..4 {
+            pg.execute("insert into r select g, repeat(md5(g::text), 8) from generate_series(1, 40000) g; checkpoint");
+        }
+        pg.execute("insert into r values (1, 'the last row')");
+        let flushed = lsn(&pg, "select pg_current_wal_flush_lsn()");
+        let wal =
+            WalFileName::new(TimelineId(1), SegNo::containing_end(flushed, size), size).unwrap();
+        let report = validate_segment(&read_wal(&pg, &wal.to_string()), wal, Some(sysid))
+            .unwrap_or_else(|e| panic!("PG{major}: {e}"));
+        eprintln!("PG{major} {wal}: flushed {flushed}, {:?}", report.end);
+        assert!(
+            report.valid_end(wal) >= flushed,
+            "PG{major} {wal}: {report:?}, flushed {flushed}"
+        );
+        match report.end {
+            WalEnd::Recycled { at, found } => {
+                assert!(
+                    found < at && found.segment_offset(size) == at.segment_offset(size),
+                    "PG{major}"
+                );
+            }
+            other => panic!("PG{major} {wal}: expected a recycled tail, found {other:?}"),
+        }
+    }
+}

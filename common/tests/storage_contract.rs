@@ -4,30 +4,14 @@
 
 mod support;
 
+use support::{BrokenReader, key, pattern};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use walship_common::storage::{AnyStorage, ObjectKey, PutOptions, Storage, StorageError};
-
-fn key(s: &str) -> ObjectKey {
-    ObjectKey::new(s).unwrap()
-}
-
-/// Deterministic, incompressible-looking bytes.
-fn pattern(len: usize, seed: u64) -> Bytes {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
-}
 
 async fn read_all(storage: &AnyStorage, k: &ObjectKey) -> Result<Bytes, StorageError> {
     let mut reader = storage.get(k).await?;
@@ -258,6 +242,22 @@ mod contract {
             .unwrap();
         assert_eq!(tail.len(), 2);
         assert!(s.list("backups/").await.unwrap().is_empty());
+
+        // Paging by hand through everything visits each key exactly once, whatever the
+        // backend's listing order.
+        let mut seen: Vec<ObjectKey> = Vec::new();
+        loop {
+            let page = s.list_after("", seen.last(), 97).await.unwrap();
+            let done = page.len() < 97;
+            seen.extend(page.into_iter().map(|m| m.key));
+            if done {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), N + 2);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), N + 2);
     }
 
     pub async fn large_objects_round_trip_byte_identical(s: &AnyStorage) {
@@ -287,6 +287,29 @@ mod contract {
             .await
             .unwrap();
         assert_eq!(s.get_bytes(&in_memory).await.unwrap(), body);
+
+        if s.capabilities().conditional_create {
+            // Two large creators racing for one key: exactly one wins, even though both
+            // pass the early existence check and upload all their parts.
+            let contested = key("backups/contested");
+            let (a, b) = (pattern(20 << 20, 7), pattern(20 << 20, 8));
+            let (ra, rb) = tokio::join!(
+                s.put_stream(&contested, &a[..], PutOptions::if_absent()),
+                s.put_stream(&contested, &b[..], PutOptions::if_absent()),
+            );
+            let stored = s.get_bytes(&contested).await.unwrap();
+            match (ra, rb) {
+                (Ok(_), Err(e)) => {
+                    assert!(e.is_already_exists(), "{e}");
+                    assert!(stored == a);
+                }
+                (Err(e), Ok(_)) => {
+                    assert!(e.is_already_exists(), "{e}");
+                    assert!(stored == b);
+                }
+                (ra, rb) => panic!("expected one winner, got {ra:?} and {rb:?}"),
+            }
+        }
 
         // A stream that ends exactly at a part boundary.
         let exact = key("exact");
@@ -334,6 +357,29 @@ mod contract {
     }
 }
 
+mod contract_more {
+    use super::*;
+
+    /// A body that fails midway (after one whole part) stores nothing.
+    pub async fn failed_streaming_upload_leaves_nothing(s: &AnyStorage) {
+        let k = key("backups/b/broken");
+        for len in [1000usize, 20 << 20] {
+            let body = pattern(len, 9);
+            let err = s
+                .put_stream(&k, (&body[..]).chain(BrokenReader), PutOptions::if_absent())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("producer crashed"), "{err}");
+            assert!(s.head(&k).await.unwrap_err().is_not_found());
+            assert!(s.list("backups/").await.unwrap().is_empty());
+        }
+        // The key is still free.
+        s.put(&k, Bytes::from_static(b"ok"), PutOptions::if_absent())
+            .await
+            .unwrap();
+    }
+}
+
 /// Runs every contract body against one backend fixture.
 macro_rules! contract_suite {
     ($module:ident, $fixture:path) => {
@@ -347,6 +393,11 @@ macro_rules! contract_suite {
                 large_objects_round_trip_byte_identical,
                 no_partial_object_is_visible_during_upload
             );
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn failed_streaming_upload_leaves_nothing() {
+                let Some(fixture) = $fixture().await else { return };
+                super::contract_more::failed_streaming_upload_leaves_nothing(&fixture.storage).await;
+            }
         }
     };
     (@tests $fixture:path; $($name:ident),+) => {
@@ -362,3 +413,16 @@ macro_rules! contract_suite {
 
 contract_suite!(local, crate::support::local_repo);
 contract_suite!(seaweedfs, crate::support::s3_repo);
+
+/// The listing contract with tiny pages: many more requests, same answers.
+mod seaweedfs_small_pages {
+    use crate::support::s3_repo_with;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_more_than_a_thousand_keys_in_order() {
+        let Some(repo) = s3_repo_with(|o| o.list_page_size = 7).await else {
+            return;
+        };
+        super::contract::lists_more_than_a_thousand_keys_in_order(&repo.storage).await;
+    }
+}

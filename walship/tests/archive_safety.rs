@@ -30,7 +30,7 @@ fn real_segments(install: &PgInstall, dir: &Path, count: usize) -> Vec<String> {
         cluster.execute(&format!(
             "insert into t select generate_series(1, 200) + {i}"
         ));
-        names.push(cluster.query_string("select pg_walfile_name(pg_switch_wal())"));
+        names.push(support::switch_wal(&cluster));
     }
     cluster.execute("checkpoint");
     cluster.stop(StopMode::Fast);

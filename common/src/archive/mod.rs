@@ -311,7 +311,7 @@ fn check_content(
                 segment_check::validate_segment(content, *wal, None)
                     .map_err(not_the_segment)?
                     .header
-            } else if len > seg_bytes || len % u64::from(XLOG_BLCKSZ) != 0 || len == 0 {
+            } else if len > seg_bytes || !len.is_multiple_of(u64::from(XLOG_BLCKSZ)) || len == 0 {
                 return Err(bad(format!(
                     "a partial segment must be a whole number of {XLOG_BLCKSZ}-byte pages up to {seg_bytes} bytes, found {len} bytes"
                 )));

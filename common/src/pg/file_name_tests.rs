@@ -226,46 +226,73 @@ fn malformed_names_are_refused() {
     }
 }
 
-fn any_size() -> impl Strategy<Value = WalSegSize> {
-    (20u32..=30).prop_map(|shift| WalSegSize::new(1u64 << shift).unwrap())
-}
+/// Name <-> (timeline, segment) <-> LSN range, for one segment under one size.
+fn check_round_trip(
+    timeline: TimelineId,
+    size: WalSegSize,
+    segno: SegNo,
+    offset: u32,
+) -> Result<(), TestCaseError> {
+    let wal = WalFileName::new(timeline, segno, size).unwrap();
+    let name = wal.to_string();
+    prop_assert_eq!(name.len(), 24);
+    prop_assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    );
+    prop_assert_eq!(WalFileName::parse(&name, size).unwrap(), wal);
+    prop_assert_eq!(
+        name.clone(),
+        format!(
+            "{:08X}{:08X}{:08X}",
+            timeline.0,
+            segno.0 / size.segs_per_xlogid(),
+            segno.0 % size.segs_per_xlogid()
+        )
+    );
 
-/// Timeline, segment size and a segment number valid for that size.
-fn any_segment() -> impl Strategy<Value = (TimelineId, WalSegSize, SegNo)> {
-    (1u32.., any_size(), any::<u64>())
-        .prop_map(|(t, size, raw)| (tli(t), size, SegNo(raw % (size.max_segno().0 + 1))))
+    // LSN range: start .. end, and any byte inside maps back to the same name.
+    let start = wal.start_lsn();
+    prop_assert_eq!(start.segno(size), segno);
+    prop_assert_eq!(start.segment_offset(size), 0);
+    prop_assert_eq!(wal.end_lsn().0 - start.0, size.as_u64());
+    let inside = Lsn(start.0 + u64::from(offset) % size.as_u64());
+    prop_assert!(wal.contains(inside));
+    prop_assert_eq!(
+        WalFileName::containing(timeline, inside, size).unwrap(),
+        wal
+    );
+    prop_assert_eq!(segno.lsn_at(inside.segment_offset(size), size), inside);
+
+    // Neighbours are adjacent in LSN space and in name order.
+    if let Some(next) = wal.next() {
+        prop_assert_eq!(next.start_lsn(), wal.end_lsn());
+        prop_assert!(next.to_string() > name.clone());
+        prop_assert_eq!(next.prev(), Some(wal));
+    }
+
+    // The other archive kinds round trip too.
+    for archive in [
+        ArchiveFileName::Partial(wal),
+        ArchiveFileName::History(timeline),
+        ArchiveFileName::Backup {
+            segment: wal,
+            offset: offset % size.bytes(),
+        },
+    ] {
+        prop_assert_eq!(
+            ArchiveFileName::parse(&archive.to_string(), size).unwrap(),
+            archive
+        );
+    }
+    Ok(())
 }
 
 proptest! {
     #[test]
-    fn name_segno_lsn_round_trip((timeline, size, segno) in any_segment(), offset in any::<u32>()) {
-        let wal = WalFileName::new(timeline, segno, size).unwrap();
-        let name = wal.to_string();
-        prop_assert_eq!(name.len(), 24);
-        prop_assert!(name.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)));
-        prop_assert_eq!(WalFileName::parse(&name, size).unwrap(), wal);
-        prop_assert_eq!(name.clone(), format!("{:08X}{:08X}{:08X}", timeline.0, segno.0 / size.segs_per_xlogid(), segno.0 % size.segs_per_xlogid()));
-
-        // LSN range: start .. end, and any byte inside maps back to the same name.
-        let start = wal.start_lsn();
-        prop_assert_eq!(start.segno(size), segno);
-        prop_assert_eq!(start.segment_offset(size), 0);
-        prop_assert_eq!(wal.end_lsn().0 - start.0, size.as_u64());
-        let inside = Lsn(start.0 + u64::from(offset) % size.as_u64());
-        prop_assert!(wal.contains(inside));
-        prop_assert_eq!(WalFileName::containing(timeline, inside, size).unwrap(), wal);
-        prop_assert_eq!(segno.lsn_at(inside.segment_offset(size), size), inside);
-
-        // Neighbours are adjacent in LSN space and in name order.
-        if let Some(next) = wal.next() {
-            prop_assert_eq!(next.start_lsn(), wal.end_lsn());
-            prop_assert!(next.to_string() > name.clone());
-            prop_assert_eq!(next.prev(), Some(wal));
-        }
-
-        // The other archive kinds round trip too.
-        for archive in [ArchiveFileName::Partial(wal), ArchiveFileName::History(timeline), ArchiveFileName::Backup { segment: wal, offset: offset % size.bytes() }] {
-            prop_assert_eq!(ArchiveFileName::parse(&archive.to_string(), size).unwrap(), archive);
+    fn name_segno_lsn_round_trip(t in 1u32.., raw in any::<u64>(), offset in any::<u32>()) {
+        for size in WalSegSize::all() {
+            check_round_trip(tli(t), size, SegNo(raw % (size.max_segno().0 + 1)), offset)?;
         }
     }
 

@@ -9,6 +9,8 @@
 //! - [`version`] — the supported majors and their `XLOG_PAGE_MAGIC`.
 //! - [`page_header`] — `XLogPageHeaderData` / `XLogLongPageHeaderData`.
 //! - [`segment_check`] — `validate_segment`, whether bytes are the segment they claim to be.
+//! - [`wal_record`] — one `XLogRecord`: header, CRC, commit/abort/restore-point decoding.
+//! - [`wal_reader`] — `WalReader`, records in order across pages and segments.
 
 pub mod file_name;
 pub mod history;
@@ -17,6 +19,8 @@ pub mod segment;
 pub mod segment_check;
 pub mod timeline;
 pub mod version;
+pub mod wal_reader;
+pub mod wal_record;
 
 pub use file_name::{ArchiveFileName, FileNameError, NameProblem, WalFileName};
 pub use history::{HistoryEntry, HistoryError, TimelineHistory, TimelineSpan};
@@ -24,3 +28,5 @@ pub use segment::{SegNo, SegRange, WalSegSize, WalSegSizeError};
 pub use segment_check::{SegmentError, SegmentHeaderInfo, SegmentReport, WalEnd, validate_segment};
 pub use timeline::TimelineId;
 pub use version::PgVersion;
+pub use wal_reader::{EndReason, ReadEnd, WalReader, WalRecord};
+pub use wal_record::{PgTimestamp, RecordKind};

@@ -205,9 +205,24 @@ impl StorageError {
             op: StorageOp::Get,
             key: key.to_string(),
             endpoint: endpoint.to_owned(),
-            message: format!("reading the object failed: {err}"),
+            message: format!("reading the object failed: {}", error_chain(&err)),
         }
     }
+}
+
+/// `err` and its sources, joined by ": ", skipping repeats (the SDK's wrappers often
+/// repeat their source's message).
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]

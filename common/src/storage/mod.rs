@@ -14,6 +14,24 @@
 //!
 //! This module knows nothing of WAL, backups or the object codec: it moves opaque bytes.
 //!
+//! ```
+//! use bytes::Bytes;
+//! use walship_common::storage::{AnyStorage, ObjectKey, PutOptions, S3Options, Storage};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let url = format!("file://{}", dir.path().display());
+//! let repo = AnyStorage::open(&url, &S3Options::default()).await?; // or s3://bucket/prefix
+//! let key = ObjectKey::new("wal/00000002.history")?;
+//! let stored = repo.put(&key, Bytes::from_static(b"1\t0/3000000\tbefore 2026\n"), PutOptions::if_absent()).await?;
+//! assert!(repo.put(&key, Bytes::new(), PutOptions::if_absent()).await.unwrap_err().is_already_exists());
+//! assert_eq!(repo.head(&key).await?.size, stored.size);
+//! assert!(repo.get(&ObjectKey::new("wal/missing")?).await.unwrap_err().is_not_found());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Cancellation: every future here may be dropped at any time. A dropped put leaves no
 //! visible object (a local temporary file is removed, an S3 multipart upload is left for
 //! the bucket's lifecycle rule to abort unless the failure path aborted it first).
@@ -152,9 +170,15 @@ pub trait Storage: Send + Sync {
         key: &ObjectKey,
     ) -> impl Future<Output = Result<ObjectMeta, StorageError>> + Send;
 
-    /// Up to `limit` objects whose keys start with `prefix` and sort strictly after
-    /// `start_after`, in ascending byte order of key. Fewer than `limit` means there are
-    /// no more. `prefix` is a plain string prefix ([`key::check_prefix`]).
+    /// Up to `limit` objects whose keys start with `prefix` and come after `start_after`
+    /// in the backend's listing order; fewer than `limit` means there are no more.
+    /// `prefix` is a plain string prefix ([`key::check_prefix`]).
+    ///
+    /// The listing order is ascending byte order on the local backend and AWS S3. Some
+    /// S3-compatible servers (SeaweedFS) list directory by directory instead (`a/b`
+    /// before `a-b`); they resume `start_after` in that same order, so paging with the
+    /// last key of each page still visits every key exactly once. Use [`Storage::list`]
+    /// when the order matters.
     fn list_after(
         &self,
         prefix: &str,
@@ -162,8 +186,8 @@ pub trait Storage: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ObjectMeta>, StorageError>> + Send;
 
-    /// Every object whose key starts with `prefix`, in ascending key order, fetched page
-    /// by page.
+    /// Every object whose key starts with `prefix`, in ascending byte order of key,
+    /// fetched page by page ([`LIST_PAGE`] keys per [`Storage::list_after`] call).
     fn list(
         &self,
         prefix: &str,
@@ -177,6 +201,7 @@ pub trait Storage: Send + Sync {
                 let done = page.len() < LIST_PAGE;
                 all.extend(page);
                 if done {
+                    all.sort_by(|a, b| a.key.cmp(&b.key));
                     return Ok(all);
                 }
             }
@@ -294,6 +319,15 @@ impl AnyStorage {
                     .map_err(|e| StorageError::from_read_error(e, key, self.backend.location()))
             })
             .await
+    }
+
+    /// The fault injector inside, when this storage is a [`FaultyStorage`] (tests read its
+    /// attempt counts).
+    pub fn faulty(&self) -> Option<Arc<FaultyStorage>> {
+        match &self.backend {
+            Backend::Faulty(faulty) => Some(Arc::clone(faulty)),
+            Backend::Plain(_) => None,
+        }
     }
 
     pub(crate) fn backend(&self) -> &Backend {

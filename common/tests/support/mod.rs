@@ -3,11 +3,42 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
-mod weed;
+use bytes::Bytes;
+use pg_test_harness::{S3Server, s3_under_test};
+use walship_common::storage::{
+    AnyStorage, LocalStorage, ObjectKey, RetryPolicy, S3Credentials, S3Options,
+};
 
-use walship_common::storage::{AnyStorage, LocalStorage, RetryPolicy, S3Credentials, S3Options};
+pub fn key(s: &str) -> ObjectKey {
+    ObjectKey::new(s).unwrap()
+}
 
-pub use weed::{S3Server, s3_under_test};
+/// Deterministic, incompressible-looking bytes.
+pub fn pattern(len: usize, seed: u64) -> Bytes {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+/// A body source that fails: what a crashed producer looks like to `put_stream`.
+pub struct BrokenReader;
+
+impl tokio::io::AsyncRead for BrokenReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("producer crashed")))
+    }
+}
 
 /// A repository for one test, with whatever keeps it alive.
 pub struct Repo {

@@ -48,7 +48,9 @@ fn main() -> Result<()> {
     cluster.execute(
         "insert into orders(id, item) select g, 'item ' || g from generate_series(1, 50000) g",
     );
-    let last = cluster.query_string("select pg_walfile_name(pg_switch_wal())");
+    // The segment being written now is the one the switch completes.
+    let last = cluster.query_string("select pg_walfile_name(pg_current_wal_insert_lsn())");
+    cluster.execute("select pg_switch_wal()");
     step(&format!(
         "wrote 50000 orders; switched WAL after segment {last}"
     ));

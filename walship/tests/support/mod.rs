@@ -69,7 +69,14 @@ impl TestRepo {
     /// Environment for every walship call: credentials for S3 (SeaweedFS accepts any), and
     /// no instance-metadata probing, so nothing leaves the loopback interface.
     pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = vec![("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string())];
+        // No instance metadata, and no profile files of whoever runs the test (the cluster
+        // user cannot read root's): only the credentials given here.
+        let missing = "/dev/null".to_string();
+        let mut env = vec![
+            ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+            ("AWS_CONFIG_FILE".to_string(), missing.clone()),
+            ("AWS_SHARED_CREDENTIALS_FILE".to_string(), missing),
+        ];
         match &self.s3 {
             Some(s3) => env.extend(s3.env()),
             None => env.extend([
@@ -179,12 +186,37 @@ pub fn is_segment_name(name: &str) -> bool {
 /// Waits until Postgres has archived everything up to now: a WAL switch, then no `.ready`
 /// file left and `pg_stat_archiver` reporting the switched segment.
 pub fn archive_everything(cluster: &Cluster, timeout: Duration) {
-    let last = cluster.query_string("select pg_walfile_name(pg_switch_wal())");
-    wait_until(timeout, &format!("{last} to be archived"), || {
+    let last = switch_wal(cluster);
+    let start = Instant::now();
+    loop {
         let archived =
             cluster.query_string("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-        archived.as_str() >= last.as_str() && ready_files(cluster).is_empty()
-    });
+        if archived.as_str() >= last.as_str() && ready_files(cluster).is_empty() {
+            return;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {last} to be archived (last archived: {archived}); server log:\n{}",
+                cluster.log_excerpt()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Switches to a new WAL segment and returns the name of the segment just completed.
+/// (`pg_walfile_name` of the switch LSN itself names the next segment on PG18, the previous
+/// one before; the byte before the switch point is unambiguous everywhere.)
+pub fn switch_wal(cluster: &Cluster) -> String {
+    let lsn = cluster.query_string("select pg_switch_wal()::text");
+    let (hi, lo) = lsn.split_once('/').unwrap();
+    let value =
+        (u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap()) - 1;
+    cluster.query_string(&format!(
+        "select pg_walfile_name('{:X}/{:X}'::pg_lsn)",
+        value >> 32,
+        value & 0xFFFF_FFFF
+    ))
 }
 
 /// A copy of a running cluster's data directory made with the low-level backup API

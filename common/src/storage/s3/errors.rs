@@ -4,9 +4,9 @@
 //! The classification of an HTTP answer is a pure function ([`classify`]) so that it is
 //! unit-tested without a server.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
-use crate::storage::error::{StorageError, StorageOp};
+use crate::storage::error::{StorageError, StorageOp, error_chain};
 
 /// What an S3 error answer means for us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +71,9 @@ impl Call<'_> {
     pub(crate) fn error<E, R>(&self, err: SdkError<E, R>) -> StorageError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + HttpStatus,
+        R: std::fmt::Debug + HttpStatus + 'static,
     {
-        let message = DisplayErrorContext(&err).to_string();
+        let message = error_chain(&err);
         match &err {
             SdkError::TimeoutError(_) => self.timeout(),
             SdkError::DispatchFailure(failure) if failure.is_timeout() => self.timeout(),

@@ -12,6 +12,14 @@
 //!   protection on bodies, so that no call hangs;
 //! - the SDK makes one attempt only: retries happen in [`crate::storage::retry`].
 //!
+//! Objects larger than one part go up as multipart uploads whose parts are retried one
+//! by one; an in-memory `put` of such an object may also be repeated whole by
+//! [`crate::storage::AnyStorage`]'s retry loop when its parts' retries are spent.
+//!
+//! Permissions: without `s3:ListBucket`, AWS answers 403 instead of 404 for a missing
+//! key, and walship must then report "failed", not "missing" (`fetch` would stop
+//! recovery instead of ending it). Grant `s3:ListBucket` on the repository prefix.
+//!
 //! Credentials, region and endpoint come from the AWS SDK's standard chain
 //! (`AWS_ACCESS_KEY_ID`, `AWS_PROFILE`, `AWS_REGION`, `AWS_ENDPOINT_URL`, web identity,
 //! instance metadata) unless [`S3Options`] sets them.
@@ -145,6 +153,27 @@ pub fn check_bucket_name(bucket: &str) -> Result<(), String> {
     }
 }
 
+/// The region to use without asking the SDK's chain: the configured one or, for a custom
+/// endpoint, `AWS_REGION` / `AWS_DEFAULT_REGION` / `us-east-1`. `None` (AWS itself, no
+/// region set) lets the SDK's chain look further, instance metadata included; an
+/// S3-compatible server never needs that, and on a machine without metadata service the
+/// lookup would only cost time.
+fn region_without_metadata_service(opts: &S3Options) -> Option<String> {
+    if let Some(region) = &opts.region {
+        return Some(region.clone());
+    }
+    let env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+    let custom_endpoint = opts.endpoint.is_some()
+        || env("AWS_ENDPOINT_URL_S3").is_some()
+        || env("AWS_ENDPOINT_URL").is_some();
+    if !custom_endpoint {
+        return None;
+    }
+    env("AWS_REGION")
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .or_else(|| Some("us-east-1".to_owned()))
+}
+
 /// A repository in one bucket, under an optional key prefix.
 #[derive(Debug, Clone)]
 pub struct S3Storage {
@@ -192,8 +221,8 @@ impl S3Storage {
         }
 
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &opts.region {
-            loader = loader.region(Region::new(region.clone()));
+        if let Some(region) = region_without_metadata_service(opts) {
+            loader = loader.region(Region::new(region));
         }
         if let Some(c) = &opts.credentials {
             loader = loader.credentials_provider(Credentials::new(

@@ -1,0 +1,147 @@
+//! What only the local backend promises: permission bits for sharing through a group,
+//! invisibility of temporary files a crash leaves behind, and refusal of reserved names.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use bytes::Bytes;
+use walship_common::storage::{
+    AnyStorage, LocalStorage, ObjectKey, PutOptions, Storage, StorageError,
+};
+
+fn key(s: &str) -> ObjectKey {
+    ObjectKey::new(s).unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn repo() -> (tempfile::TempDir, AnyStorage) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = AnyStorage::from(LocalStorage::new(dir.path().join("repo")).unwrap());
+    (dir, storage)
+}
+
+#[tokio::test]
+async fn files_are_0640_and_directories_0750() {
+    let (dir, s) = repo();
+    s.put(
+        &key("wal/0000000100000000/000000010000000000000001"),
+        Bytes::from_static(b"x"),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    s.put_stream(
+        &key("backups/b1/manifest.json"),
+        &b"{}"[..],
+        PutOptions::if_absent(),
+    )
+    .await
+    .unwrap();
+    let root = dir.path().join("repo");
+    for d in ["", "wal", "wal/0000000100000000", "backups", "backups/b1"] {
+        assert_eq!(mode(&root.join(d)), 0o750, "{d}");
+    }
+    assert_eq!(
+        mode(&root.join("wal/0000000100000000/000000010000000000000001")),
+        0o640
+    );
+    assert_eq!(mode(&root.join("backups/b1/manifest.json")), 0o640);
+}
+
+#[tokio::test]
+async fn leftover_temporary_files_are_invisible() {
+    let (dir, s) = repo();
+    s.put(
+        &key("wal/a"),
+        Bytes::from_static(b"real"),
+        PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    // What a crash in the middle of a put leaves behind.
+    let leftover = dir.path().join("repo/wal/.walship-tmp.b.1234.0");
+    std::fs::write(&leftover, b"half").unwrap();
+    let names: Vec<String> = s
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert_eq!(names, ["wal/a"]);
+    for k in ["wal/.walship-tmp.b.1234.0"] {
+        let err = s.get(&key(k)).await.unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+        assert!(s.head(&key(k)).await.unwrap_err().is_not_found());
+        let err = s
+            .put(&key(k), Bytes::new(), PutOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Permanent { .. }), "{err}");
+    }
+    // The real object next to it is unaffected, and a put of its name works.
+    s.put(
+        &key("wal/b"),
+        Bytes::from_static(b"b"),
+        PutOptions::if_absent(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.list("wal/").await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn directories_and_symlinks_are_not_objects() {
+    let (dir, s) = repo();
+    s.put(&key("a/b"), Bytes::from_static(b"x"), PutOptions::default())
+        .await
+        .unwrap();
+    assert!(s.head(&key("a")).await.unwrap_err().is_not_found());
+    assert!(s.get(&key("a")).await.unwrap_err().is_not_found());
+    s.delete(&key("a")).await.unwrap();
+    assert!(dir.path().join("repo/a/b").exists());
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("repo/link")).unwrap();
+    let names: Vec<String> = s
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert_eq!(names, ["a/b"]);
+}
+
+#[tokio::test]
+async fn errors_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let s = AnyStorage::from(LocalStorage::new(&file).unwrap());
+    let err = s
+        .put(&key("x/y"), Bytes::new(), PutOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+    assert!(LocalStorage::new("relative/path").is_err());
+}
+
+#[tokio::test]
+async fn open_accepts_file_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/repo", dir.path().display());
+    let s = AnyStorage::open(&url, &Default::default()).await.unwrap();
+    s.put(
+        &key("walship.json"),
+        Bytes::from_static(b"{}"),
+        PutOptions::if_absent(),
+    )
+    .await
+    .unwrap();
+    assert!(dir.path().join("repo/walship.json").is_file());
+    assert!(s.capabilities().conditional_create && s.capabilities().local_files);
+    assert!(s.location().contains(&*dir.path().to_string_lossy()));
+}
