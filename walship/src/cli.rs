@@ -63,8 +63,8 @@ pub enum Command {
     Fetch(crate::cmd::fetch::FetchArgs),
     /// Stream WAL over the replication protocol into the repository (sidecar). [not built yet]
     Stream(NotBuiltArgs),
-    /// Take a physical base backup over the replication protocol. [not built yet]
-    Backup(NotBuiltArgs),
+    /// Take a physical base backup over the replication protocol.
+    Backup(crate::cmd::backup::BackupArgs),
     /// List the base backups in the repository (--incomplete: leftovers of interrupted ones).
     List(crate::cmd::list::ListArgs),
     /// Show one base backup (`latest` or its id).

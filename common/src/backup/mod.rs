@@ -3,8 +3,8 @@
 //! The pipeline, each stage its own file:
 //! - [`event`]: [`BackupEvent`], the one input: a stream of typed events (start, tablespaces,
 //!   archive start/data/end, progress, manifest chunks, end) from any [`BackupSource`];
-//!   [`base_backup`] builds `BASE_BACKUP` and decodes both COPY framings into events, and
-//!   the replication client feeds it (once `pgconn` is in).
+//!   [`source`] maps the replication client's `BASE_BACKUP` stream
+//!   ([`crate::pgconn::BaseBackupStream`]: both syntaxes, both COPY framings) onto it.
 //! - [`tar`] parses each archive as it arrives; [`entry_path`] refuses every path that
 //!   could leave the data directory (absolute, `..`, links other than tablespaces').
 //! - [`bundler`] packs files back to back into compressed bundles of `backup.bundle_size`;
@@ -16,7 +16,6 @@
 //! - [`materialise`]: a minimal restore of the files, for tests (the restore crate owns
 //!   `walship restore`).
 
-pub mod base_backup;
 pub mod bundler;
 pub mod collect;
 pub mod entry_path;
@@ -26,6 +25,7 @@ pub mod listing;
 pub mod materialise;
 pub mod progress;
 pub mod run;
+pub mod source;
 pub mod tar;
 pub mod upload;
 pub mod wait_for_wal;
@@ -39,3 +39,4 @@ pub use listing::{
 pub use materialise::materialise_for_test;
 pub use progress::{Progress, ProgressSnapshot};
 pub use run::{BackupOptions, BackupOutcome, choose_id, take_backup};
+pub use source::{ReplicationSource, base_backup_options, start_base_backup};

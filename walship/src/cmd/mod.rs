@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into library calls and an exit code.
 
 pub mod archive;
+pub mod backup;
 pub mod fetch;
 pub mod info;
 pub mod list;
@@ -43,7 +44,16 @@ pub fn run(cli: Cli) -> u8 {
             )
         }
         Command::Stream(_) => not_built("stream", Some(6)),
-        Command::Backup(_) => not_built("backup", Some(4)),
+        Command::Backup(args) => {
+            let options = Options {
+                backup_bundle_size: args.bundle_size.clone(),
+                backup_parallel: args.parallel.map(|n| n.to_string()),
+                ..Options::default()
+            };
+            with_context("backup", &cli.global, options, exit::FAILED, |ctx| {
+                backup::run(ctx, args)
+            })
+        }
         Command::List(args) => with_context(
             "list",
             &cli.global,
