@@ -114,6 +114,22 @@ fn rows(cluster: &Cluster) -> Vec<Vec<Option<String>>> {
     )
 }
 
+/// Starts Postgres on a materialised backup with WAL from `walship fetch`, stopping at
+/// consistency, and waits until it has promoted.
+fn recover_to_consistency(install: &PgInstall, data: &Path, repo: &TestRepo) -> Cluster {
+    std::fs::write(data.join("recovery.signal"), b"").unwrap();
+    let mut restored = Cluster::from_data_dir(install, data);
+    restored.append_conf("archive_mode = off");
+    restored.append_conf(&format!("restore_command = '{}'", repo.restore_command()));
+    restored.append_conf("recovery_target = 'immediate'");
+    restored.append_conf("recovery_target_action = 'promote'");
+    restored.start();
+    wait_until(Duration::from_secs(120), "recovery to consistency", || {
+        restored.query_string("select pg_is_in_recovery()") == "f"
+    });
+    restored
+}
+
 /// A backup of every major restores, with WAL from the archive, to exactly the rows
 /// written before it.
 fn backup_restores_to_consistency(install: &PgInstall, repo: &TestRepo) {
@@ -179,16 +195,7 @@ fn backup_restores_to_consistency(install: &PgInstall, repo: &TestRepo) {
             );
         }
     }
-    std::fs::write(data.join("recovery.signal"), b"").unwrap();
-    let mut restored = Cluster::from_data_dir(install, &data);
-    restored.append_conf("archive_mode = off");
-    restored.append_conf(&format!("restore_command = '{}'", repo.restore_command()));
-    restored.append_conf("recovery_target = 'immediate'");
-    restored.append_conf("recovery_target_action = 'promote'");
-    restored.start();
-    wait_until(Duration::from_secs(120), "recovery to consistency", || {
-        restored.query_string("select pg_is_in_recovery()") == "f"
-    });
+    let mut restored = recover_to_consistency(install, &data, repo);
     assert_eq!(rows(&restored), before, "PG{}", install.major);
     assert_eq!(restored.query_string("select count(*) from u"), "0");
     restored.stop(StopMode::Fast);
@@ -506,16 +513,7 @@ fn a_relation_larger_than_one_segment_file_round_trips() {
         std::fs::metadata(data.join(&second)).unwrap().len(),
         segment.size
     );
-    std::fs::write(data.join("recovery.signal"), b"").unwrap();
-    let mut restored = Cluster::from_data_dir(install, &data);
-    restored.append_conf("archive_mode = off");
-    restored.append_conf(&format!("restore_command = '{}'", repo.restore_command()));
-    restored.append_conf("recovery_target = 'immediate'");
-    restored.append_conf("recovery_target_action = 'promote'");
-    restored.start();
-    wait_until(Duration::from_secs(120), "recovery to consistency", || {
-        restored.query_string("select pg_is_in_recovery()") == "f"
-    });
+    let restored = recover_to_consistency(install, &data, &repo);
     assert_eq!(
         restored.query_string("select count(*) || ':' || sum(i) from big"),
         before
