@@ -549,3 +549,45 @@ fn a_relation_larger_than_one_segment_file_round_trips() {
         run.wall
     );
 }
+
+#[test]
+fn a_postgres_restart_mid_backup_leaves_no_listed_backup() {
+    let (repo, mut primary) = newest_archiving_cluster();
+    primary.execute("create table t(i int, pad text)");
+    primary.execute(
+        "insert into t select g, repeat(md5(g::text), 8) from generate_series(1, 100000) g",
+    );
+    let c = conn(&primary);
+    let child = Command::new(walship_bin())
+        .args(["--config", repo.config.to_str().unwrap()])
+        .args([
+            "backup",
+            "-d",
+            &c,
+            "--checkpoint",
+            "fast",
+            "--max-rate",
+            "4096",
+        ])
+        .envs(repo.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    primary.stop(StopMode::Immediate);
+    primary.start();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the backup survived a server restart?"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("walship backup: error"), "{stderr}");
+    let list = repo.walship(&["list", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+    // A later backup succeeds and cleans up.
+    backup(&repo, &primary, &[]);
+    let out = repo.walship(&["list", "--incomplete", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
