@@ -376,7 +376,9 @@ fn killed_successes(now: &[String], before: &[String]) -> usize {
 #[test]
 fn incomplete_backups_are_removed_by_the_documented_command() {
     let (repo, primary) = newest_archiving_cluster();
-    // WAL archiving off: the backup cannot complete, and says which segment is missing.
+    // One segment archived (walship.json exists), then WAL archiving off: the backup cannot
+    // complete, and says which segment is missing.
+    archive_everything(&primary, Duration::from_secs(60));
     primary.execute("alter system set archive_command = '/bin/false'");
     primary.execute("select pg_reload_conf()");
     let c = conn(&primary);

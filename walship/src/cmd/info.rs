@@ -27,6 +27,10 @@ pub fn run(ctx: Context, args: InfoArgs) -> u8 {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
+        // A repository without walship.json is a wrong URL, not an empty catalog.
+        if let Err(e) = repo.require_identity().await {
+            return ctx.fail(exit::FAILED, &e);
+        }
         let m = match backup::find_backup(&repo, &args.backup).await {
             Ok(m) => m,
             Err(e @ BackupError::NotFound(_)) => return ctx.fail(exit::NOT_FOUND, &e),

@@ -40,6 +40,10 @@ pub fn run(ctx: Context, args: ListArgs) -> u8 {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
+        // A repository without walship.json is a wrong URL, not an empty catalog.
+        if let Err(e) = repo.require_identity().await {
+            return ctx.fail(exit::FAILED, &e);
+        }
         if args.incomplete && args.remove {
             let idle_since = SystemTime::now().checked_sub(args.idle);
             return match backup::remove_incomplete(&repo, idle_since).await {
