@@ -124,7 +124,6 @@ async fn run_backup(
     repo: &Repository,
     events: Vec<BackupEvent>,
     wal_timeout: Duration,
-    progress: Arc<Progress>,
 ) -> Result<BackupOutcome, BackupError> {
     let id = choose_id(repo).await.unwrap();
     take_backup(
@@ -133,7 +132,7 @@ async fn run_backup(
         EventList::new(events),
         server(),
         &options(wal_timeout),
-        progress,
+        Arc::new(Progress::default()),
     )
     .await
 }
@@ -343,7 +342,6 @@ async fn refused(entries: Vec<Entry<'_>>) -> (BackupError, Repository, tempfile:
         &repo,
         stream(tar_archive(&all, true), None),
         Duration::from_secs(1),
-        Arc::new(Progress::default()),
     )
     .await
     .unwrap_err();
@@ -391,7 +389,6 @@ async fn missing_wal_fails_naming_the_segment_and_writes_no_manifest() {
         &repo,
         stream(main_archive(true), None),
         Duration::from_secs(1),
-        Arc::new(Progress::default()),
     )
     .await
     .unwrap_err();
@@ -410,7 +407,6 @@ async fn missing_wal_fails_naming_the_segment_and_writes_no_manifest() {
         &repo,
         stream(main_archive(true), None),
         Duration::from_secs(5),
-        Arc::new(Progress::default()),
     )
     .await
     .unwrap();
@@ -431,7 +427,6 @@ async fn another_clusters_repository_is_refused_before_any_data_moves() {
         &repo,
         stream(main_archive(true), None),
         Duration::from_secs(1),
-        Arc::new(Progress::default()),
     )
     .await
     .unwrap_err();

@@ -3,6 +3,7 @@
 use clap::Args;
 use walship_common::backup::{self, BackupError};
 
+use super::list::open_catalog;
 use super::show;
 use crate::context::Context;
 use crate::exit;
@@ -23,14 +24,10 @@ pub struct InfoArgs {
 /// Runs `walship info`.
 pub fn run(ctx: Context, args: InfoArgs) -> u8 {
     ctx.block_on(async {
-        let repo = match ctx.open_repository().await {
+        let repo = match open_catalog(&ctx).await {
             Ok(repo) => repo,
-            Err(e) => return ctx.fail(exit::FAILED, &e),
+            Err(code) => return code,
         };
-        // A repository without walship.json is a wrong URL, not an empty catalog.
-        if let Err(e) = repo.require_identity().await {
-            return ctx.fail(exit::FAILED, &e);
-        }
         let m = match backup::find_backup(&repo, &args.backup).await {
             Ok(m) => m,
             Err(e @ BackupError::NotFound(_)) => return ctx.fail(exit::NOT_FOUND, &e),

@@ -36,14 +36,10 @@ pub struct ListArgs {
 /// Runs `walship list`.
 pub fn run(ctx: Context, args: ListArgs) -> u8 {
     ctx.block_on(async {
-        let repo = match ctx.open_repository().await {
+        let repo = match open_catalog(&ctx).await {
             Ok(repo) => repo,
-            Err(e) => return ctx.fail(exit::FAILED, &e),
+            Err(code) => return code,
         };
-        // A repository without walship.json is a wrong URL, not an empty catalog.
-        if let Err(e) = repo.require_identity().await {
-            return ctx.fail(exit::FAILED, &e);
-        }
         if args.incomplete && args.remove {
             let idle_since = SystemTime::now().checked_sub(args.idle);
             return match backup::remove_incomplete(&repo, idle_since).await {
@@ -84,4 +80,17 @@ fn print_incomplete(list: &[IncompleteBackup], json: bool, what: &str) {
         .map(|b| [b.id.to_string(), b.objects.to_string(), show::size(b.bytes)])
         .collect();
     show::print_table([&format!("ID ({what})")[..], "OBJECTS", "STORED"], &rows);
+}
+
+/// Opens the repository for reading the catalog: one without walship.json is a wrong URL,
+/// not an empty catalog. Errors are reported; the exit code is returned.
+pub async fn open_catalog(ctx: &Context) -> Result<walship_common::repo::Repository, u8> {
+    let repo = ctx
+        .open_repository()
+        .await
+        .map_err(|e| ctx.fail(exit::FAILED, &e))?;
+    repo.require_identity()
+        .await
+        .map_err(|e| ctx.fail(exit::FAILED, &e))?;
+    Ok(repo)
 }
