@@ -16,6 +16,9 @@ pub enum RestoreError {
     /// The repository failed, is not initialised, or holds a corrupt small object.
     #[error(transparent)]
     Repo(#[from] RepoError),
+    /// The backup catalog could not be read (a manifest is unreadable or of another format).
+    #[error(transparent)]
+    Catalog(#[from] walship_common::backup::BackupError),
     /// The storage backend failed while streaming.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -4,8 +4,8 @@
 //! Split by phase, each a module:
 //! - [`target`]: parsing `--target-time`, `--target-lsn`, `--target-xid`, `--target-name`,
 //!   `--target immediate|latest` into a [`TargetSpec`].
-//! - [`backups`], [`timeline`]: the repository's backups (manifests) and WAL (one listing,
-//!   the `.history` files).
+//! - [`timeline`]: the repository's WAL (one listing, the `.history` files); the backups
+//!   come from `common::backup::read_catalog`.
 //! - [`plan`]: choose the backup, check the WAL chain, and ([`wal_scan`]) read the WAL to
 //!   confirm that the target is reached; every problem is listed in the [`RestorePlan`].
 //! - [`materialise`] (with [`bundle`] and [`paths`]): build the directory, `pg_control` last.
@@ -26,7 +26,6 @@
 
 #![deny(missing_docs)]
 
-pub mod backups;
 pub mod bundle;
 pub mod error;
 pub mod materialise;

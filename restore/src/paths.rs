@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use walship_common::backup::entry_path::{check_backup_path, tablespace_link_oid};
 use walship_common::catalog::{BackupManifest, FileKind};
 
 use crate::error::RestoreError;
@@ -38,10 +39,11 @@ impl Destinations {
             tablespaces.insert(ts.oid, PathBuf::from(&ts.location));
         }
         for entry in &manifest.files {
-            if let (FileKind::Symlink, Some(oid), Some(target)) =
-                (entry.kind, tablespace_oid(&entry.path), &entry.link_target)
-                && !entry.path.trim_start_matches("pg_tblspc/").contains('/')
-            {
+            if let (FileKind::Symlink, Some(oid), Some(target)) = (
+                entry.kind,
+                tablespace_link_oid(&entry.path),
+                &entry.link_target,
+            ) {
                 tablespaces
                     .entry(oid)
                     .or_insert_with(|| PathBuf::from(target));
@@ -85,13 +87,10 @@ impl Destinations {
     /// (a link the restore creates). Refuses paths that could escape.
     pub fn of(&self, backup: &str, path: &str) -> Result<Option<PathBuf>, RestoreError> {
         let rel = Path::new(path);
-        let plain = path
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
-        if !plain || !clean_components(rel) || rel.is_absolute() {
+        if let Err(reason) = check_backup_path(path) {
             return Err(RestoreError::BadManifest {
                 backup: backup.to_string(),
-                message: format!("path {path:?} is not a clean relative path"),
+                message: format!("path {path:?}: {reason}"),
             });
         }
         if let Some(oid) = tablespace_oid(path)
@@ -132,7 +131,7 @@ fn tablespace_oid(path: &str) -> Option<u32> {
     rest.split('/').next()?.parse().ok()
 }
 
-/// True when every component is a plain name (or the root), with no `..` or `.`.
+/// True when every component of an absolute directory is a plain name.
 fn clean_components(path: &Path) -> bool {
     path.components()
         .all(|c| matches!(c, Component::Normal(_) | Component::RootDir))

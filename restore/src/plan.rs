@@ -16,7 +16,6 @@ use walship_common::catalog::{BackupId, BackupManifest};
 use walship_common::pg::{TimelineHistory, TimelineId, WalFileName, WalSegSize};
 use walship_common::repo::Repository;
 
-use crate::backups;
 use crate::error::RestoreError;
 use crate::target::{RecoveryTarget, TargetSpec};
 use crate::timeline::{ArchiveListing, backup_on_path, load_history};
@@ -203,7 +202,7 @@ pub async fn plan(repo: &Repository, request: &PlanRequest) -> Result<RestorePla
         );
         return Ok(plan);
     };
-    let all = backups::load_all(repo).await?;
+    let all = walship_common::backup::read_catalog(repo).await?.complete;
     let on_path: Vec<&BackupManifest> =
         all.iter().filter(|b| backup_on_path(&history, b)).collect();
     let candidates: Vec<&BackupManifest> = match &spec.backup {

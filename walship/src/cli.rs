@@ -63,12 +63,12 @@ pub enum Command {
     Fetch(crate::cmd::fetch::FetchArgs),
     /// Stream WAL over the replication protocol into the repository (sidecar). [not built yet]
     Stream(NotBuiltArgs),
-    /// Take a physical base backup over the replication protocol. [not built yet]
-    Backup(NotBuiltArgs),
-    /// List the base backups in the repository. [not built yet]
-    List(NotBuiltArgs),
-    /// Show one base backup (`latest` or its id). [not built yet]
-    Info(NotBuiltArgs),
+    /// Take a physical base backup over the replication protocol.
+    Backup(crate::cmd::backup::BackupArgs),
+    /// List the base backups in the repository (--incomplete: leftovers of interrupted ones).
+    List(crate::cmd::list::ListArgs),
+    /// Show one base backup (`latest` or its id).
+    Info(crate::cmd::info::InfoArgs),
     /// Restore a data directory to a point in time.
     Restore(crate::cmd::restore::RestoreArgs),
     /// Verify every object in the repository. [not built yet]
