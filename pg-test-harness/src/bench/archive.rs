@@ -62,19 +62,26 @@ pub struct Series {
 /// The `archive` bench: `bench archive [--segments N] [--no-s3] [--walship PATH]`.
 pub fn run(args: &[String]) -> Result<()> {
     let args = BenchArgs::parse(args)?;
+    let s3 = if args.no_s3 {
+        None
+    } else {
+        Some(S3Server::start()?)
+    };
     let report = run_archive(
         args.segments.unwrap_or(DEFAULT_SEGMENTS),
-        !args.no_s3,
+        s3.as_ref(),
         args.walship.as_deref(),
     )?;
     print!("{}", report.render());
     Ok(())
 }
 
-/// Runs every series on `segments` fresh segments and returns the measurements.
+/// Runs every series on `segments` fresh segments and returns the measurements: walship to a
+/// filesystem repository and, when given, to `s3`; pgBackRest when installed. `walship` is the
+/// binary to run (None: build it beside this executable).
 pub fn run_archive(
     segments: usize,
-    with_s3: bool,
+    s3: Option<&S3Server>,
     walship: Option<&Path>,
 ) -> Result<ArchiveReport> {
     let walship = walship_binary(walship)?;
@@ -119,14 +126,13 @@ pub fn run_archive(
         report.peer_async = Some(peer_series(peer, &scratch, &names, true)?);
         report.peer_version = Some(version.clone());
     }
-    if with_s3 {
-        let s3 = S3Server::start()?;
+    if let Some(s3) = s3 {
         report.sync_s3 = Some(walship_series(
             &walship,
             &pg_wal,
             &names,
             work.path(),
-            Some(&s3),
+            Some(s3),
             false,
         )?);
         report.async_s3 = Some(walship_series(
@@ -134,7 +140,7 @@ pub fn run_archive(
             &pg_wal,
             &names,
             work.path(),
-            Some(&s3),
+            Some(s3),
             true,
         )?);
     }

@@ -15,10 +15,9 @@ use crate::S3Server;
 /// The walship binary: `explicit` when given, else built beside the running executable.
 pub fn walship_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = explicit {
-        if !path.is_file() {
-            bail!("--walship {}: no such file", path.display());
-        }
-        return Ok(path.to_path_buf());
+        // Absolute: the children run in another working directory.
+        return std::fs::canonicalize(path)
+            .with_context(|| format!("--walship {}", path.display()));
     }
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("the bench binary has no directory")?;
