@@ -106,9 +106,8 @@ pub fn run_archive(
             }
         }
     });
-    cluster.execute("checkpoint");
-    copy_segments(cluster.data_dir(), &scratch, &names)?;
     cluster.stop(StopMode::Fast);
+    move_segments(cluster.data_dir(), &scratch, &names)?;
     drop(cluster);
 
     let mut report = ArchiveReport {
@@ -147,8 +146,9 @@ pub fn run_archive(
     Ok(report)
 }
 
-/// Copies the segments, `global/pg_control` and `PG_VERSION` of `data_dir` into `scratch`.
-fn copy_segments(data_dir: &Path, scratch: &Path, names: &[String]) -> Result<()> {
+/// Moves the segments of the stopped cluster in `data_dir` into `scratch/pg_wal` (a rename:
+/// the disk holds them once), and copies `global/pg_control` and `PG_VERSION` beside them.
+fn move_segments(data_dir: &Path, scratch: &Path, names: &[String]) -> Result<()> {
     let pg_wal = scratch.join("pg_wal");
     std::fs::create_dir_all(pg_wal.join("archive_status"))?;
     std::fs::create_dir_all(scratch.join("global"))?;
@@ -158,8 +158,9 @@ fn copy_segments(data_dir: &Path, scratch: &Path, names: &[String]) -> Result<()
     }
     for name in names {
         let from = data_dir.join("pg_wal").join(name);
-        let len = std::fs::copy(&from, pg_wal.join(name))
-            .with_context(|| format!("copy {}", from.display()))?;
+        let to = pg_wal.join(name);
+        std::fs::rename(&from, &to).with_context(|| format!("move {}", from.display()))?;
+        let len = std::fs::metadata(&to)?.len();
         if len != SEGMENT_BYTES {
             bail!("{} has {len} bytes, not {SEGMENT_BYTES}", from.display());
         }
@@ -304,6 +305,7 @@ fn peer_series(
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()))
         .sum::<std::io::Result<u64>>()?;
+    peer.clear_archive()?;
     Ok(Series {
         runs,
         stored_bytes: Some(stored_bytes),

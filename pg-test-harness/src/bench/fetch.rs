@@ -92,7 +92,16 @@ pub fn run_fetch(segments: usize, rounds: usize, walship: Option<&Path>) -> Resu
     wal_load::wait_archived(&primary, &last, Duration::from_secs(600))?;
     let transactions = primary.query_string("select count(*) from pgbench_history");
     primary.stop(StopMode::Fast);
-    let wal = segments_between(&primary.data_dir().join("pg_wal"), &start, &last)?;
+    // Keep only the segments to replay; the rest of the primary goes.
+    let wal_dir = work.path().join("wal");
+    std::fs::create_dir(&wal_dir)?;
+    let mut wal = Vec::new();
+    for segment in segments_between(&primary.data_dir().join("pg_wal"), &start, &last)? {
+        let kept = wal_dir.join(segment.file_name().context("segment without name")?);
+        std::fs::rename(&segment, &kept)?;
+        wal.push(kept);
+    }
+    drop(primary);
 
     let mut report = FetchReport {
         segments,
@@ -115,9 +124,12 @@ pub fn run_fetch(segments: usize, rounds: usize, walship: Option<&Path>) -> Resu
 
         let dir = work.path().join(format!("local-{round}"));
         wal_load::copy_tree_all(&base, &dir)?;
+        // Hard links, not copies (disk space): crash recovery only reads completed segments,
+        // and wal_keep_size (from the copied postgresql.conf) keeps it from recycling them;
+        // the row check below would catch a segment changed by an earlier round.
         for segment in &wal {
             let name = segment.file_name().context("segment without name")?;
-            std::fs::copy(segment, dir.join("pg_wal").join(name))?;
+            std::fs::hard_link(segment, dir.join("pg_wal").join(name))?;
         }
         let r = recover(&install, &dir, &[], &transactions)?;
         eprintln!(
