@@ -1,6 +1,7 @@
 //! walship-common: the library every walship command stands on.
 //!
 //! - [`archive`]: `walship archive`: checking and storing the files Postgres archives.
+//! - [`backup`]: `walship backup`: base backups streamed into bundles, the manifest, listing.
 //! - [`catalog`]: base backups in the repository: ids and manifests.
 //! - [`codec`]: the self-describing, checksummed, compressed object format of the repository.
 //! - [`config`]: walship's configuration, merged from flags, environment and file.
@@ -8,12 +9,14 @@
 //! - [`fsutil`]: crash-safe file writes (temp file, fsync, rename, fsync directory).
 //! - [`lsn`]: WAL positions.
 //! - [`pg`]: PostgreSQL formats (timelines, WAL file names, history files, page headers).
+//! - [`pgconn`]: the replication-protocol client (connection settings, auth, TLS, commands, COPY).
 //! - [`repo`]: the repository: identity, layout, encoded objects.
 //! - [`storage`]: the `Storage` trait and its backends (S3, local directory, fault injection).
 
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod config;
@@ -22,6 +25,7 @@ pub mod fsutil;
 mod json;
 pub mod lsn;
 pub mod pg;
+pub mod pgconn;
 pub mod repo;
 pub mod storage;
 mod task;

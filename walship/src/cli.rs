@@ -47,15 +47,28 @@ pub enum Command {
     /// Archive one WAL file (archive_command = 'walship archive %p').
     Archive(crate::cmd::archive::ArchiveArgs),
     /// Deliver one archived WAL file to Postgres (restore_command = 'walship fetch %f %p').
+    ///
+    /// The file is decoded, its crc32c and page headers verified, and written through a
+    /// temporary file and a rename. While a segment is delivered, the next ones are fetched
+    /// ahead into pg_wal/walship/fetch by a background worker.
+    ///
+    /// Exit codes (what Postgres needs to never end recovery early on a network error):
+    ///   0    delivered
+    ///   1    the repository definitively does not have the file
+    ///   200  storage failing after retries, a corrupt object, a repository without
+    ///        walship.json, or a configuration error: Postgres stops recovery
+    ///
+    /// A lone `<segment>.partial` is "absent" unless --allow-partial.
+    #[command(verbatim_doc_comment)]
     Fetch(crate::cmd::fetch::FetchArgs),
     /// Stream WAL over the replication protocol into the repository (sidecar). [not built yet]
     Stream(NotBuiltArgs),
-    /// Take a physical base backup over the replication protocol. [not built yet]
-    Backup(NotBuiltArgs),
-    /// List the base backups in the repository. [not built yet]
-    List(NotBuiltArgs),
-    /// Show one base backup (`latest` or its id). [not built yet]
-    Info(NotBuiltArgs),
+    /// Take a physical base backup over the replication protocol.
+    Backup(crate::cmd::backup::BackupArgs),
+    /// List the base backups in the repository (--incomplete: leftovers of interrupted ones).
+    List(crate::cmd::list::ListArgs),
+    /// Show one base backup (`latest` or its id).
+    Info(crate::cmd::info::InfoArgs),
     /// Restore a data directory to a point in time. [not built yet]
     Restore(NotBuiltArgs),
     /// Verify every object in the repository. [not built yet]

@@ -8,12 +8,7 @@ use walship_common::archive::{self, ArchiveOutcome, ReadAhead};
 use crate::context::Context;
 use crate::exit;
 
-/// Archive one WAL file (archive_command = 'walship archive %p').
-///
-/// Accepts WAL segments, `.partial`, `.history` and `.backup` files. Exits 0 only once the
-/// file is durably stored and its checksum confirmed, or when the repository already holds
-/// exactly these bytes. Different content under the same name is refused (exit 4) and never
-/// overwritten; a storage failure exits 3 and Postgres retries later.
+/// Arguments of `walship archive` (the command's help text is in `cli.rs`).
 #[derive(Debug, Args)]
 pub struct ArchiveArgs {
     /// The file to archive (`%p`: a path relative to the data directory works).

@@ -10,13 +10,7 @@ use walship_common::pg::{ArchiveFileName, WalFileName, WalSegSize};
 use crate::context::Context;
 use crate::exit;
 
-/// Deliver one archived WAL file to Postgres (restore_command = 'walship fetch %f %p').
-///
-/// Exit codes are what Postgres needs: 0 delivered (verified); 1 the repository definitively
-/// does not have the file; 200 storage still failing after retries, a corrupt object, or a
-/// repository without walship.json, so that Postgres stops recovery instead of promoting
-/// early on a network error. While delivering a segment, the next ones are fetched ahead into
-/// pg_wal/walship/fetch by a background worker.
+/// Arguments of `walship fetch` (the command's help text is in `cli.rs`).
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// The file Postgres asks for (`%f`).
