@@ -246,4 +246,34 @@ mod tests {
         assert!(new.contains("work_mem = '8MB'"));
         assert_eq!(new.matches(BEGIN).count(), 1);
     }
+
+    #[test]
+    fn standby_signal_and_actions_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("recovery.signal"), "").unwrap();
+        let mut c = config(RecoveryTarget::Xid(742));
+        c.standby = true;
+        c.action = TargetAction::Pause;
+        c.exclusive = true;
+        c.timeline = Some(2);
+        write_recovery_config(dir.path(), &c).unwrap();
+        assert!(dir.path().join("standby.signal").exists());
+        assert!(!dir.path().join("recovery.signal").exists());
+        let auto = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        for line in [
+            "recovery_target_xid = '742'",
+            "recovery_target_inclusive = off",
+            "recovery_target_timeline = '2'",
+            "recovery_target_action = 'pause'",
+        ] {
+            assert!(auto.contains(line), "{line}: {auto}");
+        }
+        let mut latest = config(RecoveryTarget::Latest);
+        latest.allow_partial = true;
+        write_recovery_config(dir.path(), &latest).unwrap();
+        let auto = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert!(auto.contains("fetch --allow-partial %f %p"), "{auto}");
+        assert!(!auto.contains("recovery_target_xid") && !auto.contains("recovery_target_action"));
+        assert!(dir.path().join("recovery.signal").exists());
+    }
 }
