@@ -8,6 +8,7 @@
 //! - [`fsutil`]: crash-safe file writes (temp file, fsync, rename, fsync directory).
 //! - [`lsn`]: WAL positions.
 //! - [`pg`]: PostgreSQL formats (timelines, WAL file names, history files, page headers).
+//! - [`pgconn`]: the replication-protocol client (connection settings, auth, TLS, commands, COPY).
 //! - [`repo`]: the repository: identity, layout, encoded objects.
 //! - [`storage`]: the `Storage` trait and its backends (S3, local directory, fault injection).
 
@@ -22,6 +23,7 @@ pub mod fsutil;
 mod json;
 pub mod lsn;
 pub mod pg;
+pub mod pgconn;
 pub mod repo;
 pub mod storage;
 mod task;
