@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod fetch;
+pub mod stream;
 
 use walship_common::config::Options;
 
@@ -39,7 +40,17 @@ pub fn run(cli: Cli) -> u8 {
                 |ctx| fetch::run(ctx, args),
             )
         }
-        Command::Stream(_) => not_built("stream", Some(6)),
+        Command::Stream(args) => {
+            let options = Options {
+                stream_slot: args.slot.clone(),
+                stream_partial_interval: args.partial_interval.clone(),
+                stream_application_name: args.application_name.clone(),
+                ..Options::default()
+            };
+            with_context("stream", &cli.global, options, exit::USAGE, |ctx| {
+                stream::run(ctx, args)
+            })
+        }
         Command::Backup(_) => not_built("backup", Some(4)),
         Command::List(_) => not_built("list", Some(4)),
         Command::Info(_) => not_built("info", Some(4)),
