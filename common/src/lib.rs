@@ -1,6 +1,7 @@
 //! walship-common: the library every walship command stands on.
 //!
 //! - [`archive`]: `walship archive`: checking and storing the files Postgres archives.
+//! - [`backup`]: `walship backup`: base backups streamed into bundles, the manifest, listing.
 //! - [`catalog`]: base backups in the repository: ids and manifests.
 //! - [`codec`]: the self-describing, checksummed, compressed object format of the repository.
 //! - [`config`]: walship's configuration, merged from flags, environment and file.
@@ -15,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod config;

@@ -78,12 +78,12 @@ pub enum Command {
     ///        or WAL the repository needs is gone from the server (a gap)
     #[command(verbatim_doc_comment)]
     Stream(crate::cmd::stream::StreamArgs),
-    /// Take a physical base backup over the replication protocol. [not built yet]
-    Backup(NotBuiltArgs),
-    /// List the base backups in the repository. [not built yet]
-    List(NotBuiltArgs),
-    /// Show one base backup (`latest` or its id). [not built yet]
-    Info(NotBuiltArgs),
+    /// Take a physical base backup over the replication protocol.
+    Backup(crate::cmd::backup::BackupArgs),
+    /// List the base backups in the repository (--incomplete: leftovers of interrupted ones).
+    List(crate::cmd::list::ListArgs),
+    /// Show one base backup (`latest` or its id).
+    Info(crate::cmd::info::InfoArgs),
     /// Restore a data directory to a point in time. [not built yet]
     Restore(NotBuiltArgs),
     /// Verify every object in the repository. [not built yet]

@@ -10,6 +10,7 @@
 //! backups/<id>/...                                    base backups (manifest.json written last)
 //! ```
 
+use crate::catalog::BackupId;
 use crate::pg::file_name::ArchiveFileName;
 use crate::storage::ObjectKey;
 
@@ -33,6 +34,41 @@ pub fn wal_key(name: &ArchiveFileName) -> ObjectKey {
         ArchiveFileName::History(_) => valid_key(format!("{WAL_PREFIX}{text}")),
         _ => valid_key(format!("{WAL_PREFIX}{}/{text}", &text[..16])),
     }
+}
+
+/// Prefix of every backup's objects.
+pub const BACKUPS_PREFIX: &str = "backups/";
+/// File name of a backup's manifest, the object written last.
+pub const MANIFEST_NAME: &str = "manifest.json";
+
+/// The prefix under which one backup's objects live: `backups/<id>/`.
+pub fn backup_prefix(id: BackupId) -> String {
+    format!("{BACKUPS_PREFIX}{id}/")
+}
+
+/// The key of a backup's manifest: `backups/<id>/manifest.json`.
+pub fn manifest_key(id: BackupId) -> ObjectKey {
+    valid_key(format!("{}{MANIFEST_NAME}", backup_prefix(id)))
+}
+
+/// The key of one bundle of a backup: `backups/<id>/bundles/<name>`. `name` is one the
+/// bundler made ([`crate::backup::bundle_name`]); a name read from a manifest is checked by
+/// [`ObjectKey`]'s rules and refused if it would leave the backup's `bundles/` folder.
+pub fn bundle_key(id: BackupId, name: &str) -> Result<ObjectKey, crate::storage::InvalidKey> {
+    if name.contains('/') {
+        return Err(crate::storage::InvalidKey {
+            key: name.to_string(),
+            reason: "a bundle name is a single key segment",
+        });
+    }
+    ObjectKey::new(format!("{}bundles/{name}", backup_prefix(id)))
+}
+
+/// The backup id of a key under `backups/`, if it has one (`backups/<id>/...`).
+pub fn backup_id_of(key: &ObjectKey) -> Option<BackupId> {
+    let rest = key.as_str().strip_prefix(BACKUPS_PREFIX)?;
+    let (id, _) = rest.split_once('/')?;
+    id.parse().ok()
 }
 
 /// Builds a key from text this module composed out of validated names. Such text always
@@ -72,5 +108,17 @@ mod tests {
             assert_eq!(wal_key(&name).as_str(), key);
         }
         assert_eq!(identity_key().as_str(), "walship.json");
+        let id: BackupId = "20261122T140300Z".parse().unwrap();
+        assert_eq!(backup_prefix(id), "backups/20261122T140300Z/");
+        assert_eq!(
+            manifest_key(id).as_str(),
+            "backups/20261122T140300Z/manifest.json"
+        );
+        assert_eq!(
+            bundle_key(id, "00000001").unwrap().as_str(),
+            "backups/20261122T140300Z/bundles/00000001"
+        );
+        assert!(bundle_key(id, "../x").is_err() && bundle_key(id, "..").is_err());
+        assert_eq!(backup_id_of(&manifest_key(id)), Some(id));
     }
 }

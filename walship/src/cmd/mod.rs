@@ -1,7 +1,11 @@
 //! One module per subcommand; each turns parsed arguments into library calls and an exit code.
 
 pub mod archive;
+pub mod backup;
 pub mod fetch;
+pub mod info;
+pub mod list;
+mod show;
 pub mod stream;
 
 use walship_common::config::Options;
@@ -51,9 +55,30 @@ pub fn run(cli: Cli) -> u8 {
                 stream::run(ctx, args)
             })
         }
-        Command::Backup(_) => not_built("backup", Some(4)),
-        Command::List(_) => not_built("list", Some(4)),
-        Command::Info(_) => not_built("info", Some(4)),
+        Command::Backup(args) => {
+            let options = Options {
+                backup_bundle_size: args.bundle_size.clone(),
+                backup_parallel: args.parallel.map(|n| n.to_string()),
+                ..Options::default()
+            };
+            with_context("backup", &cli.global, options, exit::FAILED, |ctx| {
+                backup::run(ctx, args)
+            })
+        }
+        Command::List(args) => with_context(
+            "list",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| list::run(ctx, args),
+        ),
+        Command::Info(args) => with_context(
+            "info",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| info::run(ctx, args),
+        ),
         Command::Restore(_) => not_built("restore", Some(5)),
         Command::Verify(_) => not_built("verify", None),
         Command::Expire(_) => not_built("expire", None),

@@ -1,0 +1,241 @@
+//! [`Bundler`]: packs files back to back into compressed bundle objects of about
+//! `backup.bundle_size` raw bytes, each streamed to storage while it is written, at most
+//! `backup.parallel` uploads in flight.
+//!
+//! A file is never split: it goes whole into the current bundle, which is closed once it
+//! holds at least the target size, so a bundle exceeds the target by less than one file
+//! (relation segments are at most 1 GiB). Each file's crc32c and offset in the bundle's raw
+//! content are recorded for the manifest. Runs on a blocking thread (compression is CPU
+//! work); the uploads run on the async runtime.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+
+use crate::catalog::{BackupId, BundleInfo};
+use crate::codec::{Codec, ObjectWriter};
+use crate::repo::layout;
+use crate::storage::AnyStorage;
+
+use super::error::BackupError;
+use super::progress::Progress;
+use super::upload::{ChannelWriter, UploadTask, start_upload};
+
+/// Name of the `index`-th bundle (`00000000`, `00000001`, ...): fixed width, so names sort.
+pub fn bundle_name(index: u32) -> String {
+    format!("{index:08}")
+}
+
+/// Where a file's bytes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// Index of the bundle.
+    pub bundle: u32,
+    /// Offset in the bundle's raw content.
+    pub offset: u64,
+    /// crc32c of the file's bytes.
+    pub crc32c: u32,
+    /// Bytes copied.
+    pub len: u64,
+}
+
+/// How the bundler is set up.
+#[derive(Debug, Clone)]
+pub struct BundlerConfig {
+    /// Close a bundle once it holds this many raw bytes.
+    pub bundle_size: u64,
+    /// Uploads in flight at once.
+    pub parallel: usize,
+    /// Codec of the bundle objects.
+    pub codec: Codec,
+}
+
+struct OpenBundle {
+    index: u32,
+    writer: ObjectWriter<ChannelWriter>,
+}
+
+/// Packs files into bundles; see the module doc.
+pub struct Bundler {
+    config: BundlerConfig,
+    id: BackupId,
+    storage: AnyStorage,
+    runtime: tokio::runtime::Handle,
+    progress: std::sync::Arc<Progress>,
+    current: Option<OpenBundle>,
+    in_flight: VecDeque<(u32, UploadTask)>,
+    bundles: Vec<BundleInfo>,
+    buf: Vec<u8>,
+}
+
+impl Bundler {
+    /// A bundler writing `backups/<id>/bundles/*` to `storage`.
+    pub fn new(
+        config: BundlerConfig,
+        id: BackupId,
+        storage: AnyStorage,
+        runtime: tokio::runtime::Handle,
+        progress: std::sync::Arc<Progress>,
+    ) -> Bundler {
+        Bundler {
+            config,
+            id,
+            storage,
+            runtime,
+            progress,
+            current: None,
+            in_flight: VecDeque::new(),
+            bundles: Vec::new(),
+            buf: vec![0; 256 << 10],
+        }
+    }
+
+    /// Copies `expected_len` bytes of `file` into the current bundle.
+    pub fn add_file(
+        &mut self,
+        path: &str,
+        file: &mut dyn Read,
+        expected_len: u64,
+    ) -> Result<Placed, BackupError> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|b| b.writer.raw_len() >= self.config.bundle_size)
+        {
+            self.close_current()?;
+        }
+        if self.current.is_none() {
+            self.open_next()?;
+        }
+        let Some(open) = self.current.as_mut() else {
+            return Err(BackupError::Protocol("no open bundle".into()));
+        };
+        let bundle = open.index;
+        let offset = open.writer.raw_len();
+        let mut crc = 0u32;
+        let mut len = 0u64;
+        loop {
+            let n = match file.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(BackupError::Tar {
+                        archive: path.to_string(),
+                        source: e,
+                    });
+                }
+            };
+            crc = crc32c::crc32c_append(crc, &self.buf[..n]);
+            len += n as u64;
+            if let Err(e) = open.writer.write_all(&self.buf[..n]) {
+                let key = self.key(bundle);
+                return Err(self.upload_failure(key, e));
+            }
+            self.progress.add_raw(n as u64);
+        }
+        if len != expected_len {
+            return Err(BackupError::Protocol(format!(
+                "{path}: the archive announced {expected_len} bytes but held {len}"
+            )));
+        }
+        Ok(Placed {
+            bundle,
+            offset,
+            crc32c: crc,
+            len,
+        })
+    }
+
+    /// Closes the last bundle and waits for every upload; returns the bundles in index order.
+    pub fn finish(mut self) -> Result<Vec<BundleInfo>, BackupError> {
+        if self.current.is_some() {
+            self.close_current()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_oldest()?;
+        }
+        Ok(std::mem::take(&mut self.bundles))
+    }
+
+    fn key(&self, index: u32) -> String {
+        format!(
+            "{}bundles/{}",
+            layout::backup_prefix(self.id),
+            bundle_name(index)
+        )
+    }
+
+    fn open_next(&mut self) -> Result<(), BackupError> {
+        while self.in_flight.len() >= self.config.parallel.max(1) {
+            self.wait_oldest()?;
+        }
+        let index = u32::try_from(self.bundles.len())
+            .map_err(|_| BackupError::Protocol("too many bundles".into()))?;
+        let name = bundle_name(index);
+        let key = layout::bundle_key(self.id, &name)?;
+        let (channel, task) = start_upload(&self.runtime, self.storage.clone(), key.clone());
+        let writer =
+            ObjectWriter::new(channel, self.config.codec).map_err(|source| BackupError::Codec {
+                key: key.to_string(),
+                source,
+            })?;
+        self.bundles.push(BundleInfo {
+            name,
+            raw_len: 0,
+            stored_len: 0,
+        });
+        self.in_flight.push_back((index, task));
+        self.current = Some(OpenBundle { index, writer });
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<(), BackupError> {
+        let Some(open) = self.current.take() else {
+            return Ok(());
+        };
+        let key = self.key(open.index);
+        let (summary, channel) = match open.writer.finish_into_inner() {
+            Ok(done) => done,
+            Err(source) => {
+                let io = std::io::Error::other(source.to_string());
+                return Err(self.upload_failure(key, io));
+            }
+        };
+        channel.finish();
+        if let Some(info) = self.bundles.get_mut(open.index as usize) {
+            info.raw_len = summary.raw_len;
+            info.stored_len = summary.stored_len;
+        }
+        self.progress.add_stored(summary.stored_len);
+        Ok(())
+    }
+
+    fn wait_oldest(&mut self) -> Result<(), BackupError> {
+        let Some((index, task)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        match self.runtime.block_on(task) {
+            Ok(Ok(_meta)) => Ok(()),
+            Ok(Err(e)) => Err(BackupError::Storage(e)),
+            Err(join) => Err(BackupError::Protocol(format!(
+                "upload of bundle {} ended abnormally: {join}",
+                bundle_name(index)
+            ))),
+        }
+    }
+
+    /// A write into a bundle failed: the storage error of the upload that stopped is the
+    /// real cause, when there is one.
+    fn upload_failure(&mut self, key: String, io: std::io::Error) -> BackupError {
+        self.current = None;
+        while let Some((_, task)) = self.in_flight.pop_front() {
+            if let Ok(Err(e)) = self.runtime.block_on(task) {
+                return BackupError::Storage(e);
+            }
+        }
+        BackupError::Codec {
+            key,
+            source: crate::codec::CodecError::Io(io),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Reading the backup catalog: complete backups (those with a manifest), incomplete ones
+//! (objects under `backups/<id>/` but no manifest: interrupted backups, or one still
+//! running), finding `latest` or an id, and removing incomplete leftovers.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::catalog::{BackupId, BackupManifest, MANIFEST_FORMAT_VERSION};
+use crate::repo::{Repository, layout};
+use crate::storage::{ObjectKey, ObjectMeta, Storage};
+
+use super::error::BackupError;
+
+/// The objects of a backup that has no manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IncompleteBackup {
+    /// Its id.
+    pub id: BackupId,
+    /// How many objects it left.
+    pub objects: usize,
+    /// Their total stored size.
+    pub bytes: u64,
+    /// When the newest of them was written, when storage says.
+    #[serde(skip)]
+    pub newest: Option<SystemTime>,
+    /// Their keys.
+    #[serde(skip)]
+    pub keys: Vec<ObjectKey>,
+}
+
+/// Every backup id in the repository, split into complete and incomplete.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// Complete backups, oldest first.
+    pub complete: Vec<BackupManifest>,
+    /// Backups without a manifest, oldest first.
+    pub incomplete: Vec<IncompleteBackup>,
+}
+
+/// Lists `backups/` and reads every manifest.
+pub async fn read_catalog(repo: &Repository) -> Result<Catalog, BackupError> {
+    let objects = repo.storage().list(layout::BACKUPS_PREFIX).await?;
+    let mut by_id: BTreeMap<BackupId, Vec<ObjectMeta>> = BTreeMap::new();
+    for meta in objects {
+        if let Some(id) = layout::backup_id_of(&meta.key) {
+            by_id.entry(id).or_default().push(meta);
+        }
+    }
+    let mut catalog = Catalog::default();
+    for (id, metas) in by_id {
+        let manifest_key = layout::manifest_key(id);
+        if metas.iter().any(|m| m.key == manifest_key) {
+            catalog.complete.push(read_manifest(repo, id).await?);
+        } else {
+            catalog.incomplete.push(IncompleteBackup {
+                id,
+                objects: metas.len(),
+                bytes: metas.iter().map(|m| m.size).sum(),
+                newest: metas.iter().filter_map(|m| m.last_modified).max(),
+                keys: metas.into_iter().map(|m| m.key).collect(),
+            });
+        }
+    }
+    Ok(catalog)
+}
+
+/// Reads and checks the manifest of backup `id`.
+pub async fn read_manifest(repo: &Repository, id: BackupId) -> Result<BackupManifest, BackupError> {
+    let key = layout::manifest_key(id);
+    let bytes = match repo.get_content(&key).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Err(BackupError::NotFound(id.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let bad = |message: String| BackupError::Manifest {
+        key: key.to_string(),
+        message,
+    };
+    let version: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let format = version.get("format_version").and_then(|v| v.as_u64());
+    if format != Some(u64::from(MANIFEST_FORMAT_VERSION)) {
+        return Err(bad(format!(
+            "format_version {format:?} is not {MANIFEST_FORMAT_VERSION}, the one this build reads"
+        )));
+    }
+    let manifest: BackupManifest =
+        serde_json::from_value(version).map_err(|e| bad(e.to_string()))?;
+    if manifest.id != id {
+        return Err(bad(format!("it names backup {}", manifest.id)));
+    }
+    for file in &manifest.files {
+        super::entry_path::check_backup_path(&file.path)
+            .map_err(|reason| bad(format!("file {:?}: {reason}", file.path)))?;
+    }
+    Ok(manifest)
+}
+
+/// The manifest of `which`: `latest` (the newest complete backup) or a backup id.
+pub async fn find_backup(repo: &Repository, which: &str) -> Result<BackupManifest, BackupError> {
+    if which == "latest" {
+        let catalog = read_catalog(repo).await?;
+        return catalog
+            .complete
+            .into_iter()
+            .last()
+            .ok_or_else(|| BackupError::NotFound("(latest: the repository has none)".into()));
+    }
+    let id: BackupId = which
+        .parse()
+        .map_err(|e: crate::catalog::BackupIdError| BackupError::NotFound(e.to_string()))?;
+    read_manifest(repo, id).await
+}
+
+/// Deletes the objects of incomplete backups. With `idle_since`, only those whose newest
+/// object is older than it (so a backup still being written by another process is left
+/// alone). Returns what was removed.
+pub async fn remove_incomplete(
+    repo: &Repository,
+    idle_since: Option<SystemTime>,
+) -> Result<Vec<IncompleteBackup>, BackupError> {
+    let catalog = read_catalog(repo).await?;
+    let mut removed = Vec::new();
+    for backup in catalog.incomplete {
+        let idle = match (idle_since, backup.newest) {
+            (None, _) => true,
+            (Some(limit), Some(newest)) => newest < limit,
+            (Some(_), None) => false,
+        };
+        if !idle {
+            continue;
+        }
+        for key in &backup.keys {
+            repo.storage().delete(key).await?;
+        }
+        removed.push(backup);
+    }
+    Ok(removed)
+}

@@ -1,0 +1,187 @@
+//! `walship backup`: a physical base backup over the replication protocol into the
+//! repository, with a progress line on a terminal and a summary (or `--json`) at the end.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use walship_common::backup::{self, BackupOptions, Progress};
+use walship_common::pgconn::{ConnParams, ReplicationClient};
+
+use super::show;
+use crate::context::Context;
+use crate::exit;
+
+/// Take a physical base backup over the replication protocol.
+///
+/// Connects like libpq (PGHOST, PGPORT, PGUSER, PGPASSWORD, ~/.pgpass, or --dbname with a
+/// connection string) with a role that has REPLICATION, runs BASE_BACKUP, and streams the
+/// files into compressed bundles uploaded in parallel. The manifest is written last, once
+/// every WAL segment from the backup's start to its stop is in the repository (Postgres must
+/// archive with `walship archive`); until then the backup does not exist for `list` or
+/// `restore`. An interrupted backup leaves objects that `walship list --incomplete` shows
+/// and the next successful backup (or `walship list --incomplete --remove`) removes.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Connection string (`host=... user=...` or `postgresql://...`); unset parts come
+    /// from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE...
+    #[arg(
+        short = 'd',
+        long = "dbname",
+        value_name = "CONNSTR",
+        default_value = ""
+    )]
+    pub conn: String,
+    /// Checkpoint before the backup: `fast` (at once) or `spread` (the server's pace).
+    #[arg(long, value_enum, default_value_t = CheckpointArg::Spread)]
+    pub checkpoint: CheckpointArg,
+    /// Backup label.
+    #[arg(long, default_value = "walship backup")]
+    pub label: String,
+    /// Server-side transfer limit in kB/s (32..=1048576).
+    #[arg(long, value_name = "KB_PER_S")]
+    pub max_rate: Option<u32>,
+    /// How long to wait for the backup's WAL to reach the repository before failing.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub wal_timeout: Duration,
+    /// Raw bytes per bundle, e.g. 64MiB [config: backup.bundle_size]
+    #[arg(long, value_name = "SIZE")]
+    pub bundle_size: Option<String>,
+    /// Bundle uploads in flight at once [config: backup.parallel]
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Keep incomplete leftovers of earlier backups instead of removing them on success.
+    #[arg(long)]
+    pub keep_incomplete: bool,
+    /// Print the summary as JSON (the manifest without its file lists).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--checkpoint`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CheckpointArg {
+    /// Request an immediate checkpoint.
+    Fast,
+    /// Let the checkpoint run at the server's configured pace.
+    Spread,
+}
+
+/// Runs `walship backup`.
+pub fn run(ctx: Context, args: BackupArgs) -> u8 {
+    let params = match ConnParams::parse(&args.conn) {
+        Ok(p) => p.with_fallback_application_name("walship"),
+        Err(e) => return ctx.fail(exit::USAGE, &e),
+    };
+    let options = BackupOptions {
+        label: args.label.clone(),
+        bundle_size: ctx.config.backup.bundle_size.0,
+        parallel: ctx.config.backup.parallel,
+        codec: ctx.config.compression,
+        wal_timeout: args.wal_timeout,
+        remove_incomplete: !args.keep_incomplete,
+    };
+    if let Some(rate) = args.max_rate
+        && !(32..=1_048_576).contains(&rate)
+    {
+        eprintln!(
+            "walship backup: --max-rate {rate} is outside the server's range 32..=1048576 kB/s"
+        );
+        return exit::USAGE;
+    }
+    let bb = backup::base_backup_options(
+        &args.label,
+        matches!(args.checkpoint, CheckpointArg::Fast),
+        args.max_rate,
+    );
+    ctx.block_on(async {
+        let repo = match ctx.open_repository().await {
+            Ok(repo) => repo,
+            Err(e) => return ctx.fail(exit::FAILED, &e),
+        };
+        let mut client = match ReplicationClient::connect(&params).await {
+            Ok(client) => client,
+            Err(e) => return ctx.fail(exit::FAILED, &e),
+        };
+        let id = match backup::choose_id(&repo).await {
+            Ok(id) => id,
+            Err(e) => return ctx.fail(exit::FAILED, &e),
+        };
+        let progress = Arc::new(Progress::default());
+        let ticker = std::io::stderr()
+            .is_terminal()
+            .then(|| tokio::spawn(show_progress(progress.clone())));
+        let result = async {
+            let (server, source) = backup::start_base_backup(&mut client, &bb).await?;
+            backup::take_backup(&repo, id, source, server, &options, progress.clone()).await
+        }
+        .await;
+        if let Some(ticker) = ticker {
+            ticker.abort();
+            eprintln!();
+        }
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_refusal() => return ctx.fail(exit::REFUSED, &e),
+            Err(e) => return ctx.fail(exit::FAILED, &e),
+        };
+        let _ = client.close().await;
+        let m = &outcome.manifest;
+        if args.json {
+            let mut summary = show::summary_json(m);
+            if let Some(obj) = summary.as_object_mut() {
+                obj.insert(
+                    "removed_incomplete".into(),
+                    outcome.removed_incomplete.len().into(),
+                );
+            }
+            println!("{summary}");
+        } else {
+            println!(
+                "backup {}: {} ({} stored) in {}, LSN {} to {}, timeline {}",
+                m.id,
+                show::size(m.bytes_raw),
+                show::size(m.bytes_stored),
+                show::duration_ms(m.duration_ms),
+                m.start_lsn,
+                m.stop_lsn,
+                m.stop_timeline
+            );
+        }
+        for removed in &outcome.removed_incomplete {
+            tracing::info!("removed incomplete backup {}", removed.id);
+        }
+        exit::SUCCESS
+    })
+}
+
+/// Redraws one progress line on stderr every second: bytes, rate, ETA.
+async fn show_progress(progress: Arc<Progress>) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let p = progress.snapshot();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        let rate = p.raw as f64 / secs;
+        let eta = if p.estimated_total > p.raw && rate > 0.0 {
+            let left = (p.estimated_total - p.raw) as f64 / rate;
+            format!(
+                ", ETA {}",
+                humantime::format_duration(Duration::from_secs(left as u64))
+            )
+        } else {
+            String::new()
+        };
+        let total = if p.estimated_total > 0 {
+            format!(" of ~{}", show::size(p.estimated_total))
+        } else {
+            String::new()
+        };
+        eprint!(
+            "\r{}{total} at {}/s{eta}          ",
+            show::size(p.raw),
+            show::size(rate as u64)
+        );
+    }
+}
