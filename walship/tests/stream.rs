@@ -429,3 +429,109 @@ fn restarts_and_concurrent_archive_leave_no_gap_or_conflict_every_major() {
         restart_and_archive_test(&install, &repo);
     }
 }
+
+/// Restores `copy` (a low-level copy of the crashed primary) from the repository with
+/// `fetch --allow-partial`, as `walship restore --target latest` would, and waits for the end
+/// of recovery.
+fn recover_copy(install: &PgInstall, copy: &Path, repo: &TestRepo) -> Cluster {
+    let data = copy.join("data");
+    std::fs::write(data.join("recovery.signal"), b"").unwrap();
+    support::chown_tree_like(&data, copy);
+    let mut restored = Cluster::from_data_dir(install, &data);
+    restored.append_conf("synchronous_standby_names = ''");
+    restored.append_conf(&format!(
+        "restore_command = '{} fetch --allow-partial %f %p'",
+        repo.shell_prefix()
+    ));
+    restored.start();
+    wait_until(Duration::from_secs(120), "recovery to end", || {
+        restored.query_string("select pg_is_in_recovery()") == "f"
+    });
+    restored
+}
+
+fn synchronous_test(install: &PgInstall, repo: &TestRepo) {
+    let mut primary = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("synchronous_standby_names", "'walship'")
+        .start();
+    let mut stream = StreamProc::start(&primary, repo, &["--synchronous"]);
+    wait_streaming(&primary, &stream, "walship");
+    wait_until(
+        Duration::from_secs(30),
+        "the stream to be the sync standby",
+        || {
+            primary.query_string(
+            "select coalesce(max(sync_state), '') from pg_stat_replication where application_name = 'walship'",
+        ) == "sync"
+        },
+    );
+    primary.execute("create table acked(writer int, n int)");
+    let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "pgbench -i: {}", describe(&init));
+    let copy = pg_test_harness::test_dir("stream-sync-copy");
+    low_level_copy(&primary, &copy.path().join("data"));
+
+    let mut load = pgbench(&primary, &["-n", "-T", "120", "-c", "4", "-j", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Writers count every commit the server acknowledged to them.
+    let writers: Vec<std::thread::JoinHandle<i32>> = (0..3)
+        .map(|writer| {
+            let mut client = primary.client();
+            std::thread::spawn(move || {
+                let mut acked = 0;
+                loop {
+                    let next = acked + 1;
+                    match client.execute("insert into acked values ($1, $2)", &[&writer, &next]) {
+                        Ok(_) => acked = next,
+                        Err(_) => return acked,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    primary.stop(StopMode::Immediate);
+    let acked: Vec<i32> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let _ = load.kill();
+    let _ = load.wait();
+    std::fs::remove_dir_all(primary.data_dir()).unwrap();
+    let code = stream.terminate();
+    assert_eq!(code, Some(0), "{}", stream.log());
+    assert!(acked.iter().all(|&n| n > 10), "too few commits: {acked:?}");
+
+    let mut restored = recover_copy(install, copy.path(), repo);
+    for (writer, &n) in acked.iter().enumerate() {
+        let present: i64 = restored
+            .query_string(&format!(
+                "select count(distinct n) from acked where writer = {writer} and n <= {n}"
+            ))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            present,
+            i64::from(n),
+            "PG{}: writer {writer} saw {n} commits acknowledged, the restored cluster has {present}",
+            install.major
+        );
+    }
+    eprintln!(
+        "PG{}: --synchronous: all {} acknowledged commits survived the crash",
+        install.major,
+        acked.iter().sum::<i32>()
+    );
+    restored.stop(StopMode::Fast);
+}
+
+#[test]
+fn synchronous_stream_keeps_every_acknowledged_commit_every_major() {
+    for install in pg_test_harness::installs_under_test() {
+        let repo = TestRepo::local();
+        synchronous_test(&install, &repo);
+    }
+}
