@@ -46,6 +46,14 @@ impl StreamProc {
         }
     }
 
+    /// No process: for waits that watch another client.
+    fn none() -> StreamProc {
+        StreamProc {
+            child: None,
+            stderr: PathBuf::from("/nonexistent"),
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
@@ -98,6 +106,24 @@ fn seg_name(tli: u32, lsn: u64) -> String {
     let segno = lsn / SEG;
     let per_id = 0x1_0000_0000 / SEG;
     format!("{tli:08X}{:08X}{:08X}", segno / per_id, segno % per_id)
+}
+
+/// A plain HTTP GET: the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).expect("connect to --metrics-addr");
+    write!(socket, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+/// The value of one sample line of a Prometheus text exposition.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 /// The segment number of a 1 MiB segment's name.
@@ -188,7 +214,9 @@ fn crash_test(install: &PgInstall, repo: &TestRepo) {
         .output()
         .unwrap();
     assert!(init.status.success(), "pgbench -i: {}", describe(&init));
-    let mut stream = StreamProc::start(&primary, repo, &[]);
+    let port = pg_test_harness::ports::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut stream = StreamProc::start(&primary, repo, &["--metrics-addr", &addr]);
     wait_streaming(&primary, &stream, "walship");
     let slot = primary.query_string("select count(*) from pg_replication_slots where slot_name = 'walship' and slot_type = 'physical'");
     assert_eq!(slot, "1", "the stream creates its physical slot");
@@ -207,6 +235,12 @@ fn crash_test(install: &PgInstall, repo: &TestRepo) {
         .parse()
         .unwrap();
     let ack_lsn = lsn(&primary.query_string("select pg_current_wal_flush_lsn()::text"));
+    let (status, health) = http_get(&addr, "/health");
+    assert!(status.contains("200"), "{status}: {health}");
+    let (_, metrics) = http_get(&addr, "/metrics");
+    let flushed = metric(&metrics, "walship_stream_flushed_lsn");
+    assert!(flushed > 0.0 && metric(&metrics, "walship_stream_uploads_total{kind=\"segment\"}") >= 1.0, "{metrics}");
+    assert!(metric(&metrics, "walship_stream_up") == 1.0, "{metrics}");
     // More than two partial intervals (1 s each) before the crash.
     std::thread::sleep(Duration::from_millis(2500));
     primary.stop(StopMode::Immediate);
@@ -533,5 +567,87 @@ fn synchronous_stream_keeps_every_acknowledged_commit_every_major() {
     for install in pg_test_harness::installs_under_test() {
         let repo = TestRepo::local();
         synchronous_test(&install, &repo);
+    }
+}
+
+fn timeline_test(install: &PgInstall, repo: &TestRepo) {
+    let mut primary = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("wal_keep_size", "'1GB'")
+        .start();
+    let init = pgbench(&primary, &["-i", "-s", "1", "-q"]).output().unwrap();
+    assert!(init.status.success(), "pgbench -i: {}", describe(&init));
+    // A standby of the primary, and the stream reading from the standby.
+    let standby_dir = pg_test_harness::test_dir("stream-standby");
+    let standby_data = standby_dir.path().join("data");
+    low_level_copy(&primary, &standby_data);
+    std::fs::write(standby_data.join("standby.signal"), b"").unwrap();
+    support::chown_tree_like(&standby_data, standby_dir.path());
+    let mut standby = Cluster::from_data_dir(install, &standby_data);
+    standby.append_conf(&format!(
+        "primary_conninfo = '{} application_name=standby'",
+        primary.connstr()
+    ));
+    standby.start();
+    wait_streaming(&primary, &StreamProc::none(), "standby");
+    let mut stream = StreamProc::start(&standby, repo, &[]);
+    wait_streaming(&standby, &stream, "walship");
+    // The base for the restore at the end: a copy of timeline 1.
+    let copy = pg_test_harness::test_dir("stream-tl-copy");
+    low_level_copy(&primary, &copy.path().join("data"));
+    let load = |cluster: &Cluster| {
+        let out = pgbench(cluster, &["-n", "-T", "2", "-c", "2"]).output().unwrap();
+        assert!(out.status.success(), "pgbench: {}", describe(&out));
+    };
+    load(&primary);
+    primary.stop(StopMode::Fast);
+    standby.execute("select pg_promote()");
+    wait_until(Duration::from_secs(60), "promotion", || {
+        standby.query_string("select pg_is_in_recovery()") == "f"
+    });
+    load(&standby);
+    let rows = standby.query_string("select count(*) from pgbench_history");
+    support::switch_wal(&standby);
+    let target = lsn(&standby.query_string("select pg_current_wal_flush_lsn()::text"));
+    wait_flushed(&standby, &stream, "walship", target);
+    let code = stream.terminate();
+    let log = stream.log();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("following timeline 2"), "{log}");
+    let names = repo_wal_names(repo.local_root());
+    assert!(names.contains(&"00000002.history".to_string()), "{names:?}");
+    let history = fetch(repo, "00000002.history", false);
+    assert_eq!(
+        history,
+        std::fs::read(standby.data_dir().join("pg_wal/00000002.history")).unwrap()
+    );
+    assert!(names.iter().any(|n| n.starts_with("00000001") && support::is_segment_name(n)));
+    assert!(names.iter().any(|n| n.starts_with("00000002") && support::is_segment_name(n)));
+    assert!(
+        !names.iter().any(|n| n.starts_with("00000001") && n.ends_with(".partial")),
+        "the stream's own tail of timeline 1 must be gone once timeline 2 holds that WAL: {names:?}"
+    );
+    standby.stop(StopMode::Fast);
+
+    let mut restored = recover_copy(install, copy.path(), repo);
+    assert_eq!(
+        restored.query_string("select count(*) from pgbench_history"),
+        rows,
+        "restore across the timeline switch"
+    );
+    let tli = restored.query_string("select timeline_id from pg_control_checkpoint()");
+    assert!(tli.parse::<u32>().unwrap() >= 2, "timeline {tli}");
+    eprintln!(
+        "PG{}: followed the promotion to timeline 2; restore across it has all {rows} rows",
+        install.major
+    );
+    restored.stop(StopMode::Fast);
+}
+
+#[test]
+fn timeline_switch_of_a_promoted_standby_is_followed_every_major() {
+    for install in pg_test_harness::installs_under_test() {
+        let repo = TestRepo::local();
+        timeline_test(&install, &repo);
     }
 }
