@@ -233,3 +233,71 @@ enum Ownership {
     Gone,
     Other,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::lsn::Lsn;
+    use crate::pg::segment::WalSegSize;
+    use crate::pg::timeline::TimelineId;
+    use crate::storage::{AnyStorage, LocalStorage};
+    use crate::stream::segment::SegmentAssembler;
+
+    fn repo(dir: &std::path::Path) -> Repository {
+        let storage = AnyStorage::from(LocalStorage::new(dir).unwrap());
+        Repository::new(storage, Codec::Lz4)
+    }
+
+    fn tail_of(segno: u64, bytes: &[u8]) -> Tail {
+        let size = WalSegSize::from_mib(1).unwrap();
+        let start = Lsn(segno << 20);
+        let mut asm = SegmentAssembler::new(TimelineId(1), start, size).unwrap();
+        asm.push(start, Bytes::copy_from_slice(bytes)).unwrap();
+        asm.tail()
+    }
+
+    #[tokio::test]
+    async fn own_tails_grow_and_go_others_are_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let mut store = TailStore::default();
+
+        // Created, then replaced by a longer one, then removed.
+        let t = tail_of(3, &[1; 100]);
+        assert_eq!(store.store(&repo, &t).await.unwrap(), TailOutcome::Stored);
+        let t = tail_of(3, &[1; 300]);
+        assert_eq!(store.store(&repo, &t).await.unwrap(), TailOutcome::Stored);
+        let key = tail_key(t.name);
+        assert_eq!(repo.get_content(&key).await.unwrap().len(), 300);
+        store.release(&repo, t.name).await.unwrap();
+        assert!(!repo.exists(&key).await.unwrap());
+
+        // A full-size .partial (Postgres's, at promotion) is someone else's.
+        let t = tail_of(4, &[2; 100]);
+        let key = tail_key(t.name);
+        let theirs = Bytes::from(vec![7u8; 1 << 20]);
+        repo.put_content(&key, theirs.clone(), true).await.unwrap();
+        assert_eq!(store.store(&repo, &t).await.unwrap(), TailOutcome::Foreign);
+        store.release(&repo, t.name).await.unwrap();
+        assert_eq!(repo.get_content(&key).await.unwrap(), theirs);
+
+        // A shorter one an earlier run left is adopted and replaced.
+        let t = tail_of(5, &[3; 500]);
+        let key = tail_key(t.name);
+        repo.put_content(&key, Bytes::from(vec![3u8; 200]), true)
+            .await
+            .unwrap();
+        assert_eq!(store.store(&repo, &t).await.unwrap(), TailOutcome::Stored);
+        assert_eq!(repo.get_content(&key).await.unwrap().len(), 500);
+
+        // Replaced behind the stream's back: the stream stops touching it.
+        let other = Bytes::from(vec![9u8; 1 << 20]);
+        repo.put_content(&key, other.clone(), false).await.unwrap();
+        let t = tail_of(5, &[3; 800]);
+        assert_eq!(store.store(&repo, &t).await.unwrap(), TailOutcome::Foreign);
+        store.release(&repo, t.name).await.unwrap();
+        assert_eq!(repo.get_content(&key).await.unwrap(), other);
+        assert!(store.own_tails().is_empty());
+    }
+}
