@@ -116,7 +116,10 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
     let mut text = String::new();
     socket.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
 }
 
 /// The value of one sample line of a Prometheus text exposition.
@@ -192,6 +195,58 @@ fn repo_wal_names(root: &Path) -> Vec<String> {
     names
 }
 
+/// The timeline-1 WAL objects of `repo` around segment `around`: listed in a local repository,
+/// probed with `walship fetch` (down and up from `around` to the first absent segment) on S3.
+fn streamed_names(repo: &TestRepo, around: &str) -> Vec<String> {
+    if repo.s3.is_none() {
+        return repo_wal_names(repo.local_root());
+    }
+    let fetched = |name: &str, partial: bool| {
+        let dest = repo.dir.path().join("probe");
+        let mut args = vec!["fetch", name, dest.to_str().unwrap()];
+        if partial {
+            args.insert(1, "--allow-partial");
+        }
+        let out = repo.walship(&args);
+        let _ = std::fs::remove_file(&dest);
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("fetch {name}: {}", describe(&out)),
+        }
+    };
+    let mid = segno_of(around);
+    let mut names = Vec::new();
+    let mut segno = mid;
+    loop {
+        let name = seg_name(1, segno * SEG);
+        if fetched(&name, false) {
+            names.push(name);
+        } else if segno < mid {
+            break;
+        } else if fetched(&name, true) {
+            names.push(format!("{name}.partial"));
+        }
+        if segno == 0 {
+            break;
+        }
+        segno -= 1;
+    }
+    for segno in mid + 1.. {
+        let name = seg_name(1, segno * SEG);
+        if fetched(&name, false) {
+            names.push(name);
+        } else {
+            if fetched(&name, true) {
+                names.push(format!("{name}.partial"));
+            }
+            break;
+        }
+    }
+    names.sort();
+    names
+}
+
 /// `walship fetch [--allow-partial] name` into a temporary file; the bytes.
 fn fetch(repo: &TestRepo, name: &str, allow_partial: bool) -> Vec<u8> {
     let dest = repo.dir.path().join(format!("fetched-{name}"));
@@ -239,7 +294,10 @@ fn crash_test(install: &PgInstall, repo: &TestRepo) {
     assert!(status.contains("200"), "{status}: {health}");
     let (_, metrics) = http_get(&addr, "/metrics");
     let flushed = metric(&metrics, "walship_stream_flushed_lsn");
-    assert!(flushed > 0.0 && metric(&metrics, "walship_stream_uploads_total{kind=\"segment\"}") >= 1.0, "{metrics}");
+    assert!(
+        flushed > 0.0 && metric(&metrics, "walship_stream_uploads_total{kind=\"segment\"}") >= 1.0,
+        "{metrics}"
+    );
     assert!(metric(&metrics, "walship_stream_up") == 1.0, "{metrics}");
     // More than two partial intervals (1 s each) before the crash.
     std::thread::sleep(Duration::from_millis(2500));
@@ -260,7 +318,7 @@ fn crash_test(install: &PgInstall, repo: &TestRepo) {
 
     // Every complete segment in the repository is byte-identical to what the primary wrote,
     // and there is no gap from the first to the one before the acknowledged position.
-    let names = repo_wal_names(repo.local_root());
+    let names = streamed_names(repo, &crash_lsn_seg);
     let complete: Vec<&String> = names
         .iter()
         .filter(|n| support::is_segment_name(n))
@@ -457,6 +515,13 @@ fn restart_and_archive_test(install: &PgInstall, repo: &TestRepo) {
 }
 
 #[test]
+fn primary_crash_with_a_seaweedfs_repository() {
+    let Some(repo) = TestRepo::s3() else { return };
+    let installs = pg_test_harness::installs_under_test();
+    crash_test(installs.last().expect("a Postgres install"), &repo);
+}
+
+#[test]
 fn restarts_and_concurrent_archive_leave_no_gap_or_conflict_every_major() {
     for install in pg_test_harness::installs_under_test() {
         let repo = TestRepo::local();
@@ -575,7 +640,9 @@ fn timeline_test(install: &PgInstall, repo: &TestRepo) {
         .initdb_arg("--wal-segsize=1")
         .setting("wal_keep_size", "'1GB'")
         .start();
-    let init = pgbench(&primary, &["-i", "-s", "1", "-q"]).output().unwrap();
+    let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
     assert!(init.status.success(), "pgbench -i: {}", describe(&init));
     // A standby of the primary, and the stream reading from the standby.
     let standby_dir = pg_test_harness::test_dir("stream-standby");
@@ -596,7 +663,9 @@ fn timeline_test(install: &PgInstall, repo: &TestRepo) {
     let copy = pg_test_harness::test_dir("stream-tl-copy");
     low_level_copy(&primary, &copy.path().join("data"));
     let load = |cluster: &Cluster| {
-        let out = pgbench(cluster, &["-n", "-T", "2", "-c", "2"]).output().unwrap();
+        let out = pgbench(cluster, &["-n", "-T", "2", "-c", "2"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "pgbench: {}", describe(&out));
     };
     load(&primary);
@@ -621,10 +690,20 @@ fn timeline_test(install: &PgInstall, repo: &TestRepo) {
         history,
         std::fs::read(standby.data_dir().join("pg_wal/00000002.history")).unwrap()
     );
-    assert!(names.iter().any(|n| n.starts_with("00000001") && support::is_segment_name(n)));
-    assert!(names.iter().any(|n| n.starts_with("00000002") && support::is_segment_name(n)));
     assert!(
-        !names.iter().any(|n| n.starts_with("00000001") && n.ends_with(".partial")),
+        names
+            .iter()
+            .any(|n| n.starts_with("00000001") && support::is_segment_name(n))
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("00000002") && support::is_segment_name(n))
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("00000001") && n.ends_with(".partial")),
         "the stream's own tail of timeline 1 must be gone once timeline 2 holds that WAL: {names:?}"
     );
     standby.stop(StopMode::Fast);
