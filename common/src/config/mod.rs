@@ -20,7 +20,7 @@
 //! | `[s3] max_attempts`, `part_size` | `WALSHIP_S3_MAX_ATTEMPTS`, ... | `5`, `64MiB` |
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
-//! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, `4` |
+//! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //!
 //! # Secrets
@@ -253,7 +253,8 @@ impl Default for Config {
             },
             backup: BackupConfig {
                 bundle_size: ByteSize::mib(64),
-                parallel: 4,
+                // One upload per core by default: compression is the CPU cost of a backup.
+                parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             },
             stream: StreamConfig {
                 slot: "walship".to_string(),

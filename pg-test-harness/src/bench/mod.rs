@@ -6,9 +6,15 @@
 //! barman-cloud) on the same work and prints a [`BenchTable`]. New benches add one entry to
 //! [`BENCHES`].
 
+pub mod archive;
+pub mod fetch;
 mod measure;
 mod peers;
+mod pgbackrest;
+pub mod stats;
 mod table;
+pub mod wal_load;
+pub mod walship_bin;
 
 pub use measure::{Measurement, measure};
 pub use peers::{PEER_TOOLS, PeerTool, find_peer};
@@ -28,11 +34,23 @@ pub struct Bench {
 }
 
 /// Every bench the binary knows.
-pub const BENCHES: &[Bench] = &[Bench {
-    name: "peers",
-    about: "list which peer tools (pgbackrest, pg_basebackup, barman-cloud) are installed",
-    run: peers::run,
-}];
+pub const BENCHES: &[Bench] = &[
+    Bench {
+        name: "peers",
+        about: "list which peer tools (pgbackrest, pg_basebackup, barman-cloud) are installed",
+        run: peers::run,
+    },
+    Bench {
+        name: "archive",
+        about: "push real segments through walship archive (sync, --async; file, S3) and pgbackrest archive-push [--segments N] [--no-s3]",
+        run: archive::run,
+    },
+    Bench {
+        name: "fetch",
+        about: "replay segments through walship fetch vs from pg_wal [--segments N] [--rounds N]",
+        run: fetch::run,
+    },
+];
 
 /// The list of benches, for usage messages.
 pub fn usage() -> String {

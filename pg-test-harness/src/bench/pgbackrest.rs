@@ -1,0 +1,128 @@
+//! pgBackRest as the peer of `bench archive`: a posix repository with lz4, a stanza created
+//! against the running cluster that wrote the segments, and `archive-push` commands run as the
+//! cluster user, synchronous or asynchronous (`archive-async`, spool directory).
+//!
+//! `stanza-create` connects to the cluster and checks that `pg1-path` is its data directory.
+//! `archive-push` then reads only `pg1-path/global/pg_control` (system identifier, version)
+//! and, in async mode, `pg1-path/pg_wal/archive_status`: so the pushes point `pg1-path` at the
+//! bench's scratch directory, which holds a copy of `pg_control` and the segments.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::Cluster;
+
+/// The stanza name the bench uses.
+const STANZA: &str = "bench";
+
+/// A pgBackRest setup under one directory.
+#[derive(Debug)]
+pub struct PgBackRest {
+    program: PathBuf,
+    dir: PathBuf,
+}
+
+impl PgBackRest {
+    /// Sets up `dir` (writable by the cluster user) with repository, spool, log and lock
+    /// directories, and creates the stanza against the running `cluster`.
+    pub fn create(program: &Path, dir: &Path, cluster: &Cluster) -> Result<PgBackRest> {
+        for sub in ["repo", "spool", "log", "lock"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        crate::chown_to_owner_recursive(dir)?;
+        let peer = PgBackRest {
+            program: program.to_path_buf(),
+            dir: dir.to_path_buf(),
+        };
+        peer.write_conf(
+            "stanza.conf",
+            cluster.data_dir(),
+            false,
+            &format!(
+                "pg1-port={}\npg1-socket-path={}\npg1-user=postgres\n",
+                cluster.port(),
+                cluster.socket_dir().display()
+            ),
+        )?;
+        let out = peer
+            .command("stanza.conf", &["stanza-create"])
+            .output()
+            .context("run pgbackrest stanza-create")?;
+        if !out.status.success() {
+            bail!(
+                "pgbackrest stanza-create failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(peer)
+    }
+
+    /// Writes the config for pushes from `data_dir` (sync or async) and returns its name.
+    pub fn push_conf(&self, data_dir: &Path, async_mode: bool) -> Result<&'static str> {
+        let name = if async_mode {
+            "async.conf"
+        } else {
+            "sync.conf"
+        };
+        self.write_conf(name, data_dir, async_mode, "")?;
+        Ok(name)
+    }
+
+    /// `pgbackrest --config <conf> --stanza bench archive-push <segment>` as the cluster user.
+    pub fn archive_push(&self, conf: &str, segment: &Path) -> Command {
+        let mut cmd = self.command(conf, &["archive-push"]);
+        cmd.arg(segment);
+        cmd
+    }
+
+    /// The repository directory.
+    pub fn repo(&self) -> PathBuf {
+        self.dir.join("repo")
+    }
+
+    /// Empties the repository's WAL archive and the spool, keeping the stanza.
+    pub fn clear_archive(&self) -> Result<()> {
+        let archive = self.repo().join("archive").join(STANZA);
+        for entry in std::fs::read_dir(&archive)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            }
+        }
+        let spool = self.dir.join("spool");
+        std::fs::remove_dir_all(&spool)?;
+        std::fs::create_dir(&spool)?;
+        crate::chown_to_owner_recursive(&spool)?;
+        Ok(())
+    }
+
+    fn command(&self, conf: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.arg(format!("--config={}", self.dir.join(conf).display()))
+            .arg(format!("--stanza={STANZA}"))
+            .args(args);
+        crate::os_user::run_as_cluster_owner(&mut cmd);
+        cmd
+    }
+
+    fn write_conf(&self, name: &str, pg_path: &Path, async_mode: bool, extra: &str) -> Result<()> {
+        let d = &self.dir;
+        let text = format!(
+            "[global]\nrepo1-path={}\ncompress-type=lz4\nlog-path={}\nlock-path={}\n\
+             spool-path={}\nlog-level-console=warn\nlog-level-stderr=error\nlog-level-file=off\n\
+             archive-async={}\nprocess-max=2\n\n[{STANZA}]\npg1-path={}\n{extra}",
+            d.join("repo").display(),
+            d.join("log").display(),
+            d.join("lock").display(),
+            d.join("spool").display(),
+            if async_mode { "y" } else { "n" },
+            pg_path.display(),
+        );
+        let path = d.join(name);
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+    }
+}
