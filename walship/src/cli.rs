@@ -73,7 +73,8 @@ pub enum Command {
     /// Exit codes:
     ///   0    stopped by SIGTERM/SIGINT after storing everything received
     ///   2    bad flags, connection string or --metrics-addr
-    ///   3    the repository failed
+    ///   3    the repository failed, or the connection cannot work (authentication,
+    ///        unsupported server); lost connections are retried, not fatal
     ///   4    refused: different content already archived, another cluster's repository,
     ///        or WAL the repository needs is gone from the server (a gap)
     #[command(verbatim_doc_comment)]
