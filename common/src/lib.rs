@@ -28,6 +28,7 @@ pub mod pg;
 pub mod pgconn;
 pub mod repo;
 pub mod storage;
+pub mod stream;
 mod task;
 
 pub use lsn::Lsn;

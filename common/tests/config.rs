@@ -119,7 +119,7 @@ fn defaults_apply_without_any_file() {
     assert_eq!(config.compression, Codec::Lz4);
     assert_eq!(config.s3.connect_timeout, Duration::from_secs(10));
     assert!(!config.s3.path_style);
-    assert_eq!(config.stream.partial_interval, Duration::from_secs(10));
+    assert_eq!(config.stream.partial_interval, Duration::from_secs(1));
 }
 
 #[test]

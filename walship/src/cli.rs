@@ -61,8 +61,24 @@ pub enum Command {
     /// A lone `<segment>.partial` is "absent" unless --allow-partial.
     #[command(verbatim_doc_comment)]
     Fetch(crate::cmd::fetch::FetchArgs),
-    /// Stream WAL over the replication protocol into the repository (sidecar). [not built yet]
-    Stream(NotBuiltArgs),
+    /// Stream WAL over the replication protocol into the repository (sidecar).
+    ///
+    /// Creates its physical slot if missing, starts where the slot and the repository say
+    /// (never leaving a gap), stores every complete segment exactly as `walship archive`
+    /// would (both may run against one repository), uploads the tail of the current segment
+    /// as `<segment>.partial` every --partial-interval, and reports as `flush` only WAL that
+    /// is durably in the repository. Follows timeline switches (the .history first) and
+    /// reconnects with backoff. SIGTERM: stores and reports what was received, exits 0.
+    ///
+    /// Exit codes:
+    ///   0    stopped by SIGTERM/SIGINT after storing everything received
+    ///   2    bad flags, connection string or --metrics-addr
+    ///   3    the repository failed, or the connection cannot work (authentication,
+    ///        unsupported server); lost connections are retried, not fatal
+    ///   4    refused: different content already archived, another cluster's repository,
+    ///        or WAL the repository needs is gone from the server (a gap)
+    #[command(verbatim_doc_comment)]
+    Stream(crate::cmd::stream::StreamArgs),
     /// Take a physical base backup over the replication protocol.
     Backup(crate::cmd::backup::BackupArgs),
     /// List the base backups in the repository (--incomplete: leftovers of interrupted ones).

@@ -269,6 +269,16 @@ async fn read_and_check(
         }
     })?);
     let name = ArchiveFileName::parse(&given, seg_size)?;
+    check(repo, name, Bytes::from(content)).await
+}
+
+/// Checks `content` against `name` and, for a (partial) segment, creates or checks the
+/// repository identity.
+async fn check(
+    repo: &Repository,
+    name: ArchiveFileName,
+    content: Bytes,
+) -> Result<Checked, ArchiveError> {
     if let Some(found) = check_content(&name, &content)? {
         repo.ensure_identity(&found).await?;
     }
@@ -278,9 +288,23 @@ async fn read_and_check(
     };
     Ok(Checked {
         name,
-        content: Bytes::from(content),
+        content,
         receipt,
     })
+}
+
+/// Archives `content` under `name` exactly as [`archive_file`] archives a file of that name
+/// and content: the same checks, the same key and encoding, create-only; identical content
+/// already stored is success, different content is [`ArchiveError::Conflict`]. This is how
+/// `walship stream` stores the segments and history files it receives, so that it and
+/// `walship archive` can write to one repository.
+pub async fn archive_content(
+    repo: &Repository,
+    name: ArchiveFileName,
+    content: Bytes,
+) -> Result<Archived, ArchiveError> {
+    let checked = check(repo, name, content).await?;
+    store(repo, checked).await
 }
 
 /// Checks that `content` is what `name` says. For a (partial) segment, returns the identity

@@ -21,7 +21,7 @@
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
 //! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
-//! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `10s`, `walship` |
+//! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //!
 //! # Secrets
 //!
@@ -258,7 +258,7 @@ impl Default for Config {
             },
             stream: StreamConfig {
                 slot: "walship".to_string(),
-                partial_interval: Duration::from_secs(10),
+                partial_interval: Duration::from_secs(1),
                 application_name: "walship".to_string(),
             },
             config_file: None,

@@ -87,6 +87,9 @@ pub struct StoredObject {
     pub raw_crc32c: u32,
     /// Encoded length as stored.
     pub stored_len: u64,
+    /// crc32c of the encoded bytes as stored (what a backend with
+    /// [`crate::storage::Capabilities::crc32c_in_head`] reports on HEAD).
+    pub stored_crc32c: u32,
 }
 
 impl Repository {
@@ -199,15 +202,17 @@ impl Repository {
         .await
         .map_err(|e| self.corrupt(key, e))?;
         let stored_len = encoded.len() as u64;
+        let stored_crc32c = crc32c::crc32c(&encoded);
         let opts = PutOptions {
             if_absent,
-            crc32c: Some(crc32c::crc32c(&encoded)),
+            crc32c: Some(stored_crc32c),
         };
         self.storage.put(key, Bytes::from(encoded), opts).await?;
         Ok(StoredObject {
             raw_len,
             raw_crc32c,
             stored_len,
+            stored_crc32c,
         })
     }
 

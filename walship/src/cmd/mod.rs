@@ -7,6 +7,7 @@ pub mod info;
 pub mod list;
 pub mod restore;
 mod show;
+pub mod stream;
 
 use walship_common::config::Options;
 
@@ -44,7 +45,17 @@ pub fn run(cli: Cli) -> u8 {
                 |ctx| fetch::run(ctx, args),
             )
         }
-        Command::Stream(_) => not_built("stream", Some(6)),
+        Command::Stream(args) => {
+            let options = Options {
+                stream_slot: args.slot.clone(),
+                stream_partial_interval: args.partial_interval.clone(),
+                stream_application_name: args.application_name.clone(),
+                ..Options::default()
+            };
+            with_context("stream", &cli.global, options, exit::USAGE, |ctx| {
+                stream::run(ctx, args)
+            })
+        }
         Command::Backup(args) => {
             let options = Options {
                 backup_bundle_size: args.bundle_size.clone(),

@@ -1,0 +1,117 @@
+//! `walship stream`: the replication-protocol receiver that runs beside Postgres.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use walship_common::pgconn::ConnParams;
+use walship_common::stream::{self, StreamError, StreamMetrics, StreamOptions, endpoint};
+
+use crate::context::Context;
+use crate::exit;
+
+/// Arguments of `walship stream` (the command's help text is in `cli.rs`).
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Connection string (`host=... user=...` or `postgresql://...`); unset parts come from
+    /// PGHOST, PGPORT, PGUSER, PGPASSWORD / ~/.pgpass, as with libpq
+    #[arg(
+        short = 'd',
+        long = "dbname",
+        value_name = "CONNINFO",
+        default_value = ""
+    )]
+    pub conninfo: String,
+    /// Physical replication slot, created if missing [config: stream.slot; default: walship]
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// How often the tail of the current segment is uploaded as `<segment>.partial`
+    /// [config: stream.partial_interval; default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub partial_interval: Option<String>,
+    /// application_name of the connection: the name to list in synchronous_standby_names
+    /// (a connection string's application_name or PGAPPNAME wins)
+    /// [config: stream.application_name; default: walship]
+    #[arg(long, value_name = "NAME")]
+    pub application_name: Option<String>,
+    /// Report WAL as flushed as soon as it is durably stored, uploading after every message
+    /// (uploads in flight group commits), so that the stream can be a synchronous standby
+    #[arg(long)]
+    pub synchronous: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /health
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Runs `walship stream` until SIGTERM/SIGINT (exit 0 after storing and reporting what was
+/// received) or an error that reconnecting cannot fix.
+pub fn run(ctx: Context, args: StreamArgs) -> u8 {
+    let cfg = &ctx.config.stream;
+    let conn = match ConnParams::parse(&args.conninfo) {
+        Ok(conn) => conn.with_fallback_application_name(&cfg.application_name),
+        Err(e) => return ctx.fail(exit::USAGE, &e),
+    };
+    let mut opts = StreamOptions::new(conn, cfg.slot.clone());
+    opts.partial_interval = cfg.partial_interval;
+    opts.synchronous = args.synchronous;
+    ctx.block_on(async {
+        let repo = match ctx.open_repository().await {
+            Ok(repo) => repo,
+            Err(e) => return ctx.fail(exit::FAILED, &e),
+        };
+        let metrics = Arc::new(StreamMetrics::default());
+        let cancel = CancellationToken::new();
+        if let Some(addr) = args.metrics_addr {
+            match endpoint::bind(addr).await {
+                Ok(listener) => {
+                    tokio::spawn(endpoint::serve(listener, metrics.clone(), cancel.clone()));
+                }
+                Err(e) => {
+                    eprintln!("walship stream: error: listen on {addr} for --metrics-addr: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+        if let Err(e) = cancel_on_signals(cancel.clone()) {
+            eprintln!("walship stream: error: install signal handlers: {e}");
+            return exit::FAILED;
+        }
+        let result = stream::run(&repo, &opts, &metrics, &cancel).await;
+        cancel.cancel();
+        match result {
+            Ok(flushed) => {
+                tracing::info!("stopped; WAL up to {flushed} is in {}", repo.location());
+                exit::SUCCESS
+            }
+            Err(e) if is_refusal(&e) => ctx.fail(exit::REFUSED, &e),
+            Err(e) => ctx.fail(exit::FAILED, &e),
+        }
+    })
+}
+
+fn is_refusal(e: &StreamError) -> bool {
+    match e {
+        StreamError::Archive(a) => a.is_refusal(),
+        StreamError::Repo(walship_common::repo::RepoError::OtherCluster { .. })
+        | StreamError::WalRemoved { .. }
+        | StreamError::Refused(_) => true,
+        _ => false,
+    }
+}
+
+/// Cancels `cancel` on SIGTERM or SIGINT.
+fn cancel_on_signals(cancel: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received: storing what was received, then stopping");
+        cancel.cancel();
+    });
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! `walship stream` against real Postgres: a crash of the primary under pgbench loses no
+//! complete segment and at most the last interval of WAL; recovery from the stream's objects
+//! (complete segments plus the `.partial` tail) gets every transaction acknowledged well
+//! before the crash. Every major the harness finds.
+
+mod stream_support;
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use pg_test_harness::{Cluster, PgInstall, StopMode};
+use stream_support::*;
+use support::{TestRepo, describe, low_level_copy, wait_until};
+
+fn crash_test(install: &PgInstall, repo: &TestRepo) {
+    let mut primary = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .start();
+    let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "pgbench -i: {}", describe(&init));
+    let port = pg_test_harness::ports::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut stream = StreamProc::start(&primary, repo, &["--metrics-addr", &addr]);
+    wait_streaming(&primary, &stream, "walship");
+    let slot = primary.query_string("select count(*) from pg_replication_slots where slot_name = 'walship' and slot_type = 'physical'");
+    assert_eq!(slot, "1", "the stream creates its physical slot");
+
+    let copy = pg_test_harness::test_dir("stream-copy");
+    low_level_copy(&primary, &copy.path().join("data"));
+
+    let mut load = pgbench(&primary, &["-n", "-T", "120", "-c", "4", "-j", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let acknowledged: i64 = primary
+        .query_string("select count(*) from pgbench_history")
+        .parse()
+        .unwrap();
+    let ack_lsn = lsn(&primary.query_string("select pg_current_wal_flush_lsn()::text"));
+    let (status, health) = http_get(&addr, "/health");
+    assert!(status.contains("200"), "{status}: {health}");
+    let (_, metrics) = http_get(&addr, "/metrics");
+    let flushed = metric(&metrics, "walship_stream_flushed_lsn");
+    assert!(
+        flushed > 0.0 && metric(&metrics, "walship_stream_uploads_total{kind=\"segment\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "walship_stream_up") == 1.0, "{metrics}");
+    // More than two partial intervals (1 s each) before the crash.
+    std::thread::sleep(Duration::from_millis(2500));
+    primary.stop(StopMode::Immediate);
+    let _ = load.kill();
+    let _ = load.wait();
+    let crash_lsn_seg = seg_name(1, ack_lsn);
+    let wal = pg_wal_files(&primary);
+    // The primary is gone for good.
+    std::fs::remove_dir_all(primary.data_dir()).unwrap();
+    let code = stream.terminate();
+    let log = stream.log();
+    assert_eq!(
+        code,
+        Some(0),
+        "SIGTERM must end walship stream with 0:\n{log}"
+    );
+
+    // Every complete segment in the repository is byte-identical to what the primary wrote,
+    // and there is no gap from the first to the one before the acknowledged position.
+    let names = streamed_names(repo, &crash_lsn_seg);
+    let complete: Vec<&String> = names
+        .iter()
+        .filter(|n| support::is_segment_name(n))
+        .collect();
+    assert!(
+        complete.len() >= 3,
+        "too few segments streamed: {names:?}\n{log}"
+    );
+    let first = segno_of(complete[0]);
+    let mut compared = 0;
+    for (i, name) in complete.iter().enumerate() {
+        let expected = seg_name(1, (first + i as u64) * SEG);
+        assert_eq!(**name, expected, "gap in the streamed segments: {names:?}");
+        let bytes = fetch(repo, name, false);
+        assert_eq!(bytes.len() as u64, SEG);
+        if name.as_str() <= crash_lsn_seg.as_str()
+            && let Some(original) = wal.get(name.as_str())
+        {
+            assert!(
+                bytes == *original,
+                "{name} differs from the primary's pg_wal"
+            );
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= 2,
+        "only {compared} segments still in pg_wal to compare"
+    );
+    let last_complete = complete.last().unwrap().as_str();
+    assert!(
+        last_complete >= seg_name(1, ack_lsn - ack_lsn % SEG - 1).as_str(),
+        "complete segments end at {last_complete}, but WAL was acknowledged up to {ack_lsn:X}"
+    );
+    // The tail covers the acknowledged position.
+    if last_complete < crash_lsn_seg.as_str() {
+        assert!(
+            names.contains(&format!("{crash_lsn_seg}.partial")),
+            "no tail for {crash_lsn_seg}: {names:?}"
+        );
+        let tail = fetch(repo, &crash_lsn_seg, true);
+        let original = &wal[&crash_lsn_seg];
+        let covered = (ack_lsn % SEG) as usize;
+        assert_eq!(
+            tail[..covered],
+            original[..covered],
+            "the tail of {crash_lsn_seg} differs from pg_wal up to the acknowledged position"
+        );
+    }
+
+    // Recovery of the copy from the repository (segments + tail) has every acknowledged row.
+    let data = copy.path().join("data");
+    std::fs::write(data.join("recovery.signal"), b"").unwrap();
+    support::chown_tree_like(&data, copy.path());
+    let mut restored = Cluster::from_data_dir(install, &data);
+    restored.append_conf(&format!(
+        "restore_command = '{} fetch --allow-partial %f %p'",
+        repo.shell_prefix()
+    ));
+    restored.start();
+    wait_until(Duration::from_secs(120), "recovery to end", || {
+        restored.query_string("select pg_is_in_recovery()") == "f"
+    });
+    let recovered: i64 = restored
+        .query_string("select count(*) from pgbench_history")
+        .parse()
+        .unwrap();
+    assert!(
+        recovered >= acknowledged,
+        "PG{}: recovered {recovered} transactions, {acknowledged} were acknowledged 2.5 s before the crash",
+        install.major
+    );
+    eprintln!(
+        "PG{}: {} segments streamed byte-identical; recovered {recovered} transactions (>= {acknowledged} acknowledged 2.5 s before the crash)",
+        install.major,
+        complete.len()
+    );
+    restored.stop(StopMode::Fast);
+}
+
+#[test]
+fn primary_crash_under_pgbench_loses_nothing_acknowledged_every_major() {
+    for install in pg_test_harness::installs_under_test() {
+        let repo = TestRepo::local();
+        crash_test(&install, &repo);
+    }
+}
+
+/// Waits until the stream reports `flush` at or past `target` (the server's view).
+fn wait_flushed(cluster: &Cluster, stream: &StreamProc, app: &str, target: u64) {
+    wait_until(Duration::from_secs(120), "the stream to flush", || {
+        let flush = cluster.query_string(&format!(
+            "select coalesce(max(flush_lsn)::text, '0/0') from pg_stat_replication where application_name = '{app}'"
+        ));
+        let log = stream.log();
+        assert!(!log.contains("error:"), "walship stream failed:\n{log}");
+        lsn(&flush) >= target
+    });
+}
+
+/// Every complete segment in the repository, contiguous from the first, byte-identical to
+/// the stopped cluster's pg_wal where pg_wal still has it. Returns how many.
+fn assert_segments_match(repo: &TestRepo, wal: &BTreeMap<String, Vec<u8>>, upto: &str) -> usize {
+    let names = repo_wal_names(repo.local_root());
+    let complete: Vec<&String> = names
+        .iter()
+        .filter(|n| support::is_segment_name(n))
+        .collect();
+    let first = segno_of(complete[0]);
+    let mut compared = 0;
+    for (i, name) in complete.iter().enumerate() {
+        assert_eq!(
+            **name,
+            seg_name(1, (first + i as u64) * SEG),
+            "gap: {names:?}"
+        );
+        if name.as_str() <= upto
+            && let Some(original) = wal.get(name.as_str())
+        {
+            assert!(
+                fetch(repo, name, false) == *original,
+                "{name} differs from pg_wal"
+            );
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= 2,
+        "only {compared} segments to compare: {names:?}"
+    );
+    assert!(
+        complete.last().unwrap().as_str() >= upto,
+        "segments end at {:?}, expected up to {upto}",
+        complete.last()
+    );
+    complete.len()
+}
+
+fn restart_and_archive_test(install: &PgInstall, repo: &TestRepo) {
+    let mut primary = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        // Keep the segments in pg_wal so the test can compare them with the repository.
+        .setting("wal_keep_size", "'1GB'")
+        .setting("archive_mode", "on")
+        .setting(
+            "archive_command",
+            &format!("'{}'", repo.archive_command("")),
+        )
+        .start();
+    let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "pgbench -i: {}", describe(&init));
+    let mut stream = StreamProc::start(&primary, repo, &[]);
+    wait_streaming(&primary, &stream, "walship");
+    let load = |primary: &Cluster| {
+        let out = pgbench(primary, &["-n", "-T", "3", "-c", "4", "-j", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pgbench: {}", describe(&out));
+    };
+    load(&primary);
+    primary.stop(StopMode::Fast);
+    primary.start();
+    wait_streaming(&primary, &stream, "walship");
+    load(&primary);
+    primary.stop(StopMode::Immediate);
+    primary.start();
+    wait_streaming(&primary, &stream, "walship");
+    load(&primary);
+    let end = support::switch_wal(&primary);
+    support::archive_everything(&primary, Duration::from_secs(120));
+    let target = lsn(&primary.query_string("select pg_current_wal_flush_lsn()::text"));
+    wait_flushed(&primary, &stream, "walship", target);
+    let code = stream.terminate();
+    let log = stream.log();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("replication connection lost"),
+        "the restarts must have been noticed:\n{log}"
+    );
+    primary.stop(StopMode::Fast);
+    let server_log = primary.log();
+    assert!(
+        !server_log.contains("archive command failed"),
+        "walship archive failed beside the stream:\n{server_log}"
+    );
+    let wal = pg_wal_files(&primary);
+    let n = assert_segments_match(repo, &wal, &end);
+    eprintln!(
+        "PG{}: two restarts and walship archive beside the stream: {n} segments, no gap, identical",
+        install.major
+    );
+}
+
+#[test]
+fn primary_crash_with_a_seaweedfs_repository() {
+    let Some(repo) = TestRepo::s3() else { return };
+    let installs = pg_test_harness::installs_under_test();
+    crash_test(installs.last().expect("a Postgres install"), &repo);
+}
+
+#[test]
+fn restarts_and_concurrent_archive_leave_no_gap_or_conflict_every_major() {
+    for install in pg_test_harness::installs_under_test() {
+        let repo = TestRepo::local();
+        restart_and_archive_test(&install, &repo);
+    }
+}
+
+/// Restores `copy` (a low-level copy of the crashed primary) from the repository with
+/// `fetch --allow-partial`, as `walship restore --target latest` would, and waits for the end
+/// of recovery.
+fn recover_copy(install: &PgInstall, copy: &Path, repo: &TestRepo) -> Cluster {
+    let data = copy.join("data");
+    std::fs::write(data.join("recovery.signal"), b"").unwrap();
+    support::chown_tree_like(&data, copy);
+    let mut restored = Cluster::from_data_dir(install, &data);
+    restored.append_conf("synchronous_standby_names = ''");
+    restored.append_conf(&format!(
+        "restore_command = '{} fetch --allow-partial %f %p'",
+        repo.shell_prefix()
+    ));
+    restored.start();
+    wait_until(Duration::from_secs(120), "recovery to end", || {
+        restored.query_string("select pg_is_in_recovery()") == "f"
+    });
+    restored
+}
+
+fn synchronous_test(install: &PgInstall, repo: &TestRepo) {
+    let mut primary = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("synchronous_standby_names", "'walship'")
+        .start();
+    let mut stream = StreamProc::start(&primary, repo, &["--synchronous"]);
+    wait_streaming(&primary, &stream, "walship");
+    wait_until(
+        Duration::from_secs(30),
+        "the stream to be the sync standby",
+        || {
+            primary.query_string(
+            "select coalesce(max(sync_state), '') from pg_stat_replication where application_name = 'walship'",
+        ) == "sync"
+        },
+    );
+    primary.execute("create table acked(writer int, n int)");
+    let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "pgbench -i: {}", describe(&init));
+    let copy = pg_test_harness::test_dir("stream-sync-copy");
+    low_level_copy(&primary, &copy.path().join("data"));
+
+    let mut load = pgbench(&primary, &["-n", "-T", "120", "-c", "4", "-j", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Writers count every commit the server acknowledged to them.
+    let writers: Vec<std::thread::JoinHandle<i32>> = (0..3)
+        .map(|writer| {
+            let mut client = primary.client();
+            std::thread::spawn(move || {
+                let mut acked = 0;
+                loop {
+                    let next = acked + 1;
+                    match client.execute("insert into acked values ($1, $2)", &[&writer, &next]) {
+                        Ok(_) => acked = next,
+                        Err(_) => return acked,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(6));
+    primary.stop(StopMode::Immediate);
+    let acked: Vec<i32> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let _ = load.kill();
+    let _ = load.wait();
+    std::fs::remove_dir_all(primary.data_dir()).unwrap();
+    let code = stream.terminate();
+    assert_eq!(code, Some(0), "{}", stream.log());
+    assert!(acked.iter().all(|&n| n > 10), "too few commits: {acked:?}");
+
+    let mut restored = recover_copy(install, copy.path(), repo);
+    for (writer, &n) in acked.iter().enumerate() {
+        let present: i64 = restored
+            .query_string(&format!(
+                "select count(distinct n) from acked where writer = {writer} and n <= {n}"
+            ))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            present,
+            i64::from(n),
+            "PG{}: writer {writer} saw {n} commits acknowledged, the restored cluster has {present}",
+            install.major
+        );
+    }
+    let total = acked.iter().sum::<i32>();
+    eprintln!(
+        "PG{}: --synchronous: all {total} acknowledged commits survived the crash (3 writers beside pgbench -c 4: mean commit latency {:.1} ms, local repository; not a benchmark)",
+        install.major,
+        6000.0 * 3.0 / f64::from(total)
+    );
+    restored.stop(StopMode::Fast);
+}
+
+#[test]
+fn synchronous_stream_keeps_every_acknowledged_commit_every_major() {
+    for install in pg_test_harness::installs_under_test() {
+        let repo = TestRepo::local();
+        synchronous_test(&install, &repo);
+    }
+}
+
+fn timeline_test(install: &PgInstall, repo: &TestRepo) {
+    let mut primary = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("wal_keep_size", "'1GB'")
+        .start();
+    let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "pgbench -i: {}", describe(&init));
+    // A standby of the primary, and the stream reading from the standby.
+    let standby_dir = pg_test_harness::test_dir("stream-standby");
+    let standby_data = standby_dir.path().join("data");
+    low_level_copy(&primary, &standby_data);
+    std::fs::write(standby_data.join("standby.signal"), b"").unwrap();
+    support::chown_tree_like(&standby_data, standby_dir.path());
+    let mut standby = Cluster::from_data_dir(install, &standby_data);
+    standby.append_conf(&format!(
+        "primary_conninfo = '{} application_name=standby'",
+        primary.connstr()
+    ));
+    standby.start();
+    wait_streaming(&primary, &StreamProc::none(), "standby");
+    let mut stream = StreamProc::start(&standby, repo, &[]);
+    wait_streaming(&standby, &stream, "walship");
+    // The base for the restore at the end: a copy of timeline 1.
+    let copy = pg_test_harness::test_dir("stream-tl-copy");
+    low_level_copy(&primary, &copy.path().join("data"));
+    let load = |cluster: &Cluster| {
+        let out = pgbench(cluster, &["-n", "-T", "2", "-c", "2"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pgbench: {}", describe(&out));
+    };
+    load(&primary);
+    primary.stop(StopMode::Fast);
+    standby.execute("select pg_promote()");
+    wait_until(Duration::from_secs(60), "promotion", || {
+        standby.query_string("select pg_is_in_recovery()") == "f"
+    });
+    load(&standby);
+    let rows = standby.query_string("select count(*) from pgbench_history");
+    support::switch_wal(&standby);
+    let target = lsn(&standby.query_string("select pg_current_wal_flush_lsn()::text"));
+    wait_flushed(&standby, &stream, "walship", target);
+    let code = stream.terminate();
+    let log = stream.log();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("following timeline 2"), "{log}");
+    let names = repo_wal_names(repo.local_root());
+    assert!(names.contains(&"00000002.history".to_string()), "{names:?}");
+    let history = fetch(repo, "00000002.history", false);
+    assert_eq!(
+        history,
+        std::fs::read(standby.data_dir().join("pg_wal/00000002.history")).unwrap()
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("00000001") && support::is_segment_name(n))
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("00000002") && support::is_segment_name(n))
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("00000001") && n.ends_with(".partial")),
+        "the stream's own tail of timeline 1 must be gone once timeline 2 holds that WAL: {names:?}"
+    );
+    standby.stop(StopMode::Fast);
+
+    let mut restored = recover_copy(install, copy.path(), repo);
+    assert_eq!(
+        restored.query_string("select count(*) from pgbench_history"),
+        rows,
+        "restore across the timeline switch"
+    );
+    let tli = restored.query_string("select timeline_id from pg_control_checkpoint()");
+    assert!(tli.parse::<u32>().unwrap() >= 2, "timeline {tli}");
+    eprintln!(
+        "PG{}: followed the promotion to timeline 2; restore across it has all {rows} rows",
+        install.major
+    );
+    restored.stop(StopMode::Fast);
+}
+
+#[test]
+fn timeline_switch_of_a_promoted_standby_is_followed_every_major() {
+    for install in pg_test_harness::installs_under_test() {
+        let repo = TestRepo::local();
+        timeline_test(&install, &repo);
+    }
+}

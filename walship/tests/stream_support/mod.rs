@@ -1,0 +1,260 @@
+//! Helpers of the `walship stream` tests: the stream process, WAL names of 1 MiB segments,
+//! pgbench, reading pg_wal and the repository, and the metrics endpoint.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{self, TestRepo, describe, wait_until};
+use pg_test_harness::Cluster;
+
+/// 1 MiB segments (`initdb --wal-segsize=1`): many segments in a short test.
+pub const SEG: u64 = 1 << 20;
+
+/// A running `walship stream`, killed if the test fails before it stops it.
+pub struct StreamProc {
+    child: Option<Child>,
+    stderr: PathBuf,
+}
+
+impl StreamProc {
+    pub fn start(cluster: &Cluster, repo: &TestRepo, extra: &[&str]) -> StreamProc {
+        let stderr = repo
+            .dir
+            .path()
+            .join(format!("stream-{}.log", rand_suffix()));
+        let log = std::fs::File::create(&stderr).unwrap();
+        support::chown_tree_like(&stderr, repo.dir.path());
+        let mut cmd = Command::new(support::walship_bin());
+        cmd.arg("--config")
+            .arg(&repo.config)
+            .args(["-vv", "stream", "-d", &cluster.connstr()])
+            .args(extra)
+            .envs(repo.env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        cluster.run_as_owner(&mut cmd);
+        StreamProc {
+            child: Some(cmd.spawn().expect("start walship stream")),
+            stderr,
+        }
+    }
+
+    /// No process: for waits that watch another client.
+    pub fn none() -> StreamProc {
+        StreamProc {
+            child: None,
+            stderr: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit code (panics after 60 s).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("walship stream ignored SIGTERM for 60 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for StreamProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+pub fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').unwrap();
+    u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// The name of the 1 MiB segment holding `lsn` on `tli`.
+pub fn seg_name(tli: u32, lsn: u64) -> String {
+    let segno = lsn / SEG;
+    let per_id = 0x1_0000_0000 / SEG;
+    format!("{tli:08X}{:08X}{:08X}", segno / per_id, segno % per_id)
+}
+
+/// A plain HTTP GET: the status line and the body.
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).expect("connect to --metrics-addr");
+    write!(socket, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of one sample line of a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// The segment number of a 1 MiB segment's name.
+pub fn segno_of(name: &str) -> u64 {
+    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
+    let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
+    log * (0x1_0000_0000 / SEG) + seg
+}
+
+pub fn wait_streaming(cluster: &Cluster, stream: &StreamProc, app: &str) {
+    wait_until(Duration::from_secs(60), "walship stream to stream", || {
+        let state = cluster.query_string(&format!(
+            "select coalesce(max(state), '') from pg_stat_replication where application_name = '{app}'"
+        ));
+        if state != "streaming" {
+            let log = stream.log();
+            assert!(!log.contains("error:"), "walship stream failed:\n{log}");
+        }
+        state == "streaming"
+    });
+}
+
+pub fn pgbench(cluster: &Cluster, args: &[&str]) -> Command {
+    let mut cmd = Command::new(pg_test_harness::client_tool("pgbench"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &cluster.port().to_string(),
+        "-U",
+        "postgres",
+    ])
+    .args(args)
+    .arg("postgres");
+    cmd
+}
+
+/// The WAL files of a stopped cluster, by name (recycled future segments excluded by caller).
+pub fn pg_wal_files(cluster: &Cluster) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(cluster.data_dir().join("pg_wal"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().into_string().ok()?;
+            support::is_segment_name(&name).then(|| (name, std::fs::read(e.path()).unwrap()))
+        })
+        .collect()
+}
+
+/// Names of the objects under `wal/` of a local repository.
+pub fn repo_wal_names(root: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let wal = root.join("wal");
+    for entry in std::fs::read_dir(&wal).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            for inner in std::fs::read_dir(entry.path()).unwrap() {
+                names.push(inner.unwrap().file_name().into_string().unwrap());
+            }
+        } else {
+            names.push(entry.file_name().into_string().unwrap());
+        }
+    }
+    names.retain(|n| !n.starts_with('.'));
+    names.sort();
+    names
+}
+
+/// The timeline-1 WAL objects of `repo` around segment `around`: listed in a local repository,
+/// probed with `walship fetch` (down and up from `around` to the first absent segment) on S3.
+pub fn streamed_names(repo: &TestRepo, around: &str) -> Vec<String> {
+    if repo.s3.is_none() {
+        return repo_wal_names(repo.local_root());
+    }
+    let fetched = |name: &str, partial: bool| {
+        let dest = repo.dir.path().join("probe");
+        let mut args = vec!["fetch", name, dest.to_str().unwrap()];
+        if partial {
+            args.insert(1, "--allow-partial");
+        }
+        let out = repo.walship(&args);
+        let _ = std::fs::remove_file(&dest);
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            _ => panic!("fetch {name}: {}", describe(&out)),
+        }
+    };
+    let mid = segno_of(around);
+    let mut names = Vec::new();
+    let mut segno = mid;
+    loop {
+        let name = seg_name(1, segno * SEG);
+        if fetched(&name, false) {
+            names.push(name);
+        } else if segno < mid {
+            break;
+        } else if fetched(&name, true) {
+            names.push(format!("{name}.partial"));
+        }
+        if segno == 0 {
+            break;
+        }
+        segno -= 1;
+    }
+    for segno in mid + 1.. {
+        let name = seg_name(1, segno * SEG);
+        if fetched(&name, false) {
+            names.push(name);
+        } else {
+            if fetched(&name, true) {
+                names.push(format!("{name}.partial"));
+            }
+            break;
+        }
+    }
+    names.sort();
+    names
+}
+
+/// `walship fetch [--allow-partial] name` into a temporary file; the bytes.
+pub fn fetch(repo: &TestRepo, name: &str, allow_partial: bool) -> Vec<u8> {
+    let dest = repo.dir.path().join(format!("fetched-{name}"));
+    let mut args = vec!["fetch", name, dest.to_str().unwrap()];
+    if allow_partial {
+        args.insert(1, "--allow-partial");
+    }
+    let out = repo.walship(&args);
+    assert!(out.status.success(), "fetch {name}: {}", describe(&out));
+    let bytes = std::fs::read(&dest).unwrap();
+    std::fs::remove_file(&dest).unwrap();
+    bytes
+}
