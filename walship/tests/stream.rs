@@ -8,7 +8,6 @@ mod restore_support;
 mod stream_support;
 mod support;
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 

@@ -40,7 +40,7 @@ fn network_drop_test(install: &PgInstall, repo: &TestRepo) {
     wait_streaming(&primary, &stream, "walship");
     let start = lsn(&primary.query_string("select pg_current_wal_lsn()::text"));
 
-    let mut load = pgbench(&primary, &["-n", "-T", "20", "-c", "4", "-j", "2"])
+    let load = pgbench(&primary, &["-n", "-T", "20", "-c", "4", "-j", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

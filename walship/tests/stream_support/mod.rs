@@ -122,7 +122,8 @@ pub fn seg_name(tli: u32, lsn: u64) -> String {
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut socket = std::net::TcpStream::connect(addr).expect("connect to --metrics-addr");
-    write!(socket, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    socket.write_all(request.as_bytes()).unwrap();
     let mut text = String::new();
     socket.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
