@@ -27,6 +27,7 @@ use bytes::Bytes;
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::{ArchiveFileName, FileNameError, WalFileName};
 use crate::pg::history::TimelineHistory;
+use crate::pg::page_header::XLOG_BLCKSZ;
 use crate::pg::segment::WalSegSize;
 use crate::pg::segment_check::{self, SegmentError};
 use crate::repo::{RepoError, RepoIdentity, Repository, layout};
@@ -131,8 +132,9 @@ pub fn spool_for(dest: &Path, opts: &FetchOptions, seg_size: WalSegSize) -> Opti
 /// Delivers the segment `name` from the prefetch spool, if the spool holds a verified entry
 /// for exactly that name, fetched from `repository` (as configured; see [`SpoolOrigin`]).
 /// Synchronous and without any repository access: the entry is read once, its size and
-/// crc32c checked against its receipt and its page headers against the name and the
-/// repository's identity recorded with the spool, then renamed to `dest`. `None` means "not
+/// crc32c checked against its receipt (written by the worker after it checked every page
+/// header) and its first page against the name and the repository's identity recorded with
+/// the spool, then renamed to `dest`. `None` means "not
 /// in the spool" (anything unusable there is removed): fetch it with [`fetch`].
 pub fn fetch_from_spool(
     repository: &str,
@@ -149,8 +151,12 @@ pub fn fetch_from_spool(
     let spool = FetchSpool::in_dir(dir, seg_size);
     spool.set_position(&wal);
     spool.clean(&wal);
-    let content = spool.read_verified(&wal)?;
-    if check_segment(&content, wal, &origin.identity).is_err() || spool.deliver(&wal, dest).is_err()
+    // The crc32c binds the bytes to those the worker checked page by page before it wrote
+    // the receipt; the first page binds them to this name and cluster.
+    let first_page = spool.verify(&wal, XLOG_BLCKSZ as usize)?;
+    let sysid = Some(origin.identity.system_identifier);
+    if segment_check::validate_first_page(&first_page, wal, sysid).is_err()
+        || spool.deliver(&wal, dest).is_err()
     {
         spool.remove(&wal);
         return None;

@@ -2,9 +2,11 @@
 //! next segments Postgres will ask for verified in the spool, ahead of recovery.
 //!
 //! The worker follows the spool's `.position` (the segment Postgres asked for last, written
-//! by every `fetch` call) and keeps the `count` segments after it in the spool, `parallel`
-//! downloads at a time, nearest first, so that each `restore_command` finds its segment
-//! waiting. It stops when the position has not moved for [`PrefetchPlan::idle_exit`] and
+//! by every `fetch` call) and keeps the `count` segments after it in the spool, nearest
+//! first, so that each `restore_command` finds its segment waiting. Downloads from S3 overlap
+//! (`parallel` at a time); decoding, checking and writing run one at a time, and a local
+//! repository is read one segment at a time, so the worker takes at most one core from the
+//! recovery it serves (on 2 cores, parallel decodes made replay slower, not faster). It stops when the position has not moved for [`PrefetchPlan::idle_exit`] and
 //! nothing is left to fetch (the next `fetch` call starts a new one), or when the spool
 //! directory disappears. A segment the repository does not have (yet) is asked for again
 //! after [`RETRY_MISSING`]. Only one worker runs per spool (`flock` on `.lock`).
@@ -18,12 +20,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio::sync::Semaphore;
 
 use super::spool::{FetchSpool, SpoolOrigin};
-use super::{FetchError, FetchOptions, check_content, read_from_repository};
+use super::{FetchError, check_content};
+use crate::codec;
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
-use crate::repo::{RepoIdentity, Repository};
+use crate::repo::{RepoError, RepoIdentity, Repository, layout};
 use crate::task::run_blocking;
 
 /// How long a segment found missing (or failing) is left alone before it is asked for again.
@@ -101,6 +105,10 @@ struct Worker<'a> {
 
 impl Worker<'_> {
     async fn run(&mut self) {
+        // Downloads overlap; decoding, checking and writing (CPU) run one at a time, so the
+        // worker never takes more than one core from the recovery it serves.
+        let cpu = Semaphore::new(1);
+        let cpu = &cpu;
         let mut downloads = FuturesUnordered::new();
         loop {
             if !self.spool.dir().is_dir() {
@@ -117,8 +125,9 @@ impl Worker<'_> {
             let (repo, spool, identity) = (self.repo, self.spool, self.identity);
             for wal in self.wanted() {
                 self.in_flight.insert(wal);
-                downloads
-                    .push(async move { (wal, prefetch_one(repo, spool, identity, wal).await) });
+                downloads.push(async move {
+                    (wal, prefetch_one(repo, spool, identity, wal, cpu).await)
+                });
             }
             if downloads.is_empty() {
                 if self.moved_at.elapsed() >= self.plan.idle_exit {
@@ -182,9 +191,29 @@ async fn prefetch_one(
     spool: &FetchSpool,
     identity: &RepoIdentity,
     wal: WalFileName,
+    cpu: &Semaphore,
 ) -> Result<(), FetchError> {
     let name = ArchiveFileName::Segment(wal);
-    let (content, _) = read_from_repository(repo, name, &FetchOptions::default()).await?;
+    let key = layout::wal_key(&name);
+    let stored = match repo.storage().get_bytes(&key).await {
+        Ok(stored) => stored,
+        Err(e) if e.is_not_found() => {
+            return Err(FetchError::NotFound {
+                name: name.to_string(),
+                location: repo.location().to_string(),
+                partial_exists: false,
+            });
+        }
+        Err(e) => return Err(RepoError::Storage(e).into()),
+    };
+    let _permit = cpu.acquire().await;
+    let content = run_blocking(move || codec::decode_to_vec(&stored))
+        .await
+        .map_err(|source| RepoError::Corrupt {
+            key: key.to_string(),
+            location: repo.location().to_string(),
+            source,
+        })?;
     check_content(repo, name, &content, identity)?;
     let spool = spool.clone();
     run_blocking(move || {

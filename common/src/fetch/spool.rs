@@ -4,8 +4,9 @@
 //! rename). Each entry is the raw segment under its exact WAL file name plus a receipt
 //! `<name>.ok` holding its size and crc32c, written after the data. An entry is delivered
 //! only under the name it was fetched for, and only after its bytes are checked against the
-//! receipt again ([`FetchSpool::read_verified`]: one read serves the crc32c and the caller's
-//! page-header check); anything that fails the check is thrown away and fetched afresh from
+//! receipt again ([`FetchSpool::verify`]: one chunked read for the crc32c, which binds the
+//! bytes to those the worker checked page by page, plus the caller's check of the first
+//! page against the name and the cluster); anything that fails the check is thrown away and fetched afresh from
 //! the repository, so a crash or a stray file can cost time but never correctness. Nothing
 //! here is fsynced: the spool is a cache, re-verified on every use.
 //!
@@ -19,6 +20,7 @@
 //! One prefetch worker at a time fills the spool, holding an exclusive `flock` on `.lock`.
 
 use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -198,17 +200,15 @@ impl FetchSpool {
         fsutil::replace_unsynced(&self.receipt_path(name), receipt.as_bytes(), 0o600)
     }
 
-    /// The bytes of the entry for `name`, read once, if they match its receipt. A missing,
-    /// partial or mismatching entry is removed and `None` returned.
-    pub fn read_verified(&self, name: &WalFileName) -> Option<Vec<u8>> {
+    /// Checks the entry for `name` against its receipt (size and crc32c), reading it once in
+    /// 1 MiB chunks, and returns its first `head` bytes (for the caller's header check). A
+    /// missing, partial or mismatching entry is removed and `None` returned.
+    pub fn verify(&self, name: &WalFileName, head: usize) -> Option<Vec<u8>> {
         let receipt = fs::read_to_string(self.receipt_path(name)).ok()?;
         let expected = parse_receipt(&receipt);
-        let content = fs::read(self.entry_path(name)).ok();
-        let found = content
-            .as_ref()
-            .map(|c| (c.len() as u64, crc32c::crc32c(c)));
-        match content {
-            Some(content) if expected.is_some() && expected == found => Some(content),
+        let found = read_summary(&self.entry_path(name), head).ok();
+        match found {
+            Some((size, crc, first)) if expected == Some((size, crc)) => Some(first),
             _ => {
                 self.remove(name);
                 None
@@ -284,6 +284,25 @@ struct EntryInfo {
     modified: Option<SystemTime>,
 }
 
+/// Size, crc32c and first `head` bytes of a file, read once in 1 MiB chunks.
+fn read_summary(path: &Path, head: usize) -> std::io::Result<(u64, u32, Vec<u8>)> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut first = Vec::with_capacity(head);
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, crc, first));
+        }
+        let chunk = &buf[..n];
+        let wanted = head.saturating_sub(first.len()).min(n);
+        first.extend_from_slice(&chunk[..wanted]);
+        crc = crc32c::crc32c_append(crc, chunk);
+        size += n as u64;
+    }
+}
+
 fn parse_receipt(text: &str) -> Option<(u64, u32)> {
     let (size, crc) = text.trim().split_once(' ')?;
     Some((size.parse().ok()?, u32::from_str_radix(crc, 16).ok()?))
@@ -340,7 +359,7 @@ mod tests {
         let (size, crc) = size_and_crc(&tmp);
         spool.commit(&n, &tmp, size, crc).unwrap();
         fs::write(spool.entry_path(&n), b"segment bytez").unwrap();
-        assert_eq!(spool.read_verified(&n), None);
+        assert_eq!(spool.verify(&n, 7), None);
         assert!(!spool.contains(&n), "a bad entry must be removed");
     }
 
