@@ -336,12 +336,13 @@ mod tests {
         let (size, crc) = size_and_crc(&tmp);
         spool.commit(&n, &tmp, size, crc).unwrap();
         assert!(spool.contains(&n));
+        assert_eq!(spool.verify(&n, 7).as_deref(), Some(&b"segment"[..]));
         assert_eq!(
-            spool.read_verified(&n).as_deref(),
+            spool.verify(&n, 100).as_deref(),
             Some(&b"segment bytes"[..])
         );
         // Another timeline's name is a different entry.
-        assert_eq!(spool.read_verified(&name("000000020000000000000005")), None);
+        assert_eq!(spool.verify(&name("000000020000000000000005"), 7), None);
         let dest = pg_wal.path().join("RECOVERYXLOG");
         spool.deliver(&n, &dest).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"segment bytes");
