@@ -86,9 +86,8 @@ pub fn carried_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(Str
     let mut out: Vec<(String, String)> = vars
         .into_iter()
         .filter(|(name, value)| {
-            let walship = name.starts_with("WALSHIP_")
-                && name != "WALSHIP_REPO"
-                && name != "WALSHIP_CONFIG";
+            let walship =
+                name.starts_with("WALSHIP_") && name != "WALSHIP_REPO" && name != "WALSHIP_CONFIG";
             !value.is_empty()
                 && (walship || CARRIED_AWS.contains(&name.as_str()))
                 && !secret(name)

@@ -107,7 +107,9 @@ fn modes(install: &PgInstall) {
     // pause: in recovery, paused at the target, readable; resumed, it promotes.
     let (_guard, to) = restored(&repo, &["--target-xid", &xid, "--target-action", "pause"]);
     let paused = start_in_recovery(install, &to);
-    wait_until(WAIT, "replay paused at the target", || replay_paused(&paused));
+    wait_until(WAIT, "replay paused at the target", || {
+        replay_paused(&paused)
+    });
     assert!(in_recovery(&paused), "PG{major} pause: not in recovery");
     assert_eq!(rows(&paused), at_target, "PG{major} paused at the target");
     paused.execute("select pg_wal_replay_resume()");
@@ -135,7 +137,10 @@ fn modes(install: &PgInstall) {
     assert!(to.join("recovery.signal").exists());
     // Told to promote instead, it recovers to exactly the target.
     let auto = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
-    assert!(auto.contains("recovery_target_action = 'shutdown'"), "{auto}");
+    assert!(
+        auto.contains("recovery_target_action = 'shutdown'"),
+        "{auto}"
+    );
     std::fs::write(
         to.join("postgresql.auto.conf"),
         auto.replace(

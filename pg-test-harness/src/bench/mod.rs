@@ -12,6 +12,7 @@ mod measure;
 mod peers;
 mod pgbackrest;
 pub mod stats;
+pub mod stream;
 mod table;
 pub mod wal_load;
 pub mod walship_bin;
@@ -49,6 +50,11 @@ pub const BENCHES: &[Bench] = &[
         name: "fetch",
         about: "replay segments through walship fetch vs from pg_wal [--segments N] [--rounds N]",
         run: fetch::run,
+    },
+    Bench {
+        name: "stream",
+        about: "walship stream under pgbench: repository lag, --synchronous vs pg_receivewal, RSS [--seconds N] [--clients N] [--no-s3]",
+        run: stream::run,
     },
 ];
 

@@ -120,10 +120,7 @@ fn own_check(text: &str, data: &Path, ignored: &[&str]) -> Vec<String> {
                 .map(|b| format!("{b:02x}"))
                 .collect();
             if file["Checksum"].as_str() != Some(found.as_str()) {
-                problems.push(format!(
-                    "{path}: crc32c {found} != {}",
-                    file["Checksum"]
-                ));
+                problems.push(format!("{path}: crc32c {found} != {}", file["Checksum"]));
             }
         }
     }
