@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use walship_common::backup::{
     BackupError, BackupEvent, BackupOptions, BackupOutcome, EventList, Progress, ServerInfo,
-    choose_id, materialise_for_test, read_catalog, remove_incomplete, take_backup,
+    choose_id, read_catalog, remove_incomplete, take_backup,
 };
 use walship_common::catalog::{FileKind, TablespaceInfo};
 use walship_common::codec::Codec;
@@ -205,8 +205,16 @@ fn main_files() -> Vec<(&'static str, Vec<u8>)> {
         ("base/1/1259", pseudo_random(300_000, 1)),
         ("base/1/2619", pseudo_random(90_000, 2)),
         ("base/1/empty", Vec::new()),
-        ("global/pg_control", pseudo_random(8192, 3)),
+        ("global/pg_control", control_file()),
     ]
+}
+
+/// A `pg_control` stand-in: the system identifier first (as `ControlFileData` starts), so
+/// a restore accepts it as this cluster's.
+fn control_file() -> Vec<u8> {
+    let mut bytes = pseudo_random(8192, 3);
+    bytes[..8].copy_from_slice(&SYSID.to_ne_bytes());
+    bytes
 }
 
 /// PG 13-14 send the tablespace link and no end blocks (`end_blocks` false); 15+ send end
@@ -296,11 +304,18 @@ async fn a_backup_round_trips_through_bundles_in_both_tar_shapes() {
         let ts_dir = out.path().join("ts");
         let data = out.path().join("data");
         std::fs::create_dir(&data).unwrap();
-        materialise_for_test(
+        // Back into files with the restore crate (the one materialisation there is).
+        let opts = walship_restore::MaterialiseOptions {
+            tablespaces: BTreeMap::from([(16384, ts_dir.clone())]),
+            parallel: 2,
+            ..Default::default()
+        };
+        walship_restore::materialise::materialise(
             &repo,
             &catalog.complete[0],
             &data,
-            &BTreeMap::from([(16384, ts_dir.clone())]),
+            &opts,
+            Arc::new(|_| {}),
         )
         .await
         .unwrap();

@@ -10,11 +10,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_test_harness::{Cluster, PgInstall, StopMode};
 use support::{TestRepo, archive_everything, describe, wait_until, walship_bin};
-use walship_common::backup::{find_backup, materialise_for_test};
+use walship_common::backup::find_backup;
 use walship_common::catalog::BackupManifest;
 use walship_common::codec::Codec;
 use walship_common::repo::Repository;
@@ -97,7 +98,12 @@ fn materialise(repo: &TestRepo, which: &str, dir: &Path) -> (BackupManifest, Pat
             .iter()
             .map(|t| (t.oid, dir.join(format!("ts{}", t.oid))))
             .collect();
-        materialise_for_test(&r, &manifest, &data, &places)
+        let opts = walship_restore::MaterialiseOptions {
+            tablespaces: places.clone(),
+            parallel: 2,
+            ..Default::default()
+        };
+        walship_restore::materialise::materialise(&r, &manifest, &data, &opts, Arc::new(|_| {}))
             .await
             .unwrap();
         for ts in places.values() {

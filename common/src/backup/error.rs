@@ -1,7 +1,6 @@
-//! [`BackupError`]: everything that can stop a backup, a listing or a materialisation, each
+//! [`BackupError`]: everything that can stop a backup or a listing of backups, each
 //! variant carrying the path, key, LSN or segment involved.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::codec::CodecError;
@@ -103,17 +102,6 @@ pub enum BackupError {
     /// No backup has this id (or there is no backup at all, for `latest`).
     #[error("no backup {0} in the repository")]
     NotFound(String),
-    /// A local file operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done ("create", "write", "link").
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl BackupError {
@@ -126,17 +114,5 @@ impl BackupError {
                 | BackupError::RefusedEntry { .. }
                 | BackupError::Repo(RepoError::OtherCluster { .. })
         )
-    }
-
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        BackupError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
     }
 }

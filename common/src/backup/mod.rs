@@ -13,8 +13,8 @@
 //! - [`wait_for_wal`] waits (bounded) until the WAL from start to stop LSN is archived.
 //! - [`run`] drives it all and writes the manifest last: a backup without a manifest does
 //!   not exist ([`listing`] reports its objects as incomplete and removes them).
-//! - [`materialise`]: a minimal restore of the files, for tests (the restore crate owns
-//!   `walship restore`).
+//!
+//! Turning a backup back into files is the restore crate's (`walship_restore::materialise`).
 
 pub mod bundler;
 pub mod collect;
@@ -22,7 +22,6 @@ pub mod entry_path;
 pub mod error;
 pub mod event;
 pub mod listing;
-pub mod materialise;
 pub mod progress;
 pub mod run;
 pub mod source;
@@ -36,7 +35,6 @@ pub use event::{BackupEvent, BackupSource, EventList, ServerInfo};
 pub use listing::{
     Catalog, IncompleteBackup, find_backup, read_catalog, read_manifest, remove_incomplete,
 };
-pub use materialise::materialise_for_test;
 pub use progress::{Progress, ProgressSnapshot};
 pub use run::{BackupOptions, BackupOutcome, choose_id, take_backup};
 pub use source::{ReplicationSource, base_backup_options, start_base_backup};
