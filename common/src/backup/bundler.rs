@@ -201,7 +201,9 @@ impl Bundler {
                 return Err(self.upload_failure(key, io));
             }
         };
-        channel.finish();
+        if let Err(e) = channel.finish() {
+            return Err(self.upload_failure(key, e));
+        }
         if let Some(info) = self.bundles.get_mut(open.index as usize) {
             info.raw_len = summary.raw_len;
             info.stored_len = summary.stored_len;

@@ -21,6 +21,7 @@ pub mod collect;
 pub mod entry_path;
 pub mod error;
 pub mod event;
+pub mod event_batch;
 pub mod listing;
 pub mod progress;
 pub mod run;
