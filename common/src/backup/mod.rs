@@ -18,6 +18,7 @@
 
 pub mod bundler;
 pub mod collect;
+pub mod compressor;
 pub mod entry_path;
 pub mod error;
 pub mod event;
