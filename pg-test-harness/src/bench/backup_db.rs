@@ -115,8 +115,9 @@ impl BenchDb {
         commands.extend(peer.iter().map(PgBackRest::archive_command));
         let archive_command = commands.join(" && ");
         cluster.execute(&format!(
-            "alter system set archive_command = '{archive_command}'; select pg_reload_conf()"
+            "alter system set archive_command = '{archive_command}'"
         ));
+        cluster.execute("select pg_reload_conf()");
         let mut db = BenchDb {
             data_bytes: 0,
             expected: cluster.query_string(PGBENCH_CHECK),
