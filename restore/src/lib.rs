@@ -60,6 +60,9 @@ pub struct RestoreRequest {
     pub walship: PathBuf,
     /// Arguments before `fetch` in `restore_command` (`--config`, `--repo`).
     pub global_args: Vec<String>,
+    /// Settings from the environment `restore_command` carries
+    /// ([`recovery_conf::carried_env`]).
+    pub env: Vec<(String, String)>,
     /// `recovery_target_action`.
     pub action: TargetAction,
     /// `standby.signal` instead of `recovery.signal`.
@@ -105,6 +108,7 @@ pub async fn restore(
     let config = RecoveryConfig {
         walship: request.walship.clone(),
         global_args: request.global_args.clone(),
+        env: request.env.clone(),
         allow_partial: matches!(spec.target, RecoveryTarget::Latest),
         target: spec.target.clone(),
         resolved_lsn: plan.resolved_lsn,

@@ -1,6 +1,7 @@
 //! Building the data directory from a backup: directories, files from the bundles (in
-//! parallel, bounded), tablespaces through their links, the backup label verbatim, every
-//! file and directory fsynced, and `global/pg_control` last.
+//! parallel, bounded), tablespaces through their links, the backup label verbatim,
+//! Postgres's `backup_manifest` (for `pg_verifybackup`), every file and directory fsynced,
+//! and `global/pg_control` last.
 //!
 //! **Invariant:** until the very last step the directory has no `global/pg_control`, so a
 //! restore that fails at any point leaves a directory Postgres refuses to start, never a
@@ -25,6 +26,10 @@ use crate::paths::{Destinations, TablespaceDirs};
 
 /// `global/pg_control`, written last.
 pub const PG_CONTROL: &str = "global/pg_control";
+
+/// Postgres's own manifest of the backup (`pg_verifybackup` reads it), written beside the
+/// files when the backup has one, as `pg_basebackup` leaves it.
+pub const BACKUP_MANIFEST: &str = "backup_manifest";
 
 /// How to build the directory.
 #[derive(Debug, Clone, Default)]
@@ -239,6 +244,9 @@ pub async fn materialise(
     if manifest.tablespace_map.is_some() {
         expected.insert(dir.join("tablespace_map"));
     }
+    if manifest.pg_backup_manifest.is_some() {
+        expected.insert(dir.join(BACKUP_MANIFEST));
+    }
     if opts.delta {
         summary.entries_removed += remove_unexpected(dir, &expected, dests.tablespaces())?;
     }
@@ -282,6 +290,11 @@ pub async fn materialise(
             dests.tablespace_map(map).as_bytes(),
             0o600,
         )?;
+    }
+    // Postgres's own manifest, as pg_basebackup leaves it (the server ignores the file), so
+    // that `pg_verifybackup` can check the restored files before the server starts.
+    if let Some(pg_manifest) = &manifest.pg_backup_manifest {
+        fsutil::durable_write(&dir.join(BACKUP_MANIFEST), pg_manifest.as_bytes(), 0o600)?;
     }
     for d in &dirs {
         fsutil::fsync_dir(d)?;

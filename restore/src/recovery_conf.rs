@@ -40,6 +40,8 @@ pub struct RecoveryConfig {
     pub walship: PathBuf,
     /// Arguments before `fetch` (`--config FILE`, `--repo URL`).
     pub global_args: Vec<String>,
+    /// Settings that came from the environment, set for the command (see [`carried_env`]).
+    pub env: Vec<(String, String)>,
     /// Pass `--allow-partial` to fetch (recovery to the very end of the archive).
     pub allow_partial: bool,
     /// The target.
@@ -54,6 +56,46 @@ pub struct RecoveryConfig {
     pub action: TargetAction,
     /// Write `standby.signal` instead of `recovery.signal`.
     pub standby: bool,
+}
+
+/// Environment variables whose repository settings `restore_command` must carry: the
+/// restored server runs `walship fetch` in *its* environment, not the operator's.
+const CARRIED_AWS: &[&str] = &[
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+];
+
+/// The variables of `vars` that `restore_command` carries as `NAME=value` assignments:
+/// every `WALSHIP_*` setting but `WALSHIP_REPO` and `WALSHIP_CONFIG` (passed as `--repo`
+/// and `--config`), and the AWS chain's non-secret addressing (`AWS_REGION`,
+/// `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`).
+///
+/// **Never a secret:** walship's own settings hold none (credentials come only from the
+/// AWS chain), and a name that looks like one (`KEY`, `SECRET`, `TOKEN`, `PASSWORD`) is left
+/// out, so `postgresql.auto.conf` never holds a credential. The server's environment must
+/// provide the credentials (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, web
+/// identity, instance metadata).
+pub fn carried_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let secret = |name: &str| {
+        ["KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL"]
+            .iter()
+            .any(|word| name.contains(word))
+    };
+    let mut out: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(name, value)| {
+            let walship =
+                name.starts_with("WALSHIP_") && name != "WALSHIP_REPO" && name != "WALSHIP_CONFIG";
+            !value.is_empty()
+                && (walship || CARRIED_AWS.contains(&name.as_str()))
+                && !secret(name)
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Quotes `text` for `sh -c` (which Postgres runs `restore_command` with).
@@ -76,7 +118,12 @@ pub fn guc_quote(text: &str) -> String {
 impl RecoveryConfig {
     /// The `restore_command` value.
     pub fn restore_command(&self) -> String {
-        let mut words = vec![shell_quote(&self.walship.to_string_lossy())];
+        let mut words: Vec<String> = self
+            .env
+            .iter()
+            .map(|(name, value)| format!("{name}={}", shell_quote(value)))
+            .collect();
+        words.push(shell_quote(&self.walship.to_string_lossy()));
         words.extend(self.global_args.iter().map(|a| shell_quote(a)));
         words.push("fetch".to_string());
         if self.allow_partial {
@@ -206,6 +253,7 @@ mod tests {
         RecoveryConfig {
             walship: PathBuf::from("/usr/bin/walship"),
             global_args: vec!["--config".into(), "/etc/walship/it's.toml".into()],
+            env: Vec::new(),
             allow_partial: false,
             target,
             resolved_lsn: None,
@@ -275,5 +323,40 @@ mod tests {
         assert!(auto.contains("fetch --allow-partial %f %p"), "{auto}");
         assert!(!auto.contains("recovery_target_xid") && !auto.contains("recovery_target_action"));
         assert!(dir.path().join("recovery.signal").exists());
+    }
+
+    #[test]
+    fn environment_settings_are_carried_but_never_secrets() {
+        let vars = [
+            ("WALSHIP_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("WALSHIP_REPO", "s3://b/p"),
+            ("WALSHIP_CONFIG", "/etc/walship/walship.toml"),
+            ("WALSHIP_S3_REGION", ""),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIA"),
+            ("AWS_SECRET_ACCESS_KEY", "hush"),
+            ("AWS_SESSION_TOKEN", "hush"),
+            ("WALSHIP_FUTURE_SECRET", "hush"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let env = carried_env(vars);
+        assert_eq!(
+            env,
+            [
+                ("AWS_REGION".to_string(), "eu-west-1".to_string()),
+                (
+                    "WALSHIP_S3_ENDPOINT".to_string(),
+                    "http://127.0.0.1:9000".to_string()
+                ),
+            ]
+        );
+        let mut c = config(RecoveryTarget::Latest);
+        c.env = env;
+        c.global_args = vec!["--repo".into(), "s3://b/p".into()];
+        assert_eq!(
+            c.restore_command(),
+            "AWS_REGION=eu-west-1 WALSHIP_S3_ENDPOINT=http://127.0.0.1:9000 /usr/bin/walship --repo s3://b/p fetch %f %p"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! `walship restore --tablespace OID=DIR` relocates a tablespace (files, link, map), and
 //! `--delta` reuses what already matches, replaces what does not, removes what the backup
-//! lacks, and refuses a directory of another cluster, which `--force` replaces. One major (15 when found), real
-//! Postgres, real SeaweedFS.
+//! lacks, and refuses a directory of another cluster, which `--force` replaces. The backup is
+//! taken by `walship backup`, and each restored directory verifies against Postgres's own
+//! `backup_manifest` (`pg_verifybackup`, with `-i tablespace_map` when relocated) before the
+//! server starts. One major (15 when found), real Postgres, real SeaweedFS.
 
 mod restore_support;
 mod support;
@@ -9,7 +11,8 @@ mod support;
 use std::time::Duration;
 
 use pg_test_harness::Cluster;
-use restore_support::{archiving_cluster, restore, start_restored, take_backup};
+use restore_support::verify::verify_restored;
+use restore_support::{archiving_cluster, restore, start_restored, walship_backup};
 use support::{TestRepo, archive_everything, describe};
 
 fn rows(cluster: &Cluster) -> Vec<String> {
@@ -46,7 +49,7 @@ fn tablespace_relocation_and_delta(repo: TestRepo) {
     let oid = cluster.query_string("select oid::text from pg_tablespace where spcname = 'spc'");
     cluster.execute("create table spaced (id int primary key, v text) tablespace spc");
     cluster.execute("insert into spaced select g, md5(g::text) from generate_series(1, 1000) g");
-    take_backup(&cluster, &repo);
+    walship_backup(&cluster, &repo);
     cluster.execute("insert into spaced select g, 'late' from generate_series(1001, 1500) g");
     let want = rows(&cluster);
     archive_everything(&cluster, Duration::from_secs(120));
@@ -71,6 +74,7 @@ fn tablespace_relocation_and_delta(repo: TestRepo) {
         "no files in {}",
         moved.display()
     );
+    verify_restored(install, &to, true);
     support::chown_tree_like(&moved, dir.path());
     let mut restored = start_restored(install, &to);
     assert_eq!(rows(&restored), want, "relocated tablespace rows");
@@ -124,6 +128,7 @@ fn tablespace_relocation_and_delta(repo: TestRepo) {
     );
     assert!(!to.join("base/stray-file").exists());
     assert!(to.join("PG_VERSION").exists());
+    verify_restored(install, &to, true);
     support::chown_tree_like(&moved, dir.path());
     let restored = start_restored(install, &to);
     assert_eq!(rows(&restored), want, "rows after --delta");
@@ -151,6 +156,7 @@ fn tablespace_relocation_and_delta(repo: TestRepo) {
         &["--target", "latest", "--force", "--tablespace", &relocate],
     );
     assert!(out.status.success(), "{}", describe(&out));
+    verify_restored(install, &data, true);
     support::chown_tree_like(&moved, foreign.path());
     let restored = start_restored(install, &data);
     assert_eq!(rows(&restored), want, "rows after --force");

@@ -2,7 +2,8 @@
 //! directory, a target before the oldest backup or after the end of the archive, a backup of
 //! another cluster, a segment deleted from the repository; `--dry-run` prints the plan (text
 //! and JSON); a corrupted bundle fails naming the file and leaves a directory Postgres
-//! refuses to start. One major (15 when found), real Postgres, real SeaweedFS.
+//! refuses to start. Every major the harness finds, real Postgres, real SeaweedFS; one
+//! cluster, one repository and one backup per major serve every assertion.
 
 mod restore_support;
 mod support;
@@ -10,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pg_test_harness::Cluster;
+use pg_test_harness::{Cluster, PgInstall};
 use restore_support::{
     archiving_cluster, open_repo, restore, runtime, start_restored, take_backup, utc_now,
 };
@@ -47,14 +48,20 @@ fn refused(repo: &TestRepo, args: &[&str], needle: &str) -> String {
 }
 
 #[test]
-fn restore_refuses_before_any_data_moves_and_reports_the_plan() {
-    let installs = pg_test_harness::installs_under_test();
-    let Some(install) = installs.iter().find(|i| i.major == 15).or(installs.first()) else {
+fn restore_refuses_before_any_data_moves_and_reports_the_plan_on_every_major() {
+    let Some(probe) = TestRepo::s3() else {
         return;
     };
-    let Some(repo) = TestRepo::s3() else {
-        return;
-    };
+    drop(probe);
+    for install in pg_test_harness::installs_under_test() {
+        let repo = TestRepo::s3().expect("SeaweedFS ran a moment ago");
+        refusals(&install, repo);
+        eprintln!("PG{}: every refusal before any data moved", install.major);
+    }
+}
+
+/// Every refusal, the dry run and the corrupt bundle against one cluster of `install`.
+fn refusals(install: &PgInstall, repo: TestRepo) {
     let cluster = archiving_cluster(install, &repo);
     cluster.execute("create table t (id int, payload text)");
     write(&cluster, 100);
@@ -130,6 +137,7 @@ fn restore_refuses_before_any_data_moves_and_reports_the_plan() {
     let other_repo = TestRepo::local();
     let other = archiving_cluster(install, &other_repo);
     let foreign = take_backup(&other, &repo);
+    drop(other);
     let id = foreign.id.to_string();
     assert_ne!(
         foreign.system_identifier, backup.system_identifier,

@@ -1,6 +1,8 @@
 //! `walship restore` of backups taken by `walship backup` (the real manifest and bundles,
 //! not the tests' low-level copies), on every major: restore to a recorded time after the
-//! backup, start Postgres, compare rows; `pg_checksums --check` on 15.
+//! backup; the restored directory verifies against Postgres's own `backup_manifest`
+//! (`pg_verifybackup` before the server starts); start Postgres, compare rows;
+//! `pg_checksums --check` on 15.
 
 mod restore_support;
 mod support;
@@ -8,8 +10,9 @@ mod support;
 use std::time::Duration;
 
 use pg_test_harness::Cluster;
+use restore_support::verify::verify_restored;
 use restore_support::{
-    archiving_cluster, restore, start_restored, stop_and_check_checksums, utc_now,
+    archiving_cluster, restore, start_restored, stop_and_check_checksums, utc_now, walship_backup,
 };
 use support::{TestRepo, archive_everything, describe};
 
@@ -34,18 +37,7 @@ fn restores_walship_backups_to_a_time_on_every_major() {
         cluster.execute(
             "insert into real_backup select g, md5(g::text) from generate_series(1, 2000) g",
         );
-        let conn = format!("host=127.0.0.1 port={} user=postgres", cluster.port());
-        let out = repo.walship(&[
-            "backup",
-            "-d",
-            &conn,
-            "--checkpoint",
-            "fast",
-            "--json",
-            "--wal-timeout",
-            "60s",
-        ]);
-        assert!(out.status.success(), "walship backup: {}", describe(&out));
+        walship_backup(&cluster, &repo);
         cluster.execute(
             "insert into real_backup select g, 'after' from generate_series(2001, 2500) g",
         );
@@ -65,6 +57,7 @@ fn restores_walship_backups_to_a_time_on_every_major() {
             install.major,
             describe(&out)
         );
+        verify_restored(&install, &to, false);
         let mut restored = start_restored(&install, &to);
         assert_eq!(rows(&restored), want, "PG{}", install.major);
         stop_and_check_checksums(&mut restored);

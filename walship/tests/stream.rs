@@ -1,13 +1,13 @@
 //! `walship stream` against real Postgres: a crash of the primary under pgbench loses no
 //! complete segment and at most the last interval of WAL; recovery from the stream's objects
 //! (complete segments plus the `.partial` tail) gets every transaction acknowledged well
-//! before the crash. Every major the harness finds.
+//! before the crash. Recovery is `walship restore --target latest` of a `walship backup`
+//! taken while the stream ran, into a new directory. Every major the harness finds.
 
+mod restore_support;
 mod stream_support;
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -30,8 +30,7 @@ fn crash_test(install: &PgInstall, repo: &TestRepo) {
     let slot = primary.query_string("select count(*) from pg_replication_slots where slot_name = 'walship' and slot_type = 'physical'");
     assert_eq!(slot, "1", "the stream creates its physical slot");
 
-    let copy = pg_test_harness::test_dir("stream-copy");
-    low_level_copy(&primary, &copy.path().join("data"));
+    take_backup(&primary, repo);
 
     let mut load = pgbench(&primary, &["-n", "-T", "120", "-c", "4", "-j", "2"])
         .stdout(Stdio::null())
@@ -123,19 +122,8 @@ fn crash_test(install: &PgInstall, repo: &TestRepo) {
         );
     }
 
-    // Recovery of the copy from the repository (segments + tail) has every acknowledged row.
-    let data = copy.path().join("data");
-    std::fs::write(data.join("recovery.signal"), b"").unwrap();
-    support::chown_tree_like(&data, copy.path());
-    let mut restored = Cluster::from_data_dir(install, &data);
-    restored.append_conf(&format!(
-        "restore_command = '{} fetch --allow-partial %f %p'",
-        repo.shell_prefix()
-    ));
-    restored.start();
-    wait_until(Duration::from_secs(120), "recovery to end", || {
-        restored.query_string("select pg_is_in_recovery()") == "f"
-    });
+    // `walship restore --target latest` (segments + tail) has every acknowledged row.
+    let (_dir, mut restored) = restore_latest(install, repo);
     let recovered: i64 = restored
         .query_string("select count(*) from pgbench_history")
         .parse()
@@ -159,56 +147,6 @@ fn primary_crash_under_pgbench_loses_nothing_acknowledged_every_major() {
         let repo = TestRepo::local();
         crash_test(&install, &repo);
     }
-}
-
-/// Waits until the stream reports `flush` at or past `target` (the server's view).
-fn wait_flushed(cluster: &Cluster, stream: &StreamProc, app: &str, target: u64) {
-    wait_until(Duration::from_secs(120), "the stream to flush", || {
-        let flush = cluster.query_string(&format!(
-            "select coalesce(max(flush_lsn)::text, '0/0') from pg_stat_replication where application_name = '{app}'"
-        ));
-        let log = stream.log();
-        assert!(!log.contains("error:"), "walship stream failed:\n{log}");
-        lsn(&flush) >= target
-    });
-}
-
-/// Every complete segment in the repository, contiguous from the first, byte-identical to
-/// the stopped cluster's pg_wal where pg_wal still has it. Returns how many.
-fn assert_segments_match(repo: &TestRepo, wal: &BTreeMap<String, Vec<u8>>, upto: &str) -> usize {
-    let names = repo_wal_names(repo.local_root());
-    let complete: Vec<&String> = names
-        .iter()
-        .filter(|n| support::is_segment_name(n))
-        .collect();
-    let first = segno_of(complete[0]);
-    let mut compared = 0;
-    for (i, name) in complete.iter().enumerate() {
-        assert_eq!(
-            **name,
-            seg_name(1, (first + i as u64) * SEG),
-            "gap: {names:?}"
-        );
-        if name.as_str() <= upto
-            && let Some(original) = wal.get(name.as_str())
-        {
-            assert!(
-                fetch(repo, name, false) == *original,
-                "{name} differs from pg_wal"
-            );
-            compared += 1;
-        }
-    }
-    assert!(
-        compared >= 2,
-        "only {compared} segments to compare: {names:?}"
-    );
-    assert!(
-        complete.last().unwrap().as_str() >= upto,
-        "segments end at {:?}, expected up to {upto}",
-        complete.last()
-    );
-    complete.len()
 }
 
 fn restart_and_archive_test(install: &PgInstall, repo: &TestRepo) {
@@ -283,24 +221,43 @@ fn restarts_and_concurrent_archive_leave_no_gap_or_conflict_every_major() {
     }
 }
 
-/// Restores `copy` (a low-level copy of the crashed primary) from the repository with
-/// `fetch --allow-partial`, as `walship restore --target latest` would, and waits for the end
-/// of recovery.
-fn recover_copy(install: &PgInstall, copy: &Path, repo: &TestRepo) -> Cluster {
-    let data = copy.join("data");
-    std::fs::write(data.join("recovery.signal"), b"").unwrap();
-    support::chown_tree_like(&data, copy);
-    let mut restored = Cluster::from_data_dir(install, &data);
+/// `walship backup` of `cluster` into `repo` (the stream supplies its WAL), under another
+/// application_name than the stream's.
+fn take_backup(cluster: &Cluster, repo: &TestRepo) {
+    let conn = format!("{} application_name=walship_backup", cluster.connstr());
+    let out = repo.walship(&[
+        "backup",
+        "-d",
+        &conn,
+        "--checkpoint",
+        "fast",
+        "--wal-timeout",
+        "120s",
+    ]);
+    assert!(out.status.success(), "walship backup: {}", describe(&out));
+}
+
+/// `walship restore --target latest` into a new directory, started (not archiving, no
+/// synchronous standby) until recovery has ended.
+fn restore_latest(install: &PgInstall, repo: &TestRepo) -> (tempfile::TempDir, Cluster) {
+    let dir = pg_test_harness::test_dir("stream-restored");
+    let to = dir.path().join("data");
+    let out = restore_support::restore(repo, &to, &["--target", "latest"]);
+    assert!(
+        out.status.success(),
+        "PG{} walship restore --target latest: {}",
+        install.major,
+        describe(&out)
+    );
+    let mut restored = Cluster::from_data_dir(install, &to);
     restored.append_conf("synchronous_standby_names = ''");
-    restored.append_conf(&format!(
-        "restore_command = '{} fetch --allow-partial %f %p'",
-        repo.shell_prefix()
-    ));
+    restored.append_conf("archive_mode = off");
     restored.start();
-    wait_until(Duration::from_secs(120), "recovery to end", || {
+    wait_until(Duration::from_secs(180), "recovery to end", || {
         restored.query_string("select pg_is_in_recovery()") == "f"
     });
-    restored
+    // The restored cluster lives in `dir`, which must outlive it.
+    (dir, restored)
 }
 
 fn synchronous_test(install: &PgInstall, repo: &TestRepo) {
@@ -324,8 +281,7 @@ fn synchronous_test(install: &PgInstall, repo: &TestRepo) {
         .output()
         .unwrap();
     assert!(init.status.success(), "pgbench -i: {}", describe(&init));
-    let copy = pg_test_harness::test_dir("stream-sync-copy");
-    low_level_copy(&primary, &copy.path().join("data"));
+    take_backup(&primary, repo);
 
     let mut load = pgbench(&primary, &["-n", "-T", "120", "-c", "4", "-j", "2"])
         .stdout(Stdio::null())
@@ -358,7 +314,7 @@ fn synchronous_test(install: &PgInstall, repo: &TestRepo) {
     assert_eq!(code, Some(0), "{}", stream.log());
     assert!(acked.iter().all(|&n| n > 10), "too few commits: {acked:?}");
 
-    let mut restored = recover_copy(install, copy.path(), repo);
+    let (_dir, mut restored) = restore_latest(install, repo);
     for (writer, &n) in acked.iter().enumerate() {
         let present: i64 = restored
             .query_string(&format!(
@@ -414,9 +370,8 @@ fn timeline_test(install: &PgInstall, repo: &TestRepo) {
     wait_streaming(&primary, &StreamProc::none(), "standby");
     let mut stream = StreamProc::start(&standby, repo, &[]);
     wait_streaming(&standby, &stream, "walship");
-    // The base for the restore at the end: a copy of timeline 1.
-    let copy = pg_test_harness::test_dir("stream-tl-copy");
-    low_level_copy(&primary, &copy.path().join("data"));
+    // The base for the restore at the end: a backup on timeline 1.
+    take_backup(&primary, repo);
     let load = |cluster: &Cluster| {
         let out = pgbench(cluster, &["-n", "-T", "2", "-c", "2"])
             .output()
@@ -463,7 +418,7 @@ fn timeline_test(install: &PgInstall, repo: &TestRepo) {
     );
     standby.stop(StopMode::Fast);
 
-    let mut restored = recover_copy(install, copy.path(), repo);
+    let (_dir, mut restored) = restore_latest(install, repo);
     assert_eq!(
         restored.query_string("select count(*) from pgbench_history"),
         rows,

@@ -8,6 +8,12 @@
 //! is overwritten. [`archive_with_read_ahead`] (`--async`) does the same while pushing the
 //! next `.ready` files in parallel and leaving receipts ([`pushed`]) for them.
 //!
+//! Each file goes through two phases: *prepare* (read, check, compare with what the
+//! repository holds, encode; the whole raw file is in memory) and *upload* (only the encoded
+//! object is held). `--async` runs at most `RAW_IN_FLIGHT` (2) files in the first phase at once,
+//! so one call's memory is bounded by that many raw files plus the encoded uploads in flight,
+//! whatever the backlog. `walship.json` is read once per file.
+//!
 //! **Invariant:** success is returned only after the object is durably stored and the
 //! backend confirmed its checksum, or after an existing object was read back, verified and
 //! found byte-identical.
@@ -19,14 +25,23 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 
+use crate::codec::{self, ObjectWriter};
 use crate::pg::file_name::{ArchiveFileName, FileNameError};
 use crate::pg::history::TimelineHistory;
 use crate::pg::page_header::XLOG_BLCKSZ;
 use crate::pg::segment::WalSegSize;
 use crate::pg::segment_check::{self, SegmentError};
 use crate::repo::{RepoError, RepoIdentity, Repository, StoredObject, layout};
+use crate::storage::{ObjectKey, PutOptions, Storage};
+use crate::task::run_blocking;
 use pushed::{PushedReceipts, Receipt};
+
+/// Files one `--async` call holds whole in memory at once (reading, checking, comparing,
+/// encoding), the current one included. Uploads hold only the encoded object, so more
+/// uploads than this can be in flight; more raw files than cores would only cost memory.
+const RAW_IN_FLIGHT: usize = 2;
 
 /// Segment size assumed for classifying a name when neither the repository nor the file
 /// says otherwise (only history and backup files reach this; their names do not depend on it).
@@ -164,6 +179,20 @@ pub async fn archive_file(
     store(repo, checked).await
 }
 
+/// [`archive_file`] with the raw phase (read, check, compare, encode) under a permit of
+/// `raw`, released before the upload.
+async fn archive_file_limited(
+    repo: &Repository,
+    path: &Path,
+    raw: &Semaphore,
+) -> Result<Archived, ArchiveError> {
+    let permit = raw.acquire().await.ok();
+    let checked = read_and_check(repo, path, None).await?;
+    let prepared = prepare(repo, checked).await?;
+    drop(permit);
+    upload(repo, prepared).await
+}
+
 /// Archives `path` like [`archive_file`], and in the same call pushes up to
 /// `read_ahead.files` further `.ready` files of the same `pg_wal` in parallel, leaving a
 /// receipt for each one stored. If an earlier call left a receipt for exactly these bytes,
@@ -177,6 +206,8 @@ pub async fn archive_with_read_ahead(
 ) -> Result<Archived, ArchiveError> {
     let pg_wal = path.parent().unwrap_or(Path::new("."));
     let receipts = PushedReceipts::for_pg_wal(pg_wal);
+    let raw = Semaphore::new(RAW_IN_FLIGHT);
+    let permit = raw.acquire().await.ok();
     let current = read_and_check(repo, path, name).await?;
     if receipts.get(&current.name) == Some(current.receipt) {
         receipts.remove(&current.name);
@@ -193,12 +224,17 @@ pub async fn archive_with_read_ahead(
             .into_iter()
             .filter(|name| receipts.get(name).is_none())
             .collect();
+    let store_current = async {
+        let prepared = prepare(repo, current).await?;
+        drop(permit);
+        upload(repo, prepared).await
+    };
     let push_ahead = futures::stream::iter(ahead)
         .map(|name| {
-            let receipts = &receipts;
+            let (receipts, raw) = (&receipts, &raw);
             async move {
                 let path = pg_wal.join(name.to_string());
-                match archive_file(repo, &path, None).await {
+                match archive_file_limited(repo, &path, raw).await {
                     Ok(done) => {
                         if let Err(e) = receipts.record(&done.name, done.receipt) {
                             tracing::warn!(
@@ -215,7 +251,7 @@ pub async fn archive_with_read_ahead(
         })
         .buffer_unordered(read_ahead.parallel.saturating_sub(1).max(1))
         .collect::<Vec<()>>();
-    let (result, _) = tokio::join!(store(repo, current), push_ahead);
+    let (result, _) = tokio::join!(store_current, push_ahead);
     result
 }
 
@@ -269,18 +305,24 @@ async fn read_and_check(
         }
     })?);
     let name = ArchiveFileName::parse(&given, seg_size)?;
-    check(repo, name, Bytes::from(content)).await
+    check(repo, name, Bytes::from(content), identity.as_ref()).await
 }
 
-/// Checks `content` against `name` and, for a (partial) segment, creates or checks the
-/// repository identity.
+/// Checks `content` against `name` and, for a (partial) segment, checks the repository
+/// identity (`known`, when the caller has just read it) or creates it.
 async fn check(
     repo: &Repository,
     name: ArchiveFileName,
     content: Bytes,
+    known: Option<&RepoIdentity>,
 ) -> Result<Checked, ArchiveError> {
     if let Some(found) = check_content(&name, &content)? {
-        repo.ensure_identity(&found).await?;
+        match known {
+            Some(existing) => repo.check_identity(existing, &found)?,
+            None => {
+                repo.ensure_identity(&found).await?;
+            }
+        }
     }
     let receipt = Receipt {
         size: content.len() as u64,
@@ -303,7 +345,7 @@ pub async fn archive_content(
     name: ArchiveFileName,
     content: Bytes,
 ) -> Result<Archived, ArchiveError> {
-    let checked = check(repo, name, content).await?;
+    let checked = check(repo, name, content, None).await?;
     store(repo, checked).await
 }
 
@@ -367,21 +409,116 @@ fn check_content(
 
 /// Stores a checked file unless the repository already holds it; never overwrites.
 async fn store(repo: &Repository, checked: Checked) -> Result<Archived, ArchiveError> {
+    let prepared = prepare(repo, checked).await?;
+    upload(repo, prepared).await
+}
+
+/// A checked file, compared with the repository and encoded: what is left to upload. The
+/// raw content is gone (only the encoded object is held while uploading).
+struct Prepared {
+    name: ArchiveFileName,
+    receipt: Receipt,
+    key: ObjectKey,
+    /// `Err(outcome)`: nothing to upload.
+    encoded: Result<(Bytes, StoredObject), ArchiveOutcome>,
+}
+
+/// Compares a checked file with what the repository holds under its name and, if nothing,
+/// encodes it with the repository's codec.
+async fn prepare(repo: &Repository, checked: Checked) -> Result<Prepared, ArchiveError> {
     let key = layout::wal_key(&checked.name);
-    let outcome = match compare_existing(repo, &checked).await? {
-        Some(outcome) => outcome,
-        None => match repo.put_content(&key, checked.content.clone(), true).await {
-            Ok(stored) => ArchiveOutcome::Stored(stored),
-            // Another writer (a concurrent `walship stream`, or a retry) got there first.
-            Err(RepoError::Storage(e)) if e.is_already_exists() => compare_existing(repo, &checked)
-                .await?
-                .ok_or(ArchiveError::Repo(RepoError::Storage(e)))?,
-            Err(e) => return Err(e.into()),
+    let Checked {
+        name,
+        content,
+        receipt,
+    } = checked;
+    let encoded = match compare_existing(repo, name, &content, receipt).await? {
+        Some(outcome) => Err(outcome),
+        None => Ok(encode(repo, &key, content, receipt).await?),
+    };
+    Ok(Prepared {
+        name,
+        receipt,
+        key,
+        encoded,
+    })
+}
+
+/// Encodes `content` (whose size and crc32c are `receipt`) as one object, on the blocking
+/// pool; the raw bytes are dropped there.
+async fn encode(
+    repo: &Repository,
+    key: &ObjectKey,
+    content: Bytes,
+    receipt: Receipt,
+) -> Result<(Bytes, StoredObject), ArchiveError> {
+    let codec = repo.codec();
+    let encoded = run_blocking(move || {
+        let mut out = Vec::with_capacity(content.len() / 4 + codec::HEADER_LEN);
+        let mut writer =
+            ObjectWriter::with_declared_summary(&mut out, codec, receipt.size, receipt.crc32c)?;
+        std::io::Write::write_all(&mut writer, &content)?;
+        let summary = writer.finish()?;
+        Ok::<_, codec::CodecError>((Bytes::from(out), summary))
+    })
+    .await
+    .map_err(|source| corrupt(repo, key, source))?;
+    let (bytes, summary) = encoded;
+    Ok((
+        bytes,
+        StoredObject {
+            raw_len: summary.raw_len,
+            raw_crc32c: summary.crc32c,
+            stored_len: summary.stored_len,
+            stored_crc32c: summary.stored_crc32c,
         },
+    ))
+}
+
+/// The error for an object of ours that the codec refused.
+fn corrupt(repo: &Repository, key: &ObjectKey, source: codec::CodecError) -> RepoError {
+    RepoError::Corrupt {
+        key: key.to_string(),
+        location: repo.location().to_string(),
+        source,
+    }
+}
+
+/// Uploads a prepared file create-only, with the encoded bytes' crc32c for the backend to
+/// confirm. If another writer created the object first, it is compared like any existing one.
+async fn upload(repo: &Repository, prepared: Prepared) -> Result<Archived, ArchiveError> {
+    let Prepared {
+        name,
+        receipt,
+        key,
+        encoded,
+    } = prepared;
+    let outcome = match encoded {
+        Err(outcome) => outcome,
+        Ok((bytes, stored)) => {
+            let opts = PutOptions {
+                if_absent: true,
+                crc32c: Some(stored.stored_crc32c),
+            };
+            match repo.storage().put(&key, bytes.clone(), opts).await {
+                Ok(_) => ArchiveOutcome::Stored(stored),
+                // Another writer (a concurrent `walship stream`, or a retry) got there first:
+                // compare with our own content, decoded again from what we tried to store.
+                Err(e) if e.is_already_exists() => {
+                    let content = run_blocking(move || codec::decode_to_vec(&bytes))
+                        .await
+                        .map_err(|source| corrupt(repo, &key, source))?;
+                    compare_existing(repo, name, &content, receipt)
+                        .await?
+                        .ok_or(ArchiveError::Repo(RepoError::Storage(e)))?
+                }
+                Err(e) => return Err(RepoError::Storage(e).into()),
+            }
+        }
     };
     Ok(Archived {
-        name: checked.name,
-        receipt: checked.receipt,
+        name,
+        receipt,
         outcome,
     })
 }
@@ -390,30 +527,32 @@ async fn store(repo: &Repository, checked: Checked) -> Result<Archived, ArchiveE
 /// nothing under the name, a refusal if it holds anything else.
 async fn compare_existing(
     repo: &Repository,
-    checked: &Checked,
+    name: ArchiveFileName,
+    content: &[u8],
+    receipt: Receipt,
 ) -> Result<Option<ArchiveOutcome>, ArchiveError> {
-    let key = layout::wal_key(&checked.name);
+    let key = layout::wal_key(&name);
     let existing = match repo.get_content(&key).await {
         Ok(existing) => existing,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e @ RepoError::Corrupt { .. }) => {
             return Err(ArchiveError::ExistingCorrupt {
-                name: checked.name.to_string(),
+                name: name.to_string(),
                 source: e,
             });
         }
         Err(e) => return Err(e.into()),
     };
-    if existing == checked.content {
+    if existing == content {
         return Ok(Some(ArchiveOutcome::AlreadyArchived));
     }
     Err(ArchiveError::Conflict {
-        name: checked.name.to_string(),
+        name: name.to_string(),
         key: key.to_string(),
         location: repo.location().to_string(),
         stored_len: existing.len() as u64,
         stored_crc32c: crc32c::crc32c(&existing),
-        len: checked.receipt.size,
-        crc32c: checked.receipt.crc32c,
+        len: receipt.size,
+        crc32c: receipt.crc32c,
     })
 }

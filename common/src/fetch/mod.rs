@@ -3,7 +3,8 @@
 //! [`fetch`] delivers a verified file or says precisely why not, so that the binary can pick
 //! the exit code Postgres needs: "definitively absent" ([`FetchError::is_not_found`], exit 1)
 //! is kept apart from every failure (exit above 125: Postgres stops instead of promoting).
-//! [`fill_spool`] is the prefetch worker that fetches the next segments ahead ([`spool`]).
+//! [`fetch_from_spool`] is the fast path for a segment the prefetch worker ([`prefetch`])
+//! already put in the spool ([`spool`]): no runtime, no repository access, one read.
 //!
 //! **The `.partial` rule.** A `<segment>.partial` object (left by a promotion, or uploaded by
 //! `walship stream` for the segment it is still receiving) holds only the beginning of a
@@ -16,21 +17,22 @@
 //! headers of the exact segment asked for (address, timeline, system identifier); the
 //! destination appears whole (temporary file, rename) or not at all.
 
+pub mod prefetch;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures::StreamExt;
 
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::{ArchiveFileName, FileNameError, WalFileName};
 use crate::pg::history::TimelineHistory;
+use crate::pg::page_header::XLOG_BLCKSZ;
 use crate::pg::segment::WalSegSize;
 use crate::pg::segment_check::{self, SegmentError};
 use crate::repo::{RepoError, RepoIdentity, Repository, layout};
 use crate::task::run_blocking;
-use spool::FetchSpool;
+use spool::{FetchSpool, SpoolOrigin};
 
 /// How `fetch` behaves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,17 +114,61 @@ impl FetchError {
     }
 }
 
-/// The spool for a destination, following [`FetchOptions::spool_dir`]'s rule.
-pub fn spool_for(dest: &Path, opts: &FetchOptions, seg_size: WalSegSize) -> Option<FetchSpool> {
+/// The spool directory for a destination, following [`FetchOptions::spool_dir`]'s rule.
+pub fn spool_dir_for(dest: &Path, opts: &FetchOptions) -> Option<PathBuf> {
     if let Some(dir) = &opts.spool_dir {
-        return Some(FetchSpool::in_dir(dir.clone(), seg_size));
+        return Some(dir.clone());
     }
     let parent = dest.parent()?;
     let in_pg_wal = parent.file_name().is_some_and(|n| n == "pg_wal");
-    in_pg_wal.then(|| FetchSpool::for_pg_wal(parent, seg_size))
+    in_pg_wal.then(|| FetchSpool::dir_for_pg_wal(parent))
 }
 
-/// Delivers the archived file `name` to `dest`.
+/// The spool for a destination, following [`FetchOptions::spool_dir`]'s rule.
+pub fn spool_for(dest: &Path, opts: &FetchOptions, seg_size: WalSegSize) -> Option<FetchSpool> {
+    spool_dir_for(dest, opts).map(|dir| FetchSpool::in_dir(dir, seg_size))
+}
+
+/// Delivers the segment `name` from the prefetch spool, if the spool holds a verified entry
+/// for exactly that name, fetched from `repository` (as configured; see [`SpoolOrigin`]).
+/// Synchronous and without any repository access: the entry is read once, its size and
+/// crc32c checked against its receipt (written by the worker after it checked every page
+/// header) and its first page against the name and the repository's identity recorded with
+/// the spool, then renamed to `dest`. `None` means "not
+/// in the spool" (anything unusable there is removed): fetch it with [`fetch`].
+pub fn fetch_from_spool(
+    repository: &str,
+    name: &str,
+    dest: &Path,
+    opts: &FetchOptions,
+) -> Option<Delivered> {
+    let dir = spool_dir_for(dest, opts)?;
+    let origin = SpoolOrigin::read(&dir).filter(|o| o.repository == repository)?;
+    let seg_size = origin.seg_size()?;
+    let ArchiveFileName::Segment(wal) = ArchiveFileName::parse(name, seg_size).ok()? else {
+        return None;
+    };
+    let spool = FetchSpool::in_dir(dir, seg_size);
+    spool.set_position(&wal);
+    spool.clean(&wal);
+    // The crc32c binds the bytes to those the worker checked page by page before it wrote
+    // the receipt; the first page binds them to this name and cluster.
+    let first_page = spool.verify(&wal, XLOG_BLCKSZ as usize)?;
+    let sysid = Some(origin.identity.system_identifier);
+    if segment_check::validate_first_page(&first_page, wal, sysid).is_err()
+        || spool.deliver(&wal, dest).is_err()
+    {
+        spool.remove(&wal);
+        return None;
+    }
+    Some(Delivered {
+        name: ArchiveFileName::Segment(wal),
+        source: Source::Spool,
+    })
+}
+
+/// Delivers the archived file `name` to `dest` from the repository. Call
+/// [`fetch_from_spool`] first for segments.
 pub async fn fetch(
     repo: &Repository,
     name: &str,
@@ -135,25 +181,9 @@ pub async fn fetch(
     if let ArchiveFileName::Segment(wal) = name
         && let Some(spool) = spool_for(dest, opts, seg_size)
     {
+        // The worker follows Postgres's requests, served from the spool or not.
+        spool.set_position(&wal);
         spool.clean(&wal);
-        if let Some(path) = spool.take_verified(&wal) {
-            let content = read_spooled(&path).await;
-            if content
-                .as_ref()
-                .is_some_and(|c| check_segment(c, wal, &identity).is_ok())
-            {
-                fsutil::rename_unsynced(&path, dest).map_err(|source| FetchError::Write {
-                    name: name.to_string(),
-                    source,
-                })?;
-                spool.remove(&wal);
-                return Ok(Delivered {
-                    name,
-                    source: Source::Spool,
-                });
-            }
-            spool.remove(&wal);
-        }
     }
     let (content, source) = read_from_repository(repo, name, opts).await?;
     check_content(repo, name, &content, &identity)?;
@@ -249,10 +279,6 @@ fn check_segment(
     segment_check::validate_segment(content, wal, Some(identity.system_identifier)).map(|_| ())
 }
 
-async fn read_spooled(path: &Path) -> Option<Vec<u8>> {
-    tokio::fs::read(path).await.ok()
-}
-
 /// Writes `content` to `dest` through a temporary file and a rename. Not fsynced: Postgres
 /// reads the file at once and keeps it only as long as it needs it; what matters is that it
 /// never sees half a file.
@@ -268,86 +294,4 @@ async fn write_atomically(
             name: name.to_string(),
             source,
         })
-}
-
-/// The prefetch worker: fetches up to `count` segments following `after` into `spool`, `parallel`
-/// at a time, each verified before it is committed. Returns the number added. If another
-/// worker holds the spool, returns 0 at once.
-pub async fn fill_spool(
-    repo: &Repository,
-    spool: &FetchSpool,
-    after: WalFileName,
-    count: usize,
-    parallel: usize,
-) -> Result<usize, FetchError> {
-    let Some(_lock) = spool.try_lock().map_err(|source| FetchError::Write {
-        name: after.to_string(),
-        source,
-    })?
-    else {
-        return Ok(0);
-    };
-    let identity = repo.require_identity().await?;
-    let mut wanted = Vec::new();
-    let mut next = after.next();
-    while let Some(wal) = next {
-        if wanted.len() == count {
-            break;
-        }
-        if !spool.contains(&wal) {
-            wanted.push(wal);
-        }
-        next = wal.next();
-    }
-    let added = futures::stream::iter(wanted)
-        .map(|wal| {
-            let identity = &identity;
-            async move {
-                match prefetch_one(repo, spool, wal, identity).await {
-                    Ok(()) => 1,
-                    Err(e) if e.is_not_found() => 0,
-                    Err(e) => {
-                        tracing::warn!(
-                            "prefetch of {wal} failed (it will be fetched on demand): {e}"
-                        );
-                        0
-                    }
-                }
-            }
-        })
-        .buffer_unordered(parallel.max(1))
-        .fold(0usize, |sum, n| async move { sum + n })
-        .await;
-    Ok(added)
-}
-
-async fn prefetch_one(
-    repo: &Repository,
-    spool: &FetchSpool,
-    wal: WalFileName,
-    identity: &RepoIdentity,
-) -> Result<(), FetchError> {
-    let name = ArchiveFileName::Segment(wal);
-    let (content, _) = read_from_repository(repo, name, &FetchOptions::default()).await?;
-    check_content(repo, name, &content, identity)?;
-    let spool = spool.clone();
-    run_blocking(move || {
-        let target = spool.entry_path(&wal);
-        let temp = fsutil::temp_path_for(&target);
-        std::fs::write(&temp, &content).map_err(|source| FsError {
-            action: "write prefetched segment",
-            path: temp.clone(),
-            source,
-        })?;
-        let committed = spool.commit(&wal, &temp, content.len() as u64, crc32c::crc32c(&content));
-        if committed.is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
-        committed
-    })
-    .await
-    .map_err(|source| FetchError::Write {
-        name: name.to_string(),
-        source,
-    })
 }

@@ -4,8 +4,18 @@
 //! rename). Each entry is the raw segment under its exact WAL file name plus a receipt
 //! `<name>.ok` holding its size and crc32c, written after the data. An entry is delivered
 //! only under the name it was fetched for, and only after its bytes are checked against the
-//! receipt again; anything that fails the check is thrown away and fetched afresh from the
-//! repository, so a crash or a stray file can cost time but never correctness.
+//! receipt again ([`FetchSpool::verify`]: one chunked read for the crc32c, which binds the
+//! bytes to those the worker checked page by page, plus the caller's check of the first
+//! page against the name and the cluster); anything that fails the check is thrown away and fetched afresh from
+//! the repository, so a crash or a stray file can cost time but never correctness. Nothing
+//! here is fsynced: the spool is a cache, re-verified on every use.
+//!
+//! Two small files tie the spool to its users:
+//! - `.origin` ([`SpoolOrigin`]): the repository the entries came from and that repository's
+//!   identity. Entries are delivered only to a `fetch` configured with the same repository,
+//!   and the page headers are checked against that identity, so a spool hit needs no
+//!   repository access at all. A worker for another repository empties the spool first.
+//! - `.position`: the segment Postgres asked for last, which the prefetch worker follows.
 //!
 //! One prefetch worker at a time fills the spool, holding an exclusive `flock` on `.lock`.
 
@@ -14,12 +24,21 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::WalFileName;
 use crate::pg::segment::WalSegSize;
+use crate::repo::RepoIdentity;
 
 /// Suffix of the receipt written after an entry's data.
 const RECEIPT_SUFFIX: &str = ".ok";
+/// The file naming the repository the entries came from.
+const ORIGIN_FILE: &str = ".origin";
+/// The file naming the segment Postgres asked for last.
+const POSITION_FILE: &str = ".position";
+/// The worker's lock file.
+const LOCK_FILE: &str = ".lock";
 /// Entries untouched for this long are removed by [`FetchSpool::clean`].
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 
@@ -30,6 +49,30 @@ pub struct FetchSpool {
     seg_size: WalSegSize,
 }
 
+/// Where a spool's entries came from: the repository (as configured: URL and S3 endpoint)
+/// and its identity when the worker read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolOrigin {
+    /// The repository, as configured (URL, and the S3 endpoint when one is set).
+    pub repository: String,
+    /// The repository's `walship.json`.
+    pub identity: RepoIdentity,
+}
+
+impl SpoolOrigin {
+    /// The origin recorded in the spool directory `dir`, if readable.
+    pub fn read(dir: &Path) -> Option<SpoolOrigin> {
+        let bytes = fs::read(dir.join(ORIGIN_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The segment size of the origin's cluster.
+    pub fn seg_size(&self) -> Option<WalSegSize> {
+        WalSegSize::new(u64::from(self.identity.wal_segment_size)).ok()
+    }
+}
+
 /// The exclusive right to fill the spool, released on drop.
 #[derive(Debug)]
 pub struct SpoolLock {
@@ -37,9 +80,14 @@ pub struct SpoolLock {
 }
 
 impl FetchSpool {
+    /// The spool directory under a `pg_wal` directory: `<pg_wal>/walship/fetch`.
+    pub fn dir_for_pg_wal(pg_wal: &Path) -> PathBuf {
+        pg_wal.join("walship").join("fetch")
+    }
+
     /// The spool under `<pg_wal>/walship/fetch`, for a cluster with segments of `seg_size`.
     pub fn for_pg_wal(pg_wal: &Path, seg_size: WalSegSize) -> FetchSpool {
-        FetchSpool::in_dir(pg_wal.join("walship").join("fetch"), seg_size)
+        FetchSpool::in_dir(FetchSpool::dir_for_pg_wal(pg_wal), seg_size)
     }
 
     /// A spool in `dir` (the `fetch.spool_dir` setting).
@@ -60,7 +108,7 @@ impl FetchSpool {
     /// Takes the exclusive right to fill the spool, or `None` if a worker already has it.
     pub fn try_lock(&self) -> Result<Option<SpoolLock>, FsError> {
         self.create()?;
-        let path = self.dir.join(".lock");
+        let path = self.dir.join(LOCK_FILE);
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -80,6 +128,47 @@ impl FetchSpool {
                 source: errno.into(),
             }),
         }
+    }
+
+    /// True when a prefetch worker holds the spool now (so none needs starting).
+    pub fn worker_running(&self) -> bool {
+        matches!(self.try_lock(), Ok(None))
+    }
+
+    /// The origin of the entries, if recorded.
+    pub fn origin(&self) -> Option<SpoolOrigin> {
+        SpoolOrigin::read(&self.dir)
+    }
+
+    /// Makes `origin` the spool's origin. Entries from any other origin are removed first,
+    /// so that they can never be delivered to a `fetch` of this one.
+    pub fn adopt_origin(&self, origin: &SpoolOrigin) -> Result<(), FsError> {
+        self.create()?;
+        if self.origin().as_ref() == Some(origin) {
+            return Ok(());
+        }
+        self.remove_entries(|_| true);
+        let json = serde_json::to_vec(origin).map_err(|e| FsError {
+            action: "encode",
+            path: self.dir.join(ORIGIN_FILE),
+            source: std::io::Error::other(e),
+        })?;
+        fsutil::replace_unsynced(&self.dir.join(ORIGIN_FILE), &json, 0o600)
+    }
+
+    /// Records that Postgres asked for `name` (the worker prefetches what follows it).
+    /// Best effort: without it the worker only falls behind.
+    pub fn set_position(&self, name: &WalFileName) {
+        if self.create().is_ok() {
+            let path = self.dir.join(POSITION_FILE);
+            let _ = fsutil::replace_unsynced(&path, name.to_string().as_bytes(), 0o600);
+        }
+    }
+
+    /// The segment Postgres asked for last, if recorded.
+    pub fn position(&self) -> Option<WalFileName> {
+        let text = fs::read_to_string(self.dir.join(POSITION_FILE)).ok()?;
+        WalFileName::parse(text.trim(), self.seg_size).ok()
     }
 
     /// Where the entry for `name` lives (whether or not it exists yet).
@@ -108,22 +197,30 @@ impl FetchSpool {
         let target = self.entry_path(name);
         fsutil::rename_unsynced(data, &target)?;
         let receipt = format!("{size} {crc32c:08x}\n");
-        fsutil::durable_write(&self.receipt_path(name), receipt.as_bytes(), 0o600)
+        fsutil::replace_unsynced(&self.receipt_path(name), receipt.as_bytes(), 0o600)
     }
 
-    /// The verified entry for `name`: its path, once its bytes match the receipt again.
-    /// A missing, partial or mismatching entry is removed and `None` returned.
-    pub fn take_verified(&self, name: &WalFileName) -> Option<PathBuf> {
+    /// Checks the entry for `name` against its receipt (size and crc32c), reading it once in
+    /// 1 MiB chunks, and returns its first `head` bytes (for the caller's header check). A
+    /// missing, partial or mismatching entry is removed and `None` returned.
+    pub fn verify(&self, name: &WalFileName, head: usize) -> Option<Vec<u8>> {
         let receipt = fs::read_to_string(self.receipt_path(name)).ok()?;
-        let path = self.entry_path(name);
         let expected = parse_receipt(&receipt);
-        let found = size_and_crc(&path).ok();
-        if expected.is_some() && expected == found {
-            Some(path)
-        } else {
-            self.remove(name);
-            None
+        let found = read_summary(&self.entry_path(name), head).ok();
+        match found {
+            Some((size, crc, first)) if expected == Some((size, crc)) => Some(first),
+            _ => {
+                self.remove(name);
+                None
+            }
         }
+    }
+
+    /// Hands the entry for `name` over to `dest` (a rename) and drops its receipt.
+    pub fn deliver(&self, name: &WalFileName, dest: &Path) -> Result<(), FsError> {
+        fsutil::rename_unsynced(&self.entry_path(name), dest)?;
+        let _ = fs::remove_file(self.receipt_path(name));
+        Ok(())
     }
 
     /// Removes the entry for `name` (data and receipt). Best effort.
@@ -136,33 +233,73 @@ impl FetchSpool {
     /// (recovery moves forward), entries and temporary files left for an hour, and
     /// anything that is not a spool entry.
     pub fn clean(&self, current: &WalFileName) {
+        let now = SystemTime::now();
+        self.remove_entries(|entry| {
+            let behind = match entry.wal {
+                Some(name) => name.segno() < current.segno(),
+                None => !entry.temp,
+            };
+            let stale = entry
+                .modified
+                .and_then(|modified| now.duration_since(modified).ok())
+                .is_some_and(|age| age > STALE_AFTER);
+            behind || stale
+        });
+    }
+
+    /// Removes every entry, receipt and temporary file for which `doomed` says so (never
+    /// the lock, origin or position files). Best effort.
+    fn remove_entries(&self, doomed: impl Fn(&EntryInfo) -> bool) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
-        let now = SystemTime::now();
         for entry in entries.flatten() {
             let file_name = entry.file_name();
             let Some(text) = file_name.to_str() else {
                 continue;
             };
-            if text == ".lock" {
+            if [LOCK_FILE, ORIGIN_FILE, POSITION_FILE].contains(&text) {
                 continue;
             }
             let base = text.strip_suffix(RECEIPT_SUFFIX).unwrap_or(text);
-            let behind = match WalFileName::parse(base, self.seg_size) {
-                Ok(name) => name.segno() < current.segno(),
-                Err(_) => !fsutil::is_temp_name(text),
+            let info = EntryInfo {
+                wal: WalFileName::parse(base, self.seg_size).ok(),
+                temp: fsutil::is_temp_name(text),
+                modified: entry.metadata().and_then(|m| m.modified()).ok(),
             };
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|modified| now.duration_since(modified).ok())
-                .is_some_and(|age| age > STALE_AFTER);
-            if behind || stale {
+            if doomed(&info) {
                 let _ = fs::remove_file(entry.path());
             }
         }
+    }
+}
+
+/// What [`FetchSpool::remove_entries`] knows of one file.
+struct EntryInfo {
+    /// The segment, for an entry or its receipt.
+    wal: Option<WalFileName>,
+    /// Whether it is a temporary file.
+    temp: bool,
+    /// Its modification time.
+    modified: Option<SystemTime>,
+}
+
+/// Size, crc32c and first `head` bytes of a file, read once in 1 MiB chunks.
+fn read_summary(path: &Path, head: usize) -> std::io::Result<(u64, u32, Vec<u8>)> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut first = Vec::with_capacity(head);
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, crc, first));
+        }
+        let chunk = &buf[..n];
+        let wanted = head.saturating_sub(first.len()).min(n);
+        first.extend_from_slice(&chunk[..wanted]);
+        crc = crc32c::crc32c_append(crc, chunk);
+        size += n as u64;
     }
 }
 
@@ -171,24 +308,14 @@ fn parse_receipt(text: &str) -> Option<(u64, u32)> {
     Some((size.parse().ok()?, u32::from_str_radix(crc, 16).ok()?))
 }
 
-/// Size and crc32c of a file, read in 1 MiB chunks.
-pub fn size_and_crc(path: &Path) -> std::io::Result<(u64, u32)> {
-    let mut file = File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut size, mut crc) = (0u64, 0u32);
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok((size, crc));
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        size += n as u64;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn size_and_crc(path: &Path) -> (u64, u32) {
+        let bytes = fs::read(path).unwrap();
+        (bytes.len() as u64, crc32c::crc32c(&bytes))
+    }
 
     fn name(s: &str) -> WalFileName {
         WalFileName::parse(s, size()).unwrap()
@@ -206,12 +333,20 @@ mod tests {
         let n = name("000000010000000000000005");
         let tmp = spool.dir().join(".walship-tmp.x");
         fs::write(&tmp, b"segment bytes").unwrap();
-        let (size, crc) = size_and_crc(&tmp).unwrap();
+        let (size, crc) = size_and_crc(&tmp);
         spool.commit(&n, &tmp, size, crc).unwrap();
         assert!(spool.contains(&n));
-        assert_eq!(spool.take_verified(&n), Some(spool.entry_path(&n)));
+        assert_eq!(spool.verify(&n, 7).as_deref(), Some(&b"segment"[..]));
+        assert_eq!(
+            spool.verify(&n, 100).as_deref(),
+            Some(&b"segment bytes"[..])
+        );
         // Another timeline's name is a different entry.
-        assert_eq!(spool.take_verified(&name("000000020000000000000005")), None);
+        assert_eq!(spool.verify(&name("000000020000000000000005"), 7), None);
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        spool.deliver(&n, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"segment bytes");
+        assert!(!spool.contains(&n), "a delivered entry is gone");
     }
 
     #[test]
@@ -222,10 +357,10 @@ mod tests {
         let n = name("000000010000000000000005");
         let tmp = spool.dir().join(".walship-tmp.x");
         fs::write(&tmp, b"segment bytes").unwrap();
-        let (size, crc) = size_and_crc(&tmp).unwrap();
+        let (size, crc) = size_and_crc(&tmp);
         spool.commit(&n, &tmp, size, crc).unwrap();
         fs::write(spool.entry_path(&n), b"segment bytez").unwrap();
-        assert_eq!(spool.take_verified(&n), None);
+        assert_eq!(spool.verify(&n, 7), None);
         assert!(!spool.contains(&n), "a bad entry must be removed");
     }
 
@@ -249,5 +384,46 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["000000010000000000000009"]);
+    }
+
+    #[test]
+    fn origin_and_position() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
+        assert_eq!(spool.origin(), None);
+        assert_eq!(spool.position(), None);
+        let origin = SpoolOrigin {
+            repository: "file:///repo".into(),
+            identity: RepoIdentity::new(7, 15, 16 << 20),
+        };
+        spool.adopt_origin(&origin).unwrap();
+        let n = name("000000010000000000000005");
+        fs::write(spool.entry_path(&n), b"x").unwrap();
+        fs::write(spool.receipt_path(&n), b"1 0").unwrap();
+        spool.set_position(&n);
+        assert_eq!(spool.position(), Some(n));
+        // The same origin keeps the entries; another one empties the spool.
+        spool.adopt_origin(&origin).unwrap();
+        assert!(spool.contains(&n));
+        let other = SpoolOrigin {
+            repository: "file:///other".into(),
+            ..origin
+        };
+        spool.adopt_origin(&other).unwrap();
+        assert!(!spool.contains(&n), "entries of another repository must go");
+        assert_eq!(spool.origin(), Some(other));
+        assert_eq!(spool.position(), Some(n));
+    }
+
+    #[test]
+    fn one_worker_at_a_time() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
+        assert!(!spool.worker_running());
+        let lock = spool.try_lock().unwrap().expect("first lock");
+        assert!(spool.worker_running());
+        assert!(spool.try_lock().unwrap().is_none());
+        drop(lock);
+        assert!(!spool.worker_running());
     }
 }

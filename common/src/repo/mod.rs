@@ -98,6 +98,11 @@ impl Repository {
         Repository { storage, codec }
     }
 
+    /// The codec new objects are written with.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
     /// The storage backend.
     pub fn storage(&self) -> &AnyStorage {
         &self.storage

@@ -37,6 +37,20 @@ pub async fn serve(listener: TcpListener, metrics: Arc<StreamMetrics>, cancel: C
             if !matches!(read, Ok(Ok(_))) {
                 return;
             }
+            // Read the headers too (up to the blank line, bounded): closing with unread bytes
+            // would reset the connection under a client still sending them.
+            let mut header = String::new();
+            for _ in 0..100 {
+                header.clear();
+                let read = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    reader.read_line(&mut header),
+                )
+                .await;
+                if !matches!(read, Ok(Ok(n)) if n > 0) || header.trim().is_empty() {
+                    break;
+                }
+            }
             let response = respond(&line, &metrics);
             let _ = write.write_all(response.as_bytes()).await;
             let _ = write.shutdown().await;

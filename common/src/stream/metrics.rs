@@ -20,6 +20,8 @@ pub struct StreamMetrics {
     tails_uploaded: AtomicU64,
     history_uploaded: AtomicU64,
     upload_retries: AtomicU64,
+    /// Time spent storing tails, in microseconds (with `tails_uploaded`, the mean).
+    tail_upload_us: AtomicU64,
     errors: AtomicU64,
     reconnects: AtomicU64,
     connected: AtomicBool,
@@ -84,6 +86,12 @@ impl StreamMetrics {
         counter.fetch_add(1, Ordering::Relaxed);
         self.last_upload_ms.store(now_ms(), Ordering::Relaxed);
         self.uploader_healthy.store(true, Ordering::Relaxed);
+    }
+
+    /// A tail upload took `took` (check, encode, write, fsync or PUT).
+    pub fn tail_upload_time(&self, took: std::time::Duration) {
+        self.tail_upload_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// An upload failed and will be retried.
@@ -187,6 +195,12 @@ impl StreamMetrics {
                 ("{kind=\"partial\"}", load(&self.tails_uploaded) as f64),
                 ("{kind=\"history\"}", load(&self.history_uploaded) as f64),
             ],
+        );
+        metric(
+            "walship_stream_tail_upload_seconds_total",
+            "counter",
+            "Time spent storing partial tails (divide by the partial uploads for the mean).",
+            &[("", load(&self.tail_upload_us) as f64 / 1e6)],
         );
         metric(
             "walship_stream_upload_retries_total",

@@ -25,6 +25,7 @@ pub mod session;
 pub mod start;
 pub mod status;
 pub mod tail;
+pub mod tail_codec;
 pub mod uploader;
 
 use std::sync::Arc;

@@ -44,6 +44,11 @@ impl Tail {
         Lsn(self.name.start_lsn().0 + self.len)
     }
 
+    /// The bytes as the server sent them, in order (their lengths add up to [`Tail::len`]).
+    pub fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
     /// The bytes, joined.
     pub fn content(&self) -> Bytes {
         join(&self.pieces, self.len)

@@ -13,14 +13,14 @@
 //! Because `walship archive` only ever creates, it can never overwrite a stream tail, and the
 //! stream never overwrites anything but its own tail.
 
-use bytes::Bytes;
-
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
-use crate::repo::{Repository, StoredObject, layout};
-use crate::storage::{ObjectKey, Storage};
+use crate::repo::{Repository, layout};
+use crate::storage::{ObjectKey, PutOptions, Storage};
+use crate::task::run_blocking;
 
 use super::error::StreamError;
 use super::segment::Tail;
+use super::tail_codec::TailEncoder;
 
 /// What [`TailStore::store`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,23 +41,13 @@ struct Written {
     stored_crc32c: Option<u32>,
 }
 
-impl Written {
-    fn from_stored(name: WalFileName, stored: StoredObject) -> Written {
-        Written {
-            name,
-            raw_len: stored.raw_len,
-            raw_crc32c: stored.raw_crc32c,
-            stored_len: stored.stored_len,
-            stored_crc32c: Some(stored.stored_crc32c),
-        }
-    }
-}
-
 /// Writes tails under the rule above; remembers which tail objects are its own.
 #[derive(Debug, Default)]
 pub struct TailStore {
     own: Vec<Written>,
     foreign: Vec<WalFileName>,
+    /// Encodes each tail from where the previous one of the segment ended.
+    encoder: TailEncoder,
 }
 
 /// The key of a segment's `.partial` object.
@@ -77,23 +67,25 @@ impl TailStore {
             return Ok(TailOutcome::Foreign);
         }
         let key = tail_key(name);
-        let content = tail.content();
         if let Some(own) = self.own_entry(name) {
-            match self.still_own(repo, &key, own).await? {
-                Ownership::Own => return self.replace(repo, &key, name, content).await,
+            let checking = std::time::Instant::now();
+            let ownership = self.still_own(repo, &key, own).await?;
+            tracing::trace!("{key}: ownership checked in {:?}", checking.elapsed());
+            match ownership {
+                Ownership::Own => return self.replace(repo, &key, tail).await,
                 Ownership::Gone => {}
                 Ownership::Other => return Ok(self.mark_foreign(name, &key)),
             }
         }
-        match repo.put_content(&key, content.clone(), true).await {
-            Ok(stored) => {
-                self.remember(Written::from_stored(name, stored));
+        match self.put(repo, &key, tail, true).await {
+            Ok(written) => {
+                self.remember(written);
                 Ok(TailOutcome::Stored)
             }
-            Err(e) if matches!(&e, crate::repo::RepoError::Storage(s) if s.is_already_exists()) => {
-                self.adopt_or_leave(repo, &key, name, content).await
+            Err(StreamError::Storage(e)) if e.is_already_exists() => {
+                self.adopt_or_leave(repo, &key, tail).await
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -128,9 +120,10 @@ impl TailStore {
         &mut self,
         repo: &Repository,
         key: &ObjectKey,
-        name: WalFileName,
-        content: Bytes,
+        tail: &Tail,
     ) -> Result<TailOutcome, StreamError> {
+        let name = tail.name;
+        let content = tail.content();
         let existing = match repo.get_content(key).await {
             Ok(existing) => existing,
             // Removed meanwhile: create it on the next call.
@@ -156,19 +149,56 @@ impl TailStore {
             return Ok(TailOutcome::Stored);
         }
         tracing::info!("replacing the stream tail {key} an earlier walship stream left");
-        self.replace(repo, key, name, content).await
+        self.replace(repo, key, tail).await
     }
 
     async fn replace(
         &mut self,
         repo: &Repository,
         key: &ObjectKey,
-        name: WalFileName,
-        content: Bytes,
+        tail: &Tail,
     ) -> Result<TailOutcome, StreamError> {
-        let stored = repo.put_content(key, content, false).await?;
-        self.remember(Written::from_stored(name, stored));
+        let written = self.put(repo, key, tail, false).await?;
+        self.remember(written);
         Ok(TailOutcome::Stored)
+    }
+
+    /// Encodes `tail` (only its new bytes are compressed) and stores it under `key`.
+    async fn put(
+        &mut self,
+        repo: &Repository,
+        key: &ObjectKey,
+        tail: &Tail,
+        if_absent: bool,
+    ) -> Result<Written, StreamError> {
+        let started = std::time::Instant::now();
+        let mut encoder = std::mem::take(&mut self.encoder);
+        let snapshot = tail.clone();
+        let (encoder, encoded) = run_blocking(move || {
+            let encoded = encoder.encode(&snapshot);
+            (encoder, encoded)
+        })
+        .await;
+        self.encoder = encoder;
+        let encoding = started.elapsed();
+        let stored_len = encoded.bytes.len() as u64;
+        let opts = PutOptions {
+            if_absent,
+            crc32c: Some(encoded.stored_crc32c),
+        };
+        repo.storage().put(key, encoded.bytes, opts).await?;
+        tracing::trace!(
+            "{key}: {} bytes as {stored_len} (encoded in {encoding:?}, stored in {:?})",
+            encoded.raw_len,
+            started.elapsed() - encoding
+        );
+        Ok(Written {
+            name: tail.name,
+            raw_len: encoded.raw_len,
+            raw_crc32c: encoded.raw_crc32c,
+            stored_len,
+            stored_crc32c: Some(encoded.stored_crc32c),
+        })
     }
 
     async fn still_own(
@@ -189,8 +219,18 @@ impl TailStore {
                 Ownership::Other
             });
         }
-        if own.stored_crc32c.is_some() && meta.size != own.stored_len {
-            return Ok(Ownership::Other);
+        if let Some(wrote) = own.stored_crc32c {
+            if meta.size != own.stored_len {
+                return Ok(Ownership::Other);
+            }
+            // No checksum from HEAD (a local directory): the stored bytes' crc32c, not the
+            // decoded content's, so that the check costs one read, not a decompression.
+            return match repo.storage().get_bytes(key).await {
+                Ok(stored) if crc32c::crc32c(&stored) == wrote => Ok(Ownership::Own),
+                Ok(_) => Ok(Ownership::Other),
+                Err(e) if e.is_not_found() => Ok(Ownership::Gone),
+                Err(e) => Err(e.into()),
+            };
         }
         match repo.get_content(key).await {
             Ok(existing) => Ok(
@@ -243,6 +283,7 @@ mod tests {
     use crate::pg::timeline::TimelineId;
     use crate::storage::{AnyStorage, LocalStorage};
     use crate::stream::segment::SegmentAssembler;
+    use bytes::Bytes;
 
     fn repo(dir: &std::path::Path) -> Repository {
         let storage = AnyStorage::from(LocalStorage::new(dir).unwrap());

@@ -242,6 +242,7 @@ impl Worker {
             return Ok(());
         }
         let mut backoff = Backoff::uploads();
+        let started = std::time::Instant::now();
         let outcome = loop {
             match self.tails.store(&self.repo, &newest).await {
                 Ok(outcome) => break outcome,
@@ -258,9 +259,11 @@ impl Worker {
             }
         };
         if outcome == TailOutcome::Stored {
+            let took = started.elapsed();
+            self.metrics.tail_upload_time(took);
             self.metrics.uploaded(UploadKind::Tail);
             tracing::debug!(
-                "stored tail {}.partial up to {}",
+                "stored tail {}.partial up to {} in {took:?}",
                 newest.name,
                 newest.end_lsn()
             );

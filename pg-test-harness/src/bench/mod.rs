@@ -15,6 +15,7 @@ mod peers;
 mod pgbackrest;
 pub mod restore;
 pub mod stats;
+pub mod stream;
 mod table;
 pub mod wal_load;
 pub mod walship_bin;
@@ -62,6 +63,11 @@ pub const BENCHES: &[Bench] = &[
         name: "restore",
         about: "walship restore (file, S3) vs pgbackrest restore of that database, each started and checked [--scale N] [--no-s3]",
         run: restore::run,
+    },
+    Bench {
+        name: "stream",
+        about: "walship stream under pgbench: repository lag, --synchronous vs pg_receivewal, RSS [--seconds N] [--clients N] [--no-s3]",
+        run: stream::run,
     },
 ];
 

@@ -4,11 +4,16 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use clap::Args;
-use walship_common::fetch::{self, FetchError, FetchOptions};
+use walship_common::fetch::prefetch::{self, PrefetchPlan};
+use walship_common::fetch::{self, Delivered, FetchError, FetchOptions};
 use walship_common::pg::{ArchiveFileName, WalFileName, WalSegSize};
 
 use crate::context::Context;
 use crate::exit;
+
+/// How long the prefetch worker waits for Postgres's next request before it exits (the next
+/// `fetch` call starts a new one).
+const WORKER_IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Arguments of `walship fetch` (the command's help text is in `cli.rs`).
 #[derive(Debug, Args)]
@@ -36,29 +41,36 @@ pub struct FetchArgs {
 pub fn run(ctx: Context, args: FetchArgs) -> u8 {
     let config = &ctx.config;
     // The flags reached `config` through `Options`: flags over environment over file.
-    let prefetch = config.fetch.prefetch;
-    let parallel = config.fetch.parallel;
+    let plan = PrefetchPlan {
+        count: config.fetch.prefetch,
+        parallel: config.fetch.parallel,
+        idle_exit: WORKER_IDLE_EXIT,
+    };
     let opts = FetchOptions {
         allow_partial: config.fetch.allow_partial,
         spool_dir: config.fetch.spool_dir.clone(),
     };
+    let origin = origin_key(&ctx);
+    if !args.prefetch_worker
+        && let Some(delivered) = fetch::fetch_from_spool(&origin, &args.name, &args.dest, &opts)
+    {
+        // The fast path: no runtime, no repository.
+        tracing::info!("delivered {} ({:?})", delivered.name, delivered.source);
+        ensure_worker(&ctx, &delivered, &args, &opts, plan);
+        return exit::SUCCESS;
+    }
     ctx.block_on(async {
         let repo = match ctx.open_repository().await {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::RECOVERY_MUST_STOP, &e),
         };
         if args.prefetch_worker {
-            return run_worker(&ctx, &repo, &args, prefetch, parallel).await;
+            return run_worker(&ctx, &repo, &args, &origin, plan).await;
         }
         match fetch::fetch(&repo, &args.name, &args.dest, &opts).await {
             Ok(delivered) => {
                 tracing::info!("delivered {} ({:?})", delivered.name, delivered.source);
-                if let ArchiveFileName::Segment(wal) = delivered.name
-                    && prefetch > 0
-                    && let Some(spool) = fetch::spool_for(&args.dest, &opts, wal.seg_size())
-                {
-                    start_worker(&ctx, &wal, spool.dir(), prefetch, parallel);
-                }
+                ensure_worker(&ctx, &delivered, &args, &opts, plan);
                 exit::SUCCESS
             }
             Err(e) if e.is_not_found() => {
@@ -71,15 +83,49 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
     })
 }
 
+/// Which repository this call reads, as recorded with the spool's entries: the configured
+/// URL and, for S3, the endpoint (the same bucket name on another server is another
+/// repository).
+fn origin_key(ctx: &Context) -> String {
+    let config = &ctx.config;
+    let endpoint = config
+        .s3
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    match endpoint {
+        Some(endpoint) if config.repo.starts_with("s3://") => {
+            format!("{} at {endpoint}", config.repo)
+        }
+        _ => config.repo.clone(),
+    }
+}
+
+/// After a segment was delivered: starts the prefetch worker unless one is running already.
+fn ensure_worker(
+    ctx: &Context,
+    delivered: &Delivered,
+    args: &FetchArgs,
+    opts: &FetchOptions,
+    plan: PrefetchPlan,
+) {
+    let ArchiveFileName::Segment(wal) = delivered.name else {
+        return;
+    };
+    if plan.count == 0 {
+        return;
+    }
+    let Some(spool) = fetch::spool_for(&args.dest, opts, wal.seg_size()) else {
+        return;
+    };
+    if !spool.worker_running() {
+        start_worker(ctx, &wal, spool.dir(), plan);
+    }
+}
+
 /// Starts the prefetch worker as a detached process (its own process group, no inherited
 /// output), so that this call returns to Postgres at once.
-fn start_worker(
-    ctx: &Context,
-    after: &WalFileName,
-    spool: &std::path::Path,
-    prefetch: usize,
-    parallel: usize,
-) {
+fn start_worker(ctx: &Context, after: &WalFileName, spool: &std::path::Path, plan: PrefetchPlan) {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -89,9 +135,9 @@ fn start_worker(
             "fetch",
             "--prefetch-worker",
             "--prefetch",
-            &prefetch.to_string(),
+            &plan.count.to_string(),
         ])
-        .args(["--parallel", &parallel.to_string()])
+        .args(["--parallel", &plan.parallel.to_string()])
         .arg(after.to_string())
         .arg(spool)
         .stdin(Stdio::null())
@@ -109,8 +155,8 @@ async fn run_worker(
     ctx: &Context,
     repo: &walship_common::repo::Repository,
     args: &FetchArgs,
-    prefetch: usize,
-    parallel: usize,
+    origin: &str,
+    plan: PrefetchPlan,
 ) -> u8 {
     let identity = match repo.require_identity().await {
         Ok(identity) => identity,
@@ -124,7 +170,7 @@ async fn run_worker(
         Err(e) => return ctx.fail(exit::USAGE, &e),
     };
     let spool = fetch::spool::FetchSpool::in_dir(args.dest.clone(), seg_size);
-    match fetch::fill_spool(repo, &spool, after, prefetch, parallel).await {
+    match prefetch::run_worker(repo, &spool, origin, after, plan).await {
         Ok(n) => {
             tracing::info!("prefetched {n} segments after {after}");
             exit::SUCCESS

@@ -216,6 +216,9 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             },
             walship,
             global_args,
+            env: walship_restore::recovery_conf::carried_env(std::env::vars_os().filter_map(
+                |(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)),
+            )),
             action: match args.target_action {
                 ActionArg::Promote => TargetAction::Promote,
                 ActionArg::Pause => TargetAction::Pause,

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod verify;
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +76,23 @@ pub fn open_repo(rt: &tokio::runtime::Runtime, repo: &TestRepo) -> Repository {
     };
     let storage = rt.block_on(AnyStorage::open(&repo.url, &opts)).unwrap();
     Repository::new(storage, Codec::Lz4)
+}
+
+/// Runs `walship backup` of `cluster` into `repo` (fast checkpoint); panics unless it
+/// succeeds. Such a backup carries Postgres's own `backup_manifest`.
+pub fn walship_backup(cluster: &Cluster, repo: &TestRepo) {
+    let conn = format!("host=127.0.0.1 port={} user=postgres", cluster.port());
+    let out = repo.walship(&[
+        "backup",
+        "-d",
+        &conn,
+        "--checkpoint",
+        "fast",
+        "--json",
+        "--wal-timeout",
+        "60s",
+    ]);
+    assert!(out.status.success(), "walship backup: {}", describe(&out));
 }
 
 /// A backup of `cluster` taken with the low-level API and stored in `repo` as manifest and

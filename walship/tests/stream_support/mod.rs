@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +24,16 @@ pub struct StreamProc {
 
 impl StreamProc {
     pub fn start(cluster: &Cluster, repo: &TestRepo, extra: &[&str]) -> StreamProc {
+        StreamProc::start_with(cluster, repo, &cluster.connstr(), extra)
+    }
+
+    /// Like [`StreamProc::start`], connecting with `conn` (through a proxy, say).
+    pub fn start_with(
+        cluster: &Cluster,
+        repo: &TestRepo,
+        conn: &str,
+        extra: &[&str],
+    ) -> StreamProc {
         let stderr = repo
             .dir
             .path()
@@ -31,7 +43,7 @@ impl StreamProc {
         let mut cmd = Command::new(support::walship_bin());
         cmd.arg("--config")
             .arg(&repo.config)
-            .args(["-vv", "stream", "-d", &cluster.connstr()])
+            .args(["-vv", "stream", "-d", conn])
             .args(extra)
             .envs(repo.env())
             .stdin(Stdio::null())
@@ -110,7 +122,8 @@ pub fn seg_name(tli: u32, lsn: u64) -> String {
 pub fn http_get(addr: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut socket = std::net::TcpStream::connect(addr).expect("connect to --metrics-addr");
-    write!(socket, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    socket.write_all(request.as_bytes()).unwrap();
     let mut text = String::new();
     socket.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -257,4 +270,58 @@ pub fn fetch(repo: &TestRepo, name: &str, allow_partial: bool) -> Vec<u8> {
     let bytes = std::fs::read(&dest).unwrap();
     std::fs::remove_file(&dest).unwrap();
     bytes
+}
+
+/// Waits until the stream reports `flush` at or past `target` (the server's view).
+pub fn wait_flushed(cluster: &Cluster, stream: &StreamProc, app: &str, target: u64) {
+    wait_until(Duration::from_secs(120), "the stream to flush", || {
+        let flush = cluster.query_string(&format!(
+            "select coalesce(max(flush_lsn)::text, '0/0') from pg_stat_replication where application_name = '{app}'"
+        ));
+        let log = stream.log();
+        assert!(!log.contains("error:"), "walship stream failed:\n{log}");
+        lsn(&flush) >= target
+    });
+}
+
+/// Every complete segment in the repository, contiguous from the first, byte-identical to
+/// the stopped cluster's pg_wal where pg_wal still has it. Returns how many.
+pub fn assert_segments_match(
+    repo: &TestRepo,
+    wal: &BTreeMap<String, Vec<u8>>,
+    upto: &str,
+) -> usize {
+    let names = repo_wal_names(repo.local_root());
+    let complete: Vec<&String> = names
+        .iter()
+        .filter(|n| support::is_segment_name(n))
+        .collect();
+    let first = segno_of(complete[0]);
+    let mut compared = 0;
+    for (i, name) in complete.iter().enumerate() {
+        assert_eq!(
+            **name,
+            seg_name(1, (first + i as u64) * SEG),
+            "gap: {names:?}"
+        );
+        if name.as_str() <= upto
+            && let Some(original) = wal.get(name.as_str())
+        {
+            assert!(
+                fetch(repo, name, false) == *original,
+                "{name} differs from pg_wal"
+            );
+            compared += 1;
+        }
+    }
+    assert!(
+        compared >= 2,
+        "only {compared} segments to compare: {names:?}"
+    );
+    assert!(
+        complete.last().unwrap().as_str() >= upto,
+        "segments end at {:?}, expected up to {upto}",
+        complete.last()
+    );
+    complete.len()
 }

@@ -1,0 +1,238 @@
+//! The prefetch worker of `walship fetch`: one long-lived process per spool that keeps the
+//! next segments Postgres will ask for verified in the spool, ahead of recovery.
+//!
+//! The worker follows the spool's `.position` (the segment Postgres asked for last, written
+//! by every `fetch` call) and keeps the `count` segments after it in the spool, nearest
+//! first, so that each `restore_command` finds its segment waiting. Downloads from S3 overlap
+//! (`parallel` at a time); decoding, checking and writing run one at a time, and a local
+//! repository is read one segment at a time, so the worker takes at most one core from the
+//! recovery it serves (on 2 cores, parallel decodes made replay slower, not faster). It stops when the position has not moved for [`PrefetchPlan::idle_exit`] and
+//! nothing is left to fetch (the next `fetch` call starts a new one), or when the spool
+//! directory disappears. A segment the repository does not have (yet) is asked for again
+//! after [`RETRY_MISSING`]. Only one worker runs per spool (`flock` on `.lock`).
+//!
+//! **Invariant:** an entry is committed only after its content decoded with a matching
+//! crc32c and its page headers matched its name and the repository's identity; the receipt
+//! records the size and crc32c of exactly those bytes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::Semaphore;
+
+use super::spool::{FetchSpool, SpoolOrigin};
+use super::{FetchError, check_content};
+use crate::codec;
+use crate::fsutil::{self, FsError};
+use crate::pg::file_name::{ArchiveFileName, WalFileName};
+use crate::repo::{RepoError, RepoIdentity, Repository, layout};
+use crate::task::run_blocking;
+
+/// How long a segment found missing (or failing) is left alone before it is asked for again.
+pub const RETRY_MISSING: Duration = Duration::from_secs(1);
+/// How often an idle worker looks at the position.
+const POLL: Duration = Duration::from_millis(5);
+
+/// What the worker keeps ahead, and for how long it waits for Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefetchPlan {
+    /// Segments kept ready after the position.
+    pub count: usize,
+    /// Downloads in flight at once.
+    pub parallel: usize,
+    /// The worker exits when the position has not moved for this long and nothing is left
+    /// to fetch.
+    pub idle_exit: Duration,
+}
+
+/// Runs the prefetch worker on `spool` for the repository configured as `repository` (see
+/// [`SpoolOrigin`]), starting after `after` until the position `fetch` calls record stops
+/// moving. Returns the number of segments added; 0 at once if another worker holds the spool.
+pub async fn run_worker(
+    repo: &Repository,
+    spool: &FetchSpool,
+    repository: &str,
+    after: WalFileName,
+    plan: PrefetchPlan,
+) -> Result<usize, FetchError> {
+    let write_error = |source: FsError| FetchError::Write {
+        name: after.to_string(),
+        source,
+    };
+    let Some(_lock) = spool.try_lock().map_err(write_error)? else {
+        return Ok(0);
+    };
+    let identity = repo.require_identity().await?;
+    spool
+        .adopt_origin(&SpoolOrigin {
+            repository: repository.to_string(),
+            identity: identity.clone(),
+        })
+        .map_err(write_error)?;
+    let mut worker = Worker {
+        repo,
+        spool,
+        identity: &identity,
+        plan,
+        position: spool.position().unwrap_or(after),
+        moved_at: Instant::now(),
+        in_flight: BTreeSet::new(),
+        retry_at: HashMap::new(),
+        added: 0,
+    };
+    worker.run().await;
+    Ok(worker.added)
+}
+
+struct Worker<'a> {
+    repo: &'a Repository,
+    spool: &'a FetchSpool,
+    identity: &'a RepoIdentity,
+    plan: PrefetchPlan,
+    /// The segment Postgres asked for last.
+    position: WalFileName,
+    /// When `position` last changed.
+    moved_at: Instant,
+    /// Segments being downloaded now.
+    in_flight: BTreeSet<WalFileName>,
+    /// Segments found missing or failing, and when to try them again.
+    retry_at: HashMap<WalFileName, Instant>,
+    /// Entries committed.
+    added: usize,
+}
+
+impl Worker<'_> {
+    async fn run(&mut self) {
+        // Downloads overlap; decoding, checking and writing (CPU) run one at a time, so the
+        // worker never takes more than one core from the recovery it serves.
+        let cpu = Semaphore::new(1);
+        let cpu = &cpu;
+        let mut downloads = FuturesUnordered::new();
+        loop {
+            if !self.spool.dir().is_dir() {
+                return;
+            }
+            if let Some(position) = self.spool.position()
+                && position != self.position
+            {
+                self.position = position;
+                self.moved_at = Instant::now();
+            }
+            let now = Instant::now();
+            self.retry_at.retain(|_, at| *at > now);
+            let (repo, spool, identity) = (self.repo, self.spool, self.identity);
+            for wal in self.wanted() {
+                self.in_flight.insert(wal);
+                downloads.push(async move {
+                    (wal, prefetch_one(repo, spool, identity, wal, cpu).await)
+                });
+            }
+            if downloads.is_empty() {
+                if self.moved_at.elapsed() >= self.plan.idle_exit {
+                    return;
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            let done = tokio::select! {
+                done = downloads.next() => done,
+                () = tokio::time::sleep(POLL) => None,
+            };
+            if let Some((wal, result)) = done {
+                self.in_flight.remove(&wal);
+                match result {
+                    Ok(()) => self.added += 1,
+                    Err(e) => {
+                        if !e.is_not_found() {
+                            tracing::warn!(
+                                "prefetch of {wal} failed (it will be fetched on demand): {e}"
+                            );
+                        }
+                        self.retry_at.insert(wal, Instant::now() + RETRY_MISSING);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next segments to start downloading: those of the window after the position that
+    /// are not in the spool, not in flight and not waiting for a retry, nearest first, up to
+    /// the free download slots.
+    fn wanted(&self) -> Vec<WalFileName> {
+        let free = self
+            .plan
+            .parallel
+            .max(1)
+            .saturating_sub(self.in_flight.len());
+        let mut wanted = Vec::new();
+        let mut next = self.position.next();
+        for _ in 0..self.plan.count {
+            let Some(wal) = next else { break };
+            if wanted.len() == free {
+                break;
+            }
+            if !self.in_flight.contains(&wal)
+                && !self.retry_at.contains_key(&wal)
+                && !self.spool.contains(&wal)
+            {
+                wanted.push(wal);
+            }
+            next = wal.next();
+        }
+        wanted
+    }
+}
+
+/// Downloads, verifies and commits one entry.
+async fn prefetch_one(
+    repo: &Repository,
+    spool: &FetchSpool,
+    identity: &RepoIdentity,
+    wal: WalFileName,
+    cpu: &Semaphore,
+) -> Result<(), FetchError> {
+    let name = ArchiveFileName::Segment(wal);
+    let key = layout::wal_key(&name);
+    let stored = match repo.storage().get_bytes(&key).await {
+        Ok(stored) => stored,
+        Err(e) if e.is_not_found() => {
+            return Err(FetchError::NotFound {
+                name: name.to_string(),
+                location: repo.location().to_string(),
+                partial_exists: false,
+            });
+        }
+        Err(e) => return Err(RepoError::Storage(e).into()),
+    };
+    let _permit = cpu.acquire().await;
+    let content = run_blocking(move || codec::decode_to_vec(&stored))
+        .await
+        .map_err(|source| RepoError::Corrupt {
+            key: key.to_string(),
+            location: repo.location().to_string(),
+            source,
+        })?;
+    check_content(repo, name, &content, identity)?;
+    let spool = spool.clone();
+    run_blocking(move || {
+        let target = spool.entry_path(&wal);
+        let temp = fsutil::temp_path_for(&target);
+        std::fs::write(&temp, &content).map_err(|source| FsError {
+            action: "write prefetched segment",
+            path: temp.clone(),
+            source,
+        })?;
+        let committed = spool.commit(&wal, &temp, content.len() as u64, crc32c::crc32c(&content));
+        if committed.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        committed
+    })
+    .await
+    .map_err(|source| FetchError::Write {
+        name: name.to_string(),
+        source,
+    })
+}
