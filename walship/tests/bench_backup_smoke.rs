@@ -43,7 +43,10 @@ fn bench_backup_runs_at_scale_1() {
         assert_run("pgbackrest backup", run);
     }
     let text = report.render();
-    assert!(text.contains("aims:") && text.contains("peak RSS MiB"), "{text}");
+    assert!(
+        text.contains("aims:") && text.contains("peak RSS MiB"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -66,5 +69,8 @@ fn bench_restore_runs_at_scale_1() {
     let expected = 1 + usize::from(s3.is_some()) + usize::from(has_pgbackrest());
     assert_eq!(report.recoveries.len(), expected, "{:?}", report.recoveries);
     let text = report.render();
-    assert!(text.contains("aims:") && text.contains("restored MiB"), "{text}");
+    assert!(
+        text.contains("aims:") && text.contains("restored MiB"),
+        "{text}"
+    );
 }

@@ -211,8 +211,26 @@ pub(super) fn recover(
     drop(client);
     cluster.stop(StopMode::Immediate);
     drop(cluster);
-    std::fs::remove_dir_all(dir)?;
+    remove_restored(dir)?;
     Ok(Recovery { wall, redo })
+}
+
+/// Removes a recovered directory. `walship fetch`'s prefetch worker outlives the server by
+/// up to its idle timeout and may still be writing its spool under `pg_wal`, so a removal
+/// that races it is retried for a while.
+fn remove_restored(dir: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(_) if !dir.exists() => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("bench: removing {} ({e}); retrying", dir.display());
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).with_context(|| format!("remove {}", dir.display())),
+        }
+    }
 }
 
 /// The `elapsed: X s` of Postgres's "redo done at ... system usage" log line (PG15+).
