@@ -19,7 +19,7 @@ use super::pgbackrest::PgBackRest;
 use super::stats::Runs;
 use super::wal_load::{self, SEGMENT_BYTES};
 use super::walship_bin::{BenchArgs, WalshipRepo, tree_bytes, walship_binary};
-use super::{BenchTable, find_peer, measure};
+use super::{BenchTable, find_peer, measure, met};
 use crate::{S3Server, StopMode};
 
 /// Segments pushed when `--segments` is not given.
@@ -411,10 +411,6 @@ impl ArchiveReport {
         }
         out
     }
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
 }
 
 fn add_rows(table: &mut BenchTable, repo: &str, walship: &Series, peer: Option<&Series>) {

@@ -90,7 +90,7 @@ pub fn run_fetch(segments: usize, rounds: usize, walship: Option<&Path>) -> Resu
     let names = wal_load::write_segments(&primary, segments)?;
     let last = names.last().context("no segments")?.clone();
     wal_load::wait_archived(&primary, &last, Duration::from_secs(600))?;
-    let transactions = primary.query_string("select count(*) from pgbench_history");
+    let transactions = primary.query_string(PGBENCH_CHECK);
     primary.stop(StopMode::Fast);
     // Keep only the segments to replay; the rest of the primary goes.
     let wal_dir = work.path().join("wal");
@@ -162,13 +162,19 @@ fn segments_between(pg_wal: &Path, first: &str, last: &str) -> Result<Vec<PathBu
     Ok(found)
 }
 
-/// Starts the copy in `dir` with the extra settings, waits for the end of recovery, checks
-/// that it holds `transactions` pgbench transactions, stops it and removes `dir`.
-fn recover(
+/// The query whose answer proves a recovered pgbench database whole: transactions, accounts,
+/// and the sum of the balances.
+pub(super) const PGBENCH_CHECK: &str = "select (select count(*) from pgbench_history) || ' transactions, ' \
+     || (select count(*) from pgbench_accounts) || ' accounts, balance ' \
+     || (select coalesce(sum(abalance), 0) from pgbench_accounts)";
+
+/// Starts the copy in `dir` with the extra settings (archiving off), waits for the end of
+/// recovery, checks that [`PGBENCH_CHECK`] answers `expected`, stops it and removes `dir`.
+pub(super) fn recover(
     install: &PgInstall,
     dir: &Path,
     conf: &[String],
-    transactions: &str,
+    expected: &str,
 ) -> Result<Recovery> {
     let mut cluster = Cluster::from_data_dir(install, dir);
     cluster.append_conf("archive_mode = off");
@@ -193,10 +199,10 @@ fn recover(
         std::thread::sleep(Duration::from_millis(50));
     }
     let wall = start.elapsed();
-    let found = cluster.query_string("select count(*) from pgbench_history");
-    if found != transactions {
+    let found = cluster.query_string(PGBENCH_CHECK);
+    if found != expected {
         bail!(
-            "recovery of {} holds {found} pgbench transactions, the primary had {transactions}\n{}",
+            "recovery of {} holds {found}, the primary had {expected}\n{}",
             dir.display(),
             cluster.log_excerpt()
         );
@@ -205,8 +211,26 @@ fn recover(
     drop(client);
     cluster.stop(StopMode::Immediate);
     drop(cluster);
-    std::fs::remove_dir_all(dir)?;
+    remove_restored(dir)?;
     Ok(Recovery { wall, redo })
+}
+
+/// Removes a recovered directory. `walship fetch`'s prefetch worker outlives the server by
+/// up to its idle timeout and may still be writing its spool under `pg_wal`, so a removal
+/// that races it is retried for a while.
+fn remove_restored(dir: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(_) if !dir.exists() => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("bench: removing {} ({e}); retrying", dir.display());
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).with_context(|| format!("remove {}", dir.display())),
+        }
+    }
 }
 
 /// The `elapsed: X s` of Postgres's "redo done at ... system usage" log line (PG15+).

@@ -7,10 +7,13 @@
 //! [`BENCHES`].
 
 pub mod archive;
+pub mod backup;
+pub mod backup_db;
 pub mod fetch;
 mod measure;
 mod peers;
 mod pgbackrest;
+pub mod restore;
 pub mod stats;
 pub mod stream;
 mod table;
@@ -19,7 +22,7 @@ pub mod walship_bin;
 
 pub use measure::{Measurement, measure};
 pub use peers::{PEER_TOOLS, PeerTool, find_peer};
-pub use table::{BenchRow, BenchTable, format_value};
+pub use table::{BenchRow, BenchTable, format_value, met};
 
 use std::process::ExitCode;
 
@@ -50,6 +53,16 @@ pub const BENCHES: &[Bench] = &[
         name: "fetch",
         about: "replay segments through walship fetch vs from pg_wal [--segments N] [--rounds N]",
         run: fetch::run,
+    },
+    Bench {
+        name: "backup",
+        about: "walship backup (file, S3) vs pg_basebackup -Ft client-lz4 and pgbackrest backup --type=full of a pgbench database [--scale N] [--no-s3]",
+        run: backup::run,
+    },
+    Bench {
+        name: "restore",
+        about: "walship restore (file, S3) vs pgbackrest restore of that database, each started and checked [--scale N] [--no-s3]",
+        run: restore::run,
     },
     Bench {
         name: "stream",

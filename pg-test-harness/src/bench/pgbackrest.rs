@@ -1,6 +1,8 @@
-//! pgBackRest as the peer of `bench archive`: a posix repository with lz4, a stanza created
-//! against the running cluster that wrote the segments, and `archive-push` commands run as the
-//! cluster user, synchronous or asynchronous (`archive-async`, spool directory).
+//! pgBackRest as the peer of the benches: a posix repository with lz4 and `process-max` = the
+//! machine's cores, a stanza created against a running cluster, and its commands run as the
+//! cluster user: `archive-push` (synchronous or asynchronous: `archive-async`, spool
+//! directory) for `bench archive`; the same as an `archive_command`, `backup --type=full` and
+//! `restore` for `bench backup` and `bench restore`.
 //!
 //! `stanza-create` connects to the cluster and checks that `pg1-path` is its data directory.
 //! `archive-push` then reads only `pg1-path/global/pg_control` (system identifier, version)
@@ -72,6 +74,52 @@ impl PgBackRest {
         Ok(name)
     }
 
+    /// An `archive_command` pushing `%p` into this repository (the stanza's config, which
+    /// points `pg1-path` at the cluster's own data directory).
+    pub fn archive_command(&self) -> String {
+        format!(
+            "{} --config={} --stanza={STANZA} archive-push %p",
+            self.program.display(),
+            self.dir.join("stanza.conf").display()
+        )
+    }
+
+    /// `pgbackrest backup --type=full --start-fast` of the stanza's cluster, as the cluster
+    /// user. It waits until the backup's last WAL segment is in the repository (archive-check).
+    pub fn backup_full(&self) -> Command {
+        self.command("stanza.conf", &["--type=full", "--start-fast", "backup"])
+    }
+
+    /// `pgbackrest restore` of the latest backup into `pg_path` (an existing, empty directory
+    /// of the cluster user), recovering to consistency and promoting.
+    pub fn restore(&self, pg_path: &Path) -> Command {
+        self.command(
+            "stanza.conf",
+            &[
+                &format!("--pg1-path={}", pg_path.display()),
+                "--type=immediate",
+                "--target-action=promote",
+                "restore",
+            ],
+        )
+    }
+
+    /// `pgbackrest info --output=json` of the stanza, parsed.
+    pub fn info(&self) -> Result<serde_json::Value> {
+        let out = self
+            .command("stanza.conf", &["--output=json", "info"])
+            .output()
+            .context("run pgbackrest info")?;
+        if !out.status.success() {
+            bail!(
+                "pgbackrest info failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("parse pgbackrest info --output=json")
+    }
+
     /// `pgbackrest --config <conf> --stanza bench archive-push <segment>` as the cluster user.
     pub fn archive_push(&self, conf: &str, segment: &Path) -> Command {
         let mut cmd = self.command(conf, &["archive-push"]);
@@ -114,12 +162,13 @@ impl PgBackRest {
         let text = format!(
             "[global]\nrepo1-path={}\ncompress-type=lz4\nlog-path={}\nlock-path={}\n\
              spool-path={}\nlog-level-console=warn\nlog-level-stderr=error\nlog-level-file=off\n\
-             archive-async={}\nprocess-max=2\n\n[{STANZA}]\npg1-path={}\n{extra}",
+             archive-async={}\nprocess-max={}\n\n[{STANZA}]\npg1-path={}\n{extra}",
             d.join("repo").display(),
             d.join("log").display(),
             d.join("lock").display(),
             d.join("spool").display(),
             if async_mode { "y" } else { "n" },
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
             pg_path.display(),
         );
         let path = d.join(name);

@@ -108,6 +108,11 @@ impl BenchTable {
     }
 }
 
+/// The verdict on an aim: "met" or "NOT met".
+pub fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}
+
 /// A figure with about three significant digits.
 pub fn format_value(v: f64) -> String {
     let a = v.abs();

@@ -86,7 +86,7 @@ pub fn write_segments(cluster: &Cluster, segments: usize) -> Result<Vec<String>>
 }
 
 /// Runs pgbench against `cluster` as the cluster owner; fails with its output.
-fn pgbench(cluster: &Cluster, args: &[&str]) -> Result<()> {
+pub fn pgbench(cluster: &Cluster, args: &[&str]) -> Result<()> {
     let mut cmd = cluster.pg_command("pgbench");
     cmd.args([
         "-h",

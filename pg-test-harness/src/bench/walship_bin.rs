@@ -104,6 +104,22 @@ impl WalshipRepo {
             self.config.display()
         )
     }
+
+    /// Writes an executable script at `path` that runs `walship` with this repository's
+    /// environment (S3 credentials): the `--walship-path` of a restore, so that the
+    /// `restore_command` it writes works for a server started without that environment.
+    pub fn wrapper_script(&self, walship: &Path, path: &Path) -> Result<PathBuf> {
+        let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}='{v}'")).collect();
+        let text = format!(
+            "#!/bin/sh\nexec env {} '{}' \"$@\"\n",
+            env.join(" "),
+            walship.display()
+        );
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+        std::fs::set_permissions(path, mode)?;
+        Ok(path.to_path_buf())
+    }
 }
 
 /// No AWS profile files and no instance metadata: only the credentials the bench gives.
@@ -144,6 +160,8 @@ pub struct BenchArgs {
     pub rounds: Option<usize>,
     /// `--no-s3`.
     pub no_s3: bool,
+    /// `--scale N` (pgbench scale of the backup and restore benches).
+    pub scale: Option<usize>,
 }
 
 impl BenchArgs {
@@ -160,10 +178,11 @@ impl BenchArgs {
             match arg.as_str() {
                 "--segments" => out.segments = Some(parse_count(arg, &value()?)?),
                 "--rounds" => out.rounds = Some(parse_count(arg, &value()?)?),
+                "--scale" => out.scale = Some(parse_count(arg, &value()?)?),
                 "--walship" => out.walship = Some(PathBuf::from(value()?)),
                 "--no-s3" => out.no_s3 = true,
                 other => bail!(
-                    "unknown argument {other:?} (known: --segments N, --rounds N, --walship PATH, --no-s3)"
+                    "unknown argument {other:?} (known: --segments N, --rounds N, --scale N, --walship PATH, --no-s3)"
                 ),
             }
         }
@@ -188,9 +207,18 @@ mod tests {
 
     #[test]
     fn parses_bench_arguments() {
-        let a =
-            BenchArgs::parse(&strings(&["--segments", "4", "--no-s3", "--walship", "/x"])).unwrap();
+        let a = BenchArgs::parse(&strings(&[
+            "--segments",
+            "4",
+            "--no-s3",
+            "--walship",
+            "/x",
+            "--scale",
+            "3",
+        ]))
+        .unwrap();
         assert_eq!(a.segments, Some(4));
+        assert_eq!(a.scale, Some(3));
         assert!(a.no_s3);
         assert_eq!(a.walship, Some(PathBuf::from("/x")));
         assert!(BenchArgs::parse(&strings(&["--segments", "0"])).is_err());

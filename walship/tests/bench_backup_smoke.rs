@@ -1,0 +1,76 @@
+//! The `bench backup` and `bench restore` benchmarks still work: a pgbench database of scale 1
+//! backed up by this build's `walship backup` (filesystem and SeaweedFS), pg_basebackup and
+//! pgBackRest (when installed), and restored by `walship restore` and `pgbackrest restore`,
+//! each restore started by Postgres and its rows checked by the bench. Speed is not checked
+//! here (debug build, tiny database); that every series ran and measured something is.
+
+use std::path::Path;
+
+use pg_test_harness::bench::backup::run_backup;
+use pg_test_harness::bench::backup_db::Run;
+use pg_test_harness::bench::restore::run_restore;
+
+const SCALE: usize = 1;
+
+fn assert_run(what: &str, run: &Run) {
+    assert!(run.run.status.success(), "{what}: {run:?}");
+    assert!(run.run.wall.as_secs_f64() > 0.0, "{what}: {run:?}");
+    assert!(run.run.peak_rss_mib() > 0.0, "{what}: {run:?}");
+    assert!(run.stored_bytes > 0, "{what}: {run:?}");
+}
+
+fn has_pgbackrest() -> bool {
+    pg_test_harness::bench::find_peer("pgbackrest").is_some()
+}
+
+#[test]
+fn bench_backup_runs_at_scale_1() {
+    let s3 = pg_test_harness::s3_under_test();
+    let walship = Path::new(env!("CARGO_BIN_EXE_walship"));
+    let report = run_backup(SCALE, s3.as_ref(), Some(walship))
+        .unwrap_or_else(|e| panic!("bench backup --scale {SCALE}: {e:#}"));
+    println!("{}", report.render());
+    assert_eq!(report.scale, SCALE);
+    assert!(report.data_bytes > 15_000_000, "{}", report.data_bytes);
+    assert_run("walship backup, filesystem", &report.walship_file);
+    assert_eq!(report.walship_s3.is_some(), s3.is_some());
+    if let Some(run) = &report.walship_s3 {
+        assert_run("walship backup, S3", run);
+    }
+    assert_run("pg_basebackup", &report.basebackup);
+    assert_eq!(report.pgbackrest.is_some(), has_pgbackrest());
+    if let Some(run) = &report.pgbackrest {
+        assert_run("pgbackrest backup", run);
+    }
+    let text = report.render();
+    assert!(
+        text.contains("aims:") && text.contains("peak RSS MiB"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_restore_runs_at_scale_1() {
+    let s3 = pg_test_harness::s3_under_test();
+    let walship = Path::new(env!("CARGO_BIN_EXE_walship"));
+    let report = run_restore(SCALE, s3.as_ref(), Some(walship))
+        .unwrap_or_else(|e| panic!("bench restore --scale {SCALE}: {e:#}"));
+    println!("{}", report.render());
+    assert_run("walship restore, filesystem", &report.walship_file);
+    assert_eq!(report.walship_s3.is_some(), s3.is_some());
+    if let Some(run) = &report.walship_s3 {
+        assert_run("walship restore, S3", run);
+    }
+    assert_eq!(report.pgbackrest.is_some(), has_pgbackrest());
+    if let Some(run) = &report.pgbackrest {
+        assert_run("pgbackrest restore", run);
+    }
+    // Every restored directory was started and checked by Postgres.
+    let expected = 1 + usize::from(s3.is_some()) + usize::from(has_pgbackrest());
+    assert_eq!(report.recoveries.len(), expected, "{:?}", report.recoveries);
+    let text = report.render();
+    assert!(
+        text.contains("aims:") && text.contains("restored MiB"),
+        "{text}"
+    );
+}
