@@ -53,9 +53,10 @@ fn bench_backup_runs_at_scale_1() {
 fn bench_restore_runs_at_scale_1() {
     let s3 = pg_test_harness::s3_under_test();
     let walship = Path::new(env!("CARGO_BIN_EXE_walship"));
-    let report = run_restore(SCALE, s3.as_ref(), Some(walship))
+    let report = run_restore(SCALE, 2, s3.as_ref(), Some(walship))
         .unwrap_or_else(|e| panic!("bench restore --scale {SCALE}: {e:#}"));
     println!("{}", report.render());
+    assert_eq!(report.rounds, 2);
     assert_run("walship restore, filesystem", &report.walship_file);
     assert_eq!(report.walship_s3.is_some(), s3.is_some());
     if let Some(run) = &report.walship_s3 {
@@ -66,7 +67,8 @@ fn bench_restore_runs_at_scale_1() {
         assert_run("pgbackrest restore", run);
     }
     // Every restored directory was started and checked by Postgres.
-    let expected = 1 + usize::from(s3.is_some()) + usize::from(has_pgbackrest());
+    // Two rounds, each tool taking its turn in each.
+    let expected = 2 * (1 + usize::from(s3.is_some()) + usize::from(has_pgbackrest()));
     assert_eq!(report.recoveries.len(), expected, "{:?}", report.recoveries);
     let text = report.render();
     assert!(

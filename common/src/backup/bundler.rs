@@ -5,20 +5,21 @@
 //! A file is never split: it goes whole into the current bundle, which is closed once it
 //! holds at least the target size, so a bundle exceeds the target by less than one file
 //! (relation segments are at most 1 GiB). Each file's crc32c and offset in the bundle's raw
-//! content are recorded for the manifest. Runs on a blocking thread (compression is CPU
-//! work); the uploads run on the async runtime.
+//! content are recorded for the manifest. Runs on a blocking thread; each bundle compresses
+//! on a thread of its own ([`BundleCompressor`]) and uploads on the async runtime.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Read;
 
 use crate::catalog::{BackupId, BundleInfo};
-use crate::codec::{Codec, ObjectWriter};
+use crate::codec::Codec;
 use crate::repo::layout;
 use crate::storage::AnyStorage;
 
+use super::compressor::BundleCompressor;
 use super::error::BackupError;
 use super::progress::Progress;
-use super::upload::{ChannelWriter, UploadTask, start_upload};
+use super::upload::{UploadTask, start_upload};
 
 /// Name of the `index`-th bundle (`00000000`, `00000001`, ...): fixed width, so names sort.
 pub fn bundle_name(index: u32) -> String {
@@ -51,7 +52,7 @@ pub struct BundlerConfig {
 
 struct OpenBundle {
     index: u32,
-    writer: ObjectWriter<ChannelWriter>,
+    writer: BundleCompressor,
 }
 
 /// Packs files into bundles; see the module doc.
@@ -64,7 +65,6 @@ pub struct Bundler {
     current: Option<OpenBundle>,
     in_flight: VecDeque<(u32, UploadTask)>,
     bundles: Vec<BundleInfo>,
-    buf: Vec<u8>,
 }
 
 impl Bundler {
@@ -85,7 +85,6 @@ impl Bundler {
             current: None,
             in_flight: VecDeque::new(),
             bundles: Vec::new(),
-            buf: vec![0; 256 << 10],
         }
     }
 
@@ -114,7 +113,8 @@ impl Bundler {
         let mut crc = 0u32;
         let mut len = 0u64;
         loop {
-            let n = match file.read(&mut self.buf) {
+            let spare = open.writer.spare();
+            let n = match file.read(spare) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -125,9 +125,9 @@ impl Bundler {
                     });
                 }
             };
-            crc = crc32c::crc32c_append(crc, &self.buf[..n]);
+            crc = crc32c::crc32c_append(crc, &spare[..n]);
             len += n as u64;
-            if let Err(e) = open.writer.write_all(&self.buf[..n]) {
+            if let Err(e) = open.writer.commit(n) {
                 let key = self.key(bundle);
                 return Err(self.upload_failure(key, e));
             }
@@ -174,11 +174,12 @@ impl Bundler {
         let name = bundle_name(index);
         let key = layout::bundle_key(self.id, &name)?;
         let (channel, task) = start_upload(&self.runtime, self.storage.clone(), key.clone());
-        let writer =
-            ObjectWriter::new(channel, self.config.codec).map_err(|source| BackupError::Codec {
+        let writer = BundleCompressor::start(channel, self.config.codec).map_err(|e| {
+            BackupError::Codec {
                 key: key.to_string(),
-                source,
-            })?;
+                source: crate::codec::CodecError::Io(e),
+            }
+        })?;
         self.bundles.push(BundleInfo {
             name,
             raw_len: 0,
@@ -194,14 +195,13 @@ impl Bundler {
             return Ok(());
         };
         let key = self.key(open.index);
-        let (summary, channel) = match open.writer.finish_into_inner() {
+        let summary = match open.writer.finish() {
             Ok(done) => done,
             Err(source) => {
                 let io = std::io::Error::other(source.to_string());
                 return Err(self.upload_failure(key, io));
             }
         };
-        channel.finish();
         if let Some(info) = self.bundles.get_mut(open.index as usize) {
             info.raw_len = summary.raw_len;
             info.stored_len = summary.stored_len;

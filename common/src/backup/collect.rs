@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use crate::catalog::{BundleInfo, FileEntry, FileKind, TablespaceInfo};
 use crate::lsn::Lsn;
 use crate::pg::timeline::TimelineId;
@@ -13,6 +11,7 @@ use crate::pg::timeline::TimelineId;
 use super::bundler::Bundler;
 use super::error::BackupError;
 use super::event::BackupEvent;
+use super::event_batch::EventBatches;
 use super::progress::Progress;
 use super::tar::{ArchiveReader, SmallFiles, read_archive};
 
@@ -71,14 +70,14 @@ fn add_missing_tablespace_links(out: &mut Collected) {
 
 /// Consumes `rx` to its end; see the module doc.
 pub fn collect(
-    mut rx: mpsc::Receiver<BackupEvent>,
+    mut rx: EventBatches,
     mut bundler: Bundler,
     progress: Arc<Progress>,
 ) -> Result<Collected, BackupError> {
     let mut out = Collected::default();
     let mut manifest: Option<Vec<u8>> = None;
     let mut archives_seen = Vec::<Option<u32>>::new();
-    while let Some(event) = rx.blocking_recv() {
+    while let Some(event) = rx.blocking_next() {
         match event {
             BackupEvent::Started {
                 start_lsn,

@@ -18,9 +18,11 @@
 
 pub mod bundler;
 pub mod collect;
+pub mod compressor;
 pub mod entry_path;
 pub mod error;
 pub mod event;
+pub mod event_batch;
 pub mod listing;
 pub mod progress;
 pub mod run;

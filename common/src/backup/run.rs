@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use chrono::Utc;
-use tokio::sync::mpsc;
 
 use crate::catalog::{BackupId, BackupManifest, MANIFEST_FORMAT_VERSION};
 use crate::codec::Codec;
@@ -21,12 +20,10 @@ use super::bundler::{Bundler, BundlerConfig};
 use super::collect::{Collected, collect};
 use super::error::BackupError;
 use super::event::{BackupSource, ServerInfo};
+use super::event_batch::event_batches;
 use super::listing::{IncompleteBackup, remove_incomplete};
 use super::progress::Progress;
 use super::wait_for_wal::{WalRange, wait_for_wal};
-
-/// Events buffered between the source and the bundler thread.
-const EVENT_QUEUE: usize = 16;
 
 /// How a backup is taken.
 #[derive(Debug, Clone)]
@@ -107,21 +104,21 @@ pub async fn take_backup<S: BackupSource>(
         tokio::runtime::Handle::current(),
         progress.clone(),
     );
-    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let (mut tx, rx) = event_batches();
     let consumer = tokio::task::spawn_blocking({
         let progress = progress.clone();
         move || collect(rx, bundler, progress)
     });
     let pumped: Result<(), BackupError> = async {
         while let Some(event) = source.next_event().await? {
-            if tx.send(event).await.is_err() {
-                break; // the consumer stopped: its error says why
+            if !tx.push(event).await {
+                return Ok(()); // the consumer stopped: its error says why
             }
         }
+        tx.finish().await;
         Ok(())
     }
     .await;
-    drop(tx);
     let collected = match consumer.await {
         Ok(result) => result,
         Err(join) => Err(BackupError::Protocol(format!(

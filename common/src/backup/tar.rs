@@ -10,7 +10,6 @@
 use std::io::{self, Read};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::catalog::{FileEntry, FileKind, TablespaceInfo};
 
@@ -18,20 +17,21 @@ use super::bundler::Bundler;
 use super::entry_path::{entry_path, tablespace_link_oid};
 use super::error::BackupError;
 use super::event::BackupEvent;
+use super::event_batch::EventBatches;
 
 /// Largest `backup_label` / `tablespace_map` kept in memory for the manifest.
 const MAX_SMALL_FILE: u64 = 1 << 20;
 
 /// A `Read` over the data events of the current archive; EOF at [`BackupEvent::ArchiveEnd`].
 pub struct ArchiveReader<'a> {
-    rx: &'a mut mpsc::Receiver<BackupEvent>,
+    rx: &'a mut EventBatches,
     chunk: Bytes,
     ended: bool,
 }
 
 impl<'a> ArchiveReader<'a> {
     /// Reads from `rx` until the archive ends.
-    pub fn new(rx: &'a mut mpsc::Receiver<BackupEvent>) -> Self {
+    pub fn new(rx: &'a mut EventBatches) -> Self {
         ArchiveReader {
             rx,
             chunk: Bytes::new(),
@@ -53,7 +53,7 @@ impl Read for ArchiveReader<'_> {
             if self.ended {
                 return Ok(0);
             }
-            match self.rx.blocking_recv() {
+            match self.rx.blocking_next() {
                 Some(BackupEvent::Data(data)) => self.chunk = data,
                 Some(BackupEvent::Progress(_)) => {}
                 Some(BackupEvent::ArchiveEnd) => self.ended = true,

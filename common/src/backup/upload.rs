@@ -1,15 +1,16 @@
 //! Uploading one bundle while it is being written: a synchronous `Write` end
 //! ([`ChannelWriter`], fed by the bundler on a blocking thread) joined by a small bounded
 //! channel to an async task that streams the bytes into storage with `put_stream`
-//! (multipart on S3). Memory per bundle in flight: [`CHANNEL_CHUNKS`] chunks plus what the
-//! storage backend buffers for one part.
+//! (multipart on S3). The writer gathers [`CHUNK_BYTES`] before sending (one thread wake-up
+//! per chunk, not per compressed block). Memory per bundle in flight: [`CHANNEL_CHUNKS`] + 1
+//! chunks plus what the storage backend buffers for one part.
 //!
 //! A writer dropped before [`ChannelWriter::finish`] sends an error down the channel, so the
 //! upload fails instead of storing a truncated object.
 
 use std::io::{self, Write};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -19,6 +20,8 @@ use crate::storage::{AnyStorage, ObjectKey, ObjectMeta, PutOptions, Storage, Sto
 
 /// Chunks queued between the writer and the upload task.
 pub const CHANNEL_CHUNKS: usize = 4;
+/// Bytes the writer gathers into one chunk.
+pub const CHUNK_BYTES: usize = 1 << 20;
 
 type Chunk = io::Result<Bytes>;
 
@@ -26,6 +29,7 @@ type Chunk = io::Result<Bytes>;
 #[derive(Debug)]
 pub struct ChannelWriter {
     tx: Option<mpsc::Sender<Chunk>>,
+    buf: BytesMut,
 }
 
 /// The upload task of one bundle; resolves when the object is stored.
@@ -49,13 +53,28 @@ pub fn start_upload(
             .put_stream(&key, reader, PutOptions::if_absent())
             .await
     });
-    (ChannelWriter { tx: Some(tx) }, task)
+    let writer = ChannelWriter {
+        tx: Some(tx),
+        buf: BytesMut::new(),
+    };
+    (writer, task)
 }
 
 impl ChannelWriter {
-    /// Ends the object: the upload task sees the end of its input and completes the upload.
-    pub fn finish(mut self) {
+    /// Ends the object: sends what is gathered, then the upload task sees the end of its
+    /// input and completes the upload. An error means the upload stopped (its task says why).
+    pub fn finish(mut self) -> io::Result<()> {
+        self.send_gathered()?;
         self.tx = None;
+        Ok(())
+    }
+
+    fn send_gathered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.send(Ok(chunk))
     }
 
     fn send(&mut self, chunk: Chunk) -> io::Result<()> {
@@ -77,7 +96,13 @@ impl Write for ChannelWriter {
         if buf.is_empty() {
             return Ok(0);
         }
-        self.send(Ok(Bytes::copy_from_slice(buf)))?;
+        if self.buf.is_empty() {
+            self.buf.reserve(CHUNK_BYTES);
+        }
+        self.buf.extend_from_slice(buf);
+        if self.buf.len() >= CHUNK_BYTES {
+            self.send_gathered()?;
+        }
         Ok(buf.len())
     }
 

@@ -31,8 +31,11 @@ pub struct WalRange {
     pub seg_size: WalSegSize,
 }
 
-/// How often the repository is asked again while waiting.
-const POLL: Duration = Duration::from_millis(500);
+/// First pause before the repository is asked again: the last segment is usually archived
+/// within a few tens of milliseconds of the backup's end.
+const FIRST_POLL: Duration = Duration::from_millis(25);
+/// Longest pause between two looks while waiting (the pause doubles up to it).
+const MAX_POLL: Duration = Duration::from_millis(500);
 
 /// Returns once every segment of `range` is in `repo`, or fails with
 /// [`BackupError::MissingWal`] naming the first one still missing after `timeout`.
@@ -52,6 +55,7 @@ pub async fn wait_for_wal(
         WalFileName::covering(range.stop_timeline, range.start_lsn, end, range.seg_size)
             .map_err(|e| BackupError::Protocol(format!("WAL range of the backup: {e}")))?
             .collect();
+    let mut poll = FIRST_POLL;
     for segment in segments {
         loop {
             if segment_archived(repo, segment, range).await? {
@@ -66,7 +70,8 @@ pub async fn wait_for_wal(
                 });
             }
             tracing::debug!("waiting for WAL segment {segment} to be archived");
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(MAX_POLL);
         }
     }
     Ok(())

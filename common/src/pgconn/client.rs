@@ -16,6 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::error::{PgConnError, ServerError};
 use super::wire::{Backend, PgStream, next_backend};
 
+/// Bytes of free buffer space offered to each socket read.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// An open physical replication connection (`replication=true`) to one server.
 ///
 /// Only simple queries and replication commands work on it (a walsender refuses the extended
@@ -173,6 +176,11 @@ impl ReplicationClient {
                 Ok(Some(msg)) => return Ok(Some(msg)),
                 Ok(None) => {}
                 Err(source) => return Err(self.io_error(source)),
+            }
+            // Large reads: a base backup or WAL stream arrives at hundreds of MB/s, and a
+            // nearly full buffer would turn it into many small reads.
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
             }
             let read = self.stream.read_buf(&mut self.rbuf);
             match tokio::time::timeout_at(deadline, read).await {

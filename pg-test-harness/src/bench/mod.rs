@@ -61,7 +61,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "restore",
-        about: "walship restore (file, S3) vs pgbackrest restore of that database, each started and checked [--scale N] [--no-s3]",
+        about: "walship restore (file, S3) vs pgbackrest restore of that database, each started and checked, fastest of N rounds [--scale N] [--rounds N] [--no-s3]",
         run: restore::run,
     },
     Bench {
