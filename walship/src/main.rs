@@ -4,6 +4,7 @@
 
 #![recursion_limit = "256"]
 
+mod allocator;
 mod cli;
 mod cmd;
 mod context;
@@ -13,6 +14,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    allocator::tune();
     let cli = cli::Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
     exit::code(cmd::run(cli))
