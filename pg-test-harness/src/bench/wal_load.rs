@@ -133,13 +133,21 @@ pub fn segment_name(timeline: u32, segno: u64) -> String {
     )
 }
 
-/// Waits until Postgres's archiver reports `last` (or a later segment) archived.
+/// Waits until Postgres's archiver has archived segment `last` (or a later one).
+///
+/// `pg_stat_archiver.last_archived_wal` alone does not say so: it may name a `.backup` file
+/// of an earlier segment, archived after `last` (a backup that ended just before), so the
+/// segment's own `archive_status/<last>.done` counts too.
 pub fn wait_archived(cluster: &Cluster, last: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
+    let done = cluster
+        .data_dir()
+        .join("pg_wal/archive_status")
+        .join(format!("{last}.done"));
     loop {
         let archived =
             cluster.query_string("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-        if archived.len() == 24 && archived.as_str() >= last {
+        if done.exists() || archived_covers(&archived, last) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -151,6 +159,17 @@ pub fn wait_archived(cluster: &Cluster, last: &str, timeout: Duration) -> Result
             );
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether `last_archived_wal` = `archived` means segment `last` is archived: it is that
+/// segment or a later one, or a `.backup`/`.partial`/`.history`-suffixed name of a later
+/// segment (the archiver works oldest first).
+fn archived_covers(archived: &str, last: &str) -> bool {
+    match archived.get(..24) {
+        Some(segment) if archived.len() == 24 => segment >= last,
+        Some(segment) => segment > last,
+        None => false,
     }
 }
 
@@ -242,5 +261,26 @@ mod tests {
             "0/5000028 lies in segment 5"
         );
         assert!(parse_lsn("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_backup_file_of_an_earlier_segment_does_not_count_as_the_segment() {
+        let last = "000000010000000000000007";
+        assert!(archived_covers(last, last));
+        assert!(archived_covers("000000010000000000000008", last));
+        assert!(!archived_covers("000000010000000000000006", last));
+        assert!(!archived_covers(
+            "000000010000000000000006.00000028.backup",
+            last
+        ));
+        assert!(!archived_covers(
+            "000000010000000000000007.00000028.backup",
+            last
+        ));
+        assert!(archived_covers(
+            "000000010000000000000008.00000028.backup",
+            last
+        ));
+        assert!(!archived_covers("", last));
     }
 }
