@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use super::pgbackrest::PgBackRest;
 use super::stats::Runs;
 use super::wal_load::{self, SEGMENT_BYTES};
-use super::walship_bin::{BenchArgs, WalshipRepo, tree_bytes, walship_binary};
+use super::walship_bin::{BenchArgs, WalshipRepo, s3_unless, tree_bytes, walship_binary};
 use super::{BenchTable, find_peer, measure, met};
 use crate::{S3Server, StopMode};
 
@@ -62,11 +62,7 @@ pub struct Series {
 /// The `archive` bench: `bench archive [--segments N] [--no-s3] [--walship PATH]`.
 pub fn run(args: &[String]) -> Result<()> {
     let args = BenchArgs::parse(args)?;
-    let s3 = if args.no_s3 {
-        None
-    } else {
-        Some(S3Server::start()?)
-    };
+    let s3 = s3_unless(args.no_s3)?;
     let report = run_archive(
         args.segments.unwrap_or(DEFAULT_SEGMENTS),
         s3.as_ref(),

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use super::backup::{BackupReport, add_rows, back_up_with_every_tool};
 use super::backup_db::{AIM_RSS_MIB, BenchDb, DEFAULT_SCALE, Run, load_range};
 use super::fetch::recover;
-use super::walship_bin::{BenchArgs, WalshipRepo, tree_bytes};
+use super::walship_bin::{BenchArgs, WalshipRepo, s3_unless, tree_bytes};
 use super::{BenchTable, met};
 use crate::{S3Server, StopMode};
 
@@ -64,11 +64,7 @@ pub struct RestoreReport {
 /// The `restore` bench: `bench restore [--scale N] [--rounds N] [--no-s3] [--walship PATH]`.
 pub fn run(args: &[String]) -> Result<()> {
     let args = BenchArgs::parse(args)?;
-    let s3 = if args.no_s3 {
-        None
-    } else {
-        Some(S3Server::start()?)
-    };
+    let s3 = s3_unless(args.no_s3)?;
     let report = run_restore(
         args.scale.unwrap_or(DEFAULT_SCALE),
         args.rounds.unwrap_or(DEFAULT_ROUNDS),

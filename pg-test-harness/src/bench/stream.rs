@@ -21,7 +21,7 @@ use wait4::Wait4;
 
 use super::BenchTable;
 use super::wal_load::{self, parse_lsn};
-use super::walship_bin::{WalshipRepo, walship_binary};
+use super::walship_bin::{WalshipRepo, s3_unless, walship_binary};
 use crate::{Cluster, S3Server};
 
 /// How often the sampler reads both positions.
@@ -122,11 +122,7 @@ pub fn run(args: &[String]) -> Result<()> {
             ),
         }
     }
-    let s3 = if no_s3 {
-        None
-    } else {
-        Some(S3Server::start()?)
-    };
+    let s3 = s3_unless(no_s3)?;
     let report = run_stream(&config, s3.as_ref())?;
     print!("{}", report.render());
     Ok(())

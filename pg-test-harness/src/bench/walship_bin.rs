@@ -164,6 +164,15 @@ pub struct BenchArgs {
     pub scale: Option<usize>,
 }
 
+/// A SeaweedFS server for a bench's S3 series, or none with `--no-s3`.
+pub fn s3_unless(no_s3: bool) -> Result<Option<S3Server>> {
+    if no_s3 {
+        Ok(None)
+    } else {
+        Ok(Some(S3Server::start()?))
+    }
+}
+
 impl BenchArgs {
     /// Parses `args`; unknown options are errors naming them.
     pub fn parse(args: &[String]) -> Result<BenchArgs> {
