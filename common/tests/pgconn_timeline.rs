@@ -84,7 +84,7 @@ fn timeline_switch(install: &PgInstall) {
     };
     let mut end = start;
     let deadline = Instant::now() + Duration::from_secs(60);
-    let next = loop {
+    loop {
         assert!(
             Instant::now() < deadline,
             "timeline 1 did not end within 60 s (at {end})"
@@ -98,9 +98,27 @@ fn timeline_switch(install: &PgInstall) {
                 end = x.data_end();
             }
             WalEvent::Message(ReplicationMessage::Keepalive(_)) | WalEvent::Idle => {}
-            WalEvent::Ended(next) => break next,
+            WalEvent::ServerDone => break,
         }
-    };
+    }
+    // The end is reported again until the handshake is completed: a streaming loop that ran
+    // next_event inside select! and dropped it (another branch fired) loses nothing.
+    for _ in 0..3 {
+        let again = rt.block_on(async {
+            tokio::select! {
+                biased;
+                _ = std::future::ready(()) => None,
+                e = stream.next_event(Duration::from_secs(1)) => Some(e.unwrap()),
+            }
+        });
+        assert_eq!(again, None, "the other branch wins; next_event is dropped");
+        assert_eq!(
+            rt.block_on(stream.next_event(Duration::from_secs(1)))
+                .unwrap(),
+            WalEvent::ServerDone
+        );
+    }
+    let next = rt.block_on(stream.finish()).unwrap();
     assert_eq!(next, Some(expected));
     assert_eq!(end, switchpoint, "timeline 1's WAL ends at the switchpoint");
     assert_eq!(
@@ -117,7 +135,8 @@ fn timeline_switch(install: &PgInstall) {
         StartReplication::Streaming(mut s) => {
             // Some servers may still open the COPY; then it must end at once.
             let event = rt.block_on(s.next_event(Duration::from_secs(10))).unwrap();
-            assert_eq!(event, WalEvent::Ended(Some(expected)));
+            assert_eq!(event, WalEvent::ServerDone);
+            assert_eq!(rt.block_on(s.finish()).unwrap(), Some(expected));
         }
     }
     rt.block_on(client.close()).unwrap();

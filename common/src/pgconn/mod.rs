@@ -36,12 +36,13 @@
 //!         match wal.next_event(Duration::from_secs(10)).await? {
 //!             WalEvent::Message(ReplicationMessage::XLogData(x)) => written = x.data_end(),
 //!             WalEvent::Message(ReplicationMessage::Keepalive(k)) if !k.reply_requested => continue,
-//!             WalEvent::Ended(_next_timeline) => break,
+//!             WalEvent::ServerDone => break,
 //!             _ => {}
 //!         }
 //!         let status = StandbyStatusUpdate { write: written, flush: written, apply: Lsn::INVALID, reply_requested: false };
 //!         wal.send_status(&status).await?;
 //!     }
+//!     let _next_timeline = wal.finish().await?;
 //! }
 //! # Ok(())
 //! # }

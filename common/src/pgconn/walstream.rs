@@ -1,6 +1,12 @@
 //! START_REPLICATION (physical) and the COPY BOTH stream it opens: [`WalStream`] yields WAL
 //! and keepalives, sends standby status updates, and at the end of a historic timeline
 //! completes the CopyDone handshake and reads the `(next_tli, next_tli_startpos)` result set.
+//!
+//! The handshake is split so that the streaming loop can run [`WalStream::next_event`] inside
+//! `tokio::select!`: `next_event` only *receives* (cancel safe) and reports the server's
+//! CopyDone as [`WalEvent::ServerDone`]; [`WalStream::finish`], awaited outside any select,
+//! answers it and reads the next timeline. Doing that exchange inside a cancellable future
+//! once lost the next timeline whenever another select branch fired mid-way.
 
 use std::time::Duration;
 
@@ -42,16 +48,27 @@ pub enum WalEvent {
     /// Nothing arrived within the idle limit given to [`WalStream::next_event`]; a good moment
     /// to send a status update.
     Idle,
-    /// The server ended the stream (end of a historic timeline, or after our CopyDone); the
-    /// connection is ready for the next command.
-    Ended(Option<NextTimeline>),
+    /// The server finished sending this timeline (its CopyDone). Nothing more will arrive:
+    /// call [`WalStream::finish`] to complete the handshake and learn the next timeline.
+    ServerDone,
+}
+
+/// Where a [`WalStream`] is in the COPY BOTH exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    /// WAL and keepalives arrive.
+    Streaming,
+    /// The server sent CopyDone; ours is still to be sent.
+    ServerDone,
+    /// The handshake is complete (or failed); the stream is spent.
+    Ended,
 }
 
 /// An open COPY BOTH stream of START_REPLICATION; borrows the client until it ends.
 #[derive(Debug)]
 pub struct WalStream<'a> {
     client: &'a mut ReplicationClient,
-    ended: bool,
+    state: StreamState,
 }
 
 impl ReplicationClient {
@@ -77,7 +94,7 @@ impl ReplicationClient {
         match self.recv().await? {
             Backend::CopyBothResponse => Ok(StartReplication::Streaming(WalStream {
                 client: self,
-                ended: false,
+                state: StreamState::Streaming,
             })),
             Backend::Message(Message::ErrorResponse(body)) => {
                 let error = ServerError::from_fields(body.fields());
@@ -142,13 +159,19 @@ impl ReplicationClient {
 
 impl WalStream<'_> {
     /// The next message, [`WalEvent::Idle`] when `idle` passes without one, or
-    /// [`WalEvent::Ended`] when the server finishes the timeline. After `Ended` the stream
-    /// is spent and further calls return `Ended(None)`.
+    /// [`WalEvent::ServerDone`] when the server finished the timeline (then, and on every later
+    /// call, until [`WalStream::finish`]).
     ///
-    /// Cancel safe: a cancelled call loses no data.
+    /// Cancel safe: it only receives, and a cancelled call loses no data.
     pub async fn next_event(&mut self, idle: Duration) -> Result<WalEvent, PgConnError> {
-        if self.ended {
-            return Ok(WalEvent::Ended(None));
+        match self.state {
+            StreamState::Streaming => {}
+            StreamState::ServerDone => return Ok(WalEvent::ServerDone),
+            StreamState::Ended => {
+                return Err(self
+                    .client
+                    .protocol_error("START_REPLICATION stream read after it ended"));
+            }
         }
         let Some(msg) = self.client.recv_within(idle).await? else {
             return Ok(WalEvent::Idle);
@@ -160,18 +183,11 @@ impl WalStream<'_> {
                     .map_err(|e| self.client.protocol_error(e.to_string()))
             }
             Backend::Message(Message::CopyDone) => {
-                // End of a historic timeline: answer CopyDone, then the next-timeline result set.
-                frontend::copy_done(&mut self.client.wbuf);
-                self.client.flush().await?;
-                self.ended = true;
-                let next = self
-                    .client
-                    .read_until_ready(None, "START_REPLICATION")
-                    .await?;
-                Ok(WalEvent::Ended(next))
+                self.state = StreamState::ServerDone;
+                Ok(WalEvent::ServerDone)
             }
             Backend::Message(Message::ErrorResponse(body)) => {
-                self.ended = true;
+                self.state = StreamState::Ended;
                 let error = ServerError::from_fields(body.fields());
                 Err(self.client.fail_after_error(error).await)
             }
@@ -189,13 +205,17 @@ impl WalStream<'_> {
         self.client.flush().await
     }
 
-    /// Ends streaming from our side: CopyDone, then reads (and drops) what the server still
-    /// sends up to ReadyForQuery. Returns the next timeline if the server reported one.
+    /// Completes the COPY BOTH handshake: sends our CopyDone, then reads (and drops) what the
+    /// server still sends up to ReadyForQuery. Returns the next timeline when the server
+    /// reported one: after [`WalEvent::ServerDone`] at the end of a historic timeline, or when
+    /// the timeline became historic while we were ending the stream ourselves.
+    ///
+    /// Not cancel safe: await it outside `select!` (it takes the stream, so it runs once).
     pub async fn finish(mut self) -> Result<Option<NextTimeline>, PgConnError> {
-        if self.ended {
+        if self.state == StreamState::Ended {
             return Ok(None);
         }
-        self.ended = true;
+        self.state = StreamState::Ended;
         frontend::copy_done(&mut self.client.wbuf);
         self.client.flush().await?;
         self.client

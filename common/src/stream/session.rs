@@ -242,8 +242,11 @@ async fn receive(
                         });
                     }
                 }
-                WalEvent::Ended(next) => {
+                WalEvent::ServerDone => {
                     uploader_of(shared)?.tail(asm.tail());
+                    // Outside the select's futures (they are dropped before an arm runs), so
+                    // the handshake and the next timeline cannot be lost to another branch.
+                    let next = wal.finish().await?;
                     return Ok(Received::Ended(next));
                 }
             },
