@@ -9,9 +9,11 @@
 //! next `.ready` files in parallel and leaving receipts ([`pushed`]) for them.
 //!
 //! Each file goes through two phases: *prepare* (read, check, compare with what the
-//! repository holds, encode; the whole raw file is in memory) and *upload* (only the encoded
-//! object is held). `--async` runs at most `RAW_IN_FLIGHT` (2) files in the first phase at once,
-//! so one call's memory is bounded by that many raw files plus the encoded uploads in flight,
+//! repository holds, encode) and *upload* (only the encoded object is held). A segment the
+//! repository does not hold yet, nearly every call, is prepared in one streaming pass of 1 MiB
+//! chunks ([`segment_file`]); anything else is read whole and compared byte for byte.
+//! `--async` runs at most `RAW_IN_FLIGHT` (2) files in the first phase at once, so one call's
+//! memory is bounded by that many files being prepared plus the encoded uploads in flight,
 //! whatever the backlog. `walship.json` is read once per file.
 //!
 //! **Invariant:** success is returned only after the object is durably stored and the
@@ -20,6 +22,7 @@
 
 pub mod pushed;
 pub mod ready;
+mod segment_file;
 
 use std::path::{Path, PathBuf};
 
@@ -175,11 +178,24 @@ pub async fn archive_file(
     path: &Path,
     name: Option<&str>,
 ) -> Result<Archived, ArchiveError> {
-    let checked = read_and_check(repo, path, name).await?;
-    store(repo, checked).await
+    let prepared = prepare_file(repo, path, name).await?;
+    upload(repo, prepared).await
 }
 
-/// [`archive_file`] with the raw phase (read, check, compare, encode) under a permit of
+/// The prepare phase for a file: the streaming pass for a new segment, else the whole file.
+async fn prepare_file(
+    repo: &Repository,
+    path: &Path,
+    name: Option<&str>,
+) -> Result<Prepared, ArchiveError> {
+    if let Some(prepared) = segment_file::prepare_new_segment(repo, path, name).await? {
+        return Ok(prepared);
+    }
+    let checked = read_and_check(repo, path, name).await?;
+    prepare(repo, checked).await
+}
+
+/// [`archive_file`] with the prepare phase (read, check, compare, encode) under a permit of
 /// `raw`, released before the upload.
 async fn archive_file_limited(
     repo: &Repository,
@@ -187,10 +203,35 @@ async fn archive_file_limited(
     raw: &Semaphore,
 ) -> Result<Archived, ArchiveError> {
     let permit = raw.acquire().await.ok();
-    let checked = read_and_check(repo, path, None).await?;
-    let prepared = prepare(repo, checked).await?;
+    let prepared = prepare_file(repo, path, None).await?;
     drop(permit);
     upload(repo, prepared).await
+}
+
+/// `Some` when an earlier `--async` call left a receipt for exactly the bytes at `path`.
+async fn pushed_ahead(
+    repo: &Repository,
+    receipts: &PushedReceipts,
+    path: &Path,
+    name: Option<&str>,
+) -> Result<Option<Archived>, ArchiveError> {
+    let given = segment_file::given_name(path, name);
+    let Ok(name) = ArchiveFileName::parse(&given, seg_size_of(repo).await?) else {
+        return Ok(None);
+    };
+    let Some(recorded) = receipts.get(&name) else {
+        return Ok(None);
+    };
+    let receipt = segment_file::file_receipt(path).await?;
+    if receipt != recorded {
+        return Ok(None);
+    }
+    receipts.remove(&name);
+    Ok(Some(Archived {
+        name,
+        receipt,
+        outcome: ArchiveOutcome::PushedAhead,
+    }))
 }
 
 /// Archives `path` like [`archive_file`], and in the same call pushes up to
@@ -208,15 +249,10 @@ pub async fn archive_with_read_ahead(
     let receipts = PushedReceipts::for_pg_wal(pg_wal);
     let raw = Semaphore::new(RAW_IN_FLIGHT);
     let permit = raw.acquire().await.ok();
-    let current = read_and_check(repo, path, name).await?;
-    if receipts.get(&current.name) == Some(current.receipt) {
-        receipts.remove(&current.name);
-        return Ok(Archived {
-            name: current.name,
-            receipt: current.receipt,
-            outcome: ArchiveOutcome::PushedAhead,
-        });
+    if let Some(done) = pushed_ahead(repo, &receipts, path, name).await? {
+        return Ok(done);
     }
+    let current = prepare_file(repo, path, name).await?;
     let seg_size = seg_size_of(repo).await?;
     let ahead: Vec<ArchiveFileName> =
         ready::ready_files(pg_wal, seg_size, &current.name, read_ahead.files)
@@ -225,9 +261,8 @@ pub async fn archive_with_read_ahead(
             .filter(|name| receipts.get(name).is_none())
             .collect();
     let store_current = async {
-        let prepared = prepare(repo, current).await?;
         drop(permit);
-        upload(repo, prepared).await
+        upload(repo, current).await
     };
     let push_ahead = futures::stream::iter(ahead)
         .map(|name| {
@@ -278,13 +313,7 @@ async fn read_and_check(
     path: &Path,
     name: Option<&str>,
 ) -> Result<Checked, ArchiveError> {
-    let given = match name {
-        Some(name) => name.to_string(),
-        None => path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    };
+    let given = segment_file::given_name(path, name);
     let content = tokio::fs::read(path)
         .await
         .map_err(|source| ArchiveError::Read {

@@ -53,7 +53,7 @@ mod layout;
 mod reader;
 mod writer;
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 pub use algorithm::{Codec, CodecParseError, DEFAULT_ZSTD_LEVEL};
 pub use error::{CodecError, Recorded};
@@ -75,6 +75,12 @@ pub fn encode_to_vec(content: &[u8], codec: Codec) -> Result<Vec<u8>, CodecError
 
 /// Decodes and verifies a complete object held in memory.
 pub fn decode_to_vec(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
+    decode_to_vec_verified(stored).map(|(content, _)| content)
+}
+
+/// [`decode_to_vec`], also returning the verified summary (the content's length and crc32c),
+/// so that a caller recording the crc32c need not compute it a second time.
+pub fn decode_to_vec_verified(stored: &[u8]) -> Result<(Vec<u8>, ObjectSummary), CodecError> {
     let mut reader = ObjectReader::new(stored)?;
     // Trust the header's length only as a hint, and only up to a modest size.
     let hint = reader
@@ -82,6 +88,6 @@ pub fn decode_to_vec(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
         .summary
         .map_or(0, |s| s.len.min(64 << 20) as usize);
     let mut content = Vec::with_capacity(hint);
-    reader.read_to_end(&mut content)?;
-    Ok(content)
+    let summary = reader.copy_to(&mut content)?;
+    Ok((content, summary))
 }

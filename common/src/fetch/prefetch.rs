@@ -206,8 +206,8 @@ async fn prefetch_one(
         }
         Err(e) => return Err(RepoError::Storage(e).into()),
     };
-    let _permit = cpu.acquire().await;
-    let content = run_blocking(move || codec::decode_to_vec(&stored))
+    let permit = cpu.acquire().await;
+    let (content, summary) = run_blocking(move || codec::decode_to_vec_verified(&stored))
         .await
         .map_err(|source| RepoError::Corrupt {
             key: key.to_string(),
@@ -215,24 +215,53 @@ async fn prefetch_one(
             source,
         })?;
     check_content(repo, name, &content, identity)?;
+    let write_error = |source| FetchError::Write {
+        name: name.to_string(),
+        source,
+    };
+    let temp = fsutil::temp_path_for(&spool.entry_path(&wal));
+    let file = {
+        let temp = temp.clone();
+        run_blocking(move || write_unsynced(&temp, &content))
+            .await
+            .map_err(write_error)?
+    };
+    // Flushed to disk before the entry is offered, outside the CPU permit (the next segment
+    // decodes meanwhile): Postgres fsyncs every segment it restores (durable_rename in
+    // KeepFileRestoredFromArchive) in the startup process, and an entry still in the page
+    // cache made that fsync cost 13-15 ms of replay per segment.
+    drop(permit);
     let spool = spool.clone();
     run_blocking(move || {
-        let target = spool.entry_path(&wal);
-        let temp = fsutil::temp_path_for(&target);
-        std::fs::write(&temp, &content).map_err(|source| FsError {
-            action: "write prefetched segment",
-            path: temp.clone(),
-            source,
-        })?;
-        let committed = spool.commit(&wal, &temp, content.len() as u64, crc32c::crc32c(&content));
+        let committed = file
+            .sync_data()
+            .map_err(|source| FsError {
+                action: "flush prefetched segment",
+                path: temp.clone(),
+                source,
+            })
+            .and_then(|()| spool.commit(&wal, &temp, summary.raw_len, summary.crc32c));
         if committed.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
         committed
     })
     .await
-    .map_err(|source| FetchError::Write {
-        name: name.to_string(),
+    .map_err(write_error)
+}
+
+/// Writes `content` to the new file `path` and returns it, still open, for the caller to flush.
+fn write_unsynced(path: &std::path::Path, content: &[u8]) -> Result<std::fs::File, FsError> {
+    use std::io::Write;
+    let fail = |source| FsError {
+        action: "write prefetched segment",
+        path: path.to_path_buf(),
         source,
-    })
+    };
+    let mut file = std::fs::File::create(path).map_err(fail)?;
+    if let Err(e) = file.write_all(content) {
+        let _ = std::fs::remove_file(path);
+        return Err(fail(e));
+    }
+    Ok(file)
 }

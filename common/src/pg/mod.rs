@@ -8,7 +8,8 @@
 //! - [`history`] — timeline history files and the lookups restore needs.
 //! - [`version`] — the supported majors and their `XLOG_PAGE_MAGIC`.
 //! - [`page_header`] — `XLogPageHeaderData` / `XLogLongPageHeaderData`.
-//! - [`segment_check`] — `validate_segment`, whether bytes are the segment they claim to be.
+//! - [`segment_check`] — `validate_segment` (or `SegmentValidator`, piece by piece), whether
+//!   bytes are the segment they claim to be.
 //! - [`wal_record`] — one `XLogRecord`: header, CRC, commit/abort/restore-point decoding.
 //! - [`wal_reader`] — `WalReader`, records in order across pages and segments.
 
@@ -25,7 +26,9 @@ pub mod wal_record;
 pub use file_name::{ArchiveFileName, FileNameError, NameProblem, WalFileName};
 pub use history::{HistoryEntry, HistoryError, TimelineHistory, TimelineSpan};
 pub use segment::{SegNo, SegRange, WalSegSize, WalSegSizeError};
-pub use segment_check::{SegmentError, SegmentHeaderInfo, SegmentReport, WalEnd, validate_segment};
+pub use segment_check::{
+    SegmentError, SegmentHeaderInfo, SegmentReport, SegmentValidator, WalEnd, validate_segment,
+};
 pub use timeline::TimelineId;
 pub use version::PgVersion;
 pub use wal_reader::{EndReason, ReadEnd, WalReader, WalRecord};

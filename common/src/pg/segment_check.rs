@@ -418,45 +418,124 @@ pub fn validate_segment(
             found: bytes.len() as u64,
         });
     }
-    let header = validate_first_page(bytes, expected, expected_sysid)?;
-    let magic = header.version.xlog_page_magic;
-    let block = XLOG_BLCKSZ as usize;
-    let page_lsn = |index: usize| Lsn(expected.start_lsn().0 + (index * block) as u64);
-    let mut previous_tli = header.first_page_timeline;
-    let mut end = WalEnd::Full;
-    let mut end_index = bytes.len() / block;
-    for (index, page) in bytes.chunks_exact(block).enumerate().skip(1) {
-        match check_page(page, page_lsn(index), expected, magic)? {
-            PageVerdict::Valid(page_header) => {
-                check_timeline(
-                    &expected.to_string(),
-                    &page_header,
-                    expected.timeline(),
-                    Some(previous_tli),
-                )?;
-                previous_tli = page_header.xlp_tli;
-            }
-            PageVerdict::End(found) => {
-                end = found;
-                end_index = index;
-                break;
-            }
+    let mut validator = SegmentValidator::new(expected, expected_sysid);
+    validator.feed(bytes)?;
+    validator.finish()
+}
+
+/// [`validate_segment`] for a segment that arrives in pieces (read from a file in chunks,
+/// so that no whole-segment buffer is needed): [`SegmentValidator::feed`] the bytes in
+/// order, in whole pages, then [`SegmentValidator::finish`]. The verdict is the same as
+/// [`validate_segment`]'s on the concatenation; a caller that knows the length up front
+/// should refuse a wrong length before feeding, as `validate_segment` does.
+#[derive(Debug)]
+pub struct SegmentValidator {
+    expected: WalFileName,
+    expected_sysid: Option<u64>,
+    /// Pages seen so far.
+    pages: usize,
+    header: Option<SegmentHeaderInfo>,
+    previous_tli: TimelineId,
+    /// Where valid WAL ended, once found.
+    end: Option<WalEnd>,
+    valid_page_after_end: Option<Lsn>,
+    /// Bytes fed.
+    fed: u64,
+    /// Bytes fed that are not a whole number of pages (an error at `finish`).
+    ragged: bool,
+}
+
+impl SegmentValidator {
+    /// A validator for the segment `expected` (and, when given, that system identifier).
+    pub fn new(expected: WalFileName, expected_sysid: Option<u64>) -> SegmentValidator {
+        SegmentValidator {
+            expected,
+            expected_sysid,
+            pages: 0,
+            header: None,
+            previous_tli: expected.timeline(),
+            end: None,
+            valid_page_after_end: None,
+            fed: 0,
+            ragged: false,
         }
     }
-    let valid_page_after_end = bytes
-        .chunks_exact(block)
-        .enumerate()
-        .skip(end_index + 1)
-        .find(|(index, page)| {
-            XLogPageHeaderData::decode(page)
-                .is_some_and(|h| h.xlp_magic == magic && h.xlp_pageaddr == page_lsn(*index))
+
+    /// What the first page said, once it has been fed.
+    pub fn header(&self) -> Option<SegmentHeaderInfo> {
+        self.header
+    }
+
+    /// Checks the next bytes of the segment: whole pages (a shorter last piece is reported
+    /// by `finish` as a wrong length). Fails at the first page that is wrong for its place.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), SegmentError> {
+        let block = XLOG_BLCKSZ as usize;
+        self.fed += bytes.len() as u64;
+        if self.ragged {
+            return Ok(());
+        }
+        if !bytes.len().is_multiple_of(block) {
+            self.ragged = true;
+        }
+        for page in bytes.chunks_exact(block) {
+            self.page(page)?;
+            self.pages += 1;
+        }
+        Ok(())
+    }
+
+    fn page(&mut self, page: &[u8]) -> Result<(), SegmentError> {
+        let index = self.pages;
+        let at = Lsn(self.expected.start_lsn().0 + (index * XLOG_BLCKSZ as usize) as u64);
+        let Some(header) = self.header else {
+            let header = validate_first_page(page, self.expected, self.expected_sysid)?;
+            self.previous_tli = header.first_page_timeline;
+            self.header = Some(header);
+            return Ok(());
+        };
+        let magic = header.version.xlog_page_magic;
+        if self.end.is_some() {
+            let valid_here = XLogPageHeaderData::decode(page)
+                .is_some_and(|h| h.xlp_magic == magic && h.xlp_pageaddr == at);
+            if valid_here && self.valid_page_after_end.is_none() {
+                self.valid_page_after_end = Some(at);
+            }
+            return Ok(());
+        }
+        match check_page(page, at, self.expected, magic)? {
+            PageVerdict::Valid(page_header) => {
+                check_timeline(
+                    &self.expected.to_string(),
+                    &page_header,
+                    self.expected.timeline(),
+                    Some(self.previous_tli),
+                )?;
+                self.previous_tli = page_header.xlp_tli;
+            }
+            PageVerdict::End(found) => self.end = Some(found),
+        }
+        Ok(())
+    }
+
+    /// The report for everything fed: an error if it was not exactly one segment.
+    pub fn finish(self) -> Result<SegmentReport, SegmentError> {
+        let seg_bytes = self.expected.seg_size().as_u64();
+        let header = match self.header {
+            Some(header) if !self.ragged && self.fed == seg_bytes => header,
+            _ => {
+                return Err(SegmentError::WrongLength {
+                    file: self.expected.to_string(),
+                    expected: seg_bytes,
+                    found: self.fed,
+                });
+            }
+        };
+        Ok(SegmentReport {
+            header,
+            end: self.end.unwrap_or(WalEnd::Full),
+            valid_page_after_end: self.valid_page_after_end,
         })
-        .map(|(index, _)| page_lsn(index));
-    Ok(SegmentReport {
-        header,
-        end,
-        valid_page_after_end,
-    })
+    }
 }
 
 #[cfg(test)]

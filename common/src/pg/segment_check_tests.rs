@@ -328,3 +328,80 @@ fn later_page_refusals() {
         }
     );
 }
+
+/// Feeds `bytes` to a [`SegmentValidator`] in pieces of `piece` bytes.
+fn validate_in_pieces(
+    bytes: &[u8],
+    file: WalFileName,
+    sysid: Option<u64>,
+    piece: usize,
+) -> Result<SegmentReport, SegmentError> {
+    let mut validator = SegmentValidator::new(file, sysid);
+    for chunk in bytes.chunks(piece) {
+        validator.feed(chunk)?;
+    }
+    validator.finish()
+}
+
+#[test]
+fn the_validator_fed_in_pieces_agrees_with_validate_segment() {
+    let file = name(1, 5);
+    let good = segment(file);
+    let mut zeroed = good.clone();
+    zeroed[40 * BLOCK..].fill(0);
+    let mut hole = good.clone();
+    hole[10 * BLOCK..11 * BLOCK].fill(0);
+    let mut recycled = good.clone();
+    recycled[7 * BLOCK..].copy_from_slice(&segment(name(1, 3))[7 * BLOCK..]);
+    let mut bad_addr = good.clone();
+    set_page(
+        &mut bad_addr,
+        77,
+        short(MAGIC_15, 0, 1, page_lsn(name(1, 6), 77)),
+    );
+    let mut bad_first = good.clone();
+    bad_first[0..2].copy_from_slice(&0x1234u16.to_le_bytes());
+    let cases: [(&str, &[u8], Option<u64>); 7] = [
+        ("full", &good, Some(SYSID)),
+        ("zeroed tail", &zeroed, None),
+        ("hole", &hole, None),
+        ("recycled tail", &recycled, None),
+        ("bad page address", &bad_addr, None),
+        ("bad first page", &bad_first, None),
+        ("other cluster", &good, Some(SYSID + 1)),
+    ];
+    for (label, bytes, sysid) in cases {
+        let whole = validate_segment(bytes, file, sysid);
+        for piece in [BLOCK, 3 * BLOCK, 16 * BLOCK, bytes.len()] {
+            assert_eq!(
+                validate_in_pieces(bytes, file, sysid, piece),
+                whole,
+                "{label}, pieces of {piece} bytes"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_validator_refuses_a_short_or_ragged_feed() {
+    let file = name(1, 5);
+    let good = segment(file);
+    let expected = |found: usize| {
+        Err(SegmentError::WrongLength {
+            file: file.to_string(),
+            expected: good.len() as u64,
+            found: found as u64,
+        })
+    };
+    let short = &good[..good.len() - BLOCK];
+    assert_eq!(
+        validate_in_pieces(short, file, None, 4 * BLOCK),
+        expected(short.len())
+    );
+    let ragged = &good[..good.len() - 100];
+    assert_eq!(
+        validate_in_pieces(ragged, file, None, 4 * BLOCK),
+        expected(ragged.len())
+    );
+    assert_eq!(validate_in_pieces(&[], file, None, BLOCK), expected(0));
+}

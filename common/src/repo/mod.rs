@@ -19,6 +19,9 @@ pub use identity::RepoIdentity;
 pub struct Repository {
     storage: AnyStorage,
     codec: Codec,
+    /// `walship.json` once read: it is create-only and never rewritten, so a process reads it
+    /// once (an `--async` archive call needs it for every file it pushes).
+    identity: std::sync::Arc<std::sync::OnceLock<RepoIdentity>>,
 }
 
 /// What went wrong with a repository, beyond plain storage errors.
@@ -95,7 +98,11 @@ pub struct StoredObject {
 impl Repository {
     /// A repository over `storage`, writing new objects with `codec`.
     pub fn new(storage: AnyStorage, codec: Codec) -> Repository {
-        Repository { storage, codec }
+        Repository {
+            storage,
+            codec,
+            identity: Default::default(),
+        }
     }
 
     /// The codec new objects are written with.
@@ -115,14 +122,17 @@ impl Repository {
 
     /// The repository's identity, or `None` if `walship.json` does not exist yet.
     pub async fn identity(&self) -> Result<Option<RepoIdentity>, RepoError> {
+        if let Some(known) = self.identity.get() {
+            return Ok(Some(known.clone()));
+        }
         match self.get_plain(&layout::identity_key()).await {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| RepoError::BadIdentity {
+                let identity: RepoIdentity =
+                    serde_json::from_slice(&bytes).map_err(|e| RepoError::BadIdentity {
                         location: self.location().to_string(),
                         message: e.to_string(),
-                    })
+                    })?;
+                Ok(Some(self.identity.get_or_init(|| identity).clone()))
             }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
