@@ -81,13 +81,22 @@ pub fn decode_to_vec(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
 /// [`decode_to_vec`], also returning the verified summary (the content's length and crc32c),
 /// so that a caller recording the crc32c need not compute it a second time.
 pub fn decode_to_vec_verified(stored: &[u8]) -> Result<(Vec<u8>, ObjectSummary), CodecError> {
+    let mut content = Vec::new();
+    let summary = decode_into(stored, &mut content)?;
+    Ok((content, summary))
+}
+
+/// Decodes and verifies a complete object held in memory into `content` (cleared first),
+/// returning the verified summary. A long-lived caller reuses one buffer this way, so that
+/// its pages are faulted in once, not for every object. On error `content` holds garbage.
+pub fn decode_into(stored: &[u8], content: &mut Vec<u8>) -> Result<ObjectSummary, CodecError> {
+    content.clear();
     let mut reader = ObjectReader::new(stored)?;
     // Trust the header's length only as a hint, and only up to a modest size.
     let hint = reader
         .header()
         .summary
         .map_or(0, |s| s.len.min(64 << 20) as usize);
-    let mut content = Vec::with_capacity(hint);
-    let summary = reader.copy_to(&mut content)?;
-    Ok((content, summary))
+    content.reserve(hint);
+    reader.copy_to(content)
 }

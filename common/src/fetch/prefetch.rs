@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::Semaphore;
+use tokio::sync::Mutex;
 
 use super::spool::{FetchSpool, SpoolOrigin};
 use super::{FetchError, check_content};
@@ -106,8 +106,9 @@ struct Worker<'a> {
 impl Worker<'_> {
     async fn run(&mut self) {
         // Downloads overlap; decoding, checking and writing (CPU) run one at a time, so the
-        // worker never takes more than one core from the recovery it serves.
-        let cpu = Semaphore::new(1);
+        // worker never takes more than one core from the recovery it serves. The lock guards
+        // the one decode buffer they share (its pages are faulted in once, not per segment).
+        let cpu = Mutex::new(Vec::new());
         let cpu = &cpu;
         let mut downloads = FuturesUnordered::new();
         loop {
@@ -185,13 +186,14 @@ impl Worker<'_> {
     }
 }
 
-/// Downloads, verifies and commits one entry.
+/// Downloads, verifies and commits one entry; `cpu` is the decode buffer, held while decoding,
+/// checking and writing.
 async fn prefetch_one(
     repo: &Repository,
     spool: &FetchSpool,
     identity: &RepoIdentity,
     wal: WalFileName,
-    cpu: &Semaphore,
+    cpu: &Mutex<Vec<u8>>,
 ) -> Result<(), FetchError> {
     let name = ArchiveFileName::Segment(wal);
     let key = layout::wal_key(&name);
@@ -206,26 +208,35 @@ async fn prefetch_one(
         }
         Err(e) => return Err(RepoError::Storage(e).into()),
     };
-    let permit = cpu.acquire().await;
-    let (content, summary) = run_blocking(move || codec::decode_to_vec_verified(&stored))
-        .await
-        .map_err(|source| RepoError::Corrupt {
-            key: key.to_string(),
-            location: repo.location().to_string(),
-            source,
-        })?;
+    let mut permit = cpu.lock().await;
+    let mut content = std::mem::take(&mut *permit);
+    let decoded = run_blocking(move || {
+        let summary = codec::decode_into(&stored, &mut content);
+        (content, summary)
+    })
+    .await;
+    let (content, summary) = decoded;
+    let summary = summary.map_err(|source| RepoError::Corrupt {
+        key: key.to_string(),
+        location: repo.location().to_string(),
+        source,
+    })?;
     check_content(repo, name, &content, identity)?;
     let write_error = |source| FetchError::Write {
         name: name.to_string(),
         source,
     };
     let temp = fsutil::temp_path_for(&spool.entry_path(&wal));
-    let file = {
+    let (content, file) = {
         let temp = temp.clone();
-        run_blocking(move || write_unsynced(&temp, &content))
-            .await
-            .map_err(write_error)?
+        run_blocking(move || {
+            let file = write_unsynced(&temp, &content);
+            (content, file)
+        })
+        .await
     };
+    *permit = content;
+    let file = file.map_err(write_error)?;
     // Flushed to disk before the entry is offered, outside the CPU permit (the next segment
     // decodes meanwhile): Postgres fsyncs every segment it restores (durable_rename in
     // KeepFileRestoredFromArchive) in the startup process, and an entry still in the page
