@@ -81,7 +81,8 @@ impl<W: Write> ObjectWriter<W> {
     /// hashed a second time here; the caller gives it to [`finish_with_crc`](Self::finish_with_crc),
     /// and [`finish`](Self::finish) refuses. The value goes into the trailer as the content's
     /// crc32c: a wrong one makes an object every reader reports as corrupt
-    /// ([`CodecError::ChecksumMismatch`]), never one that reads as success.
+    /// ([`CodecError::ChecksumMismatch`]), never one that reads as success. Meant for large
+    /// content written in pieces: lz4 uses 4 MiB blocks whatever the size of the first write.
     pub fn with_caller_crc(inner: W, codec: Codec) -> Result<Self, CodecError> {
         Self::start(inner, codec, None, ContentCrc::Caller)
     }
@@ -123,7 +124,20 @@ impl<W: Write> ObjectWriter<W> {
             .map_err(CodecError::Io)?;
         let encoder = match codec {
             Codec::None => Encoder::None(chunks),
-            Codec::Lz4 => Encoder::Lz4(Box::new(lz4_flex::frame::FrameEncoder::new(chunks))),
+            Codec::Lz4 => {
+                // lz4_flex sizes its blocks by the first write unless told: an object written
+                // in small pieces (a backup bundle, fed network messages) would get 64 KiB
+                // blocks and a worse ratio than one written at once. Streamed content gets the
+                // 4 MiB blocks a large first write gets.
+                let frame = match crc32c {
+                    ContentCrc::Caller => lz4_flex::frame::FrameInfo::new()
+                        .block_size(lz4_flex::frame::BlockSize::Max4MB),
+                    ContentCrc::Computed(_) => lz4_flex::frame::FrameInfo::new(),
+                };
+                Encoder::Lz4(Box::new(lz4_flex::frame::FrameEncoder::with_frame_info(
+                    frame, chunks,
+                )))
+            }
             Codec::Zstd { level } => Encoder::Zstd(
                 zstd::stream::write::Encoder::new(chunks, level).map_err(CodecError::Io)?,
             ),
