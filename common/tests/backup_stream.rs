@@ -140,6 +140,18 @@ async fn run_backup(
     .await
 }
 
+/// A fresh repository holding the WAL every test stream's backup needs (segments 2 and 3).
+async fn repo_with_wal() -> (Repository, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    archive_wal(
+        &repo,
+        &["000000010000000000000002", "000000010000000000000003"],
+    )
+    .await;
+    (repo, dir)
+}
+
 /// What `walship archive` does: the identity (first time), then the segments.
 async fn archive_wal(repo: &Repository, names: &[&str]) {
     repo.ensure_identity(&RepoIdentity::new(SYSID, 15, 16 << 20))
@@ -242,13 +254,7 @@ fn main_archive(end_blocks: bool) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_round_trips_through_bundles_in_both_tar_shapes() {
     for end_blocks in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = repo(dir.path());
-        archive_wal(
-            &repo,
-            &["000000010000000000000002", "000000010000000000000003"],
-        )
-        .await;
+        let (repo, _dir) = repo_with_wal().await;
         let ts_file = pseudo_random(200_000, 9);
         let ts = tar_archive(
             &[
@@ -344,13 +350,7 @@ async fn a_backup_round_trips_through_bundles_in_both_tar_shapes() {
 }
 
 async fn refused(entries: Vec<Entry<'_>>) -> (BackupError, Repository, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = repo(dir.path());
-    archive_wal(
-        &repo,
-        &["000000010000000000000002", "000000010000000000000003"],
-    )
-    .await;
+    let (repo, dir) = repo_with_wal().await;
     let mut all = vec![
         Entry::File("backup_label", b"x".to_vec()),
         Entry::File("base/1/1", pseudo_random(100_000, 4)),
@@ -431,13 +431,7 @@ async fn a_truncated_or_corrupt_archive_fails_naming_it_and_writes_no_manifest()
         .collect();
     cases.push((corrupt, "checksum"));
     for (bytes, what) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = repo(dir.path());
-        archive_wal(
-            &repo,
-            &["000000010000000000000002", "000000010000000000000003"],
-        )
-        .await;
+        let (repo, _dir) = repo_with_wal().await;
         let err = run_backup(&repo, stream(bytes, None), Duration::from_secs(1))
             .await
             .unwrap_err();
