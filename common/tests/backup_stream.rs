@@ -28,6 +28,8 @@ enum Entry<'a> {
     File(&'a str, Vec<u8>),
     Link(&'a str, &'a str),
     HardLink(&'a str, &'a str),
+    /// Any other type flag (device, FIFO, extension header).
+    Special(&'a str, u8),
 }
 
 /// A tar archive written header by header, so that any name (even an unsafe one) can be
@@ -40,6 +42,7 @@ fn tar_archive(entries: &[Entry<'_>], end_blocks: bool) -> Vec<u8> {
             Entry::File(n, d) => (n, b'0', d, ""),
             Entry::Link(n, t) => (n, b'2', &[], t),
             Entry::HardLink(n, t) => (n, b'1', &[], t),
+            Entry::Special(n, kind) => (n, *kind, &[], ""),
         };
         let mut h = [0u8; 512];
         h[..name.len()].copy_from_slice(name.as_bytes());
@@ -135,6 +138,18 @@ async fn run_backup(
         Arc::new(Progress::default()),
     )
     .await
+}
+
+/// A fresh repository holding the WAL every test stream's backup needs (segments 2 and 3).
+async fn repo_with_wal() -> (Repository, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    archive_wal(
+        &repo,
+        &["000000010000000000000002", "000000010000000000000003"],
+    )
+    .await;
+    (repo, dir)
 }
 
 /// What `walship archive` does: the identity (first time), then the segments.
@@ -239,13 +254,7 @@ fn main_archive(end_blocks: bool) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_round_trips_through_bundles_in_both_tar_shapes() {
     for end_blocks in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = repo(dir.path());
-        archive_wal(
-            &repo,
-            &["000000010000000000000002", "000000010000000000000003"],
-        )
-        .await;
+        let (repo, _dir) = repo_with_wal().await;
         let ts_file = pseudo_random(200_000, 9);
         let ts = tar_archive(
             &[
@@ -341,13 +350,7 @@ async fn a_backup_round_trips_through_bundles_in_both_tar_shapes() {
 }
 
 async fn refused(entries: Vec<Entry<'_>>) -> (BackupError, Repository, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = repo(dir.path());
-    archive_wal(
-        &repo,
-        &["000000010000000000000002", "000000010000000000000003"],
-    )
-    .await;
+    let (repo, dir) = repo_with_wal().await;
     let mut all = vec![
         Entry::File("backup_label", b"x".to_vec()),
         Entry::File("base/1/1", pseudo_random(100_000, 4)),
@@ -391,6 +394,51 @@ async fn links_other_than_listed_tablespaces_and_hard_links_are_refused() {
     ] {
         let (err, repo, _dir) = refused(vec![entry]).await;
         assert!(matches!(err, BackupError::RefusedEntry { .. }), "{err}");
+        assert!(read_catalog(&repo).await.unwrap().complete.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_fifos_and_extension_headers_are_refused() {
+    // '3' character device, '4' block device, '6' FIFO, 'x'/'g' pax headers, 'L'/'K' GNU
+    // long names, 'S' sparse: Postgres writes none of them.
+    for kind in [b'3', b'4', b'6', b'x', b'g', b'L', b'K', b'S', b'V'] {
+        let (err, repo, _dir) = refused(vec![Entry::Special("base/1/odd", kind)]).await;
+        assert!(
+            matches!(err, BackupError::RefusedEntry { .. }),
+            "{}: {err}",
+            kind as char
+        );
+        assert!(err.to_string().contains("base/1/odd"), "{err}");
+        assert!(err.is_refusal());
+        assert!(read_catalog(&repo).await.unwrap().complete.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_or_corrupt_archive_fails_naming_it_and_writes_no_manifest() {
+    let archive = main_archive(true);
+    let data_end = archive.len() - 1024;
+    // Four directory headers, then backup_label (62 bytes: header, data, padding), ...:
+    // inside its header, inside its padding, inside base/1/1259's data, before the last
+    // byte of global/pg_control.
+    let cuts = [4 * 512 + 100, 5 * 512 + 100, 11 * 512 + 1000, data_end - 1];
+    let mut corrupt = archive.clone();
+    corrupt[0] ^= 1; // the first header's checksum no longer matches
+    let mut cases: Vec<(Vec<u8>, &str)> = cuts
+        .iter()
+        .map(|&cut| (archive[..cut].to_vec(), "truncated"))
+        .collect();
+    cases.push((corrupt, "checksum"));
+    for (bytes, what) in cases {
+        let (repo, _dir) = repo_with_wal().await;
+        let err = run_backup(&repo, stream(bytes, None), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BackupError::Tar { .. }), "{what}: {err}");
+        let text = err.to_string();
+        assert!(text.contains("base.tar"), "{what}: {text}");
+        assert!(text.contains(what), "{what}: {text}");
         assert!(read_catalog(&repo).await.unwrap().complete.is_empty());
     }
 }

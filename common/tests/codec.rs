@@ -422,6 +422,56 @@ fn writer_refuses_content_that_differs_from_its_declaration() {
 }
 
 #[test]
+fn a_caller_computed_crc_goes_into_the_trailer_and_a_wrong_one_never_reads_as_success() {
+    let content = wal_like(700_000, 3);
+    let (a, b) = content.split_at(123_457);
+    // The caller hashes its pieces separately and combines them, as the backup bundler does.
+    let combined = crc32c::crc32c_combine(crc32c::crc32c(a), crc32c::crc32c(b), b.len());
+    assert_eq!(combined, crc32c::crc32c(&content));
+    for codec in CODECS {
+        let encode = |crc: u32| {
+            let mut stored = Vec::new();
+            let mut writer = ObjectWriter::with_caller_crc(&mut stored, codec).unwrap();
+            writer.write_all(a).unwrap();
+            writer.write_all(b).unwrap();
+            let (summary, _) = writer.finish_with_crc(crc).unwrap();
+            assert_eq!(summary.crc32c, crc);
+            assert_eq!(summary.raw_len, content.len() as u64);
+            stored
+        };
+        let stored = encode(combined);
+        let trailer = &stored[stored.len() - TRAILER_LEN..];
+        assert_eq!(trailer[0..8], (content.len() as u64).to_le_bytes());
+        assert_eq!(trailer[8..12], crc32c::crc32c(&content).to_le_bytes());
+        assert!(decode_to_vec(&stored).unwrap() == content, "{codec}");
+
+        let err = assert_rejected(&encode(combined ^ 1), "wrong caller crc");
+        assert!(
+            matches!(
+                err,
+                CodecError::ChecksumMismatch {
+                    recorded: Recorded::Trailer,
+                    ..
+                }
+            ),
+            "{codec}: {err}"
+        );
+    }
+    // Such a writer cannot be finished without the value, and a writer that computes its
+    // own refuses a different one.
+    let mut stored = Vec::new();
+    let writer = ObjectWriter::with_caller_crc(&mut stored, Codec::Lz4).unwrap();
+    assert!(writer.finish().is_err());
+    assert!(decode_to_vec(&stored).is_err());
+    let mut writer = ObjectWriter::new(Vec::new(), Codec::Lz4).unwrap();
+    writer.write_all(b"hello").unwrap();
+    let err = writer
+        .finish_with_crc(crc32c::crc32c(b"hellO"))
+        .unwrap_err();
+    assert!(matches!(err, CodecError::ChecksumMismatch { .. }), "{err}");
+}
+
+#[test]
 fn unfinished_writer_leaves_a_truncated_object() {
     let mut stored = Vec::new();
     {

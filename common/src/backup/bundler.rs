@@ -4,12 +4,17 @@
 //!
 //! A file is never split: it goes whole into the current bundle, which is closed once it
 //! holds at least the target size, so a bundle exceeds the target by less than one file
-//! (relation segments are at most 1 GiB). Each file's crc32c and offset in the bundle's raw
-//! content are recorded for the manifest. Runs on a blocking thread; each bundle compresses
-//! on a thread of its own ([`BundleCompressor`]) and uploads on the async runtime.
+//! (relation segments are at most 1 GiB). A file arrives as [`Bundler::start_file`], its
+//! data as `Bytes` slices ([`Bundler::write`], passed on without a copy), then
+//! [`Bundler::end_file`]. Each file's crc32c (computed here, over those slices) and offset
+//! in the bundle's raw content are recorded for the manifest; the bundle's own crc32c is
+//! combined from its files' (`crc32c_combine`), so no byte is hashed twice. Runs on a
+//! blocking thread; each bundle compresses on a thread of its own ([`BundleCompressor`])
+//! and uploads on the async runtime.
 
 use std::collections::VecDeque;
-use std::io::Read;
+
+use bytes::Bytes;
 
 use crate::catalog::{BackupId, BundleInfo};
 use crate::codec::Codec;
@@ -35,7 +40,7 @@ pub struct Placed {
     pub offset: u64,
     /// crc32c of the file's bytes.
     pub crc32c: u32,
-    /// Bytes copied.
+    /// Bytes of the file.
     pub len: u64,
 }
 
@@ -53,6 +58,17 @@ pub struct BundlerConfig {
 struct OpenBundle {
     index: u32,
     writer: BundleCompressor,
+    /// crc32c of the raw content of the files completed so far.
+    crc32c: u32,
+}
+
+/// The file being added.
+#[derive(Debug, Clone, Copy)]
+struct OpenFile {
+    bundle: u32,
+    offset: u64,
+    crc32c: u32,
+    len: u64,
 }
 
 /// Packs files into bundles; see the module doc.
@@ -63,6 +79,7 @@ pub struct Bundler {
     runtime: tokio::runtime::Handle,
     progress: std::sync::Arc<Progress>,
     current: Option<OpenBundle>,
+    file: Option<OpenFile>,
     in_flight: VecDeque<(u32, UploadTask)>,
     bundles: Vec<BundleInfo>,
 }
@@ -83,18 +100,20 @@ impl Bundler {
             runtime,
             progress,
             current: None,
+            file: None,
             in_flight: VecDeque::new(),
             bundles: Vec::new(),
         }
     }
 
-    /// Copies `expected_len` bytes of `file` into the current bundle.
-    pub fn add_file(
-        &mut self,
-        path: &str,
-        file: &mut dyn Read,
-        expected_len: u64,
-    ) -> Result<Placed, BackupError> {
+    /// Begins a file in the current bundle (closing it first if it is full); its data
+    /// follows through [`Bundler::write`], then [`Bundler::end_file`].
+    pub fn start_file(&mut self) -> Result<(), BackupError> {
+        if self.file.is_some() {
+            return Err(BackupError::Protocol(
+                "a file began before the last one ended".into(),
+            ));
+        }
         if self
             .current
             .as_ref()
@@ -105,49 +124,65 @@ impl Bundler {
         if self.current.is_none() {
             self.open_next()?;
         }
-        let Some(open) = self.current.as_mut() else {
+        let Some(open) = self.current.as_ref() else {
             return Err(BackupError::Protocol("no open bundle".into()));
         };
-        let bundle = open.index;
-        let offset = open.writer.raw_len();
-        let mut crc = 0u32;
-        let mut len = 0u64;
-        loop {
-            let spare = open.writer.spare();
-            let n = match file.read(spare) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(BackupError::Tar {
-                        archive: path.to_string(),
-                        source: e,
-                    });
-                }
-            };
-            crc = crc32c::crc32c_append(crc, &spare[..n]);
-            len += n as u64;
-            if let Err(e) = open.writer.commit(n) {
-                let key = self.key(bundle);
-                return Err(self.upload_failure(key, e));
-            }
-            self.progress.add_raw(n as u64);
+        self.file = Some(OpenFile {
+            bundle: open.index,
+            offset: open.writer.raw_len(),
+            crc32c: 0,
+            len: 0,
+        });
+        Ok(())
+    }
+
+    /// The next bytes of the current file, handed to the bundle's compressor as they are.
+    pub fn write(&mut self, piece: Bytes) -> Result<(), BackupError> {
+        let (Some(file), Some(open)) = (self.file.as_mut(), self.current.as_mut()) else {
+            return Err(BackupError::Protocol("file data outside a file".into()));
+        };
+        file.crc32c = crc32c::crc32c_append(file.crc32c, &piece);
+        let n = piece.len() as u64;
+        file.len += n;
+        if let Err(e) = open.writer.write(piece) {
+            let index = open.index;
+            let key = self.key(index);
+            return Err(self.upload_failure(key, e));
         }
-        if len != expected_len {
+        self.progress.add_raw(n);
+        Ok(())
+    }
+
+    /// Ends the current file, which must have held `expected_len` bytes; returns where it
+    /// went.
+    pub fn end_file(&mut self, path: &str, expected_len: u64) -> Result<Placed, BackupError> {
+        let (Some(file), Some(open)) = (self.file.take(), self.current.as_mut()) else {
+            return Err(BackupError::Protocol(format!("{path}: no file to end")));
+        };
+        if file.len != expected_len {
             return Err(BackupError::Protocol(format!(
-                "{path}: the archive announced {expected_len} bytes but held {len}"
+                "{path}: the archive announced {expected_len} bytes but held {}",
+                file.len
             )));
         }
+        let len = usize::try_from(file.len)
+            .map_err(|_| BackupError::Protocol(format!("{path}: too large")))?;
+        open.crc32c = crc32c::crc32c_combine(open.crc32c, file.crc32c, len);
         Ok(Placed {
-            bundle,
-            offset,
-            crc32c: crc,
-            len,
+            bundle: file.bundle,
+            offset: file.offset,
+            crc32c: file.crc32c,
+            len: file.len,
         })
     }
 
     /// Closes the last bundle and waits for every upload; returns the bundles in index order.
     pub fn finish(mut self) -> Result<Vec<BundleInfo>, BackupError> {
+        if self.file.is_some() {
+            return Err(BackupError::Protocol(
+                "the backup ended inside a file".into(),
+            ));
+        }
         if self.current.is_some() {
             self.close_current()?;
         }
@@ -186,7 +221,11 @@ impl Bundler {
             stored_len: 0,
         });
         self.in_flight.push_back((index, task));
-        self.current = Some(OpenBundle { index, writer });
+        self.current = Some(OpenBundle {
+            index,
+            writer,
+            crc32c: 0,
+        });
         Ok(())
     }
 
@@ -195,7 +234,7 @@ impl Bundler {
             return Ok(());
         };
         let key = self.key(open.index);
-        let summary = match open.writer.finish() {
+        let summary = match open.writer.finish(open.crc32c) {
             Ok(done) => done,
             Err(source) => {
                 let io = std::io::Error::other(source.to_string());
@@ -228,6 +267,7 @@ impl Bundler {
     /// real cause, when there is one.
     fn upload_failure(&mut self, key: String, io: std::io::Error) -> BackupError {
         self.current = None;
+        self.file = None;
         while let Some((_, task)) = self.in_flight.pop_front() {
             if let Ok(Err(e)) = self.runtime.block_on(task) {
                 return BackupError::Storage(e);

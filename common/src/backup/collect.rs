@@ -13,7 +13,7 @@ use super::error::BackupError;
 use super::event::BackupEvent;
 use super::event_batch::EventBatches;
 use super::progress::Progress;
-use super::tar::{ArchiveReader, SmallFiles, read_archive};
+use super::tar::{ArchiveSink, SmallFiles, read_archive};
 
 /// Largest Postgres `backup_manifest` kept (it lists every file; 1 GiB is far beyond any
 /// real cluster's).
@@ -111,15 +111,16 @@ pub fn collect(
                     )));
                 }
                 archives_seen.push(tablespace);
-                let reader = ArchiveReader::new(&mut rx);
                 read_archive(
-                    reader,
-                    &name,
-                    tablespace,
-                    &out.tablespaces,
-                    &mut bundler,
-                    &mut out.files,
-                    &mut out.small,
+                    &mut rx,
+                    ArchiveSink {
+                        name: &name,
+                        tablespace,
+                        tablespaces: &out.tablespaces,
+                        bundler: &mut bundler,
+                        files: &mut out.files,
+                        small: &mut out.small,
+                    },
                 )?;
             }
             BackupEvent::Manifest(chunk) => {

@@ -1,31 +1,39 @@
-//! [`BundleCompressor`]: one bundle's compression on a thread of its own, so that reading
-//! the tar stream (copy, crc32c) and compressing run on two cores at once, and the end of
-//! one bundle compresses while the next one fills.
+//! [`BundleCompressor`]: one bundle's compression on a thread of its own, so that parsing
+//! the tar stream (and the per-file crc32c) and compressing run on two cores at once, and
+//! the end of one bundle compresses while the next one fills.
 //!
-//! The bundler reads file data straight into a raw chunk of [`CHUNK_BYTES`], handed over
-//! through a queue of [`QUEUE_CHUNKS`] and recycled once compressed; the thread compresses
-//! into the bundle's upload ([`ChannelWriter`]). The object is completed only on an explicit [`BundleCompressor::finish`]:
-//! a compressor dropped without it (the backup stopped) abandons its upload, which then fails
-//! instead of storing a truncated bundle.
+//! The bundler hands over file data as the `Bytes` slices the network delivered (no copy),
+//! gathered into batches of about [`BATCH_BYTES`], at most [`QUEUE_BATCHES`] queued: about
+//! 4 MiB per bundle in flight whatever the database's size. The thread compresses into the
+//! bundle's upload ([`ChannelWriter`]) and does not hash the content again: the bundler
+//! already has every file's crc32c and gives the bundle's, combined from them, to
+//! [`BundleCompressor::finish`] for the trailer ([`ObjectWriter::with_caller_crc`]). The
+//! object is completed only on that explicit finish: a compressor dropped without it (the
+//! backup stopped) abandons its upload, which then fails instead of storing a truncated
+//! bundle.
 
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
+
 use crate::codec::{Codec, CodecError, ObjectSummary, ObjectWriter};
 
 use super::upload::ChannelWriter;
 
-/// Raw bytes per chunk handed to the thread.
-pub const CHUNK_BYTES: usize = 1 << 20;
-/// Chunks queued for the thread (the memory bound per bundle in flight, besides the
-/// upload's own).
-pub const QUEUE_CHUNKS: usize = 4;
+/// Raw bytes gathered into one batch before it is handed to the thread (one thread
+/// wake-up per batch, not per network message).
+pub const BATCH_BYTES: usize = 1 << 20;
+/// Batches queued for the thread: with the one being filled and the one being compressed,
+/// the memory bound per bundle in flight (besides the upload's own).
+pub const QUEUE_BATCHES: usize = 2;
 
 enum Message {
-    /// A chunk and how many of its bytes are data.
-    Chunk(Vec<u8>, usize),
-    Finish,
+    /// Raw content, in order.
+    Batch(Vec<Bytes>),
+    /// The content is complete; its crc32c.
+    Finish(u32),
 }
 
 type Outcome = Result<ObjectSummary, CodecError>;
@@ -33,28 +41,24 @@ type Outcome = Result<ObjectSummary, CodecError>;
 /// A bundle being compressed on its own thread; see the module doc.
 pub struct BundleCompressor {
     tx: Option<SyncSender<Message>>,
-    /// Chunks the thread is done with, for reuse (no fresh pages to fault in per chunk).
-    recycled: Receiver<Vec<u8>>,
     thread: Option<JoinHandle<Outcome>>,
-    chunk: Vec<u8>,
-    filled: usize,
+    batch: Vec<Bytes>,
+    batch_bytes: usize,
     raw_len: u64,
 }
 
 impl BundleCompressor {
     /// Starts the thread compressing with `codec` into `upload`.
     pub fn start(upload: ChannelWriter, codec: Codec) -> io::Result<BundleCompressor> {
-        let (tx, rx) = sync_channel(QUEUE_CHUNKS);
-        let (give_back, recycled) = sync_channel(QUEUE_CHUNKS + 1);
+        let (tx, rx) = sync_channel(QUEUE_BATCHES);
         let thread = std::thread::Builder::new()
             .name("walship-bundle".into())
-            .spawn(move || compress(rx, give_back, upload, codec))?;
+            .spawn(move || compress(rx, upload, codec))?;
         Ok(BundleCompressor {
             tx: Some(tx),
-            recycled,
             thread: Some(thread),
-            chunk: vec![0; CHUNK_BYTES],
-            filled: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
             raw_len: 0,
         })
     }
@@ -64,28 +68,30 @@ impl BundleCompressor {
         self.raw_len
     }
 
-    /// Free space of the chunk being filled, for the caller to read into directly (no extra
-    /// copy); [`BundleCompressor::commit`] then says how much was read. Never empty.
-    pub fn spare(&mut self) -> &mut [u8] {
-        &mut self.chunk[self.filled..]
-    }
-
-    /// Takes the `n` bytes just read into [`BundleCompressor::spare`], handing the chunk
-    /// over once full. An error means the thread stopped: [`BundleCompressor::finish`]
+    /// Appends `piece` to the content, handing the batch over once it holds
+    /// [`BATCH_BYTES`]. An error means the thread stopped: [`BundleCompressor::finish`]
     /// returns its cause.
-    pub fn commit(&mut self, n: usize) -> io::Result<()> {
-        self.filled += n;
-        self.raw_len += n as u64;
-        if self.filled == self.chunk.len() {
-            self.send_chunk()?;
+    pub fn write(&mut self, piece: Bytes) -> io::Result<()> {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        self.raw_len += piece.len() as u64;
+        self.batch_bytes += piece.len();
+        self.batch.push(piece);
+        if self.batch_bytes >= BATCH_BYTES {
+            self.send_batch()?;
         }
         Ok(())
     }
 
-    /// Sends what is left, completes the object (and its upload's input) and returns the
-    /// object's summary; the caller then waits for the upload itself.
-    pub fn finish(mut self) -> Outcome {
-        let sent = self.send_chunk().and_then(|()| self.send(Message::Finish));
+    /// Sends what is left, completes the object with `crc32c` as its content's checksum
+    /// (which must be the crc32c of every byte written, in order: a wrong value makes a
+    /// bundle that never reads as success) and returns the object's summary; the caller then
+    /// waits for the upload itself.
+    pub fn finish(mut self, crc32c: u32) -> Outcome {
+        let sent = self
+            .send_batch()
+            .and_then(|()| self.send(Message::Finish(crc32c)));
         let outcome = self.join();
         match (sent, outcome) {
             (_, Err(e)) => Err(e),
@@ -94,17 +100,13 @@ impl BundleCompressor {
         }
     }
 
-    fn send_chunk(&mut self) -> io::Result<()> {
-        if self.filled == 0 {
+    fn send_batch(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        let next = self
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| vec![0; CHUNK_BYTES]);
-        let full = std::mem::replace(&mut self.chunk, next);
-        let filled = std::mem::take(&mut self.filled);
-        self.send(Message::Chunk(full, filled))
+        self.batch_bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        self.send(Message::Batch(batch))
     }
 
     fn send(&self, message: Message) -> io::Result<()> {
@@ -138,47 +140,41 @@ fn stopped() -> io::Error {
     )
 }
 
-/// The thread: compresses every chunk, giving each back for reuse; completes the object
-/// only on `Finish`.
-fn compress(
-    rx: Receiver<Message>,
-    give_back: SyncSender<Vec<u8>>,
-    upload: ChannelWriter,
-    codec: Codec,
-) -> Outcome {
-    let mut writer = ObjectWriter::new(upload, codec)?;
-    loop {
+/// The thread: compresses every batch; completes the object only on `Finish`.
+fn compress(rx: Receiver<Message>, upload: ChannelWriter, codec: Codec) -> Outcome {
+    let mut writer = ObjectWriter::with_caller_crc(upload, codec)?;
+    let crc32c = loop {
         match rx.recv() {
-            Ok(Message::Chunk(chunk, filled)) => {
-                writer.write_all(&chunk[..filled])?;
-                let _ = give_back.try_send(chunk);
+            Ok(Message::Batch(batch)) => {
+                for piece in &batch {
+                    writer.write_all(piece)?;
+                }
             }
-            Ok(Message::Finish) => break,
+            Ok(Message::Finish(crc32c)) => break crc32c,
             Err(_) => return Err(CodecError::Io(stopped())),
         }
-    }
-    let (summary, upload) = writer.finish_into_inner()?;
+    };
+    let (summary, upload) = writer.finish_with_crc(crc32c)?;
     upload.finish()?;
     Ok(summary)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-
     use super::*;
     use crate::backup::upload::start_upload;
-    use crate::codec::ObjectReader;
     use crate::storage::{AnyStorage, LocalStorage, ObjectKey, Storage};
 
-    fn fill(compressor: &mut BundleCompressor, mut data: &[u8]) {
-        while !data.is_empty() {
-            let spare = compressor.spare();
-            let n = spare.len().min(data.len()).min(100_000);
-            spare[..n].copy_from_slice(&data[..n]);
-            compressor.commit(n).unwrap();
-            data = &data[n..];
+    fn fill(compressor: &mut BundleCompressor, data: &[u8]) {
+        let data = Bytes::copy_from_slice(data);
+        for at in (0..data.len()).step_by(100_000) {
+            let piece = data.slice(at..(at + 100_000).min(data.len()));
+            compressor.write(piece).unwrap();
         }
+    }
+
+    fn decode(path: &std::path::Path) -> Result<Vec<u8>, crate::codec::CodecError> {
+        crate::codec::decode_to_vec(&std::fs::read(path).unwrap())
     }
 
     #[test]
@@ -186,7 +182,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let storage = AnyStorage::from(LocalStorage::new(dir.path()).unwrap());
-        let data: Vec<u8> = (0..3 * CHUNK_BYTES + 12345)
+        let data: Vec<u8> = (0..3 * BATCH_BYTES + 12345)
             .map(|i| (i % 251) as u8 ^ (i / 4096) as u8)
             .collect();
 
@@ -195,15 +191,11 @@ mod tests {
         let mut compressor = BundleCompressor::start(upload, Codec::Lz4).unwrap();
         fill(&mut compressor, &data);
         assert_eq!(compressor.raw_len(), data.len() as u64);
-        let summary = compressor.finish().unwrap();
+        let summary = compressor.finish(crc32c::crc32c(&data)).unwrap();
         assert_eq!(summary.raw_len, data.len() as u64);
+        assert_eq!(summary.crc32c, crc32c::crc32c(&data));
         runtime.block_on(task).unwrap().unwrap();
-        let stored = std::fs::read(dir.path().join("bundles/00000000")).unwrap();
-        let mut back = Vec::new();
-        ObjectReader::new(&stored[..])
-            .unwrap()
-            .read_to_end(&mut back)
-            .unwrap();
+        let back = decode(&dir.path().join("bundles/00000000")).unwrap();
         assert!(
             back == data,
             "the bundle does not decode to what was written"
@@ -212,9 +204,22 @@ mod tests {
         let key = ObjectKey::new("bundles/00000001").unwrap();
         let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
         let mut compressor = BundleCompressor::start(upload, Codec::Lz4).unwrap();
-        fill(&mut compressor, &data[..2 * CHUNK_BYTES]);
+        fill(&mut compressor, &data[..2 * BATCH_BYTES]);
         drop(compressor);
         assert!(runtime.block_on(task).unwrap().is_err());
         assert!(runtime.block_on(storage.head(&key)).is_err());
+
+        // A wrong crc32c is stored as given, and the bundle never reads as success.
+        let key = ObjectKey::new("bundles/00000002").unwrap();
+        let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
+        let mut compressor = BundleCompressor::start(upload, Codec::Lz4).unwrap();
+        fill(&mut compressor, &data);
+        compressor.finish(crc32c::crc32c(&data) ^ 1).unwrap();
+        runtime.block_on(task).unwrap().unwrap();
+        let err = decode(&dir.path().join("bundles/00000002")).unwrap_err();
+        assert!(
+            matches!(err, crate::codec::CodecError::ChecksumMismatch { .. }),
+            "{err}"
+        );
     }
 }

@@ -5,8 +5,9 @@
 //!   archive start/data/end, progress, manifest chunks, end) from any [`BackupSource`];
 //!   [`source`] maps the replication client's `BASE_BACKUP` stream
 //!   ([`crate::pgconn::BaseBackupStream`]: both syntaxes, both COPY framings) onto it.
-//! - [`tar`] parses each archive as it arrives; [`entry_path`] refuses every path that
-//!   could leave the data directory (absolute, `..`, links other than tablespaces').
+//! - [`tar`] walks each archive as it arrives, parsed by [`tar_stream`] (our own ustar
+//!   parser: file data stays in the network's buffers); [`entry_path`] refuses every path
+//!   that could leave the data directory (absolute, `..`, links other than tablespaces').
 //! - [`bundler`] packs files back to back into compressed bundles of `backup.bundle_size`;
 //!   [`upload`] streams each bundle to storage while it is written, `backup.parallel` at a
 //!   time, with bounded memory.
@@ -28,6 +29,7 @@ pub mod progress;
 pub mod run;
 pub mod source;
 pub mod tar;
+pub mod tar_stream;
 pub mod upload;
 pub mod wait_for_wal;
 

@@ -55,15 +55,36 @@ impl<W: Write> Encoder<W> {
 pub struct ObjectWriter<W: Write> {
     encoder: Encoder<W>,
     raw_len: u64,
-    crc32c: u32,
+    crc32c: ContentCrc,
     declared: Option<RawSummary>,
     failed: bool,
+}
+
+/// Who computes the crc32c of the raw content.
+#[derive(Debug, Clone, Copy)]
+enum ContentCrc {
+    /// The writer, over every byte written (the running value).
+    Computed(u32),
+    /// The caller, who already hashed the same bytes and gives the value to
+    /// [`ObjectWriter::finish_with_crc`].
+    Caller,
 }
 
 impl<W: Write> ObjectWriter<W> {
     /// Starts an object on `inner` with `codec`, writing its header.
     pub fn new(inner: W, codec: Codec) -> Result<Self, CodecError> {
-        Self::start(inner, codec, None)
+        Self::start(inner, codec, None, ContentCrc::Computed(0))
+    }
+
+    /// Starts an object whose content's crc32c the caller computes while it writes (for
+    /// example per file, combined with `crc32c::crc32c_combine`), so that the content is not
+    /// hashed a second time here; the caller gives it to [`finish_with_crc`](Self::finish_with_crc),
+    /// and [`finish`](Self::finish) refuses. The value goes into the trailer as the content's
+    /// crc32c: a wrong one makes an object every reader reports as corrupt
+    /// ([`CodecError::ChecksumMismatch`]), never one that reads as success. Meant for large
+    /// content written in pieces: lz4 uses 4 MiB blocks whatever the size of the first write.
+    pub fn with_caller_crc(inner: W, codec: Codec) -> Result<Self, CodecError> {
+        Self::start(inner, codec, None, ContentCrc::Caller)
     }
 
     /// Starts an object whose content the caller already knows the length and crc32c of; both go
@@ -82,10 +103,16 @@ impl<W: Write> ObjectWriter<W> {
                 len: raw_len,
                 crc32c,
             }),
+            ContentCrc::Computed(0),
         )
     }
 
-    fn start(inner: W, codec: Codec, declared: Option<RawSummary>) -> Result<Self, CodecError> {
+    fn start(
+        inner: W,
+        codec: Codec,
+        declared: Option<RawSummary>,
+        crc32c: ContentCrc,
+    ) -> Result<Self, CodecError> {
         let mut chunks = ChunkWriter::new(inner, WRITE_CHUNK_LEN);
         let header = ObjectHeader {
             version: FORMAT_VERSION,
@@ -97,7 +124,20 @@ impl<W: Write> ObjectWriter<W> {
             .map_err(CodecError::Io)?;
         let encoder = match codec {
             Codec::None => Encoder::None(chunks),
-            Codec::Lz4 => Encoder::Lz4(Box::new(lz4_flex::frame::FrameEncoder::new(chunks))),
+            Codec::Lz4 => {
+                // lz4_flex sizes its blocks by the first write unless told: an object written
+                // in small pieces (a backup bundle, fed network messages) would get 64 KiB
+                // blocks and a worse ratio than one written at once. Streamed content gets the
+                // 4 MiB blocks a large first write gets.
+                let frame = match crc32c {
+                    ContentCrc::Caller => lz4_flex::frame::FrameInfo::new()
+                        .block_size(lz4_flex::frame::BlockSize::Max4MB),
+                    ContentCrc::Computed(_) => lz4_flex::frame::FrameInfo::new(),
+                };
+                Encoder::Lz4(Box::new(lz4_flex::frame::FrameEncoder::with_frame_info(
+                    frame, chunks,
+                )))
+            }
             Codec::Zstd { level } => Encoder::Zstd(
                 zstd::stream::write::Encoder::new(chunks, level).map_err(CodecError::Io)?,
             ),
@@ -105,7 +145,7 @@ impl<W: Write> ObjectWriter<W> {
         Ok(ObjectWriter {
             encoder,
             raw_len: 0,
-            crc32c: 0,
+            crc32c,
             declared,
             failed: false,
         })
@@ -124,6 +164,35 @@ impl<W: Write> ObjectWriter<W> {
     /// Like [`finish`](Self::finish), and hands back the inner writer (to fsync a file, or to
     /// complete an upload).
     pub fn finish_into_inner(self) -> Result<(ObjectSummary, W), CodecError> {
+        match self.crc32c {
+            ContentCrc::Computed(crc32c) => self.finish_as(crc32c),
+            ContentCrc::Caller => Err(CodecError::Io(io::Error::other(
+                "an object started with_caller_crc must end with finish_with_crc",
+            ))),
+        }
+    }
+
+    /// Like [`finish_into_inner`](Self::finish_into_inner), with the content's crc32c as the
+    /// caller computed it (see [`with_caller_crc`](Self::with_caller_crc)). On a writer that
+    /// computes its own, a different value is a [`CodecError::ChecksumMismatch`].
+    pub fn finish_with_crc(self, crc32c: u32) -> Result<(ObjectSummary, W), CodecError> {
+        if let ContentCrc::Computed(own) = self.crc32c {
+            check_summary(
+                RawSummary {
+                    len: self.raw_len,
+                    crc32c,
+                },
+                RawSummary {
+                    len: self.raw_len,
+                    crc32c: own,
+                },
+                Recorded::Declared,
+            )?;
+        }
+        self.finish_as(crc32c)
+    }
+
+    fn finish_as(self, crc32c: u32) -> Result<(ObjectSummary, W), CodecError> {
         if self.failed {
             return Err(CodecError::AlreadyFailed {
                 first: "a write to this object failed".to_string(),
@@ -131,7 +200,7 @@ impl<W: Write> ObjectWriter<W> {
         }
         let raw = RawSummary {
             len: self.raw_len,
-            crc32c: self.crc32c,
+            crc32c,
         };
         if let Some(declared) = self.declared {
             check_summary(declared, raw, Recorded::Declared)?;
@@ -189,7 +258,9 @@ impl<W: Write> Write for ObjectWriter<W> {
         }
         match self.encoder.writer().write(buf) {
             Ok(n) => {
-                self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..n]);
+                if let ContentCrc::Computed(crc) = &mut self.crc32c {
+                    *crc = crc32c::crc32c_append(*crc, &buf[..n]);
+                }
                 self.raw_len += n as u64;
                 Ok(n)
             }
