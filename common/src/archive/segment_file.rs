@@ -53,7 +53,7 @@ pub(super) fn given_name(path: &Path, name: Option<&str>) -> String {
 
 /// The archive name of a segment file, when the repository already knows its segment size
 /// (`None` otherwise, or when the name is not a segment's).
-pub(super) async fn known_segment_name(
+async fn known_segment_name(
     repo: &Repository,
     given: &str,
 ) -> Result<Option<(WalFileName, RepoIdentity)>, ArchiveError> {

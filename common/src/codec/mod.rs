@@ -75,15 +75,9 @@ pub fn encode_to_vec(content: &[u8], codec: Codec) -> Result<Vec<u8>, CodecError
 
 /// Decodes and verifies a complete object held in memory.
 pub fn decode_to_vec(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
-    decode_to_vec_verified(stored).map(|(content, _)| content)
-}
-
-/// [`decode_to_vec`], also returning the verified summary (the content's length and crc32c),
-/// so that a caller recording the crc32c need not compute it a second time.
-pub fn decode_to_vec_verified(stored: &[u8]) -> Result<(Vec<u8>, ObjectSummary), CodecError> {
     let mut content = Vec::new();
-    let summary = decode_into(stored, &mut content)?;
-    Ok((content, summary))
+    decode_into(stored, &mut content)?;
+    Ok(content)
 }
 
 /// Decodes and verifies a complete object held in memory into `content` (cleared first),
