@@ -1,13 +1,19 @@
 //! `bench fetch`: how long Postgres takes to replay N segments when `restore_command =
 //! 'walship fetch %f %p'` delivers them from a filesystem repository, against the same
-//! recovery with the segments already in `pg_wal` (crash recovery from the same base copy,
-//! no restore_command).
+//! recovery with the segments already in `pg_wal`.
+//!
+//! "The same recovery" is archive recovery (`recovery.signal`) from the same base copy, with
+//! the segments in `pg_wal` and a `restore_command` that finds nothing (`false`), so that
+//! Postgres reads them from `pg_wal`: the aim's baseline. Two more baselines put it in
+//! context: crash recovery (no `recovery.signal`, no `restore_command`: what Postgres does
+//! without any archive), and `cp` from a plain directory of uncompressed segments (the least
+//! any `restore_command` can cost: Postgres's own work per restored segment).
 //!
 //! A primary archives through `walship archive --async`; a base copy is taken with the
 //! low-level backup API; then pgbench writes N segments and the primary stops. Each round
-//! copies the base twice and recovers it both ways; each recovery is timed from `pg_ctl
-//! start` until `pg_is_in_recovery()` is false, and checked: it holds every pgbench
-//! transaction of the primary.
+//! copies the base and recovers it every way; each recovery is timed from `pg_ctl start`
+//! until `pg_is_in_recovery()` is false, and checked: it holds every pgbench transaction of
+//! the primary.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,12 +35,50 @@ const AIM_RATIO: f64 = 1.3;
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// What one recovery cost.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Recovery {
     /// From `pg_ctl start` to the end of recovery.
     pub wall: Duration,
     /// Postgres's own "redo done ... elapsed" figure, when its log has one (PG15+).
     pub redo: Option<Duration>,
+    /// Where redo ended (the "redo done at" LSN), when the log says so: every way must end
+    /// at the same place, or they did not replay the same WAL.
+    pub redo_end: Option<String>,
+}
+
+/// One way of giving the replayed segments to a recovering copy of the base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// Archive recovery through `restore_command = 'walship fetch %f %p'`: what is measured.
+    WalshipFetch,
+    /// Archive recovery with the segments in `pg_wal` (`restore_command = 'false'`): the
+    /// same recovery without an archive, the aim's baseline.
+    ArchiveRecoveryLocal,
+    /// Crash recovery with the segments in `pg_wal`: no archive recovery at all.
+    CrashRecoveryLocal,
+    /// Archive recovery through `restore_command = 'cp <dir>/%f %p'` from uncompressed
+    /// segments: the least a `restore_command` can cost.
+    CopyFromDirectory,
+}
+
+impl Way {
+    /// Every way, in the order each round runs them.
+    pub const ALL: [Way; 4] = [
+        Way::WalshipFetch,
+        Way::ArchiveRecoveryLocal,
+        Way::CrashRecoveryLocal,
+        Way::CopyFromDirectory,
+    ];
+
+    /// What the table calls it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Way::WalshipFetch => "walship fetch",
+            Way::ArchiveRecoveryLocal => "archive recovery, WAL in pg_wal",
+            Way::CrashRecoveryLocal => "crash recovery, WAL in pg_wal",
+            Way::CopyFromDirectory => "restore_command cp",
+        }
+    }
 }
 
 /// What `bench fetch` measured.
@@ -42,12 +86,10 @@ pub struct Recovery {
 pub struct FetchReport {
     /// Segments written after the base copy (all replayed).
     pub segments: usize,
-    /// Segments the local recovery found in `pg_wal` (from the backup's start).
-    pub local_segments: usize,
-    /// Recoveries through `walship fetch`, one per round.
-    pub fetch: Vec<Recovery>,
-    /// Recoveries with the segments in `pg_wal`, one per round.
-    pub local: Vec<Recovery>,
+    /// Segments from the backup's start to the last one (what every way replays).
+    pub replayed_segments: usize,
+    /// Every recovery, in the order run.
+    pub recoveries: Vec<(Way, Recovery)>,
 }
 
 /// The `fetch` bench: `bench fetch [--segments N] [--rounds N] [--walship PATH]`.
@@ -62,7 +104,7 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Writes `segments` segments after a base copy and recovers it `rounds` times each way.
+/// Writes `segments` segments after a base copy and recovers it `rounds` times every way.
 pub fn run_fetch(segments: usize, rounds: usize, walship: Option<&Path>) -> Result<FetchReport> {
     let walship = walship_binary(walship)?;
     let install = wal_load::bench_install()?;
@@ -74,11 +116,14 @@ pub fn run_fetch(segments: usize, rounds: usize, walship: Option<&Path>) -> Resu
         install.major
     );
 
+    // No autovacuum: WAL it wrote after the last switch would reach the archive (and so
+    // the recovery through fetch) but not the segments kept for the other ways.
     let mut primary = wal_load::load_cluster(
         &install,
         &[
             ("archive_mode", "on".to_owned()),
             ("archive_command", format!("'{archive_command}'")),
+            ("autovacuum", "off".to_owned()),
         ],
     );
     wal_load::pgbench_init(&primary, segments)?;
@@ -87,10 +132,12 @@ pub fn run_fetch(segments: usize, rounds: usize, walship: Option<&Path>) -> Resu
     eprintln!(
         "bench fetch: base copy taken (replay starts in {start}); writing {segments} segments..."
     );
-    let names = wal_load::write_segments(&primary, segments)?;
-    let last = names.last().context("no segments")?.clone();
-    wal_load::wait_archived(&primary, &last, Duration::from_secs(600))?;
+    wal_load::write_segments(&primary, segments)?;
+    // The check reads every row and sets hint bits, whose WAL (full-page images, with data
+    // checksums) every way must replay: so it runs before the last switch.
     let transactions = primary.query_string(PGBENCH_CHECK);
+    let last = wal_load::segment_name(1, wal_load::switch_wal(&primary)?);
+    wal_load::wait_archived(&primary, &last, Duration::from_secs(600))?;
     primary.stop(StopMode::Fast);
     // Keep only the segments to replay; the rest of the primary goes.
     let wal_dir = work.path().join("wal");
@@ -101,44 +148,60 @@ pub fn run_fetch(segments: usize, rounds: usize, walship: Option<&Path>) -> Resu
         std::fs::rename(&segment, &kept)?;
         wal.push(kept);
     }
+    crate::chown_to_owner_recursive(&wal_dir)?;
     drop(primary);
 
     let mut report = FetchReport {
         segments,
-        local_segments: wal.len(),
-        fetch: Vec::new(),
-        local: Vec::new(),
+        replayed_segments: wal.len(),
+        recoveries: Vec::new(),
     };
     for round in 1..=rounds {
-        let dir = work.path().join(format!("fetch-{round}"));
-        wal_load::copy_tree_all(&base, &dir)?;
-        std::fs::write(dir.join("recovery.signal"), b"")?;
-        let restore = repo.shell_command(&walship, "fetch %f %p");
-        let conf = [format!("restore_command = '{restore}'")];
-        let r = recover(&install, &dir, &conf, &transactions)?;
-        eprintln!(
-            "bench fetch: round {round}: through walship fetch {:.2} s",
-            r.wall.as_secs_f64()
-        );
-        report.fetch.push(r);
-
-        let dir = work.path().join(format!("local-{round}"));
-        wal_load::copy_tree_all(&base, &dir)?;
-        // Hard links, not copies (disk space): crash recovery only reads completed segments,
-        // and wal_keep_size (from the copied postgresql.conf) keeps it from recycling them;
-        // the row check below would catch a segment changed by an earlier round.
-        for segment in &wal {
-            let name = segment.file_name().context("segment without name")?;
-            std::fs::hard_link(segment, dir.join("pg_wal").join(name))?;
+        for way in Way::ALL {
+            let dir = work.path().join(format!("round-{round}-{way:?}"));
+            wal_load::copy_tree_all(&base, &dir)?;
+            let conf = match way {
+                Way::WalshipFetch => {
+                    let restore = repo.shell_command(&walship, "fetch %f %p");
+                    vec![format!("restore_command = '{restore}'")]
+                }
+                Way::ArchiveRecoveryLocal => vec!["restore_command = 'false'".to_owned()],
+                Way::CrashRecoveryLocal => Vec::new(),
+                Way::CopyFromDirectory => vec![format!(
+                    "restore_command = 'cp {}/%f %p'",
+                    wal_dir.display()
+                )],
+            };
+            if way != Way::CrashRecoveryLocal {
+                std::fs::write(dir.join("recovery.signal"), b"")?;
+            }
+            if matches!(way, Way::ArchiveRecoveryLocal | Way::CrashRecoveryLocal) {
+                link_segments(&wal, &dir.join("pg_wal"))?;
+            }
+            let r = recover(&install, &dir, &conf, &transactions)?;
+            eprintln!(
+                "bench fetch: round {round}: {} {:.2} s",
+                way.label(),
+                r.wall.as_secs_f64()
+            );
+            report.recoveries.push((way, r));
         }
-        let r = recover(&install, &dir, &[], &transactions)?;
-        eprintln!(
-            "bench fetch: round {round}: segments in pg_wal {:.2} s",
-            r.wall.as_secs_f64()
-        );
-        report.local.push(r);
     }
+    report.check_same_wal()?;
     Ok(report)
+}
+
+/// Puts the segments into a copy's `pg_wal`. Hard links, not copies (disk space): recovery
+/// only reads completed segments, and wal_keep_size (from the copied postgresql.conf) keeps
+/// it from recycling them; the row check of [`recover`] would catch a segment changed by an
+/// earlier recovery.
+fn link_segments(wal: &[PathBuf], pg_wal: &Path) -> Result<()> {
+    for segment in wal {
+        let name = segment.file_name().context("segment without name")?;
+        std::fs::hard_link(segment, pg_wal.join(name))
+            .with_context(|| format!("link {} into {}", segment.display(), pg_wal.display()))?;
+    }
+    Ok(())
 }
 
 /// The segment files in `pg_wal` from `first` to `last` (timeline 1, 16 MiB), oldest first.
@@ -207,12 +270,18 @@ pub(super) fn recover(
             cluster.log_excerpt()
         );
     }
-    let redo = redo_elapsed(&cluster.log());
+    let log = cluster.log();
+    let redo = redo_elapsed(&log);
+    let redo_end = redo_end(&log);
     drop(client);
     cluster.stop(StopMode::Immediate);
     drop(cluster);
     remove_restored(dir)?;
-    Ok(Recovery { wall, redo })
+    Ok(Recovery {
+        wall,
+        redo,
+        redo_end,
+    })
 }
 
 /// Removes a recovered directory. `walship fetch`'s prefetch worker outlives the server by
@@ -233,6 +302,13 @@ fn remove_restored(dir: &Path) -> Result<()> {
     }
 }
 
+/// The LSN of Postgres's last "redo done at <LSN>" log line.
+fn redo_end(log: &str) -> Option<String> {
+    let line = log.lines().rev().find(|l| l.contains("redo done at"))?;
+    let lsn = line.split("redo done at ").nth(1)?.split(' ').next()?;
+    Some(lsn.to_owned())
+}
+
 /// The `elapsed: X s` of Postgres's "redo done at ... system usage" log line (PG15+).
 fn redo_elapsed(log: &str) -> Option<Duration> {
     let line = log.lines().rev().find(|l| l.contains("redo done at"))?;
@@ -240,53 +316,78 @@ fn redo_elapsed(log: &str) -> Option<Duration> {
     secs.parse::<f64>().ok().map(Duration::from_secs_f64)
 }
 
-fn best(recoveries: &[Recovery], f: impl Fn(&Recovery) -> Option<Duration>) -> Option<f64> {
-    recoveries
-        .iter()
-        .filter_map(f)
-        .map(|d| d.as_secs_f64())
-        .reduce(f64::min)
-}
-
 impl FetchReport {
+    /// Fails unless every recovery whose log names its end of redo ended at the same LSN: a
+    /// comparison of recoveries that replayed different amounts of WAL means nothing.
+    fn check_same_wal(&self) -> Result<()> {
+        let mut ends = self
+            .recoveries
+            .iter()
+            .filter_map(|(way, r)| Some((way, r.redo_end.as_deref()?)));
+        if let Some((first_way, first)) = ends.next()
+            && let Some((way, end)) = ends.find(|(_, end)| end != &first)
+        {
+            bail!(
+                "{} ended redo at {end} but {} at {first}: the ways did not replay the same WAL",
+                way.label(),
+                first_way.label()
+            );
+        }
+        Ok(())
+    }
+
+    /// The best of the rounds for `way`, by `f`.
+    fn best(&self, way: Way, f: impl Fn(&Recovery) -> Option<Duration>) -> Option<f64> {
+        self.recoveries
+            .iter()
+            .filter(|(w, _)| *w == way)
+            .filter_map(|(_, r)| f(r))
+            .map(|d| d.as_secs_f64())
+            .reduce(f64::min)
+    }
+
     /// The table (best of the rounds; every round listed below) and the verdict on the aim.
     pub fn render(&self) -> String {
+        let rounds = self
+            .recoveries
+            .iter()
+            .filter(|(w, _)| *w == Way::WalshipFetch)
+            .count();
         let mut table = BenchTable::new(
             &format!(
-                "replay {} x 16 MiB segments (best of {} rounds)",
+                "replay {} x 16 MiB segments (best of {rounds} rounds): walship fetch vs a baseline",
                 self.segments,
-                self.fetch.len()
             ),
-            "segments in pg_wal",
+            "baseline",
         );
-        let case = "recovery";
-        let wall = (
-            best(&self.fetch, |r| Some(r.wall)),
-            best(&self.local, |r| Some(r.wall)),
-        );
-        if let (Some(w), local) = wall {
-            table.row(case, "wall s (start to end of recovery)", w, local);
-        }
-        if let (Some(w), local) = (best(&self.fetch, |r| r.redo), best(&self.local, |r| r.redo)) {
-            table.row(case, "redo s (Postgres's own figure)", w, local);
+        let fetch_wall = self.best(Way::WalshipFetch, |r| Some(r.wall));
+        let fetch_redo = self.best(Way::WalshipFetch, |r| r.redo);
+        for way in &Way::ALL[1..] {
+            if let Some(w) = fetch_wall {
+                let local = self.best(*way, |r| Some(r.wall));
+                table.row(way.label(), "wall s (start to end of recovery)", w, local);
+            }
+            if let (Some(w), local @ Some(_)) = (fetch_redo, self.best(*way, |r| r.redo)) {
+                table.row(way.label(), "redo s (Postgres's own figure)", w, local);
+            }
         }
         let mut out = table.render();
         out.push_str(&format!(
-            "local recovery read {} segments from pg_wal (from the backup's start)\nrounds (fetch / local wall s):",
-            self.local_segments
+            "every way replays {} segments (from the backup's start)\nrounds (wall s):",
+            self.replayed_segments
         ));
-        for (f, l) in self.fetch.iter().zip(&self.local) {
-            out.push_str(&format!(
-                " {:.2}/{:.2}",
-                f.wall.as_secs_f64(),
-                l.wall.as_secs_f64()
-            ));
+        for way in Way::ALL {
+            out.push_str(&format!("\n  {:<32}", way.label()));
+            for (_, r) in self.recoveries.iter().filter(|(w, _)| *w == way) {
+                out.push_str(&format!(" {:.2}", r.wall.as_secs_f64()));
+            }
         }
         out.push('\n');
-        if let (Some(f), Some(l)) = wall {
+        let baseline = self.best(Way::ArchiveRecoveryLocal, |r| Some(r.wall));
+        if let (Some(f), Some(l)) = (fetch_wall, baseline) {
             let ratio = f / l;
             out.push_str(&format!(
-                "aim: replay through walship fetch <= {AIM_RATIO}x local: {ratio:.2}x -> {}\n",
+                "aim: replay through walship fetch <= {AIM_RATIO}x the same recovery with WAL in pg_wal: {ratio:.2}x -> {}\n",
                 if ratio <= AIM_RATIO { "met" } else { "NOT met" }
             ));
         }
@@ -304,5 +405,6 @@ mod tests {
                    LOG:  redo done at 0/9000148 system usage: CPU: user: 1.20 s, system: 0.30 s, elapsed: 12.34 s\n";
         assert_eq!(redo_elapsed(log), Some(Duration::from_secs_f64(12.34)));
         assert_eq!(redo_elapsed("LOG:  database system is ready"), None);
+        assert_eq!(redo_end(log).as_deref(), Some("0/9000148"));
     }
 }

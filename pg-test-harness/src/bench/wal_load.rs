@@ -78,11 +78,16 @@ pub fn write_segments(cluster: &Cluster, segments: usize) -> Result<Vec<String>>
         )?;
         cluster.execute("checkpoint");
     }
-    // The segment holding the byte before the switch point is the last complete one.
-    let switch = parse_lsn(&cluster.query_string("select pg_switch_wal()::text"))?;
-    let last = (switch - 1) / SEGMENT_BYTES;
+    let last = switch_wal(cluster)?;
     let first = last + 1 - segments as u64;
     Ok((first..=last).map(|segno| segment_name(1, segno)).collect())
+}
+
+/// Switches to a new segment; returns the number of the last complete one.
+pub fn switch_wal(cluster: &Cluster) -> Result<u64> {
+    // The segment holding the byte before the switch point is the last complete one.
+    let switch = parse_lsn(&cluster.query_string("select pg_switch_wal()::text"))?;
+    Ok((switch - 1) / SEGMENT_BYTES)
 }
 
 /// Runs pgbench against `cluster` as the cluster owner; fails with its output.
