@@ -302,16 +302,24 @@ fn remove_restored(dir: &Path) -> Result<()> {
     }
 }
 
+/// Postgres's last "redo done at <LSN> ..." log line.
+fn redo_done_line(log: &str) -> Option<&str> {
+    log.lines().rev().find(|l| l.contains("redo done at"))
+}
+
 /// The LSN of Postgres's last "redo done at <LSN>" log line.
 fn redo_end(log: &str) -> Option<String> {
-    let line = log.lines().rev().find(|l| l.contains("redo done at"))?;
-    let lsn = line.split("redo done at ").nth(1)?.split(' ').next()?;
+    let lsn = redo_done_line(log)?
+        .split("redo done at ")
+        .nth(1)?
+        .split(' ')
+        .next()?;
     Some(lsn.to_owned())
 }
 
 /// The `elapsed: X s` of Postgres's "redo done at ... system usage" log line (PG15+).
 fn redo_elapsed(log: &str) -> Option<Duration> {
-    let line = log.lines().rev().find(|l| l.contains("redo done at"))?;
+    let line = redo_done_line(log)?;
     let secs = line.split("elapsed: ").nth(1)?.split(' ').next()?;
     secs.parse::<f64>().ok().map(Duration::from_secs_f64)
 }
