@@ -166,6 +166,35 @@ fn postgres_archives_16mib_segments_to_a_local_repository() {
     assert_eq!(mode & 0o777, 0o640, "{}", object.display());
 }
 
+/// A cluster archiving `--async` into two repositories (a local one, then S3, one command
+/// after the other): what the first call pushed ahead must not count as stored in the second.
+#[test]
+fn async_archiving_into_two_repositories_fills_both() {
+    let installs = pg_test_harness::installs_under_test();
+    let Some(install) = installs.iter().find(|i| i.major == 15).or(installs.first()) else {
+        return;
+    };
+    let Some(s3) = TestRepo::s3() else {
+        return;
+    };
+    let local = TestRepo::local();
+    let both = format!(
+        "{} && {}",
+        local.archive_command("--async"),
+        s3.archive_command("--async")
+    );
+    let cluster = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("archive_mode", "on")
+        .setting("archive_command", &format!("'{both}'"))
+        .setting("wal_keep_size", "'2GB'")
+        .setting("checkpoint_timeout", "'1h'")
+        .start();
+    pgbench_until_archived(&cluster, 12);
+    assert_archive_matches_pg_wal(&cluster, &local, 12);
+    assert_archive_matches_pg_wal(&cluster, &s3, 12);
+}
+
 #[test]
 fn s3_outage_while_archiving_loses_nothing() {
     let Some(mut repo) = TestRepo::s3() else {

@@ -291,14 +291,24 @@ fn kill_9_of_async_archive_never_reports_an_unstored_file() {
     }
 }
 
+/// The names with a receipt, in every repository's receipts directory.
 fn receipts(pg_wal: &Path) -> Vec<String> {
-    let dir: PathBuf = pg_wal.join("walship/archived");
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| !n.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default()
+    let names = |dir: PathBuf| -> Vec<(String, PathBuf)> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| {
+                        let e = e.ok()?;
+                        Some((e.file_name().into_string().ok()?, e.path()))
+                    })
+                    .filter(|(n, _)| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    names(pg_wal.join("walship/archived"))
+        .into_iter()
+        .flat_map(|(_, repository)| names(repository))
+        .map(|(name, _)| name)
+        .collect()
 }

@@ -246,7 +246,7 @@ pub async fn archive_with_read_ahead(
     read_ahead: ReadAhead,
 ) -> Result<Archived, ArchiveError> {
     let pg_wal = path.parent().unwrap_or(Path::new("."));
-    let receipts = PushedReceipts::for_pg_wal(pg_wal);
+    let receipts = PushedReceipts::for_repository(pg_wal, repo.location());
     let raw = Semaphore::new(RAW_IN_FLIGHT);
     let permit = raw.acquire().await.ok();
     if let Some(done) = pushed_ahead(repo, &receipts, path, name).await? {

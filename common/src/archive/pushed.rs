@@ -6,14 +6,18 @@
 //! still has the size and crc32c the receipt names: a receipt is a claim about exact bytes,
 //! never about a name. A crash can lose a receipt (the next call simply checks the
 //! repository again) but can never create one for a file that is not stored.
+//!
+//! Receipts are kept per repository: a cluster archiving into two repositories (`walship
+//! archive %p && walship --config other.toml archive %p`) must never take a file stored in
+//! one as stored in the other.
 
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::ArchiveFileName;
 
-/// The receipts directory of one cluster, under its `pg_wal` (Postgres ignores
-/// subdirectories there, and base backups leave `pg_wal` contents out).
+/// The receipts directory of one cluster and one repository, under the cluster's `pg_wal`
+/// (Postgres ignores subdirectories there, and base backups leave `pg_wal` contents out).
 #[derive(Debug, Clone)]
 pub struct PushedReceipts {
     dir: PathBuf,
@@ -29,10 +33,15 @@ pub struct Receipt {
 }
 
 impl PushedReceipts {
-    /// The receipts kept under `<pg_wal>/walship/archived`.
-    pub fn for_pg_wal(pg_wal: &Path) -> PushedReceipts {
+    /// The receipts for the repository at `location` ([`crate::repo::Repository::location`]),
+    /// kept under `<pg_wal>/walship/archived/<repository>`, where `<repository>` is the first
+    /// 16 hex digits of the SHA-256 of `location`.
+    pub fn for_repository(pg_wal: &Path, location: &str) -> PushedReceipts {
         PushedReceipts {
-            dir: pg_wal.join("walship").join("archived"),
+            dir: pg_wal
+                .join("walship")
+                .join("archived")
+                .join(repository_dir_name(location)),
         }
     }
 
@@ -66,6 +75,13 @@ impl PushedReceipts {
     }
 }
 
+/// A short, file-name-safe, stable name for a repository location.
+fn repository_dir_name(location: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(location.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,7 +90,7 @@ mod tests {
     #[test]
     fn record_get_remove() {
         let dir = tempfile::tempdir().unwrap();
-        let receipts = PushedReceipts::for_pg_wal(dir.path());
+        let receipts = PushedReceipts::for_repository(dir.path(), "/repo");
         let name = ArchiveFileName::parse(
             "000000010000000000000007",
             WalSegSize::from_mib(16).unwrap(),
@@ -87,6 +103,12 @@ mod tests {
         };
         receipts.record(&name, receipt).unwrap();
         assert_eq!(receipts.get(&name), Some(receipt));
+        let other = PushedReceipts::for_repository(dir.path(), "s3://bucket/other");
+        assert_eq!(
+            other.get(&name),
+            None,
+            "a receipt belongs to one repository"
+        );
         receipts.remove(&name);
         assert_eq!(receipts.get(&name), None);
     }
@@ -94,13 +116,13 @@ mod tests {
     #[test]
     fn malformed_receipt_is_none() {
         let dir = tempfile::tempdir().unwrap();
-        let receipts = PushedReceipts::for_pg_wal(dir.path());
+        let receipts = PushedReceipts::for_repository(dir.path(), "/repo");
         let name = ArchiveFileName::parse(
             "000000010000000000000007",
             WalSegSize::from_mib(16).unwrap(),
         )
         .unwrap();
-        std::fs::create_dir_all(dir.path().join("walship/archived")).unwrap();
+        std::fs::create_dir_all(&receipts.dir).unwrap();
         std::fs::write(receipts.path(&name), "garbage").unwrap();
         assert_eq!(receipts.get(&name), None);
     }

@@ -13,6 +13,7 @@ pub mod fetch;
 mod measure;
 mod peers;
 mod pgbackrest;
+pub mod plan;
 pub mod restore;
 pub mod stats;
 pub mod stream;
@@ -63,6 +64,11 @@ pub const BENCHES: &[Bench] = &[
         name: "restore",
         about: "walship restore (file, S3) vs pgbackrest restore of that database, each started and checked, fastest of N rounds [--scale N] [--rounds N] [--no-s3]",
         run: restore::run,
+    },
+    Bench {
+        name: "plan",
+        about: "walship restore --dry-run against an archive of 500+ (1 MiB) segments, file and S3 [--segments N] [--no-s3]",
+        run: plan::run,
     },
     Bench {
         name: "stream",
