@@ -20,8 +20,10 @@ use crate::storage::{AnyStorage, ObjectKey, ObjectMeta, PutOptions, Storage, Sto
 
 /// Chunks queued between the writer and the upload task.
 pub const CHANNEL_CHUNKS: usize = 4;
-/// Bytes the writer gathers into one chunk.
-pub const CHUNK_BYTES: usize = 1 << 20;
+/// Most bytes the writer gathers into one chunk: its buffer stays below walship's malloc
+/// mmap threshold (1 MiB), so that chunk buffers are reused from the heap rather than mapped
+/// (and faulted in) anew for every chunk.
+pub const CHUNK_BYTES: usize = 768 << 10;
 
 type Chunk = io::Result<Bytes>;
 
@@ -96,8 +98,12 @@ impl Write for ChannelWriter {
         if buf.is_empty() {
             return Ok(0);
         }
+        // Never grow the buffer past CHUNK_BYTES (growing would reallocate, and map).
+        if !self.buf.is_empty() && self.buf.len() + buf.len() > CHUNK_BYTES {
+            self.send_gathered()?;
+        }
         if self.buf.is_empty() {
-            self.buf.reserve(CHUNK_BYTES);
+            self.buf.reserve(CHUNK_BYTES.max(buf.len()));
         }
         self.buf.extend_from_slice(buf);
         if self.buf.len() >= CHUNK_BYTES {

@@ -9,7 +9,9 @@
 //! recovery it serves (on 2 cores, parallel decodes made replay slower, not faster). It stops when the position has not moved for [`PrefetchPlan::idle_exit`] and
 //! nothing is left to fetch (the next `fetch` call starts a new one), or when the spool
 //! directory disappears. A segment the repository does not have (yet) is asked for again
-//! after [`RETRY_MISSING`]. Only one worker runs per spool (`flock` on `.lock`).
+//! after [`RETRY_MISSING`]. Only one worker runs per spool (`flock` on `.lock`). As the
+//! position moves, the worker drops the page cache of the segments Postgres has finished
+//! reading ([`DropBehind`]), so that writing the next entries reuses recently used memory.
 //!
 //! **Invariant:** an entry is committed only after its content decoded with a matching
 //! crc32c and its page headers matched its name and the repository's identity; the receipt
@@ -22,6 +24,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::Mutex;
 
+use super::drop_behind::DropBehind;
 use super::spool::{FetchSpool, SpoolOrigin};
 use super::{FetchError, check_content};
 use crate::codec;
@@ -78,6 +81,7 @@ pub async fn run_worker(
         plan,
         position: spool.position().unwrap_or(after),
         moved_at: Instant::now(),
+        drop_behind: DropBehind::for_spool(spool.dir()),
         in_flight: BTreeSet::new(),
         retry_at: HashMap::new(),
         added: 0,
@@ -95,6 +99,8 @@ struct Worker<'a> {
     position: WalFileName,
     /// When `position` last changed.
     moved_at: Instant,
+    /// The page cache of segments behind the position, when the spool is inside `pg_wal`.
+    drop_behind: Option<DropBehind>,
     /// Segments being downloaded now.
     in_flight: BTreeSet<WalFileName>,
     /// Segments found missing or failing, and when to try them again.
@@ -120,6 +126,9 @@ impl Worker<'_> {
             {
                 self.position = position;
                 self.moved_at = Instant::now();
+                if let Some(drop_behind) = &mut self.drop_behind {
+                    drop_behind.advance(position);
+                }
             }
             let now = Instant::now();
             self.retry_at.retain(|_, at| *at > now);

@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use super::key::{ObjectKey, check_prefix};
 use super::stream::{ObjectReader, read_chunk};
@@ -31,8 +31,9 @@ pub const FILE_MODE: u32 = 0o640;
 /// Permission bits of every directory the backend creates.
 pub const DIR_MODE: u32 = 0o750;
 
-/// Bytes read from a streaming body per write call.
-const STREAM_CHUNK: usize = 1 << 20;
+/// Bytes read from a streaming body per write call: below walship's malloc mmap threshold
+/// (1 MiB), so the buffer is reused from the heap instead of being mapped anew per chunk.
+const STREAM_CHUNK: usize = 512 << 10;
 
 /// A repository rooted at an absolute local directory (created on first write).
 #[derive(Debug, Clone)]
@@ -269,8 +270,7 @@ impl Storage for LocalStorage {
             path: temp.path().to_path_buf(),
             source,
         };
-        let std_file = temp.file()?.try_clone().map_err(|e| io_err("reopen", e))?;
-        let mut file = tokio::fs::File::from_std(std_file);
+        let mut file = temp.file()?.try_clone().map_err(|e| io_err("reopen", e))?;
         let (mut size, mut crc) = (0u64, 0u32);
         loop {
             let chunk = read_chunk(&mut body, STREAM_CHUNK)
@@ -285,11 +285,20 @@ impl Storage for LocalStorage {
             }
             crc = crc32c::crc32c_append(crc, &chunk);
             size += chunk.len() as u64;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| io_err("write", e))?;
+            // A plain write of the chunk itself on the blocking pool (tokio's File would
+            // copy it into a buffer of its own first).
+            let temp_path = temp.path().to_path_buf();
+            file = blocking(move || {
+                std::io::Write::write_all(&mut file, &chunk)
+                    .map(|()| file)
+                    .map_err(|source| StorageError::Io {
+                        action: "write",
+                        path: temp_path,
+                        source,
+                    })
+            })
+            .await?;
         }
-        file.flush().await.map_err(|e| io_err("write", e))?;
         drop(file);
         let key = key.clone();
         blocking(move || Self::persist(&key, temp, &path, opts, size, crc)).await

@@ -92,20 +92,28 @@ pub struct FetchReport {
     pub recoveries: Vec<(Way, Recovery)>,
 }
 
-/// The `fetch` bench: `bench fetch [--segments N] [--rounds N] [--walship PATH]`.
+/// The `fetch` bench: `bench fetch [--segments N] [--rounds N] [--walship PATH] [--keep]`.
 pub fn run(args: &[String]) -> Result<()> {
     let args = BenchArgs::parse(args)?;
     let report = run_fetch(
         args.segments.unwrap_or(DEFAULT_SEGMENTS),
         args.rounds.unwrap_or(DEFAULT_ROUNDS),
         args.walship.as_deref(),
+        args.keep,
     )?;
     print!("{}", report.render());
     Ok(())
 }
 
 /// Writes `segments` segments after a base copy and recovers it `rounds` times every way.
-pub fn run_fetch(segments: usize, rounds: usize, walship: Option<&Path>) -> Result<FetchReport> {
+/// With `keep`, the scratch directory (repository `repo`, base copy `base`, segments `wal`)
+/// stays and its path is printed.
+pub fn run_fetch(
+    segments: usize,
+    rounds: usize,
+    walship: Option<&Path>,
+    keep: bool,
+) -> Result<FetchReport> {
     let walship = walship_binary(walship)?;
     let install = wal_load::bench_install()?;
     let work = crate::test_dir("bench-fetch");
@@ -188,6 +196,9 @@ pub fn run_fetch(segments: usize, rounds: usize, walship: Option<&Path>) -> Resu
         }
     }
     report.check_same_wal()?;
+    if keep {
+        eprintln!("bench fetch: kept {}", work.keep().display());
+    }
     Ok(report)
 }
 

@@ -52,7 +52,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "fetch",
-        about: "replay segments through walship fetch vs from pg_wal [--segments N] [--rounds N]",
+        about: "replay segments through walship fetch vs the same recovery from pg_wal, crash recovery and cp [--segments N] [--rounds N] [--keep]",
         run: fetch::run,
     },
     Bench {

@@ -55,10 +55,12 @@ impl WalshipRepo {
         let url = format!("file://{}", root.display());
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, format!("repo = \"{url}\"\n"))?;
+        // No environment: a filesystem repository never reads AWS settings, and Postgres's
+        // command line is then exactly what a user writes.
         Ok(WalshipRepo {
             url,
             config,
-            env: no_aws_files(),
+            env: Vec::new(),
         })
     }
 
@@ -94,12 +96,17 @@ impl WalshipRepo {
     }
 
     /// A shell command line for Postgres (`archive_command`, `restore_command`):
-    /// `env K=V... walship --config <cfg> <args>`.
+    /// `[env K=V...] walship --config <cfg> <args>` (`env` only when there is environment to
+    /// give, that is for S3).
     pub fn shell_command(&self, walship: &Path, args: &str) -> String {
-        let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let env: String = self.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        let env = if env.is_empty() {
+            env
+        } else {
+            format!("env {env}")
+        };
         format!(
-            "env {} {} --config {} {args}",
-            env.join(" "),
+            "{env}{} --config {} {args}",
             walship.display(),
             self.config.display()
         )
@@ -160,6 +167,9 @@ pub struct BenchArgs {
     pub rounds: Option<usize>,
     /// `--no-s3`.
     pub no_s3: bool,
+    /// `--keep`: leave the bench's scratch directory (repositories, base copy, segments) in
+    /// place and print where, to repeat a measurement by hand.
+    pub keep: bool,
     /// `--scale N` (pgbench scale of the backup and restore benches).
     pub scale: Option<usize>,
 }
@@ -190,8 +200,9 @@ impl BenchArgs {
                 "--scale" => out.scale = Some(parse_count(arg, &value()?)?),
                 "--walship" => out.walship = Some(PathBuf::from(value()?)),
                 "--no-s3" => out.no_s3 = true,
+                "--keep" => out.keep = true,
                 other => bail!(
-                    "unknown argument {other:?} (known: --segments N, --rounds N, --scale N, --walship PATH, --no-s3)"
+                    "unknown argument {other:?} (known: --segments N, --rounds N, --scale N, --walship PATH, --no-s3, --keep)"
                 ),
             }
         }
