@@ -255,6 +255,23 @@ pub fn durable_write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsE
     temp.persist(path, true)
 }
 
+/// Asks the kernel to drop the clean cached pages of the file at `path`
+/// (`posix_fadvise(POSIX_FADV_DONTNEED)`), for files walship wrote or handed over and will
+/// not read soon: their memory is then reused for the next file instead of the kernel taking
+/// memory it has not used recently, which on a VM whose host reclaims freed guest memory
+/// made writing a new file 3 to 4 times slower. Advice only: nothing about the file changes,
+/// and errors are ignored.
+pub fn drop_cached_pages(path: &Path) {
+    if let Ok(file) = File::open(path) {
+        let _ = nix::fcntl::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
+    }
+}
+
 /// Renames `from` to `to` atomically (same directory or file system), without any fsync:
 /// for files whose durability does not matter, only that no reader sees half of them
 /// (`restore_command` output, the prefetch spool).

@@ -15,11 +15,10 @@
 //! for last are dropped: Postgres asks for a segment when it has finished reading the one
 //! before.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::spool::FetchSpool;
+use crate::fsutil;
 use crate::pg::file_name::WalFileName;
 use crate::pg::segment::SegNo;
 
@@ -65,24 +64,12 @@ impl DropBehind {
             if let Ok(wal) =
                 WalFileName::new(position.timeline(), SegNo(segno), position.seg_size())
             {
-                drop_cached(&self.pg_wal.join(wal.to_string()));
+                fsutil::drop_cached_pages(&self.pg_wal.join(wal.to_string()));
             }
         }
         if first <= last {
             self.done_through = Some((position, SegNo(last)));
         }
-    }
-}
-
-/// Asks the kernel to drop the clean cached pages of `path`.
-fn drop_cached(path: &Path) {
-    if let Ok(file) = File::open(path) {
-        let _ = nix::fcntl::posix_fadvise(
-            file.as_raw_fd(),
-            0,
-            0,
-            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-        );
     }
 }
 

@@ -116,6 +116,9 @@ impl LocalStorage {
                 e.into()
             }
         })?;
+        // Stored and flushed: the next object reuses this one's memory (see
+        // `drop_cached_pages`); a later read of it comes from disk.
+        fsutil::drop_cached_pages(path);
         let last_modified = fs::metadata(path).and_then(|m| m.modified()).ok();
         Ok(ObjectMeta {
             key: key.clone(),
