@@ -178,17 +178,27 @@ pub async fn archive_file(
     path: &Path,
     name: Option<&str>,
 ) -> Result<Archived, ArchiveError> {
-    let prepared = prepare_file(repo, path, name).await?;
+    let prepared = prepare_file(repo, path, name, sync_compressors()).await?;
     upload(repo, prepared).await
 }
 
-/// The prepare phase for a file: the streaming pass for a new segment, else the whole file.
+/// Compressing threads for a file archived on its own: every core (up to 4), since the
+/// call is all Postgres waits for. Files pushed `--async` get one each: they already run
+/// side by side, and more threads would only hold more chunks in memory.
+fn sync_compressors() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// The prepare phase for a file: the streaming pass for a new segment (with `compressors`
+/// threads compressing), else the whole file.
 async fn prepare_file(
     repo: &Repository,
     path: &Path,
     name: Option<&str>,
+    compressors: usize,
 ) -> Result<Prepared, ArchiveError> {
-    if let Some(prepared) = segment_file::prepare_new_segment(repo, path, name).await? {
+    if let Some(prepared) = segment_file::prepare_new_segment(repo, path, name, compressors).await?
+    {
         return Ok(prepared);
     }
     let checked = read_and_check(repo, path, name).await?;
@@ -203,7 +213,7 @@ async fn archive_file_limited(
     raw: &Semaphore,
 ) -> Result<Archived, ArchiveError> {
     let permit = raw.acquire().await.ok();
-    let prepared = prepare_file(repo, path, None).await?;
+    let prepared = prepare_file(repo, path, None, 1).await?;
     drop(permit);
     upload(repo, prepared).await
 }
@@ -252,7 +262,7 @@ pub async fn archive_with_read_ahead(
     if let Some(done) = pushed_ahead(repo, &receipts, path, name).await? {
         return Ok(done);
     }
-    let current = prepare_file(repo, path, name).await?;
+    let current = prepare_file(repo, path, name, 1).await?;
     let seg_size = seg_size_of(repo).await?;
     let ahead: Vec<ArchiveFileName> =
         ready::ready_files(pg_wal, seg_size, &current.name, read_ahead.files)

@@ -1,8 +1,11 @@
 //! The fast path of `walship archive` for the common case, a WAL segment the repository does
-//! not hold yet: the file is read once in [`READ_CHUNK`] pieces, and each piece is checked
-//! ([`SegmentValidator`]), checksummed and compressed as it is read; a reading thread checks
-//! and checksums each chunk while the calling thread compresses the one before, so the two
-//! halves of the work overlap on two cores.
+//! not hold yet: the file is read once in chunks, and each chunk is checked
+//! ([`SegmentValidator`]), checksummed and compressed as it is read. A reading thread checks
+//! and checksums each chunk and hands it on. With lz4 it deals the chunks ([`LZ4_BLOCK_LEN`]
+//! each) round-robin to `compressors` threads, each making an independent lz4 block, and the
+//! calling thread takes the blocks back in the same rotation, so they join the frame in file
+//! order: a sync push (the call Postgres waits for) compresses on every core. Other codecs
+//! compress [`READ_CHUNK`] pieces on the calling thread, overlapping the reader.
 //!
 //! The raw segment is never held whole: a call holds a few recycled chunks and the compressed
 //! object, so no 16 MiB buffer has to be faulted in and zeroed per file, and an `--async`
@@ -21,7 +24,7 @@ use bytes::Bytes;
 
 use super::pushed::Receipt;
 use super::{ArchiveError, Prepared};
-use crate::codec::{self, Codec, ObjectWriter};
+use crate::codec::{self, Codec, LZ4_BLOCK_LEN, Lz4Block, ObjectSummary, ObjectWriter};
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
 use crate::pg::segment::WalSegSize;
 use crate::pg::segment_check::{SegmentError, SegmentHeaderInfo, SegmentReport, SegmentValidator};
@@ -70,11 +73,13 @@ async fn known_segment_name(
 }
 
 /// Prepares the segment file at `path` in one streaming pass when the repository knows its
-/// cluster and holds nothing under the name; `None` sends the caller to the whole-file path.
+/// cluster and holds nothing under the name, with `compressors` threads compressing; `None`
+/// sends the caller to the whole-file path.
 pub(super) async fn prepare_new_segment(
     repo: &Repository,
     path: &Path,
     name: Option<&str>,
+    compressors: usize,
 ) -> Result<Option<Prepared>, ArchiveError> {
     let Some((wal, identity)) = known_segment_name(repo, &given_name(path, name)).await? else {
         return Ok(None);
@@ -88,7 +93,7 @@ pub(super) async fn prepare_new_segment(
     }
     let codec = repo.codec();
     let owned = path.to_path_buf();
-    let segment = run_blocking(move || read_and_encode(&owned, wal, codec)).await?;
+    let segment = run_blocking(move || read_and_encode(&owned, wal, codec, compressors)).await?;
     let found = RepoIdentity::new(
         segment.header.system_identifier,
         segment.header.major(),
@@ -118,13 +123,13 @@ pub(super) async fn file_receipt(path: &Path) -> Result<Receipt, ArchiveError> {
     .await
 }
 
-/// Reads, checks and encodes the segment file at `path` (see the module doc). Reading,
-/// checking and checksumming run on a thread of their own while this one compresses the
-/// chunk read before, so the two halves of the work overlap on two cores.
+/// Reads, checks and encodes the segment file at `path` (see the module doc) with
+/// `compressors` threads compressing (lz4 only; other codecs use one).
 fn read_and_encode(
     path: &Path,
     wal: WalFileName,
     codec: Codec,
+    compressors: usize,
 ) -> Result<EncodedSegment, ArchiveError> {
     let seg_bytes = wal.seg_size().as_u64();
     let len = std::fs::metadata(path)
@@ -141,26 +146,10 @@ fn read_and_encode(
         ));
     }
     let mut out = Vec::with_capacity(seg_bytes as usize / 4 + codec::HEADER_LEN);
-    let mut writer = ObjectWriter::new(&mut out, codec).map_err(|e| encode_error(path, e))?;
-    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(CHUNKS_IN_FLIGHT);
-    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 1);
-    let (checked, encoded) = std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read_and_check(path, wal, &full_tx, &empty_rx));
-        let mut encoded = Ok(());
-        for (chunk, filled) in full_rx {
-            if encoded.is_ok() {
-                encoded = io::Write::write_all(&mut writer, &chunk[..filled]);
-            }
-            let _ = empty_tx.try_send(chunk);
-        }
-        let checked = reader
-            .join()
-            .unwrap_or_else(|_| Err(read_error(path, io::Error::other("reader panicked"))));
-        (checked, encoded)
-    });
-    let (crc, report) = checked?;
-    encoded.map_err(|source| read_error(path, source))?;
-    let summary = writer.finish().map_err(|e| encode_error(path, e))?;
+    let (crc, report, summary) = match codec {
+        Codec::Lz4 => encode_lz4_blocks(path, wal, compressors.max(1), &mut out)?,
+        codec => encode_stream(path, wal, codec, &mut out)?,
+    };
     Ok(EncodedSegment {
         receipt: Receipt {
             size: summary.raw_len,
@@ -177,23 +166,147 @@ fn read_and_encode(
     })
 }
 
+/// What encoding a segment yields: the crc32c of its bytes, the check's report and the
+/// stored object's summary.
+type Encoded = (u32, SegmentReport, ObjectSummary);
+
+/// Encodes with one compressor, on this thread, while a reading thread checks and
+/// checksums the next chunk.
+fn encode_stream(
+    path: &Path,
+    wal: WalFileName,
+    codec: Codec,
+    out: &mut Vec<u8>,
+) -> Result<Encoded, ArchiveError> {
+    let mut writer = ObjectWriter::new(out, codec).map_err(|e| encode_error(path, e))?;
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(CHUNKS_IN_FLIGHT);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 1);
+    let (checked, encoded) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            read_and_check(path, wal, READ_CHUNK, &empty_rx, |chunk, filled| {
+                full_tx.send((chunk, filled)).is_ok()
+            })
+        });
+        let mut encoded = Ok(());
+        for (chunk, filled) in full_rx {
+            if encoded.is_ok() {
+                encoded = io::Write::write_all(&mut writer, &chunk[..filled]);
+            }
+            let _ = empty_tx.try_send(chunk);
+        }
+        (join_reader(path, reader), encoded)
+    });
+    let (crc, report) = checked?;
+    encoded.map_err(|source| read_error(path, source))?;
+    let summary = writer.finish().map_err(|e| encode_error(path, e))?;
+    Ok((crc, report, summary))
+}
+
+/// A compressor's output for one chunk: the chunk (to recycle) and its block.
+type Compressed = (Vec<u8>, Result<Lz4Block, codec::CodecError>);
+
+/// Encodes as an lz4 frame of independent blocks, one per chunk of [`LZ4_BLOCK_LEN`], compressed by
+/// `compressors` threads at once: the reading thread deals chunk `i` to compressor
+/// `i % compressors`, and this thread takes the blocks back in the same rotation, so they
+/// reach the frame in file order.
+fn encode_lz4_blocks(
+    path: &Path,
+    wal: WalFileName,
+    compressors: usize,
+    out: &mut Vec<u8>,
+) -> Result<Encoded, ArchiveError> {
+    let mut writer = ObjectWriter::with_lz4_blocks(out).map_err(|e| encode_error(path, e))?;
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(2 * compressors + 1);
+    let (checked, encoded) = std::thread::scope(|scope| {
+        let mut deal = Vec::with_capacity(compressors);
+        let mut take = Vec::with_capacity(compressors);
+        for _ in 0..compressors {
+            let (work_tx, work_rx) = sync_channel::<(Vec<u8>, usize)>(1);
+            let (done_tx, done_rx) = sync_channel::<Compressed>(1);
+            let (spare_tx, spare_rx) = sync_channel::<Lz4Block>(2);
+            scope.spawn(move || compress_chunks(&work_rx, &done_tx, &spare_rx));
+            deal.push(work_tx);
+            take.push((done_rx, spare_tx));
+        }
+        let reader = scope.spawn(move || {
+            let mut next = 0;
+            read_and_check(path, wal, LZ4_BLOCK_LEN, &empty_rx, |chunk, filled| {
+                next += 1;
+                deal[(next - 1) % deal.len()].send((chunk, filled)).is_ok()
+            })
+        });
+        let mut encoded = Ok(());
+        // Ends when the compressor due next has closed its channel: the reader stopped.
+        for (done_rx, spare_tx) in take.iter().cycle() {
+            let Ok((chunk, block)) = done_rx.recv() else {
+                break;
+            };
+            if encoded.is_ok() {
+                encoded = block
+                    .map_err(|e| io::Error::other(e.to_string()))
+                    .and_then(|block| {
+                        let written = writer.write_lz4_block(&block);
+                        let _ = spare_tx.try_send(block);
+                        written
+                    });
+            }
+            let _ = empty_tx.try_send(chunk);
+        }
+        (join_reader(path, reader), encoded)
+    });
+    let (crc, report) = checked?;
+    encoded.map_err(|source| read_error(path, source))?;
+    let (summary, _) = writer
+        .finish_with_crc(crc)
+        .map_err(|e| encode_error(path, e))?;
+    Ok((crc, report, summary))
+}
+
+/// A compressing thread of [`encode_lz4_blocks`]: compresses each chunk it is dealt into a
+/// block (reusing the blocks handed back) until the dealer stops.
+fn compress_chunks(
+    work: &Receiver<(Vec<u8>, usize)>,
+    done: &SyncSender<Compressed>,
+    spare: &Receiver<Lz4Block>,
+) {
+    for (chunk, filled) in work {
+        let mut block = spare.try_recv().unwrap_or_default();
+        let block = block.compress(&chunk[..filled]).map(|()| block);
+        if done.send((chunk, block)).is_err() {
+            return;
+        }
+    }
+}
+
 /// Chunks read ahead of the compressor.
 const CHUNKS_IN_FLIGHT: usize = 2;
 
-/// The reading thread of [`read_and_encode`]: reads the file chunk by chunk into recycled
-/// buffers, checks and checksums each, and hands it on; returns the crc32c and the check's
-/// report. Stops at the first check that fails (closing the channel ends the compressor).
+fn join_reader(
+    path: &Path,
+    reader: std::thread::ScopedJoinHandle<'_, Result<(u32, SegmentReport), ArchiveError>>,
+) -> Result<(u32, SegmentReport), ArchiveError> {
+    reader
+        .join()
+        .unwrap_or_else(|_| Err(read_error(path, io::Error::other("reader panicked"))))
+}
+
+/// The reading thread: reads the file in chunks of `chunk_len` into recycled buffers (from
+/// `empty`),
+/// checks and checksums each, and hands it to `send` (which says whether to go on); returns
+/// the crc32c and the check's report. Stops at the first check that fails (dropping `send`
+/// ends the compressors).
 fn read_and_check(
     path: &Path,
     wal: WalFileName,
-    full: &SyncSender<(Vec<u8>, usize)>,
+    chunk_len: usize,
     empty: &Receiver<Vec<u8>>,
+    mut send: impl FnMut(Vec<u8>, usize) -> bool,
 ) -> Result<(u32, SegmentReport), ArchiveError> {
     let mut file = File::open(path).map_err(|source| read_error(path, source))?;
     let mut validator = SegmentValidator::new(wal, None);
     let mut crc = 0u32;
     loop {
-        let mut chunk = empty.try_recv().unwrap_or_else(|_| vec![0u8; READ_CHUNK]);
+        let mut chunk = empty.try_recv().unwrap_or_else(|_| vec![0u8; chunk_len]);
         let filled = fill(&mut file, &mut chunk).map_err(|source| read_error(path, source))?;
         if filled == 0 {
             break;
@@ -202,7 +315,7 @@ fn read_and_check(
             .feed(&chunk[..filled])
             .map_err(|e| not_the_segment(wal, e))?;
         crc = crc32c::crc32c_append(crc, &chunk[..filled]);
-        if full.send((chunk, filled)).is_err() || filled < READ_CHUNK {
+        if !send(chunk, filled) || filled < chunk_len {
             break;
         }
     }
@@ -262,5 +375,71 @@ fn encode_error(path: &Path, source: codec::CodecError) -> ArchiveError {
     ArchiveError::Read {
         path: path.to_path_buf(),
         source: io::Error::other(format!("encoding failed: {source}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::segment_check::tests::{SYSID, name, segment};
+
+    fn write_temp(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn every_codec_and_compressor_count_encodes_the_file_exactly() {
+        let wal = name(1, 3);
+        let bytes = segment(wal);
+        let (_dir, path) = write_temp(&bytes);
+        let codecs = [Codec::Lz4, Codec::None, Codec::Zstd { level: 1 }];
+        for (codec, compressors) in codecs.into_iter().flat_map(|c| [(c, 1), (c, 2), (c, 3)]) {
+            let encoded = read_and_encode(&path, wal, codec, compressors).unwrap();
+            let what = format!("{codec} with {compressors} compressors");
+            assert_eq!(
+                codec::decode_to_vec(&encoded.encoded).unwrap(),
+                bytes,
+                "{what}"
+            );
+            assert_eq!(encoded.receipt.crc32c, crc32c::crc32c(&bytes), "{what}");
+            assert_eq!(encoded.receipt.size, bytes.len() as u64, "{what}");
+            assert_eq!(encoded.stored.stored_len, encoded.encoded.len() as u64);
+            assert_eq!(encoded.header.system_identifier, SYSID);
+        }
+    }
+
+    #[test]
+    fn a_bad_page_in_the_last_chunk_is_refused_whatever_the_compressors() {
+        let wal = name(1, 3);
+        let mut bytes = segment(wal);
+        let last_page = bytes.len() - 8192;
+        bytes[last_page..last_page + 2].copy_from_slice(&[0, 0]);
+        let (_dir, path) = write_temp(&bytes);
+        for compressors in [1, 2, 3] {
+            let err = read_and_encode(&path, wal, Codec::Lz4, compressors).err();
+            assert!(
+                matches!(err, Some(ArchiveError::NotTheSegment { .. })),
+                "{compressors} compressors: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_short_file_is_refused_before_reading() {
+        let wal = name(1, 3);
+        let bytes = segment(wal);
+        let (_dir, path) = write_temp(&bytes[..bytes.len() - 1]);
+        let err = read_and_encode(&path, wal, Codec::Lz4, 2).err().unwrap();
+        assert!(err.to_string().contains(&wal.to_string()), "{err}");
+        assert!(matches!(
+            err,
+            ArchiveError::NotTheSegment {
+                source: SegmentError::WrongLength { .. },
+                ..
+            }
+        ));
     }
 }

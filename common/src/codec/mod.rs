@@ -50,6 +50,7 @@ mod algorithm;
 mod chunk;
 mod error;
 mod layout;
+mod lz4_block;
 mod reader;
 mod writer;
 
@@ -58,6 +59,8 @@ use std::io::Write;
 pub use algorithm::{Codec, CodecParseError, DEFAULT_ZSTD_LEVEL};
 pub use error::{CodecError, Recorded};
 pub use layout::{FORMAT_VERSION, HEADER_LEN, MAGIC, ObjectHeader, RawSummary, TRAILER_LEN};
+pub(crate) use lz4_block::frame_header as lz4_frame_header;
+pub use lz4_block::{BLOCK_LEN as LZ4_BLOCK_LEN, Lz4Block};
 pub use reader::ObjectReader;
 pub use writer::{ObjectSummary, ObjectWriter};
 

@@ -8,6 +8,7 @@ use super::algorithm::Codec;
 use super::chunk::{ChunkWriter, WRITE_CHUNK_LEN};
 use super::error::{CodecError, Recorded};
 use super::layout::{FORMAT_VERSION, ObjectHeader, RawSummary, Trailer};
+use super::lz4_block::{END_MARK, Lz4Block, OBJECT_BLOCK_SIZE, frame_header};
 
 /// What a finished object holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -26,15 +27,19 @@ pub struct ObjectSummary {
 enum Encoder<W: Write> {
     None(ChunkWriter<W>),
     Lz4(Box<lz4_flex::frame::FrameEncoder<ChunkWriter<W>>>),
+    /// An lz4 frame whose blocks the caller compressed ([`ObjectWriter::write_lz4_block`]).
+    Lz4Blocks(ChunkWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, ChunkWriter<W>>),
 }
 
 impl<W: Write> Encoder<W> {
-    fn writer(&mut self) -> &mut dyn Write {
+    /// The writer raw content goes to; `None` for a frame of caller-compressed blocks.
+    fn writer(&mut self) -> Option<&mut dyn Write> {
         match self {
-            Encoder::None(w) => w,
-            Encoder::Lz4(w) => w.as_mut(),
-            Encoder::Zstd(w) => w,
+            Encoder::None(w) => Some(w),
+            Encoder::Lz4(w) => Some(w.as_mut()),
+            Encoder::Lz4Blocks(_) => None,
+            Encoder::Zstd(w) => Some(w),
         }
     }
 
@@ -42,6 +47,7 @@ impl<W: Write> Encoder<W> {
         match self {
             Encoder::None(w) => Ok(w),
             Encoder::Lz4(w) => w.finish().map_err(io::Error::from),
+            Encoder::Lz4Blocks(mut w) => w.write_all(&END_MARK).map(|()| w),
             Encoder::Zstd(w) => w.finish(),
         }
     }
@@ -105,6 +111,52 @@ impl<W: Write> ObjectWriter<W> {
             }),
             ContentCrc::Computed(0),
         )
+    }
+
+    /// Starts an lz4 object whose blocks the caller compresses ([`Lz4Block::compress`], on as
+    /// many threads as it likes) and hands over in order with
+    /// [`write_lz4_block`](Self::write_lz4_block); plain writes are refused. The caller
+    /// computes the content's crc32c, as for [`with_caller_crc`](Self::with_caller_crc), and
+    /// ends with [`finish_with_crc`](Self::finish_with_crc).
+    pub fn with_lz4_blocks(inner: W) -> Result<Self, CodecError> {
+        let mut chunks = ChunkWriter::new(inner, WRITE_CHUNK_LEN);
+        let header = ObjectHeader {
+            version: FORMAT_VERSION,
+            codec: Codec::Lz4,
+            summary: None,
+        };
+        chunks
+            .write_unframed(&header.encode())
+            .map_err(CodecError::Io)?;
+        chunks
+            .write_all(&frame_header(OBJECT_BLOCK_SIZE))
+            .map_err(CodecError::Io)?;
+        Ok(ObjectWriter {
+            encoder: Encoder::Lz4Blocks(chunks),
+            raw_len: 0,
+            crc32c: ContentCrc::Caller,
+            declared: None,
+            failed: false,
+        })
+    }
+
+    /// Appends the next block of an object started with
+    /// [`with_lz4_blocks`](Self::with_lz4_blocks).
+    pub fn write_lz4_block(&mut self, block: &Lz4Block) -> io::Result<()> {
+        let Encoder::Lz4Blocks(chunks) = &mut self.encoder else {
+            return Err(io::Error::other(
+                "write_lz4_block needs an object started with_lz4_blocks",
+            ));
+        };
+        if self.failed {
+            return Err(already_failed());
+        }
+        if let Err(e) = chunks.write_all(block.encoded()) {
+            self.failed = true;
+            return Err(e);
+        }
+        self.raw_len += block.raw_len() as u64;
+        Ok(())
     }
 
     fn start(
@@ -251,12 +303,14 @@ pub(crate) fn check_summary(
 impl<W: Write> Write for ObjectWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.failed {
-            return Err(CodecError::AlreadyFailed {
-                first: "a write to this object failed".to_string(),
-            }
-            .into());
+            return Err(already_failed());
         }
-        match self.encoder.writer().write(buf) {
+        let Some(writer) = self.encoder.writer() else {
+            return Err(io::Error::other(
+                "an object started with_lz4_blocks takes only write_lz4_block",
+            ));
+        };
+        match writer.write(buf) {
             Ok(n) => {
                 if let ContentCrc::Computed(crc) = &mut self.crc32c {
                     *crc = crc32c::crc32c_append(*crc, &buf[..n]);
@@ -275,6 +329,16 @@ impl<W: Write> Write for ObjectWriter<W> {
     /// Flushes the compressor (ending its current block, which costs a little ratio) and the
     /// inner writer. The object is still incomplete until [`ObjectWriter::finish`].
     fn flush(&mut self) -> io::Result<()> {
-        self.encoder.writer().flush()
+        match &mut self.encoder {
+            Encoder::Lz4Blocks(chunks) => chunks.flush(),
+            encoder => encoder.writer().map_or(Ok(()), |w| w.flush()),
+        }
     }
+}
+
+fn already_failed() -> io::Error {
+    CodecError::AlreadyFailed {
+        first: "a write to this object failed".to_string(),
+    }
+    .into()
 }

@@ -540,4 +540,4 @@ impl SegmentValidator {
 
 #[cfg(test)]
 #[path = "segment_check_tests.rs"]
-mod tests;
+pub(crate) mod tests;

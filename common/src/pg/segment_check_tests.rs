@@ -6,14 +6,16 @@ use crate::pg::page_header::{XLP_FIRST_IS_CONTRECORD, XLP_LONG_HEADER};
 use crate::pg::segment::SegNo;
 
 const MAGIC_15: u16 = 0xD110;
-const SYSID: u64 = 7_000_000_000_000_000_001;
+/// The system identifier of the synthetic segments.
+pub(crate) const SYSID: u64 = 7_000_000_000_000_000_001;
 const BLOCK: usize = XLOG_BLCKSZ as usize;
 
 fn one_mib() -> WalSegSize {
     WalSegSize::from_mib(1).unwrap()
 }
 
-fn name(tli: u32, segno: u64) -> WalFileName {
+/// Segment `segno` of timeline `tli`, in a cluster of 1 MiB segments.
+pub(crate) fn name(tli: u32, segno: u64) -> WalFileName {
     WalFileName::new(TimelineId(tli), SegNo(segno), one_mib()).unwrap()
 }
 
@@ -27,8 +29,9 @@ fn short(magic: u16, info: u16, tli: u32, pageaddr: Lsn) -> XLogPageHeaderData {
     }
 }
 
-/// A segment of `file` where every page has a valid header and some payload.
-fn segment(file: WalFileName) -> Vec<u8> {
+/// A segment of `file` where every page has a valid header and some payload (Postgres 15's
+/// page magic), for tests elsewhere in the crate too.
+pub(crate) fn segment(file: WalFileName) -> Vec<u8> {
     let size = file.seg_size().bytes() as usize;
     let mut bytes = vec![0u8; size];
     for (index, page) in bytes.chunks_exact_mut(BLOCK).enumerate() {

@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 
-use crate::codec::{Codec, FORMAT_VERSION, ObjectHeader, RawSummary};
+use crate::codec::{Codec, FORMAT_VERSION, Lz4Block, ObjectHeader, RawSummary, lz4_frame_header};
 use crate::pg::file_name::WalFileName;
 
 use super::segment::Tail;
@@ -27,8 +27,6 @@ const BLOCK: usize = 64 * 1024;
 const CHUNK: usize = 256 * 1024;
 /// The trailer's end marker.
 const END_MARKER: &[u8; 4] = b"WEND";
-/// LZ4 block size field: the block is stored uncompressed.
-const LZ4_UNCOMPRESSED: u32 = 0x8000_0000;
 
 /// One encoded tail, ready to store.
 #[derive(Debug, Clone)]
@@ -53,6 +51,8 @@ pub struct TailEncoder {
     done: usize,
     /// crc32c of those raw bytes.
     done_crc: u32,
+    /// The block being compressed (its buffer reused).
+    scratch: Lz4Block,
 }
 
 impl TailEncoder {
@@ -75,13 +75,13 @@ impl TailEncoder {
         let whole = len - len % BLOCK;
         while self.done < whole {
             let block = range(pieces, self.done, self.done + BLOCK);
-            push_block(&mut self.frame, &block);
+            push_block(&mut self.scratch, &mut self.frame, &block);
             self.done_crc = crc32c::crc32c_append(self.done_crc, &block);
             self.done += BLOCK;
         }
         let mut last = Vec::new();
         if len > self.done {
-            push_block(&mut last, &range(pieces, self.done, len));
+            push_block(&mut self.scratch, &mut last, &range(pieces, self.done, len));
         }
         last.extend_from_slice(&0u32.to_le_bytes());
         let payload = [&self.frame[..], &last[..]].concat();
@@ -101,7 +101,7 @@ impl TailEncoder {
 
     fn reset(&mut self, segment: WalFileName) {
         self.segment = Some(segment);
-        self.frame = lz4_frame_header();
+        self.frame = lz4_frame_header(lz4_flex::frame::BlockSize::Max64KB);
         self.done = 0;
         self.done_crc = 0;
     }
@@ -131,32 +131,12 @@ fn frame_object(codec: Codec, summary: RawSummary, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The LZ4 frame header of a frame of independent 64 KiB blocks without checksums, as
-/// lz4_flex writes it (so that its descriptor checksum is computed by the library).
-fn lz4_frame_header() -> Vec<u8> {
-    use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
-    let info = FrameInfo::new()
-        .block_size(BlockSize::Max64KB)
-        .block_mode(BlockMode::Independent);
-    let mut empty = FrameEncoder::with_frame_info(info, Vec::new())
-        .finish()
-        .unwrap_or_default();
-    // An empty frame is the header followed by the 4-byte end mark.
-    empty.truncate(empty.len().saturating_sub(4));
-    empty
-}
-
-/// Appends one LZ4 block (size field, then the data; stored raw when compression does not
-/// help, as the frame format allows).
-fn push_block(out: &mut Vec<u8>, raw: &[u8]) {
-    let compressed = lz4_flex::block::compress(raw);
-    if compressed.len() < raw.len() {
-        out.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
-        out.extend_from_slice(&compressed);
-    } else {
-        out.extend_from_slice(&(raw.len() as u32 | LZ4_UNCOMPRESSED).to_le_bytes());
-        out.extend_from_slice(raw);
-    }
+/// Appends one LZ4 block, compressed in `scratch`, to `out`.
+fn push_block(scratch: &mut Lz4Block, out: &mut Vec<u8>, raw: &[u8]) {
+    scratch
+        .compress(raw)
+        .expect("a tail block (64 KiB) is within an lz4 block's maximum");
+    out.extend_from_slice(scratch.encoded());
 }
 
 /// Bytes `from..to` of the concatenated pieces.
