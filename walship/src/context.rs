@@ -15,17 +15,22 @@ pub struct Context {
     /// The merged, validated configuration.
     pub config: Config,
     command: &'static str,
-    runtime: tokio::runtime::Runtime,
+    /// Built on first use: the prefetch spool's fast path of `fetch` never needs one, and
+    /// its threads and their memory cost every `restore_command` call.
+    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+    /// The exit code if the runtime cannot start (that of a configuration error).
+    failure: u8,
     passthrough: Vec<OsString>,
 }
 
 impl Context {
     /// Loads the configuration for `command` from `options` (the flags), the environment and
-    /// the config file.
+    /// the config file. `failure` is the exit code should the async runtime fail to start.
     pub fn load(
         command: &'static str,
         global: &GlobalArgs,
         mut options: Options,
+        failure: u8,
     ) -> Result<Context, String> {
         options.config = global.config.clone();
         options.repo = global.repo.clone();
@@ -41,22 +46,29 @@ impl Context {
         let config = Sources::from_process(options)
             .and_then(|sources| Config::load(&sources))
             .map_err(|e: ConfigError| format!("walship {command}: {e}"))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| format!("walship {command}: start the async runtime: {e}"))?;
         Ok(Context {
             config,
             command,
-            runtime,
+            runtime: std::sync::OnceLock::new(),
+            failure,
             passthrough,
         })
     }
 
-    /// Runs a future to completion on the command's runtime.
+    /// Runs a future to completion on the command's runtime (started on first use; if it
+    /// cannot start, the process exits with the command's failure code).
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+        let runtime = self.runtime.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| {
+                    eprintln!("walship {}: start the async runtime: {e}", self.command);
+                    std::process::exit(i32::from(self.failure))
+                })
+        });
+        runtime.block_on(future)
     }
 
     /// Opens the configured repository (nothing is contacted yet).

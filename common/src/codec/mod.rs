@@ -51,6 +51,7 @@ mod chunk;
 mod error;
 mod layout;
 mod lz4_block;
+mod lz4_direct;
 mod reader;
 mod writer;
 
@@ -87,6 +88,11 @@ pub fn decode_to_vec(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
 /// returning the verified summary. A long-lived caller reuses one buffer this way, so that
 /// its pages are faulted in once, not for every object. On error `content` holds garbage.
 pub fn decode_into(stored: &[u8], content: &mut Vec<u8>) -> Result<ObjectSummary, CodecError> {
+    // lz4 objects of independent blocks decode in place; the streaming reader gives every
+    // other object, and every fault, its verdict.
+    if let Some(summary) = lz4_direct::decode(stored, content) {
+        return Ok(summary);
+    }
     content.clear();
     let mut reader = ObjectReader::new(stored)?;
     // Trust the header's length only as a hint, and only up to a modest size.

@@ -22,6 +22,7 @@ pub mod prefetch;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -130,13 +131,18 @@ pub fn spool_for(dest: &Path, opts: &FetchOptions, seg_size: WalSegSize) -> Opti
     spool_dir_for(dest, opts).map(|dir| FetchSpool::in_dir(dir, seg_size))
 }
 
+/// How long a `fetch` call waits for a segment the prefetch worker is fetching, before it
+/// fetches the segment itself.
+pub const AWAIT_PREFETCH: Duration = Duration::from_secs(20);
+
 /// Delivers the segment `name` from the prefetch spool, if the spool holds a verified entry
 /// for exactly that name, fetched from `repository` (as configured; see [`SpoolOrigin`]).
 /// Synchronous and without any repository access: the entry is read once, its size and
 /// crc32c checked against its receipt (written by the worker after it checked every page
 /// header) and its first page against the name and the repository's identity recorded with
-/// the spool, then renamed to `dest`. `None` means "not
-/// in the spool" (anything unusable there is removed): fetch it with [`fetch`].
+/// the spool, then renamed to `dest`. If the worker is fetching that segment right now, waits
+/// for it (at most [`AWAIT_PREFETCH`]). `None` means "not in the spool" (anything unusable
+/// there is removed): fetch it with [`fetch`].
 pub fn fetch_from_spool(
     repository: &str,
     name: &str,
@@ -152,6 +158,7 @@ pub fn fetch_from_spool(
     let spool = FetchSpool::in_dir(dir, seg_size);
     spool.set_position(&wal);
     spool.clean(&wal);
+    spool.await_fetching(&wal, AWAIT_PREFETCH);
     // The crc32c binds the bytes to those the worker checked page by page before it wrote
     // the receipt; the first page binds them to this name and cluster.
     let first_page = spool.verify(&wal, XLOG_BLCKSZ as usize)?;
@@ -169,12 +176,15 @@ pub fn fetch_from_spool(
 }
 
 /// Delivers the archived file `name` to `dest` from the repository. Call
-/// [`fetch_from_spool`] first for segments.
+/// [`fetch_from_spool`] first for segments. `found` runs as soon as the repository has
+/// returned the file, before it is checked and written (the binary starts the prefetch
+/// worker there, so that it gets a head start; never for a file the repository lacks).
 pub async fn fetch(
     repo: &Repository,
     name: &str,
     dest: &Path,
     opts: &FetchOptions,
+    found: impl FnOnce(ArchiveFileName),
 ) -> Result<Delivered, FetchError> {
     let identity = repo.require_identity().await?;
     let seg_size = seg_size(repo, &identity)?;
@@ -187,6 +197,7 @@ pub async fn fetch(
         spool.clean(&wal);
     }
     let (content, source) = read_from_repository(repo, name, opts).await?;
+    found(name);
     check_content(repo, name, &content, &identity)?;
     write_atomically(name, dest, content).await?;
     Ok(Delivered { name, source })

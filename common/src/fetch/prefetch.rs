@@ -8,7 +8,7 @@
 //! repository is read one segment at a time, so the worker takes at most one core from the
 //! recovery it serves (on 2 cores, parallel decodes made replay slower, not faster). It stops when the position has not moved for [`PrefetchPlan::idle_exit`] and
 //! nothing is left to fetch (the next `fetch` call starts a new one), or when the spool
-//! directory disappears. A segment the repository does not have (yet) is asked for again
+//! directory disappears or is replaced (its lock file is no longer the one it locked). A segment the repository does not have (yet) is asked for again
 //! after [`RETRY_MISSING`]. Only one worker runs per spool (`flock` on `.lock`). As the
 //! position moves, the worker drops the page cache of the segments Postgres has finished
 //! reading ([`DropBehind`]), so that writing the next entries reuses recently used memory.
@@ -37,6 +37,8 @@ use crate::task::run_blocking;
 pub const RETRY_MISSING: Duration = Duration::from_secs(1);
 /// How often an idle worker looks at the position.
 const POLL: Duration = Duration::from_millis(5);
+/// How often the worker looks at the whole window even when nothing moved.
+const RESCAN: Duration = Duration::from_millis(100);
 
 /// What the worker keeps ahead, and for how long it waits for Postgres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +66,7 @@ pub async fn run_worker(
         name: after.to_string(),
         source,
     };
-    let Some(_lock) = spool.try_lock().map_err(write_error)? else {
+    let Some(lock) = spool.try_lock().map_err(write_error)? else {
         return Ok(0);
     };
     let identity = repo.require_identity().await?;
@@ -77,6 +79,7 @@ pub async fn run_worker(
     let mut worker = Worker {
         repo,
         spool,
+        lock: &lock,
         identity: &identity,
         plan,
         position: spool.position().unwrap_or(after),
@@ -93,6 +96,8 @@ pub async fn run_worker(
 struct Worker<'a> {
     repo: &'a Repository,
     spool: &'a FetchSpool,
+    /// The spool's lock; the worker stops once it no longer guards the spool.
+    lock: &'a super::spool::SpoolLock,
     identity: &'a RepoIdentity,
     plan: PrefetchPlan,
     /// The segment Postgres asked for last.
@@ -117,8 +122,13 @@ impl Worker<'_> {
         let cpu = Mutex::new(Vec::new());
         let cpu = &cpu;
         let mut downloads = FuturesUnordered::new();
+        // Whether the spool may lack something the window wants: the window moved, a
+        // download ended, or it is time for the periodic look (which also catches entries
+        // a `fetch` call threw away, and retries that came due).
+        let mut rescan = true;
+        let mut rescanned_at = Instant::now();
         loop {
-            if !self.spool.dir().is_dir() {
+            if !self.lock.still_holds(self.spool) {
                 return;
             }
             if let Some(position) = self.spool.position()
@@ -126,18 +136,22 @@ impl Worker<'_> {
             {
                 self.position = position;
                 self.moved_at = Instant::now();
+                rescan = true;
                 if let Some(drop_behind) = &mut self.drop_behind {
                     drop_behind.advance(position);
                 }
             }
             let now = Instant::now();
-            self.retry_at.retain(|_, at| *at > now);
-            let (repo, spool, identity) = (self.repo, self.spool, self.identity);
-            for wal in self.wanted() {
-                self.in_flight.insert(wal);
-                downloads.push(async move {
-                    (wal, prefetch_one(repo, spool, identity, wal, cpu).await)
-                });
+            if rescan || now.duration_since(rescanned_at) >= RESCAN {
+                (rescan, rescanned_at) = (false, now);
+                self.retry_at.retain(|_, at| *at > now);
+                let (repo, spool, identity) = (self.repo, self.spool, self.identity);
+                for wal in self.wanted() {
+                    self.in_flight.insert(wal);
+                    downloads.push(async move {
+                        (wal, prefetch_one(repo, spool, identity, wal, cpu).await)
+                    });
+                }
             }
             if downloads.is_empty() {
                 if self.moved_at.elapsed() >= self.plan.idle_exit {
@@ -151,18 +165,22 @@ impl Worker<'_> {
                 () = tokio::time::sleep(POLL) => None,
             };
             if let Some((wal, result)) = done {
-                self.in_flight.remove(&wal);
-                match result {
-                    Ok(()) => self.added += 1,
-                    Err(e) => {
-                        if !e.is_not_found() {
-                            tracing::warn!(
-                                "prefetch of {wal} failed (it will be fetched on demand): {e}"
-                            );
-                        }
-                        self.retry_at.insert(wal, Instant::now() + RETRY_MISSING);
-                    }
+                self.finished(wal, result);
+                rescan = true;
+            }
+        }
+    }
+
+    /// Records the end of the download of `wal`.
+    fn finished(&mut self, wal: WalFileName, result: Result<(), FetchError>) {
+        self.in_flight.remove(&wal);
+        match result {
+            Ok(()) => self.added += 1,
+            Err(e) => {
+                if !e.is_not_found() {
+                    tracing::warn!("prefetch of {wal} failed (it will be fetched on demand): {e}");
                 }
+                self.retry_at.insert(wal, Instant::now() + RETRY_MISSING);
             }
         }
     }
@@ -206,6 +224,7 @@ async fn prefetch_one(
 ) -> Result<(), FetchError> {
     let name = ArchiveFileName::Segment(wal);
     let key = layout::wal_key(&name);
+    let _mark = spool.fetching(&wal);
     let stored = match repo.storage().get_bytes(&key).await {
         Ok(stored) => stored,
         Err(e) if e.is_not_found() => {

@@ -18,6 +18,9 @@
 //! - `.position`: the segment Postgres asked for last, which the prefetch worker follows.
 //!
 //! One prefetch worker at a time fills the spool, holding an exclusive `flock` on `.lock`.
+//! While it fetches a segment it keeps `<name>.fetching` ([`FetchSpool::fetching`]), so that
+//! a `fetch` call for that segment waits for the entry rather than download it a second
+//! time beside the worker.
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -33,6 +36,12 @@ use crate::repo::RepoIdentity;
 
 /// Suffix of the receipt written after an entry's data.
 const RECEIPT_SUFFIX: &str = ".ok";
+/// Suffix of the marker a worker keeps while it fetches an entry ([`FetchSpool::fetching`]).
+const FETCHING_SUFFIX: &str = ".fetching";
+/// How often [`FetchSpool::await_fetching`] looks for the entry.
+const AWAIT_POLL: Duration = Duration::from_millis(1);
+/// How often [`FetchSpool::await_fetching`] checks that the worker is still alive.
+const AWAIT_LIVENESS: Duration = Duration::from_millis(50);
 /// The file naming the repository the entries came from.
 const ORIGIN_FILE: &str = ".origin";
 /// The file naming the segment Postgres asked for last.
@@ -76,7 +85,21 @@ impl SpoolOrigin {
 /// The exclusive right to fill the spool, released on drop.
 #[derive(Debug)]
 pub struct SpoolLock {
-    _lock: nix::fcntl::Flock<File>,
+    lock: nix::fcntl::Flock<File>,
+}
+
+impl SpoolLock {
+    /// True while the lock file this lock holds is still the spool's: false once the spool
+    /// directory was removed or replaced (a data directory restored again at the same
+    /// path), when the worker holding it must stop, since it no longer keeps others out.
+    pub fn still_holds(&self, spool: &FetchSpool) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(held) = self.lock.metadata() else {
+            return false;
+        };
+        fs::metadata(spool.dir.join(LOCK_FILE))
+            .is_ok_and(|current| current.dev() == held.dev() && current.ino() == held.ino())
+    }
 }
 
 impl FetchSpool {
@@ -120,7 +143,7 @@ impl FetchSpool {
                 source,
             })?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(SpoolLock { _lock: lock })),
+            Ok(lock) => Ok(Some(SpoolLock { lock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
             Err((_, errno)) => Err(FsError {
                 action: "lock",
@@ -178,6 +201,38 @@ impl FetchSpool {
 
     fn receipt_path(&self, name: &WalFileName) -> PathBuf {
         self.dir.join(format!("{name}{RECEIPT_SUFFIX}"))
+    }
+
+    fn fetching_path(&self, name: &WalFileName) -> PathBuf {
+        self.dir.join(format!("{name}{FETCHING_SUFFIX}"))
+    }
+
+    /// Marks `name` as being fetched by the worker until the returned guard is dropped, so
+    /// that a `fetch` call for it waits for the entry ([`await_fetching`](Self::await_fetching))
+    /// instead of downloading the same segment beside the worker. Best effort.
+    pub fn fetching(&self, name: &WalFileName) -> FetchingMark {
+        let path = self.fetching_path(name);
+        let _ = File::create(&path);
+        FetchingMark { path }
+    }
+
+    /// While the worker is fetching `name` (its mark exists and the worker still holds the
+    /// spool), waits for the entry, for at most `limit`. Returns at once otherwise: a
+    /// segment no worker is fetching (for example one the repository does not have yet) is
+    /// answered without delay.
+    pub fn await_fetching(&self, name: &WalFileName, limit: Duration) {
+        let start = std::time::Instant::now();
+        let mut alive_checked = start;
+        let (mark, receipt) = (self.fetching_path(name), self.receipt_path(name));
+        while mark.exists() && !receipt.exists() && start.elapsed() < limit {
+            if alive_checked.elapsed() >= AWAIT_LIVENESS {
+                if !self.worker_running() {
+                    return;
+                }
+                alive_checked = std::time::Instant::now();
+            }
+            std::thread::sleep(AWAIT_POLL);
+        }
     }
 
     /// True if a complete entry (data and receipt) exists for `name`.
@@ -261,7 +316,10 @@ impl FetchSpool {
             if [LOCK_FILE, ORIGIN_FILE, POSITION_FILE].contains(&text) {
                 continue;
             }
-            let base = text.strip_suffix(RECEIPT_SUFFIX).unwrap_or(text);
+            let base = text
+                .strip_suffix(RECEIPT_SUFFIX)
+                .or_else(|| text.strip_suffix(FETCHING_SUFFIX))
+                .unwrap_or(text);
             let info = EntryInfo {
                 wal: WalFileName::parse(base, self.seg_size).ok(),
                 temp: fsutil::is_temp_name(text),
@@ -271,6 +329,18 @@ impl FetchSpool {
                 let _ = fs::remove_file(entry.path());
             }
         }
+    }
+}
+
+/// The worker's mark on an entry it is fetching; removed when dropped.
+#[derive(Debug)]
+pub struct FetchingMark {
+    path: PathBuf,
+}
+
+impl Drop for FetchingMark {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -430,5 +500,52 @@ mod tests {
         assert!(spool.try_lock().unwrap().is_none());
         drop(lock);
         assert!(!spool.worker_running());
+    }
+
+    #[test]
+    fn a_lock_stops_holding_when_the_spool_is_replaced() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
+        let lock = spool.try_lock().unwrap().expect("lock");
+        assert!(lock.still_holds(&spool));
+        std::fs::remove_dir_all(spool.dir()).unwrap();
+        assert!(!lock.still_holds(&spool));
+        // A spool made again at the same path (a data directory restored anew) is not
+        // guarded by the old lock, and a new worker can take it.
+        let new_lock = spool.try_lock().unwrap().expect("the new spool's lock");
+        assert!(!lock.still_holds(&spool));
+        assert!(new_lock.still_holds(&spool));
+    }
+
+    #[test]
+    fn await_fetching_waits_only_for_a_marked_entry_of_a_live_worker() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
+        spool.create().unwrap();
+        let wal = name("000000010000000000000003");
+        let limit = Duration::from_secs(5);
+        // No mark: at once.
+        let start = std::time::Instant::now();
+        spool.await_fetching(&wal, limit);
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // A mark but no worker holding the spool: at once (after one liveness check).
+        let mark = spool.fetching(&wal);
+        let start = std::time::Instant::now();
+        spool.await_fetching(&wal, limit);
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // A live worker's mark: until the mark goes.
+        let lock = spool.try_lock().unwrap().expect("lock");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(mark);
+            lock
+        });
+        let start = std::time::Instant::now();
+        spool.await_fetching(&wal, limit);
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        assert!(waited < Duration::from_secs(4), "{waited:?}");
+        drop(release.join().unwrap());
+        assert!(!spool.fetching_path(&wal).exists());
     }
 }

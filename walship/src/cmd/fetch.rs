@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use clap::Args;
 use walship_common::fetch::prefetch::{self, PrefetchPlan};
-use walship_common::fetch::{self, Delivered, FetchError, FetchOptions};
+use walship_common::fetch::{self, FetchError, FetchOptions};
 use walship_common::pg::{ArchiveFileName, WalFileName, WalSegSize};
 
 use crate::context::Context;
@@ -56,7 +56,7 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
     {
         // The fast path: no runtime, no repository.
         tracing::info!("delivered {} ({:?})", delivered.name, delivered.source);
-        ensure_worker(&ctx, &delivered, &args, &opts, plan);
+        ensure_worker(&ctx, delivered.name, &args, &opts, plan);
         return exit::SUCCESS;
     }
     ctx.block_on(async {
@@ -67,10 +67,10 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
         if args.prefetch_worker {
             return run_worker(&ctx, &repo, &args, &origin, plan).await;
         }
-        match fetch::fetch(&repo, &args.name, &args.dest, &opts).await {
+        let found = |name| ensure_worker(&ctx, name, &args, &opts, plan);
+        match fetch::fetch(&repo, &args.name, &args.dest, &opts, found).await {
             Ok(delivered) => {
                 tracing::info!("delivered {} ({:?})", delivered.name, delivered.source);
-                ensure_worker(&ctx, &delivered, &args, &opts, plan);
                 exit::SUCCESS
             }
             Err(e) if e.is_not_found() => {
@@ -101,15 +101,16 @@ fn origin_key(ctx: &Context) -> String {
     }
 }
 
-/// After a segment was delivered: starts the prefetch worker unless one is running already.
+/// Once a segment was found (in the spool or the repository): starts the prefetch worker
+/// unless one is running already.
 fn ensure_worker(
     ctx: &Context,
-    delivered: &Delivered,
+    found: ArchiveFileName,
     args: &FetchArgs,
     opts: &FetchOptions,
     plan: PrefetchPlan,
 ) {
-    let ArchiveFileName::Segment(wal) = delivered.name else {
+    let ArchiveFileName::Segment(wal) = found else {
         return;
     };
     if plan.count == 0 {

@@ -101,7 +101,7 @@ fn with_context(
     failure: u8,
     body: impl FnOnce(Context) -> u8,
 ) -> u8 {
-    match Context::load(command, global, options) {
+    match Context::load(command, global, options, failure) {
         Ok(ctx) => body(ctx),
         Err(message) => {
             eprintln!("{message}");
