@@ -182,9 +182,12 @@ pub async fn archive_file(
     upload(repo, prepared).await
 }
 
+/// Compressing threads per file under `--async`: the files already run side by side, and
+/// more threads would only hold more chunks in memory.
+const ASYNC_COMPRESSORS: usize = 1;
+
 /// Compressing threads for a file archived on its own: every core (up to 4), since the
-/// call is all Postgres waits for. Files pushed `--async` get one each: they already run
-/// side by side, and more threads would only hold more chunks in memory.
+/// call is all Postgres waits for.
 fn sync_compressors() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
@@ -213,7 +216,7 @@ async fn archive_file_limited(
     raw: &Semaphore,
 ) -> Result<Archived, ArchiveError> {
     let permit = raw.acquire().await.ok();
-    let prepared = prepare_file(repo, path, None, 1).await?;
+    let prepared = prepare_file(repo, path, None, ASYNC_COMPRESSORS).await?;
     drop(permit);
     upload(repo, prepared).await
 }
@@ -262,7 +265,7 @@ pub async fn archive_with_read_ahead(
     if let Some(done) = pushed_ahead(repo, &receipts, path, name).await? {
         return Ok(done);
     }
-    let current = prepare_file(repo, path, name, 1).await?;
+    let current = prepare_file(repo, path, name, ASYNC_COMPRESSORS).await?;
     let seg_size = seg_size_of(repo).await?;
     let ahead: Vec<ArchiveFileName> =
         ready::ready_files(pg_wal, seg_size, &current.name, read_ahead.files)

@@ -42,7 +42,7 @@ pub(crate) const OBJECT_BLOCK_SIZE: lz4_flex::frame::BlockSize =
 pub(crate) const END_MARK: [u8; 4] = [0; 4];
 
 /// The size word's flag for a block stored raw.
-const RAW_FLAG: u32 = 1 << 31;
+pub(crate) const RAW_FLAG: u32 = 1 << 31;
 
 /// One block of a frame: its size word and bytes, ready to be written in place.
 #[derive(Debug, Default)]

@@ -16,6 +16,7 @@
 
 use super::algorithm::Codec;
 use super::layout::{HEADER_LEN, MAX_CHUNK_LEN, ObjectHeader, TRAILER_LEN, Trailer};
+use super::lz4_block::RAW_FLAG;
 use super::writer::ObjectSummary;
 
 /// The lz4 frame magic number.
@@ -28,8 +29,6 @@ const FLG_INDEPENDENT: u8 = 0b0010_0000;
 const FLG_BLOCK_CHECKSUM: u8 = 0b0001_0000;
 const FLG_CONTENT_SIZE: u8 = 0b0000_1000;
 const FLG_DICT_ID: u8 = 0b0000_0001;
-/// A block size word's flag for a block stored raw.
-const RAW_FLAG: u32 = 1 << 31;
 /// The largest content decoded this way (the largest WAL segment Postgres allows).
 const MAX_CONTENT: u64 = 1 << 30;
 
