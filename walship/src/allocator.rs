@@ -7,7 +7,8 @@
 //! `bench archive` and `bench stream`: one `walship archive --async` call peaked at 144 MiB
 //! instead of 65, `walship stream` at 131-147 MiB instead of 88-123. A fixed threshold of
 //! [`MMAP_THRESHOLD`] (which also turns the dynamic adjustment off) and at most
-//! [`ARENA_MAX`] arenas keep the memory of a process close to what it uses.
+//! [`ARENA_MAX`] arenas keep the memory of a process close to what it uses; a trim threshold
+//! of [`TRIM_THRESHOLD`] keeps it from being handed back and faulted in again buffer by buffer.
 //!
 //! This is the binary's one `unsafe` call, allowed here and nowhere else.
 
@@ -15,8 +16,14 @@
 pub const MMAP_THRESHOLD: usize = 1 << 20;
 /// Most malloc arenas (glibc's default is 8 per core).
 pub const ARENA_MAX: usize = 2;
+/// Free memory at the top of an arena kept for reuse rather than returned to the system.
+/// Setting the mmap threshold leaves glibc's trim threshold at its 128 KiB default, so a
+/// backup's stream of 256 KiB network buffers and compressed blocks was returned and faulted
+/// in again, buffer after buffer: measured on a 0.9 GiB backup, 54 000 page faults and
+/// 0.8 s of system time; with 16 MiB, 7 500 and 0.55 s, the peak RSS unchanged (35 MiB).
+pub const TRIM_THRESHOLD: usize = 16 << 20;
 
-/// Sets [`MMAP_THRESHOLD`] and [`ARENA_MAX`]; called first thing in `main`, before any other
+/// Sets [`MMAP_THRESHOLD`], [`ARENA_MAX`] and [`TRIM_THRESHOLD`]; called first thing in `main`, before any other
 /// thread exists. Failures are ignored: the defaults only cost memory.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
@@ -26,6 +33,7 @@ pub fn tune() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
         libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as libc::c_int);
     }
 }
 

@@ -178,19 +178,13 @@ pub async fn archive_file(
     path: &Path,
     name: Option<&str>,
 ) -> Result<Archived, ArchiveError> {
-    let prepared = prepare_file(repo, path, name, sync_compressors()).await?;
+    let prepared = prepare_file(repo, path, name, crate::codec::parallel_compressors()).await?;
     upload(repo, prepared).await
 }
 
 /// Compressing threads per file under `--async`: the files already run side by side, and
 /// more threads would only hold more chunks in memory.
 const ASYNC_COMPRESSORS: usize = 1;
-
-/// Compressing threads for a file archived on its own: every core (up to 4), since the
-/// call is all Postgres waits for.
-fn sync_compressors() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-}
 
 /// The prepare phase for a file: the streaming pass for a new segment (with `compressors`
 /// threads compressing), else the whole file.

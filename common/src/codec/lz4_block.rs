@@ -18,6 +18,13 @@ use super::error::CodecError;
 /// afresh), large enough that the ratio matches 4 MiB blocks (lz4 looks back 64 KiB).
 pub const BLOCK_LEN: usize = 256 << 10;
 
+/// How many threads compress one object's blocks at once when its writer is all the caller
+/// waits for (one file archived on its own, a backup's bundle): every core, up to 4 (more
+/// would only hold more blocks in memory for little gain).
+pub fn parallel_compressors() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
 /// The header of a frame of independent blocks of at most `max_block` raw bytes (at most
 /// [`BLOCK_LEN`]), without checksums or content size, as `lz4_flex` writes it (so that the
 /// descriptor's checksum is the library's).

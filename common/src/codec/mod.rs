@@ -61,7 +61,7 @@ pub use algorithm::{Codec, CodecParseError, DEFAULT_ZSTD_LEVEL};
 pub use error::{CodecError, Recorded};
 pub use layout::{FORMAT_VERSION, HEADER_LEN, MAGIC, ObjectHeader, RawSummary, TRAILER_LEN};
 pub(crate) use lz4_block::frame_header as lz4_frame_header;
-pub use lz4_block::{BLOCK_LEN as LZ4_BLOCK_LEN, Lz4Block};
+pub use lz4_block::{BLOCK_LEN as LZ4_BLOCK_LEN, Lz4Block, parallel_compressors};
 pub use reader::ObjectReader;
 pub use writer::{ObjectSummary, ObjectWriter};
 
