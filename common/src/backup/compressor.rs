@@ -338,7 +338,7 @@ mod tests {
             (Codec::Zstd { level: 1 }, 70_001),
         ];
         for (n, (codec, piece_len)) in cases.into_iter().enumerate() {
-            let key = ObjectKey::new(&format!("bundles/{n:08}")).unwrap();
+            let key = ObjectKey::new(format!("bundles/{n:08}")).unwrap();
             let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
             let mut compressor = BundleCompressor::start(upload, codec).unwrap();
             fill(&mut compressor, &data, piece_len);
