@@ -188,19 +188,15 @@ fn file(path: &str, bundle: u32, size: u64, crc: u32) -> FileEntry {
     }
 }
 
-/// Items 1 and 2: live servers, non-data directories and tablespace locations outside
-/// `--to`; item 7: ownership when run as root.
+/// Item 1: a running server's data directory, or one named as a tablespace target, is
+/// refused before anything is touched, with `--force` and with `--delta`.
 #[test]
-fn restore_never_touches_a_live_server_or_a_directory_it_does_not_own() {
+fn a_running_servers_directories_are_refused() {
     let Some(fx) = fixture() else { return };
     let live = fx.cluster.data_dir().to_path_buf();
     let elsewhere = pg_test_harness::test_dir("elsewhere");
-    let moved = elsewhere.path().join("spc");
-    let reloc = fx.relocate(&moved);
-    let ts_files = files_under(fx.ts.path());
-    assert!(!ts_files.is_empty());
+    let reloc = fx.relocate(&elsewhere.path().join("spc"));
 
-    // 1. The running server's own data directory, with --force and with --delta.
     for mode in ["--force", "--delta"] {
         let out = fx.restore(&live, &[mode, "--tablespace", &reloc]);
         assert_refused(&out, &["is in use", "postmaster.pid"]);
@@ -213,8 +209,23 @@ fn restore_never_touches_a_live_server_or_a_directory_it_does_not_own() {
     assert!(!to.exists(), "refused, yet {} was created", to.display());
     assert!(live.join("global/pg_filenode.map").exists());
     assert_eq!(rows(&fx.cluster), fx.want, "the live server lost rows");
+}
 
-    // 2. --force into a directory that is not a data directory: left as it was.
+/// Item 2: `--force` never clears a directory that is not a data directory, nor a
+/// tablespace location that is not the replaced data directory's; the refusal names
+/// `--tablespace OID=DIR`; `--dry-run` shows where every tablespace goes.
+#[test]
+fn directories_walship_does_not_own_are_never_cleared() {
+    let Some(fx) = fixture() else { return };
+    let elsewhere = pg_test_harness::test_dir("elsewhere");
+    let moved = elsewhere.path().join("spc");
+    let reloc = fx.relocate(&moved);
+    let ts_files = files_under(fx.ts.path());
+    assert!(!ts_files.is_empty());
+    let dir = pg_test_harness::test_dir("target");
+    let to = dir.path().join("data");
+
+    // --force into a directory that is not a data directory: left as it was.
     let junk = pg_test_harness::test_dir("junk");
     std::fs::write(junk.path().join("keep-me"), b"precious").unwrap();
     let out = fx.restore(junk.path(), &["--force", "--tablespace", &reloc]);
@@ -273,10 +284,23 @@ fn restore_never_touches_a_live_server_or_a_directory_it_does_not_own() {
         "{plan}"
     );
     assert!(!to.exists() && !moved.exists());
+}
 
-    // 7. Run as root into directories the cluster user owns: every restored file is the
-    // cluster user's, and the cluster starts without a chown (the harness chowns the data
-    // directory, never through the pg_tblspc link into the tablespace).
+/// Item 7: run as root into directories the cluster user owns, every restored file is the
+/// cluster user's, and the cluster starts without a chown (the harness chowns the data
+/// directory, never through the pg_tblspc link into the tablespace); `--owner` does the
+/// same into directories root owns.
+#[test]
+fn restored_files_belong_to_the_owner_of_their_directory() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: ownership is what a root restore sets");
+        return;
+    }
+    let Some(fx) = fixture() else { return };
+    let dir = pg_test_harness::test_dir("owned");
+    let to = dir.path().join("data");
+    let moved = dir.path().join("spc");
+    let reloc = fx.relocate(&moved);
     let Some(owner) = pg_test_harness::cluster_owner() else {
         eprintln!("SKIP ownership: not running as root");
         return;
@@ -326,11 +350,11 @@ fn restore_never_touches_a_live_server_or_a_directory_it_does_not_own() {
     }
 }
 
-/// Items 3, 4 and 6: a tampered manifest writes nothing outside the target and is refused
-/// by `--dry-run` as by the restore; sizes never abort the process; bad manifests are
-/// reported and skipped.
+/// Item 3: a tampered manifest cannot write outside the target: only listed tablespaces
+/// get links, a location from the manifest needs a flag, and the tablespace_map is
+/// rebuilt from what was accepted.
 #[test]
-fn hostile_manifests_are_refused_and_bad_ones_skipped() {
+fn tampered_tablespaces_cannot_write_outside_the_target() {
     let Some(fx) = fixture() else { return };
     let dir = pg_test_harness::test_dir("hostile");
     let to = dir.path().join("data");
@@ -414,10 +438,15 @@ fn hostile_manifests_are_refused_and_bad_ones_skipped() {
     assert_eq!(map, format!("{} {}\n", fx.oid, moved.display()));
     let links: Vec<_> = std::fs::read_dir(to.join("pg_tblspc")).unwrap().collect();
     assert_eq!(links.len(), 1, "{links:?}");
-    drop(dir);
+}
 
-    // 4. Every structural check refuses in --dry-run as in the restore, and no size
-    // aborts the process.
+/// Item 4: every structural check refuses in `--dry-run` as in the restore, and no size
+/// aborts the process.
+#[test]
+fn structural_checks_refuse_in_the_plan_and_never_abort() {
+    let Some(fx) = fixture() else { return };
+    let spc = pg_test_harness::test_dir("spc");
+    let reloc = fx.relocate(&spc.path().join("spc"));
     let control = fx
         .backup
         .files
@@ -513,8 +542,15 @@ fn hostile_manifests_are_refused_and_bad_ones_skipped() {
             },
         );
     }
+}
 
-    // 6. A corrupt, a garbled and a foreign manifest, all newer than the good backup.
+/// Item 6: a corrupt, a garbled and a foreign manifest, all newer than the good backup, are
+/// reported and skipped by `list`, `list --incomplete` and `restore`.
+#[test]
+fn bad_manifests_are_reported_and_skipped() {
+    let Some(fx) = fixture() else { return };
+    let spc = pg_test_harness::test_dir("spc");
+    let reloc = fx.relocate(&spc.path().join("spc"));
     let later =
         |hours| BackupId::from_start_time(fx.backup.start_time + chrono::Duration::hours(hours));
     let (garbled, corrupt, foreign) = (later(1), later(2), later(3));
