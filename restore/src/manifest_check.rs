@@ -287,7 +287,8 @@ mod tests {
 
     #[test]
     fn every_tampering_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut BackupManifest)>, &str)> = vec![
+        type Tamper = Box<dyn Fn(&mut BackupManifest)>;
+        let cases: Vec<(Tamper, &str)> = vec![
             (
                 Box::new(|m| m.files[1].size = 1 << 40),
                 "must be a regular file of 8192",

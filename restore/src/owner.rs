@@ -118,7 +118,7 @@ pub fn apply(owner: Option<Owner>, path: &Path) -> Result<(), RestoreError> {
 pub fn durable_write(path: &Path, bytes: &[u8], owner: Option<Owner>) -> Result<(), RestoreError> {
     let mut temp = fsutil::TempFile::create_for(path, 0o600)?;
     if let Some(owner) = owner {
-        owner.apply_to_file(temp.file()?, &temp.path().to_path_buf())?;
+        owner.apply_to_file(temp.file()?, temp.path())?;
     }
     temp.write_all(bytes)?;
     temp.persist(path, false)?;
