@@ -19,6 +19,7 @@ use walship_common::repo::{Repository, layout};
 use walship_common::storage::{Storage, StorageError};
 
 use crate::error::RestoreError;
+use crate::owner::Owner;
 
 const BUFFER: usize = 256 * 1024;
 
@@ -42,6 +43,8 @@ pub struct FileJob {
     pub crc32c: u32,
     /// Modification time, Unix seconds.
     pub mtime: i64,
+    /// Who owns the file (root restores).
+    pub owner: Option<Owner>,
 }
 
 /// One bundle and its files, sorted by offset.
@@ -112,7 +115,7 @@ pub async fn restore_bundle(
                     ),
                 });
             }
-            let gap = file.offset - pos;
+            let gap = file.offset.saturating_sub(pos);
             let skipped = io::copy(&mut (&mut reader).take(gap), &mut io::sink())
                 .map_err(|e| fail(&file.path, e))?;
             if skipped < gap {
@@ -137,7 +140,7 @@ pub async fn restore_bundle(
                     progress(n as u64);
                 }
             }
-            pos += file.size;
+            pos = pos.saturating_add(file.size);
             if crc != file.crc32c {
                 return Err(RestoreError::CorruptBundle {
                     backup: backup.to_string(),
@@ -196,7 +199,11 @@ impl Sink {
             return Ok(Sink::Discard);
         }
         let Some(dest) = &file.dest else {
-            return Ok(Sink::Memory(Vec::with_capacity(file.size as usize)));
+            // Only global/pg_control is held (8192 bytes, checked by the plan): never
+            // reserve what a manifest claims.
+            return Ok(Sink::Memory(Vec::with_capacity(
+                file.size.min(8192) as usize
+            )));
         };
         let handle = OpenOptions::new()
             .write(true)
@@ -205,6 +212,9 @@ impl Sink {
             .mode(0o600)
             .open(dest)
             .map_err(|e| fs_err("create", dest, e))?;
+        if let Some(owner) = file.owner {
+            owner.apply_to_file(&handle, dest)?;
+        }
         Ok(Sink::File(handle, dest.clone()))
     }
 

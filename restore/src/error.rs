@@ -2,8 +2,6 @@
 //! a file-system error). A target the archive cannot reach is not an error but a
 //! [`crate::plan::Problem`] in the plan, so that `--dry-run` lists every one.
 
-use std::path::PathBuf;
-
 use walship_common::fsutil::FsError;
 use walship_common::repo::RepoError;
 use walship_common::storage::StorageError;
@@ -28,16 +26,6 @@ pub enum RestoreError {
         /// Every problem found.
         problems: Vec<Problem>,
     },
-    /// The target directory holds files and neither `--force` nor `--delta` was given.
-    #[error(
-        "target directory {path} is not empty ({entry} and possibly more); refusing to overwrite it (nothing was written): pass --force to replace its contents or --delta to reuse matching files"
-    )]
-    NotEmpty {
-        /// The directory.
-        path: PathBuf,
-        /// One entry found in it.
-        entry: String,
-    },
     /// A manifest is malformed: a path escapes the directory, a bundle is unknown, ...
     #[error("backup {backup}: bad manifest: {message}")]
     BadManifest {
@@ -61,18 +49,6 @@ pub enum RestoreError {
     /// Writing the data directory failed.
     #[error(transparent)]
     Fs(#[from] FsError),
-    /// An existing data directory (with `--delta`) belongs to another cluster.
-    #[error(
-        "{path} holds a data directory of system identifier {found}, but the repository belongs to {expected}; refusing to mix them (nothing was written)"
-    )]
-    OtherClusterDir {
-        /// The directory.
-        path: PathBuf,
-        /// Its pg_control's system identifier.
-        found: u64,
-        /// The repository's.
-        expected: u64,
-    },
 }
 
 impl RestoreError {
@@ -80,9 +56,7 @@ impl RestoreError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            RestoreError::Refused { .. }
-                | RestoreError::NotEmpty { .. }
-                | RestoreError::OtherClusterDir { .. }
+            RestoreError::Refused { .. } | RestoreError::BadManifest { .. }
         )
     }
 }

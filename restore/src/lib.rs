@@ -7,12 +7,15 @@
 //! - [`timeline`]: the repository's WAL (one listing, the `.history` files); the backups
 //!   come from `common::backup::read_catalog`.
 //! - [`plan`]: choose the backup, check the WAL chain, and ([`wal_scan`]) read the WAL to
-//!   confirm that the target is reached; every problem is listed in the [`RestorePlan`].
-//! - [`materialise`] (with [`bundle`] and [`paths`]): build the directory, `pg_control` last.
-//! - [`recovery_conf`]: `recovery.signal` and the walship block in `postgresql.auto.conf`.
+//!   confirm that the target is reached; check the manifest's structure
+//!   ([`manifest_check`]) and where everything would go ([`placement`]: running servers,
+//!   non-empty directories, tablespace locations); every problem is listed in the
+//!   [`RestorePlan`].
+//! - [`materialise`] (with [`bundle`], [`paths`] and [`owner`]): build the directory,
+//!   the recovery configuration ([`recovery_conf`]: `recovery.signal` and the walship block
+//!   in `postgresql.auto.conf`), and `pg_control` last.
 //!
-//! [`restore`] runs them in order: plan, refuse on any problem or a non-empty directory,
-//! materialise, configure.
+//! [`restore`] runs them in order: plan, refuse on any problem, materialise.
 //!
 //! ```
 //! use walship_restore::target::{parse_target_time, RecoveryTarget};
@@ -28,8 +31,11 @@
 
 pub mod bundle;
 pub mod error;
+pub mod manifest_check;
 pub mod materialise;
+pub mod owner;
 pub mod paths;
+pub mod placement;
 pub mod plan;
 pub mod recovery_conf;
 pub mod target;
@@ -54,7 +60,8 @@ pub struct RestoreRequest {
     pub plan: PlanRequest,
     /// The data directory to build.
     pub to: PathBuf,
-    /// `--force`, `--delta`, `--tablespace`, parallelism.
+    /// `--force`, `--delta`, `--tablespace`, `--tablespace-in-place`, `--owner`,
+    /// parallelism (its `recovery` is filled in by [`restore`]).
     pub materialise: MaterialiseOptions,
     /// The `walship` binary the restored server runs as `restore_command`.
     pub walship: PathBuf,
@@ -78,23 +85,25 @@ pub struct RestoreOutcome {
     pub summary: MaterialiseSummary,
 }
 
-/// Plans, refuses on any problem (or a non-empty directory without `--force`/`--delta`)
-/// before writing anything, then builds the directory and writes the recovery
-/// configuration.
+/// Plans, refuses on any problem (a target directory that is in use, not empty without
+/// `--force`/`--delta`, not a data directory; a tablespace location not confirmed; a
+/// malformed manifest) before writing anything, then builds the directory with the recovery
+/// configuration, `pg_control` last.
 pub async fn restore(
     repo: &Repository,
     request: &RestoreRequest,
     progress: ProgressFn,
 ) -> Result<RestoreOutcome, RestoreError> {
-    let opts = &request.materialise;
     let identity = repo.require_identity().await?;
-    materialise::check_target_dir(
-        &request.to,
-        opts.force,
-        opts.delta,
-        identity.system_identifier,
-    )?;
-    let plan = plan::plan(repo, &request.plan).await?;
+    let placement = request.materialise.placement_request(&request.to);
+    // The directory alone first: refused in a moment rather than after the WAL scan.
+    let problems = placement::check_data_dir(&placement, identity.system_identifier);
+    if !problems.is_empty() {
+        return Err(RestoreError::Refused { problems });
+    }
+    let mut plan_request = request.plan.clone();
+    plan_request.placement = Some(placement);
+    let plan = plan::plan(repo, &plan_request).await?;
     let manifest = match (&plan.manifest, plan.problems.is_empty()) {
         (Some(manifest), true) => manifest.clone(),
         _ => {
@@ -103,9 +112,9 @@ pub async fn restore(
             });
         }
     };
-    let summary = materialise::materialise(repo, &manifest, &request.to, opts, progress).await?;
     let spec = &request.plan.spec;
-    let config = RecoveryConfig {
+    let mut opts = request.materialise.clone();
+    opts.recovery = Some(RecoveryConfig {
         walship: request.walship.clone(),
         global_args: request.global_args.clone(),
         env: request.env.clone(),
@@ -119,7 +128,7 @@ pub async fn restore(
         },
         action: request.action,
         standby: request.standby,
-    };
-    recovery_conf::write_recovery_config(&request.to, &config)?;
+    });
+    let summary = materialise::materialise(repo, &manifest, &request.to, &opts, progress).await?;
     Ok(RestoreOutcome { plan, summary })
 }

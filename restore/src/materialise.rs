@@ -1,12 +1,15 @@
-//! Building the data directory from a backup: directories, files from the bundles (in
-//! parallel, bounded), tablespaces through their links, the backup label verbatim,
-//! Postgres's `backup_manifest` (for `pg_verifybackup`), every file and directory fsynced,
-//! and `global/pg_control` last.
+//! Building the data directory from a backup: the manifest and the target directories
+//! checked again ([`crate::manifest_check`], [`crate::placement`]), directories, files from
+//! the bundles (in parallel, bounded), tablespaces through their links, the backup label
+//! verbatim, the tablespace map rebuilt from the accepted tablespaces, Postgres's
+//! `backup_manifest` (for `pg_verifybackup`), the recovery configuration, every file and
+//! directory fsynced, and `global/pg_control` last. Run as root, every entry is given to
+//! the owner of its target directory ([`crate::owner`]) before it is fsynced.
 //!
 //! **Invariant:** until the very last step the directory has no `global/pg_control`, so a
-//! restore that fails at any point leaves a directory Postgres refuses to start, never a
-//! half-restored one it would start. `--delta` removes an existing `pg_control` (durably)
-//! before touching anything else.
+//! restore that fails at any point (the recovery configuration included) leaves a
+//! directory Postgres refuses to start, never a half-restored one it would start.
+//! `--delta` removes an existing `pg_control` (durably) before touching anything else.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -22,7 +25,11 @@ use walship_common::repo::Repository;
 
 use crate::bundle::{self, BundleJob, FileJob, ProgressFn};
 use crate::error::RestoreError;
+use crate::manifest_check;
+use crate::owner::{self, Owner};
 use crate::paths::{Destinations, TablespaceDirs};
+use crate::placement::{self, Placement, PlacementRequest};
+use crate::recovery_conf::{self, RecoveryConfig};
 
 /// `global/pg_control`, written last.
 pub const PG_CONTROL: &str = "global/pg_control";
@@ -34,15 +41,36 @@ pub const BACKUP_MANIFEST: &str = "backup_manifest";
 /// How to build the directory.
 #[derive(Debug, Clone, Default)]
 pub struct MaterialiseOptions {
-    /// Replace whatever the directory holds.
+    /// Replace whatever the directory holds (a data directory only).
     pub force: bool,
     /// Keep files whose size and crc32c already match; fetch the rest; remove the files the
     /// backup does not have.
     pub delta: bool,
     /// `--tablespace OID=DIR`.
     pub tablespaces: TablespaceDirs,
+    /// `--tablespace-in-place`: the tablespaces not relocated go where the backup says.
+    pub tablespace_in_place: bool,
+    /// `--owner`: who owns every file (else, as root, the owner of each target directory).
+    pub owner: Option<Owner>,
     /// Bundles fetched at once (at least 1).
     pub parallel: usize,
+    /// The recovery configuration, written durably before `global/pg_control`, the last
+    /// file (`None`: the caller configures recovery itself).
+    pub recovery: Option<RecoveryConfig>,
+}
+
+impl MaterialiseOptions {
+    /// The placement these options ask for, into `to`.
+    pub fn placement_request(&self, to: &Path) -> PlacementRequest {
+        PlacementRequest {
+            to: to.to_path_buf(),
+            force: self.force,
+            delta: self.delta,
+            relocate: self.tablespaces.clone(),
+            in_place: self.tablespace_in_place,
+            owner: self.owner,
+        }
+    }
 }
 
 /// What the restore wrote.
@@ -73,49 +101,46 @@ fn fs_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> R
     }
 }
 
-/// Refuses a non-empty `dir` unless `force` or `delta`; with `delta`, refuses a data
-/// directory of another cluster than `system_identifier`. Called before any data moves.
-pub fn check_target_dir(
-    dir: &Path,
-    force: bool,
-    delta: bool,
-    system_identifier: u64,
-) -> Result<(), RestoreError> {
-    let entry = match fs::read_dir(dir) {
-        Ok(mut entries) => entries.next().transpose().map_err(fs_err("read", dir))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(fs_err("read", dir)(e)),
-    };
-    let Some(entry) = entry else { return Ok(()) };
-    if !force && !delta {
-        return Err(RestoreError::NotEmpty {
-            path: dir.to_path_buf(),
-            entry: entry.file_name().to_string_lossy().into_owned(),
-        });
-    }
-    if delta && let Ok(control) = fs::read(dir.join(PG_CONTROL)) {
-        let found = control_system_identifier(&control);
-        if found.is_some_and(|found| found != system_identifier) {
-            return Err(RestoreError::OtherClusterDir {
-                path: dir.to_path_buf(),
-                found: found.unwrap_or_default(),
-                expected: system_identifier,
-            });
-        }
-    }
-    Ok(())
-}
-
 /// `ControlFileData.system_identifier`: the first 8 bytes, native endian.
-fn control_system_identifier(control: &[u8]) -> Option<u64> {
+pub(crate) fn control_system_identifier(control: &[u8]) -> Option<u64> {
     Some(u64::from_ne_bytes(control.get(..8)?.try_into().ok()?))
 }
 
-/// Creates `dir` (and parents) and sets it to 0700.
-fn make_dir(dir: &Path) -> Result<(), RestoreError> {
+/// Creates `dir` (and parents) and sets it to 0700, owned by `owner`.
+fn make_dir(dir: &Path, owner: Option<Owner>) -> Result<(), RestoreError> {
     fs::create_dir_all(dir).map_err(fs_err("create", dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(fs_err("set permissions of", dir))
+        .map_err(fs_err("set permissions of", dir))?;
+    owner::apply(owner, dir)
+}
+
+/// Files restore writes itself, never from a bundle: the label verbatim from the manifest,
+/// the map rebuilt from the accepted tablespaces.
+const WRITTEN_FROM_MANIFEST: &[&str] = &["backup_label", "tablespace_map"];
+
+/// Checks the manifest and the target directories again (the plan did, but the
+/// directories may have changed since), and refuses before anything changes.
+fn check_before_writing(
+    manifest: &BackupManifest,
+    dir: &Path,
+    opts: &MaterialiseOptions,
+) -> Result<Placement, RestoreError> {
+    let structural = manifest_check::structural_problems(manifest);
+    if !structural.is_empty() {
+        return Err(RestoreError::BadManifest {
+            backup: manifest.id.to_string(),
+            message: structural.join("; "),
+        });
+    }
+    let request = opts.placement_request(dir);
+    let mut problems = placement::check_data_dir(&request, manifest.system_identifier);
+    let (placement, more) = placement::place(manifest, &request, manifest.system_identifier);
+    problems.extend(more);
+    if problems.is_empty() {
+        Ok(placement)
+    } else {
+        Err(RestoreError::Refused { problems })
+    }
 }
 
 /// Builds `dir` from `manifest`; see the module doc.
@@ -132,11 +157,9 @@ pub async fn materialise(
         backup: backup.clone(),
         message,
     };
-    let dests = Destinations::new(dir, manifest, &opts.tablespaces)?;
-    check_target_dir(dir, opts.force, opts.delta, manifest.system_identifier)?;
-    for ts in dests.tablespaces().values() {
-        check_target_dir(ts, opts.force, opts.delta, manifest.system_identifier)?;
-    }
+    let placement = check_before_writing(manifest, dir, opts)?;
+    let dests = Destinations::new(&placement);
+    let data_owner = dests.root_owner();
     let mut summary = MaterialiseSummary::default();
     // pg_control first out, last in.
     let control_path = dir.join(PG_CONTROL);
@@ -151,17 +174,16 @@ pub async fn materialise(
             clear_dir(ts)?;
         }
     }
-    make_dir(dir)?;
+    make_dir(dir, data_owner)?;
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::from([dir.to_path_buf()]);
     let mut expected: BTreeSet<PathBuf> = BTreeSet::new();
     let mut by_bundle: BTreeMap<u32, Vec<FileJob>> = BTreeMap::new();
-    let mut saw_control = false;
     for entry in &manifest.files {
         let dest = dests.of(&backup, &entry.path)?;
         match entry.kind {
             FileKind::Dir => {
-                if let Some(dest) = dest {
-                    make_dir(&dest)?;
+                if let Some((dest, owner)) = dest {
+                    make_dir(&dest, owner)?;
                     expected.insert(dest.clone());
                     dirs.insert(dest);
                 }
@@ -175,7 +197,7 @@ pub async fn materialise(
                 }
             }
             FileKind::File => {
-                let Some(dest) = dest else {
+                let Some((dest, owner)) = dest else {
                     return Err(bad(format!("{} cannot be a file", entry.path)));
                 };
                 let (Some(bundle), Some(offset), Some(crc32c)) =
@@ -186,18 +208,14 @@ pub async fn materialise(
                         entry.path
                     )));
                 };
-                if bundle as usize >= manifest.bundles.len() {
-                    return Err(bad(format!(
-                        "file {} names bundle {bundle}, which does not exist",
-                        entry.path
-                    )));
+                if WRITTEN_FROM_MANIFEST.contains(&entry.path.as_str()) {
+                    continue;
                 }
                 let is_control = entry.path == PG_CONTROL;
-                saw_control |= is_control;
                 if let Some(parent) = dest.parent()
                     && !dirs.contains(parent)
                 {
-                    make_dir(parent)?;
+                    make_dir(parent, owner)?;
                     dirs.insert(parent.to_path_buf());
                 }
                 let skip = opts.delta && !is_control && unchanged(&dest, entry.size, crc32c);
@@ -205,6 +223,9 @@ pub async fn materialise(
                     summary.files_kept += 1;
                     if let Ok(f) = fs::File::open(&dest) {
                         bundle::set_mode_and_mtime(&f, &dest, entry.mtime)?;
+                        if let Some(owner) = owner {
+                            owner.apply_to_file(&f, &dest)?;
+                        }
                     }
                 }
                 expected.insert(dest.clone());
@@ -216,32 +237,37 @@ pub async fn materialise(
                     size: entry.size,
                     crc32c,
                     mtime: entry.mtime,
+                    owner,
                 });
             }
         }
     }
-    if !saw_control {
-        return Err(bad(format!("the backup has no {PG_CONTROL}")));
-    }
     // Tablespaces: their directories and the pg_tblspc links to them.
     let tblspc = dir.join("pg_tblspc");
     for (oid, location) in dests.tablespaces() {
-        make_dir(location)?;
-        make_dir(&tblspc)?;
+        make_dir(location, dests.tablespace_owner(*oid))?;
+        if !dirs.contains(&tblspc) {
+            make_dir(&tblspc, data_owner)?;
+        }
         dirs.insert(location.clone());
         dirs.insert(tblspc.clone());
         let link = tblspc.join(oid.to_string());
         match fs::symlink_metadata(&link) {
+            Ok(meta) if meta.is_dir() => {
+                fs::remove_dir_all(&link).map_err(fs_err("remove", &link))?
+            }
             Ok(_) => fs::remove_file(&link).map_err(fs_err("remove", &link))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(fs_err("inspect", &link)(e)),
         }
         std::os::unix::fs::symlink(location, &link).map_err(fs_err("create link", &link))?;
+        owner::apply(data_owner, &link)?;
         expected.insert(link);
         expected.insert(location.clone());
     }
+    let tablespace_map = dests.tablespace_map();
     expected.insert(dir.join("backup_label"));
-    if manifest.tablespace_map.is_some() {
+    if tablespace_map.is_some() {
         expected.insert(dir.join("tablespace_map"));
     }
     if manifest.pg_backup_manifest.is_some() {
@@ -279,25 +305,28 @@ pub async fn materialise(
         }
     }
     drop(results);
-    fsutil::durable_write(
+    owner::durable_write(
         &dir.join("backup_label"),
         manifest.backup_label.as_bytes(),
-        0o600,
+        data_owner,
     )?;
-    if let Some(map) = &manifest.tablespace_map {
-        fsutil::durable_write(
-            &dir.join("tablespace_map"),
-            dests.tablespace_map(map).as_bytes(),
-            0o600,
-        )?;
+    let map_path = dir.join("tablespace_map");
+    match &tablespace_map {
+        Some(map) => owner::durable_write(&map_path, map.as_bytes(), data_owner)?,
+        None => match fs::remove_file(&map_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fs_err("remove", &map_path)(e)),
+        },
     }
     // Postgres's own manifest, as pg_basebackup leaves it (the server ignores the file), so
     // that `pg_verifybackup` can check the restored files before the server starts.
     if let Some(pg_manifest) = &manifest.pg_backup_manifest {
-        fsutil::durable_write(&dir.join(BACKUP_MANIFEST), pg_manifest.as_bytes(), 0o600)?;
-    }
-    for d in &dirs {
-        fsutil::fsync_dir(d)?;
+        owner::durable_write(
+            &dir.join(BACKUP_MANIFEST),
+            pg_manifest.as_bytes(),
+            data_owner,
+        )?;
     }
     let control = control.ok_or_else(|| bad(format!("{PG_CONTROL} was not in its bundle")))?;
     if control_system_identifier(&control) != Some(manifest.system_identifier) {
@@ -307,7 +336,15 @@ pub async fn materialise(
             manifest.system_identifier
         )));
     }
-    fsutil::durable_write(&control_path, &control, 0o600)?;
+    // The recovery settings are durable before pg_control exists: a failure up to here
+    // leaves a directory Postgres refuses to start.
+    if let Some(recovery) = &opts.recovery {
+        recovery_conf::write_recovery_config(dir, recovery, data_owner)?;
+    }
+    for d in &dirs {
+        fsutil::fsync_dir(d)?;
+    }
+    owner::durable_write(&control_path, &control, data_owner)?;
     summary.files_written += 1;
     summary.bytes_written += control.len() as u64;
     summary.duration_ms = started.elapsed().as_millis() as u64;

@@ -1,76 +1,42 @@
 //! Where each manifest entry goes on disk: paths from a manifest are outside input, so each
 //! is checked (relative, no `..`, no empty or `.` component) before it is joined to the
-//! target directory; files under `pg_tblspc/<oid>/` go to their tablespace's directory,
-//! relocated by `--tablespace OID=DIR`.
+//! target directory; files under `pg_tblspc/<oid>/` go to their tablespace's directory as
+//! the [`Placement`] accepted it, and only for the tablespaces the backup lists.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use walship_common::backup::entry_path::{check_backup_path, tablespace_link_oid};
-use walship_common::catalog::{BackupManifest, FileKind};
+use walship_common::backup::entry_path::check_backup_path;
 
 use crate::error::RestoreError;
+use crate::owner::Owner;
+use crate::placement::Placement;
 
 /// Where the tablespaces of a backup go: OID to absolute directory.
 pub type TablespaceDirs = BTreeMap<u32, PathBuf>;
 
-/// The on-disk destination of manifest entries for one restore.
+/// The on-disk destination, and owner, of manifest entries for one restore.
 #[derive(Debug, Clone)]
 pub struct Destinations {
     root: PathBuf,
+    root_owner: Option<Owner>,
     tablespaces: TablespaceDirs,
+    owners: BTreeMap<u32, Option<Owner>>,
 }
 
 impl Destinations {
-    /// Resolves each tablespace's directory: `relocate` first, then the location the backup
-    /// recorded (`tablespaces`, or the `pg_tblspc/<oid>` link target). Every one must be
-    /// absolute.
-    pub fn new(
-        root: &Path,
-        manifest: &BackupManifest,
-        relocate: &TablespaceDirs,
-    ) -> Result<Destinations, RestoreError> {
-        let bad = |message: String| RestoreError::BadManifest {
-            backup: manifest.id.to_string(),
-            message,
-        };
-        let mut tablespaces = TablespaceDirs::new();
-        for ts in &manifest.tablespaces {
-            tablespaces.insert(ts.oid, PathBuf::from(&ts.location));
+    /// The destinations of an accepted placement.
+    pub fn new(placement: &Placement) -> Destinations {
+        Destinations {
+            root: placement.data_directory.clone(),
+            root_owner: placement.owner,
+            tablespaces: placement.dirs(),
+            owners: placement
+                .tablespaces
+                .iter()
+                .map(|t| (t.oid, t.owner))
+                .collect(),
         }
-        for entry in &manifest.files {
-            if let (FileKind::Symlink, Some(oid), Some(target)) = (
-                entry.kind,
-                tablespace_link_oid(&entry.path),
-                &entry.link_target,
-            ) {
-                tablespaces
-                    .entry(oid)
-                    .or_insert_with(|| PathBuf::from(target));
-            }
-        }
-        for (oid, dir) in relocate {
-            if !tablespaces.contains_key(oid) {
-                return Err(bad(format!(
-                    "--tablespace {oid}={}: the backup has no tablespace {oid} (it has {:?})",
-                    dir.display(),
-                    tablespaces.keys().collect::<Vec<_>>()
-                )));
-            }
-            tablespaces.insert(*oid, dir.clone());
-        }
-        for (oid, dir) in &tablespaces {
-            if !dir.is_absolute() || !clean_components(dir) {
-                return Err(bad(format!(
-                    "tablespace {oid} location {} is not a clean absolute path",
-                    dir.display()
-                )));
-            }
-        }
-        Ok(Destinations {
-            root: root.to_path_buf(),
-            tablespaces,
-        })
     }
 
     /// The tablespace directories, OID to directory.
@@ -83,82 +49,103 @@ impl Destinations {
         &self.root
     }
 
-    /// Where the entry at manifest path `path` goes; `None` for `pg_tblspc/<oid>` itself
-    /// (a link the restore creates). Refuses paths that could escape.
-    pub fn of(&self, backup: &str, path: &str) -> Result<Option<PathBuf>, RestoreError> {
-        let rel = Path::new(path);
+    /// Who owns what is written in the data directory.
+    pub fn root_owner(&self) -> Option<Owner> {
+        self.root_owner
+    }
+
+    /// Who owns what is written in tablespace `oid`.
+    pub fn tablespace_owner(&self, oid: u32) -> Option<Owner> {
+        self.owners.get(&oid).copied().flatten()
+    }
+
+    /// Where the entry at manifest path `path` goes, and who owns it; `None` for
+    /// `pg_tblspc/<oid>` itself (a link the restore creates). Refuses paths that could
+    /// escape, and anything under `pg_tblspc/` but a listed tablespace.
+    pub fn of(
+        &self,
+        backup: &str,
+        path: &str,
+    ) -> Result<Option<(PathBuf, Option<Owner>)>, RestoreError> {
+        let bad = |message: String| RestoreError::BadManifest {
+            backup: backup.to_string(),
+            message,
+        };
         if let Err(reason) = check_backup_path(path) {
-            return Err(RestoreError::BadManifest {
-                backup: backup.to_string(),
-                message: format!("path {path:?}: {reason}"),
-            });
+            return Err(bad(format!("path {path:?}: {reason}")));
         }
-        if let Some(oid) = tablespace_oid(path)
-            && let Some(dir) = self.tablespaces.get(&oid)
-        {
-            let prefix = format!("pg_tblspc/{oid}");
-            return Ok(match path.strip_prefix(&prefix).unwrap_or("") {
+        if let Some(rest) = path.strip_prefix("pg_tblspc/") {
+            let (oid, rest) = rest.split_once('/').unwrap_or((rest, ""));
+            let dir = oid
+                .parse::<u32>()
+                .ok()
+                .and_then(|oid| Some((oid, self.tablespaces.get(&oid)?)));
+            let Some((oid, dir)) = dir else {
+                return Err(bad(format!(
+                    "{path} is not in a tablespace the backup lists"
+                )));
+            };
+            return Ok(match rest {
                 "" => None,
-                rest => Some(dir.join(rest.trim_start_matches('/'))),
+                rest => Some((dir.join(rest), self.tablespace_owner(oid))),
             });
         }
-        Ok(Some(self.root.join(rel)))
+        Ok(Some((self.root.join(path), self.root_owner)))
     }
 
-    /// The `tablespace_map` to write: the backup's, with relocated lines pointing at their
-    /// new directory (Postgres creates the `pg_tblspc` links from this file).
-    pub fn tablespace_map(&self, original: &str) -> String {
-        let mut out = String::new();
-        for line in original.lines() {
-            let oid = line
-                .split_once(' ')
-                .and_then(|(oid, _)| oid.parse::<u32>().ok());
-            match oid.and_then(|oid| self.tablespaces.get(&oid).map(|dir| (oid, dir))) {
-                Some((oid, dir)) => out.push_str(&format!("{oid} {}\n", dir.display())),
-                None => {
-                    out.push_str(line);
-                    out.push('\n');
-                }
-            }
+    /// The `tablespace_map` to write, rebuilt from the accepted tablespaces (never the
+    /// backup's text): Postgres creates the `pg_tblspc` links from this file.
+    pub fn tablespace_map(&self) -> Option<String> {
+        if self.tablespaces.is_empty() {
+            return None;
         }
-        out
+        let lines: Vec<String> = self
+            .tablespaces
+            .iter()
+            .map(|(oid, dir)| format!("{oid} {}\n", dir.display()))
+            .collect();
+        Some(lines.concat())
     }
-}
-
-/// The OID of `pg_tblspc/<oid>[/...]`.
-fn tablespace_oid(path: &str) -> Option<u32> {
-    let rest = path.strip_prefix("pg_tblspc/")?;
-    rest.split('/').next()?.parse().ok()
-}
-
-/// True when every component of an absolute directory is a plain name.
-fn clean_components(path: &Path) -> bool {
-    path.components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::RootDir))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::TablespacePlacement;
 
     #[test]
     fn escaping_paths_are_refused() {
-        let d = Destinations {
-            root: PathBuf::from("/data"),
-            tablespaces: [(16400, PathBuf::from("/ts"))].into(),
-        };
-        for bad in ["", "/etc/passwd", "../x", "base/../../x", "base/./x"] {
+        let d = Destinations::new(&Placement {
+            data_directory: PathBuf::from("/data"),
+            owner: None,
+            tablespaces: vec![TablespacePlacement {
+                oid: 16400,
+                backup_location: "/old".into(),
+                directory: PathBuf::from("/ts"),
+                relocated: true,
+                owner: None,
+            }],
+        });
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "base/../../x",
+            "base/./x",
+            "pg_tblspc/99/x",
+            "pg_tblspc/99",
+        ] {
             assert!(d.of("b", bad).is_err(), "{bad}");
         }
         assert_eq!(
             d.of("b", "base/1/2").unwrap(),
-            Some(PathBuf::from("/data/base/1/2"))
+            Some((PathBuf::from("/data/base/1/2"), None))
         );
         assert_eq!(d.of("b", "pg_tblspc/16400").unwrap(), None);
         assert_eq!(
             d.of("b", "pg_tblspc/16400/PG_15/5/1").unwrap(),
-            Some(PathBuf::from("/ts/PG_15/5/1"))
+            Some((PathBuf::from("/ts/PG_15/5/1"), None))
         );
-        assert_eq!(d.tablespace_map("16400 /old\n"), "16400 /ts\n");
+        assert_eq!(d.tablespace_map().unwrap(), "16400 /ts\n");
     }
 }

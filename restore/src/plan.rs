@@ -17,6 +17,8 @@ use walship_common::pg::{TimelineHistory, TimelineId, WalFileName, WalSegSize};
 use walship_common::repo::Repository;
 
 use crate::error::RestoreError;
+use crate::manifest_check;
+use crate::placement::{self, Placement, PlacementRequest};
 use crate::target::{RecoveryTarget, TargetSpec};
 use crate::timeline::{ArchiveListing, backup_on_path, load_history};
 use crate::wal_scan::{self, ScanReport, WalPoint};
@@ -29,6 +31,9 @@ pub struct PlanRequest {
     /// For a time target, stop by the LSN of the first commit after the time instead of by
     /// the time (`--resolve-lsn`).
     pub resolve_lsn: bool,
+    /// Where the restore would write: checked too, so that the plan refuses what the
+    /// restore would refuse. `None` plans the backup and WAL only.
+    pub placement: Option<PlacementRequest>,
 }
 
 /// What kind of problem stops a restore.
@@ -49,6 +54,25 @@ pub enum ProblemKind {
     BadSegment,
     /// The archive ends before the target.
     BeyondArchive,
+    /// The chosen backup's manifest is malformed or tampered with.
+    BadManifest,
+    /// A target directory is used by a running server.
+    TargetInUse,
+    /// A target directory holds files and neither `--force` nor `--delta` was given.
+    TargetNotEmpty,
+    /// A target directory cannot be used (not a data directory, unreadable).
+    TargetNotUsable,
+    /// A tablespace cannot go where it would go.
+    Tablespace,
+}
+
+/// A backup the plan did not consider, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedBackup {
+    /// Its id.
+    pub id: BackupId,
+    /// Why.
+    pub reason: String,
 }
 
 /// One reason the restore cannot reach its target.
@@ -129,6 +153,10 @@ pub struct RestorePlan {
     pub wal_end: Lsn,
     /// Every segment missing between the backup's start and the newest archived segment.
     pub missing_segments: Vec<String>,
+    /// Where the restore writes (when the request says where).
+    pub placement: Option<Placement>,
+    /// Backups left out: an unreadable manifest, another cluster's.
+    pub skipped_backups: Vec<SkippedBackup>,
     /// Why the restore cannot proceed; empty when it can.
     pub problems: Vec<Problem>,
     /// The chosen backup's manifest.
@@ -154,8 +182,39 @@ impl RestorePlan {
 }
 
 /// Builds the plan for `request`; see the module doc. Errors are failures to read the
-/// repository; everything that makes the target unreachable is a [`Problem`].
+/// repository; everything that makes the target unreachable, the chosen manifest unsound
+/// or a target directory unusable is a [`Problem`].
 pub async fn plan(repo: &Repository, request: &PlanRequest) -> Result<RestorePlan, RestoreError> {
+    let mut plan = plan_backup(repo, request).await?;
+    if let Some(manifest) = plan.manifest.clone() {
+        for message in manifest_check::structural_problems(&manifest) {
+            plan.refuse(
+                ProblemKind::BadManifest,
+                format!("backup {}: bad manifest: {message}", manifest.id),
+            );
+        }
+    }
+    if let Some(placement) = &request.placement {
+        let identity = repo.require_identity().await?;
+        let mut problems = placement::check_data_dir(placement, identity.system_identifier);
+        if let Some(manifest) = &plan.manifest {
+            let (placed, more) = placement::place(manifest, placement, identity.system_identifier);
+            plan.placement = Some(placed);
+            problems.extend(more);
+        }
+        plan.problems.extend(problems);
+    }
+    if !plan.problems.is_empty() {
+        plan.reachable = false;
+    }
+    Ok(plan)
+}
+
+/// The backup choice and the WAL chain.
+async fn plan_backup(
+    repo: &Repository,
+    request: &PlanRequest,
+) -> Result<RestorePlan, RestoreError> {
     let spec = &request.spec;
     let identity = repo.require_identity().await?;
     let seg_size = WalSegSize::new(u64::from(identity.wal_segment_size)).map_err(|e| {
@@ -185,6 +244,8 @@ pub async fn plan(repo: &Repository, request: &PlanRequest) -> Result<RestorePla
         last_commit: None,
         wal_end: Lsn::INVALID,
         missing_segments: Vec::new(),
+        placement: None,
+        skipped_backups: Vec::new(),
         problems: Vec::new(),
         manifest: None,
         spec: Some(spec.clone()),
@@ -202,10 +263,46 @@ pub async fn plan(repo: &Repository, request: &PlanRequest) -> Result<RestorePla
         );
         return Ok(plan);
     };
-    let all = walship_common::backup::read_catalog(repo).await?.complete;
-    let on_path: Vec<&BackupManifest> =
-        all.iter().filter(|b| backup_on_path(&history, b)).collect();
+    let catalog = walship_common::backup::read_catalog(repo).await?;
+    plan.skipped_backups = catalog
+        .unreadable
+        .iter()
+        .map(|b| SkippedBackup {
+            id: b.id,
+            reason: format!("its manifest cannot be used: {}", b.reason),
+        })
+        .collect();
+    let all = &catalog.complete;
+    // Another cluster's backup is never chosen on its own (asked for by id, it is refused).
+    let ours = |b: &BackupManifest| {
+        b.system_identifier == identity.system_identifier
+            && b.wal_segment_size == identity.wal_segment_size
+    };
+    for b in all.iter().filter(|b| !ours(b)) {
+        plan.skipped_backups.push(SkippedBackup {
+            id: b.id,
+            reason: format!(
+                "it is of another cluster (system identifier {})",
+                b.system_identifier
+            ),
+        });
+    }
+    plan.skipped_backups.sort_by_key(|b| b.id);
+    let on_path: Vec<&BackupManifest> = all
+        .iter()
+        .filter(|b| ours(b) && backup_on_path(&history, b))
+        .collect();
     let candidates: Vec<&BackupManifest> = match &spec.backup {
+        Some(id) if catalog.unreadable_reason(*id).is_some() => {
+            plan.refuse(
+                ProblemKind::NoBackup,
+                format!(
+                    "backup {id} cannot be used: {}",
+                    catalog.unreadable_reason(*id).unwrap_or_default()
+                ),
+            );
+            return Ok(plan);
+        }
         Some(id) => match all.iter().find(|b| b.id == *id) {
             Some(b) if backup_on_path(&history, b) => vec![b],
             Some(b) => {

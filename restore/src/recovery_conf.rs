@@ -12,6 +12,7 @@ use walship_common::Lsn;
 use walship_common::fsutil;
 
 use crate::error::RestoreError;
+use crate::owner::{self, Owner};
 use crate::target::{RecoveryTarget, TargetAction, postgres_time};
 
 /// First line of walship's block.
@@ -217,8 +218,13 @@ pub fn strip_recovery_settings(content: &str) -> String {
     out
 }
 
-/// Writes the signal file and the walship block into `data_dir` (durably).
-pub fn write_recovery_config(data_dir: &Path, config: &RecoveryConfig) -> Result<(), RestoreError> {
+/// Writes the walship block and the signal file into `data_dir` (durably), owned by
+/// `owner` when given. A restore calls it before it writes `global/pg_control`.
+pub fn write_recovery_config(
+    data_dir: &Path,
+    config: &RecoveryConfig,
+    owner: Option<Owner>,
+) -> Result<(), RestoreError> {
     let auto = data_dir.join("postgresql.auto.conf");
     let existing = match std::fs::read_to_string(&auto) {
         Ok(text) => text,
@@ -233,14 +239,14 @@ pub fn write_recovery_config(data_dir: &Path, config: &RecoveryConfig) -> Result
     };
     let mut content = strip_recovery_settings(&existing);
     content.push_str(&config.block());
-    fsutil::durable_write(&auto, content.as_bytes(), 0o600)?;
+    owner::durable_write(&auto, content.as_bytes(), owner)?;
     let (signal, other) = if config.standby {
         ("standby.signal", "recovery.signal")
     } else {
         ("recovery.signal", "standby.signal")
     };
     let _ = std::fs::remove_file(data_dir.join(other));
-    fsutil::durable_write(&data_dir.join(signal), b"", 0o600)?;
+    owner::durable_write(&data_dir.join(signal), b"", owner)?;
     Ok(())
 }
 
@@ -304,7 +310,7 @@ mod tests {
         c.action = TargetAction::Pause;
         c.exclusive = true;
         c.timeline = Some(2);
-        write_recovery_config(dir.path(), &c).unwrap();
+        write_recovery_config(dir.path(), &c, None).unwrap();
         assert!(dir.path().join("standby.signal").exists());
         assert!(!dir.path().join("recovery.signal").exists());
         let auto = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
@@ -318,7 +324,7 @@ mod tests {
         }
         let mut latest = config(RecoveryTarget::Latest);
         latest.allow_partial = true;
-        write_recovery_config(dir.path(), &latest).unwrap();
+        write_recovery_config(dir.path(), &latest, None).unwrap();
         let auto = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
         assert!(auto.contains("fetch --allow-partial %f %p"), "{auto}");
         assert!(!auto.contains("recovery_target_xid") && !auto.contains("recovery_target_action"));

@@ -28,16 +28,40 @@ pub struct IncompleteBackup {
     pub keys: Vec<ObjectKey>,
 }
 
-/// Every backup id in the repository, split into complete and incomplete.
+/// A backup whose `manifest.json` exists but cannot be used: it does not decode, is not
+/// JSON of the manifest format, names another backup, or holds an unsafe path. It is
+/// reported and skipped, so that one bad (or planted) manifest never hides the good ones.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnreadableBackup {
+    /// Its id (from the key).
+    pub id: BackupId,
+    /// Why it cannot be used.
+    pub reason: String,
+}
+
+/// Every backup id in the repository, split into complete, unreadable and incomplete.
 #[derive(Debug, Default)]
 pub struct Catalog {
     /// Complete backups, oldest first.
     pub complete: Vec<BackupManifest>,
+    /// Backups whose manifest exists but is corrupt or foreign, oldest first.
+    pub unreadable: Vec<UnreadableBackup>,
     /// Backups without a manifest, oldest first.
     pub incomplete: Vec<IncompleteBackup>,
 }
 
-/// Lists `backups/` and reads every manifest.
+impl Catalog {
+    /// Why backup `id` is unreadable, when it is.
+    pub fn unreadable_reason(&self, id: BackupId) -> Option<&str> {
+        self.unreadable
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| b.reason.as_str())
+    }
+}
+
+/// Lists `backups/` and reads every manifest. A manifest whose content is wrong (see
+/// [`UnreadableBackup`]) is listed in `unreadable`; only a failing storage is an error.
 pub async fn read_catalog(repo: &Repository) -> Result<Catalog, BackupError> {
     let objects = repo.storage().list(layout::BACKUPS_PREFIX).await?;
     let mut by_id: BTreeMap<BackupId, Vec<ObjectMeta>> = BTreeMap::new();
@@ -50,7 +74,16 @@ pub async fn read_catalog(repo: &Repository) -> Result<Catalog, BackupError> {
     for (id, metas) in by_id {
         let manifest_key = layout::manifest_key(id);
         if metas.iter().any(|m| m.key == manifest_key) {
-            catalog.complete.push(read_manifest(repo, id).await?);
+            match read_manifest(repo, id).await {
+                Ok(manifest) => catalog.complete.push(manifest),
+                Err(e) if is_bad_content(&e) => {
+                    catalog.unreadable.push(UnreadableBackup {
+                        id,
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             catalog.incomplete.push(IncompleteBackup {
                 id,
@@ -62,6 +95,15 @@ pub async fn read_catalog(repo: &Repository) -> Result<Catalog, BackupError> {
         }
     }
     Ok(catalog)
+}
+
+/// True when reading a manifest failed on its content (corrupt object, not a manifest of
+/// this format, another backup's), not on the storage.
+fn is_bad_content(error: &BackupError) -> bool {
+    matches!(
+        error,
+        BackupError::Manifest { .. } | BackupError::Repo(crate::repo::RepoError::Corrupt { .. })
+    )
 }
 
 /// Reads and checks the manifest of backup `id`.

@@ -37,7 +37,8 @@ pub use bundler::bundle_name;
 pub use error::BackupError;
 pub use event::{BackupEvent, BackupSource, EventList, ServerInfo};
 pub use listing::{
-    Catalog, IncompleteBackup, find_backup, read_catalog, read_manifest, remove_incomplete,
+    Catalog, IncompleteBackup, UnreadableBackup, find_backup, read_catalog, read_manifest,
+    remove_incomplete,
 };
 pub use progress::{Progress, ProgressSnapshot};
 pub use run::{BackupOptions, BackupOutcome, choose_id, take_backup};

@@ -16,6 +16,8 @@ use crate::exit;
 /// instead what interrupted backups left (objects without a manifest); add `--remove` to
 /// delete those idle for at least `--idle` (default 1h, so that a backup still running
 /// elsewhere is left alone). The next successful `walship backup` also removes them.
+/// A backup whose manifest is corrupt or foreign is named on stderr and skipped (never
+/// removed: it is not incomplete).
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print JSON: an array with every manifest field except the per-file and per-bundle
@@ -54,6 +56,13 @@ pub fn run(ctx: Context, args: ListArgs) -> u8 {
             Ok(catalog) => catalog,
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
+        // A bad manifest is named and skipped: the good backups stay listed.
+        for bad in &catalog.unreadable {
+            eprintln!(
+                "walship list: warning: backup {} skipped, its manifest cannot be used: {}",
+                bad.id, bad.reason
+            );
+        }
         if args.incomplete {
             print_incomplete(&catalog.incomplete, args.json, "incomplete");
         } else if args.json {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use clap::{ArgGroup, Args, ValueEnum};
 use walship_common::catalog::BackupId;
 use walship_common::pg::TimelineId;
+use walship_restore::owner::Owner;
 use walship_restore::paths::TablespaceDirs;
 use walship_restore::target::{self, TargetError};
 use walship_restore::{
@@ -68,15 +69,25 @@ pub struct RestoreArgs {
     /// Write standby.signal instead of recovery.signal.
     #[arg(long)]
     pub standby: bool,
-    /// Put tablespace OID in DIR instead of its original location (repeatable).
+    /// Restore tablespace OID into DIR (repeatable). Every tablespace needs one, unless
+    /// --tablespace-in-place.
     #[arg(long, value_name = "OID=DIR")]
     pub tablespace: Vec<String>,
+    /// Restore the tablespaces not named by --tablespace at the locations the backup
+    /// recorded (the original server's paths, outside --to).
+    #[arg(long)]
+    pub tablespace_in_place: bool,
     /// Keep files whose size and crc32c already match; fetch the rest; remove the rest.
+    /// The directory must be a data directory of this cluster.
     #[arg(long, conflicts_with = "force")]
     pub delta: bool,
-    /// Replace the contents of a non-empty directory.
+    /// Replace the contents of a non-empty data directory (never any other directory).
     #[arg(long)]
     pub force: bool,
+    /// Owner of every restored file, USER[:GROUP]. By default a restore run as root gives
+    /// each file to the owner of its target directory (or of the nearest existing parent).
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub owner: Option<String>,
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -164,6 +175,10 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         Ok(t) => t,
         Err(message) => return usage(message),
     };
+    let owner = match args.owner.as_deref().map(Owner::parse).transpose() {
+        Ok(owner) => owner,
+        Err(e) => return usage(e.to_string()),
+    };
     let walship = match args
         .walship_path
         .clone()
@@ -187,9 +202,19 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         ]);
     }
     global_args.extend(["--repo".to_string(), ctx.config.repo.clone()]);
+    let materialise = MaterialiseOptions {
+        force: args.force,
+        delta: args.delta,
+        tablespaces,
+        tablespace_in_place: args.tablespace_in_place,
+        owner,
+        parallel: args.parallel.max(1),
+        recovery: None,
+    };
     let plan_request = PlanRequest {
         spec,
         resolve_lsn: args.resolve_lsn,
+        placement: args.dry_run.then(|| materialise.placement_request(&to)),
     };
     ctx.block_on(async {
         let repo = match ctx.open_repository().await {
@@ -208,12 +233,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         let request = RestoreRequest {
             plan: plan_request,
             to: to.clone(),
-            materialise: MaterialiseOptions {
-                force: args.force,
-                delta: args.delta,
-                tablespaces,
-                parallel: args.parallel.max(1),
-            },
+            materialise,
             walship,
             global_args,
             env: walship_restore::recovery_conf::carried_env(std::env::vars_os().filter_map(
@@ -357,6 +377,34 @@ fn print_plan(plan: &RestorePlan, json: bool) {
             "  recovery point: no commit in the archive after the backup; valid WAL ends at {}",
             plan.wal_end
         ),
+    }
+    if let Some(placement) = &plan.placement {
+        let owned =
+            |owner: Option<Owner>| owner.map_or(String::new(), |o| format!(", owned by {o}"));
+        println!(
+            "  data directory: {}{}",
+            placement.data_directory.display(),
+            owned(placement.owner)
+        );
+        for ts in &placement.tablespaces {
+            let how = if ts.relocated {
+                format!("relocated from {}", ts.backup_location)
+            } else {
+                "its location in the backup".to_string()
+            };
+            println!(
+                "  tablespace {}: {} ({how}{})",
+                ts.oid,
+                ts.directory.display(),
+                owned(ts.owner)
+            );
+        }
+    }
+    for skipped in &plan.skipped_backups {
+        println!(
+            "  skipped:        backup {}: {}",
+            skipped.id, skipped.reason
+        );
     }
     if plan.missing_segments.is_empty() {
         println!("  missing:        none");
