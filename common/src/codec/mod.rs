@@ -111,5 +111,41 @@ pub fn decode_into(
         .summary
         .map_or(0, |s| s.len.min(64 << 20) as usize);
     content.reserve(hint);
-    reader.copy_to(content)
+    copy_bounded(&mut reader, content, limit)
+}
+
+/// Reads the rest of `reader` into `content`, growing it by doubling but never past `limit`
+/// bytes of capacity (the reader refuses content past the limit), so that a bomb refused at
+/// the limit has cost the limit, not twice that.
+fn copy_bounded(
+    reader: &mut ObjectReader<&[u8]>,
+    content: &mut Vec<u8>,
+    limit: u64,
+) -> Result<ObjectSummary, CodecError> {
+    use std::io::Read;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CodecError::from(e)),
+        };
+        let needed = content.len() + n;
+        if needed > content.capacity() {
+            let grown = content
+                .capacity()
+                .saturating_mul(2)
+                .max(needed)
+                .min(limit.max(needed));
+            content.reserve_exact(grown - content.len());
+        }
+        content.extend_from_slice(&buf[..n]);
+    }
+    reader
+        .verified_summary()
+        .ok_or_else(|| CodecError::AlreadyFailed {
+            first: "not verified".to_string(),
+        })
 }

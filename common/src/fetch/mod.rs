@@ -27,11 +27,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::fsutil::{self, FsError};
-use crate::pg::file_name::{ArchiveFileName, FileNameError, WalFileName};
+use crate::pg::file_name::{ArchiveFileName, FileNameError};
 use crate::pg::history::TimelineHistory;
 use crate::pg::page_header::XLOG_BLCKSZ;
 use crate::pg::segment::WalSegSize;
-use crate::pg::segment_check::{self, SegmentError};
+use crate::pg::segment_check::{self, SegmentHeaderInfo};
 use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits};
 use crate::task::run_blocking;
 use spool::{FetchSpool, SpoolOrigin};
@@ -179,9 +179,9 @@ pub fn fetch_from_spool(
     check_destination(ArchiveFileName::Segment(wal), dest).ok()?;
     let first_page = spool.verify(&wal, XLOG_BLCKSZ as usize)?;
     let sysid = Some(origin.identity.system_identifier);
-    if segment_check::validate_first_page(&first_page, wal, sysid).is_err()
-        || spool.deliver(&wal, dest).is_err()
-    {
+    let right = segment_check::validate_first_page(&first_page, wal, sysid)
+        .is_ok_and(|header| check_major(&header, &origin.identity).is_ok());
+    if !right || spool.deliver(&wal, dest).is_err() {
         spool.remove(&wal);
         return None;
     }
@@ -287,12 +287,14 @@ fn check_content(
 ) -> Result<(), FetchError> {
     let result = match name {
         ArchiveFileName::Segment(wal) => {
-            check_segment(content, wal, identity).map_err(|e| e.to_string())
+            segment_check::validate_segment(content, wal, Some(identity.system_identifier))
+                .map_err(|e| e.to_string())
+                .and_then(|report| check_major(&report.header, identity))
         }
         ArchiveFileName::Partial(wal) => {
             segment_check::validate_first_page(content, wal, Some(identity.system_identifier))
-                .map(|_| ())
                 .map_err(|e| e.to_string())
+                .and_then(|header| check_major(&header, identity))
         }
         ArchiveFileName::History(timeline) => TimelineHistory::parse(timeline, content)
             .map(|_| ())
@@ -307,12 +309,19 @@ fn check_content(
     })
 }
 
-fn check_segment(
-    content: &[u8],
-    wal: WalFileName,
-    identity: &RepoIdentity,
-) -> Result<(), SegmentError> {
-    segment_check::validate_segment(content, wal, Some(identity.system_identifier)).map(|_| ())
+/// Refuses WAL of another major version than the repository's (`walship.json`'s `pg_major`):
+/// its page magic says which server wrote it, and a server of one major cannot replay
+/// another's WAL.
+fn check_major(header: &SegmentHeaderInfo, identity: &RepoIdentity) -> Result<(), String> {
+    if header.major() == identity.pg_major {
+        return Ok(());
+    }
+    Err(format!(
+        "its pages were written by PostgreSQL {} (page magic {:#06X}), but walship.json says the repository holds PostgreSQL {}",
+        header.major(),
+        header.version.xlog_page_magic,
+        identity.pg_major
+    ))
 }
 
 /// Refuses a destination that exists and is not a regular file: renaming over it would
