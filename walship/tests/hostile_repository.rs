@@ -205,6 +205,20 @@ fn walship_json_format_version_and_pg_major_are_checked() {
         }
     }
 
+    std::fs::write(&identity, &original).unwrap();
+    let out = repo.walship(&["fetch", &segment_name(1), dest]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// Item 10: `fetch` checks `walship.json`'s `pg_major` against the page magic of the WAL it
+/// delivers: another major's WAL is never handed to Postgres.
+#[test]
+fn fetch_refuses_wal_of_another_major_than_walship_json_says() {
+    let repo = archived_repo();
+    let dest = repo.dir.path().join("RECOVERYXLOG");
+    let dest = dest.to_str().unwrap();
+    let identity = repo.local_root().join("walship.json");
+    let original = std::fs::read_to_string(&identity).unwrap();
     std::fs::write(
         &identity,
         original.replace("\"pg_major\": 15", "\"pg_major\": 14"),
