@@ -175,10 +175,10 @@ fn only_a_missing_object_is_absent() {
     assert_stops(&out, &["\"wal\" is a symbolic link", "not mounted"]);
 }
 
-/// Item 10: `walship.json`'s `format_version` is checked by every command, and its
-/// `pg_major` by `fetch`, against the page magic of what it delivers.
+/// Item 10: `walship.json`'s `format_version` is checked by every command (here `fetch`,
+/// `list` and `archive`): 0 and 2 are refused, naming the version.
 #[test]
-fn walship_json_format_version_and_pg_major_are_checked() {
+fn walship_json_format_version_is_checked_by_every_command() {
     let repo = archived_repo();
     let dest = repo.dir.path().join("RECOVERYXLOG");
     let dest = dest.to_str().unwrap();
