@@ -4,12 +4,12 @@
 
 mod support;
 
-use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use support::bounded::{measured, zstd_bomb};
 use support::{TestRepo, describe};
 
 /// `walship fetch`'s "stop recovery" code.
@@ -288,68 +288,6 @@ fn destination_that_is_not_a_regular_file_is_refused() {
     assert!(std::fs::read(&file).unwrap() == segment(1));
 }
 
-/// A walship object (`docs/FORMAT.md`) whose payload is one zstd frame of `gib` GiB of zeros
-/// with no content size in its header (written as a stream), and no summary in the object
-/// header: a few hundred KiB that decode to gigabytes. The trailer records the true length.
-fn zstd_bomb(gib: u64) -> Vec<u8> {
-    let mut encoder = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
-    encoder.include_contentsize(false).unwrap();
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..gib * 1024 {
-        encoder.write_all(&zeros).unwrap();
-    }
-    let frame = encoder.finish().unwrap();
-    let mut object = Vec::new();
-    object.extend_from_slice(b"\x89WSOBJ\r\n");
-    object.extend_from_slice(&1u16.to_le_bytes()); // format version
-    object.push(2); // zstd
-    object.push(1); // level
-    object.extend_from_slice(&0u32.to_le_bytes()); // flags: no summary in the header
-    object.extend_from_slice(&[0u8; 12]); // raw length and crc32c: none
-    let header_crc = crc32c::crc32c(&object);
-    object.extend_from_slice(&header_crc.to_le_bytes());
-    for chunk in frame.chunks(256 << 10) {
-        object.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
-        object.extend_from_slice(chunk);
-    }
-    object.extend_from_slice(&0u32.to_le_bytes());
-    let stored_crc = crc32c::crc32c(&object);
-    object.extend_from_slice(&(gib << 30).to_le_bytes());
-    object.extend_from_slice(&zeros_crc32c(gib << 30).to_le_bytes());
-    object.extend_from_slice(&stored_crc.to_le_bytes());
-    object.extend_from_slice(b"WEND");
-    object
-}
-
-/// crc32c of `len` zero bytes (a power of two of at least 1 MiB), by combining halves.
-fn zeros_crc32c(len: u64) -> u32 {
-    let mut n = 1u64 << 20;
-    let mut crc = crc32c::crc32c(&vec![0u8; n as usize]);
-    while n < len {
-        crc = crc32c::crc32c_combine(crc, crc, n as usize);
-        n *= 2;
-    }
-    crc
-}
-
-/// Runs walship measured (peak RSS from `wait4`), its address space capped at 1 GiB.
-fn measured(repo: &TestRepo, args: &[&str]) -> (pg_test_harness::bench::Measurement, String) {
-    let err = repo.dir.path().join("measured.err");
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("ulimit -v 1048576; exec \"$0\" \"$@\"")
-        .arg(support::walship_bin())
-        .arg("--config")
-        .arg(&repo.config)
-        .args(args)
-        .envs(repo.env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err).unwrap());
-    let run = pg_test_harness::bench::measure(&mut cmd).unwrap();
-    (run, std::fs::read_to_string(&err).unwrap())
-}
-
 /// Item 12: decompression bombs in the WAL archive and an oversized `walship.json` fail
 /// fast, naming the key, in bounded memory (they took `fetch` to 6.3 GB and read 1 GiB).
 #[test]
@@ -362,7 +300,7 @@ fn fetch_refuses_decompression_bombs_in_bounded_memory() {
     std::fs::write(object_path(&repo, &segment_name(3)), &bomb).unwrap();
     std::fs::write(repo.local_root().join("wal/00000002.history"), &bomb).unwrap();
     for name in [segment_name(3), "00000002.history".to_string()] {
-        let (run, err) = measured(&repo, &["fetch", &name, dest]);
+        let (run, err) = measured(&repo, 1024, &["fetch", &name, dest]);
         assert_eq!(run.status.code(), Some(RECOVERY_MUST_STOP), "{name}: {err}");
         assert!(
             err.contains(&name) && err.contains("larger than"),
@@ -385,7 +323,7 @@ fn fetch_refuses_decompression_bombs_in_bounded_memory() {
         .unwrap()
         .set_len(1 << 30)
         .unwrap();
-    let (run, err) = measured(&repo, &["fetch", &segment_name(1), dest]);
+    let (run, err) = measured(&repo, 1024, &["fetch", &segment_name(1), dest]);
     assert_eq!(run.status.code(), Some(RECOVERY_MUST_STOP), "{err}");
     assert!(
         err.contains("walship.json") && err.contains("larger than"),
@@ -406,7 +344,7 @@ fn list_refuses_a_manifest_bomb() {
     let backup = repo.local_root().join("backups/20260101T000000Z");
     std::fs::create_dir_all(&backup).unwrap();
     std::fs::write(backup.join("manifest.json"), zstd_bomb(2)).unwrap();
-    let (run, err) = measured(&repo, &["list"]);
+    let (run, err) = measured(&repo, 1024, &["list"]);
     // Exit 3 while one bad manifest fails the listing; 0 once bad backups are reported and
     // skipped (issue 18, item 6). Never an abort for want of memory.
     assert!(
