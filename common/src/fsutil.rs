@@ -53,6 +53,26 @@ fn at<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsE
     }
 }
 
+/// What a file type is, for messages: "a directory", "a FIFO", "a device node", ...
+pub fn describe_file_type(file_type: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device node"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "a special file"
+    }
+}
+
 /// True when `name` (a single path component) is one of our temporary files.
 pub fn is_temp_name(name: &str) -> bool {
     name.starts_with(TEMP_PREFIX)

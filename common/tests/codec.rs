@@ -125,7 +125,7 @@ fn assert_round_trip(
         content.len()
     );
     assert_eq!(
-        decode_to_vec(&encode_to_vec(content, codec).unwrap()).unwrap(),
+        decode_to_vec(&encode_to_vec(content, codec).unwrap(), u64::MAX).unwrap(),
         content
     );
 }
@@ -177,7 +177,7 @@ fn round_trips_incompressible_input() {
 
 /// Every way of reading an object must fail for `stored`; returns the error of the streaming reader.
 fn assert_rejected(stored: &[u8], what: &str) -> CodecError {
-    if let Ok(content) = decode_to_vec(stored) {
+    if let Ok(content) = decode_to_vec(stored, u64::MAX) {
         panic!("{what}: read as success ({} bytes)", content.len());
     }
     match decode_streaming(stored, 4099, 1000) {
@@ -418,7 +418,7 @@ fn writer_refuses_content_that_differs_from_its_declaration() {
         "{err}"
     );
     // What was written is not a complete object.
-    assert!(decode_to_vec(&stored).is_err());
+    assert!(decode_to_vec(&stored, u64::MAX).is_err());
 }
 
 #[test]
@@ -443,7 +443,10 @@ fn a_caller_computed_crc_goes_into_the_trailer_and_a_wrong_one_never_reads_as_su
         let trailer = &stored[stored.len() - TRAILER_LEN..];
         assert_eq!(trailer[0..8], (content.len() as u64).to_le_bytes());
         assert_eq!(trailer[8..12], crc32c::crc32c(&content).to_le_bytes());
-        assert!(decode_to_vec(&stored).unwrap() == content, "{codec}");
+        assert!(
+            decode_to_vec(&stored, u64::MAX).unwrap() == content,
+            "{codec}"
+        );
 
         let err = assert_rejected(&encode(combined ^ 1), "wrong caller crc");
         assert!(
@@ -462,7 +465,7 @@ fn a_caller_computed_crc_goes_into_the_trailer_and_a_wrong_one_never_reads_as_su
     let mut stored = Vec::new();
     let writer = ObjectWriter::with_caller_crc(&mut stored, Codec::Lz4).unwrap();
     assert!(writer.finish().is_err());
-    assert!(decode_to_vec(&stored).is_err());
+    assert!(decode_to_vec(&stored, u64::MAX).is_err());
     let mut writer = ObjectWriter::new(Vec::new(), Codec::Lz4).unwrap();
     writer.write_all(b"hello").unwrap();
     let err = writer
@@ -531,5 +534,117 @@ proptest! {
         let stored = encode_streaming(&content, codec, write_step);
         let decoded = decode_streaming(&stored, source_step, read_step).unwrap();
         prop_assert_eq!(decoded, content);
+    }
+}
+
+/// Content streamed into an object (no summary in the header), as `walship archive` writes
+/// segments and as a hostile writer makes a decompression bomb.
+fn streamed(content: &[u8], codec: Codec) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = ObjectWriter::new(&mut out, codec).unwrap();
+    writer.write_all(content).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+#[test]
+fn a_limit_refuses_a_declared_length_before_decoding() {
+    for codec in CODECS {
+        let stored = encode_to_vec(&[7u8; 100], codec).unwrap();
+        assert_eq!(decode_to_vec(&stored, 100).unwrap(), [7u8; 100], "{codec}");
+        let err = decode_to_vec(&stored, 99).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CodecError::TooLarge {
+                    limit: 99,
+                    found: 100
+                }
+            ),
+            "{codec}: {err}"
+        );
+        let err = ObjectReader::new(&stored[..])
+            .unwrap()
+            .with_limit(99)
+            .err()
+            .unwrap();
+        assert!(matches!(err, CodecError::TooLarge { .. }), "{codec}: {err}");
+    }
+}
+
+#[test]
+fn a_limit_stops_streamed_content_at_the_limit() {
+    let content: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    for codec in CODECS {
+        let stored = streamed(&content, codec);
+        assert!(decode_to_vec(&stored, content.len() as u64).unwrap() == content);
+        let err = decode_to_vec(&stored, 1000).unwrap_err();
+        match err {
+            CodecError::TooLarge { limit: 1000, found } => {
+                assert!(
+                    found > 1000 && found <= 1000 + (64 << 10),
+                    "{codec}: {found}"
+                )
+            }
+            other => panic!("{codec}: {other}"),
+        }
+        assert!(err_is_corruption(&stored, 1000), "{codec}");
+        // The streaming reader keeps failing once it failed.
+        let mut reader = ObjectReader::new(&stored[..])
+            .unwrap()
+            .with_limit(4096)
+            .unwrap();
+        let mut sink = Vec::new();
+        let err = CodecError::from(reader.read_to_end(&mut sink).unwrap_err());
+        assert!(
+            matches!(err, CodecError::TooLarge { limit: 4096, .. }),
+            "{err}"
+        );
+        assert!(
+            sink.len() <= 4096,
+            "{codec}: handed out {} bytes",
+            sink.len()
+        );
+    }
+}
+
+fn err_is_corruption(stored: &[u8], limit: u64) -> bool {
+    decode_to_vec(stored, limit).unwrap_err().is_corruption()
+}
+
+/// A zstd frame without a content size (streamed) that decodes to 256 MiB: refused after
+/// about the limit, quickly, with the limit and the length found in the error.
+#[test]
+fn a_zstd_bomb_costs_the_limit_not_its_content() {
+    let zeros = vec![0u8; 1 << 20];
+    let mut stored = Vec::new();
+    // The writer streams: its zstd frame has no content size, its header no summary.
+    let mut writer = ObjectWriter::new(&mut stored, Codec::Zstd { level: 1 }).unwrap();
+    for _ in 0..256 {
+        writer.write_all(&zeros).unwrap();
+    }
+    writer.finish().unwrap();
+    assert!(stored.len() < 1 << 20, "{} bytes", stored.len());
+    let started = std::time::Instant::now();
+    let err = decode_to_vec(&stored, 16 << 20).unwrap_err();
+    assert!(
+        matches!(err, CodecError::TooLarge { limit, .. } if limit == 16 << 20),
+        "{err}"
+    );
+    assert!(err.to_string().contains("16777216 bytes"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// lz4 objects of independent blocks decode through a faster path; it obeys the limit too.
+#[test]
+fn the_lz4_fast_path_obeys_the_limit() {
+    let content: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    for stored in [
+        encode_to_vec(&content, Codec::Lz4).unwrap(),
+        streamed(&content, Codec::Lz4),
+    ] {
+        assert!(decode_to_vec(&stored, 1 << 20).unwrap() == content);
+        let err = decode_to_vec(&stored, (1 << 20) - 1).unwrap_err();
+        assert!(matches!(err, CodecError::TooLarge { .. }), "{err}");
     }
 }

@@ -38,7 +38,7 @@ mod contract {
         assert_eq!((meta.size, meta.crc32c), (100_000, Some(crc)));
 
         assert_eq!(read_all(s, &k).await.unwrap(), body);
-        assert_eq!(s.get_bytes(&k).await.unwrap(), body);
+        assert_eq!(s.get_bytes(&k, u64::MAX).await.unwrap(), body);
         let head = s.head(&k).await.unwrap();
         assert_eq!(head.key, k);
         assert_eq!(head.size, 100_000);
@@ -59,7 +59,7 @@ mod contract {
         s.put(&k, second.clone(), PutOptions::default())
             .await
             .unwrap();
-        assert_eq!(s.get_bytes(&k).await.unwrap(), second);
+        assert_eq!(s.get_bytes(&k, u64::MAX).await.unwrap(), second);
 
         // Empty objects exist too.
         let empty = key("empty");
@@ -67,7 +67,7 @@ mod contract {
             .await
             .unwrap();
         assert_eq!(s.head(&empty).await.unwrap().size, 0);
-        assert!(s.get_bytes(&empty).await.unwrap().is_empty());
+        assert!(s.get_bytes(&empty, u64::MAX).await.unwrap().is_empty());
 
         s.delete(&k).await.unwrap();
         assert!(s.head(&k).await.unwrap_err().is_not_found());
@@ -81,7 +81,7 @@ mod contract {
         for err in [
             s.get(&missing).await.unwrap_err(),
             s.head(&missing).await.unwrap_err(),
-            s.get_bytes(&missing).await.unwrap_err(),
+            s.get_bytes(&missing, u64::MAX).await.unwrap_err(),
             s.get_range(&missing, 0..10).await.unwrap_err(),
         ] {
             assert!(err.is_not_found(), "{err}");
@@ -109,7 +109,7 @@ mod contract {
             .unwrap_err();
         assert!(err.is_already_exists(), "{err}");
         assert!(err.to_string().contains(k.as_str()), "{err}");
-        assert_eq!(s.get_bytes(&k).await.unwrap(), first);
+        assert_eq!(s.get_bytes(&k, u64::MAX).await.unwrap(), first);
 
         if s.capabilities().conditional_create {
             // Racing creators: exactly one wins, and its bytes are what is stored.
@@ -136,7 +136,10 @@ mod contract {
                 })
                 .collect();
             assert_eq!(winners.len(), 1, "{winners:?}");
-            assert_eq!(s.get_bytes(&race).await.unwrap(), pattern(1000, winners[0]));
+            assert_eq!(
+                s.get_bytes(&race, u64::MAX).await.unwrap(),
+                pattern(1000, winners[0])
+            );
         }
     }
 
@@ -286,7 +289,7 @@ mod contract {
         s.put(&in_memory, body.clone(), PutOptions::default())
             .await
             .unwrap();
-        assert_eq!(s.get_bytes(&in_memory).await.unwrap(), body);
+        assert_eq!(s.get_bytes(&in_memory, u64::MAX).await.unwrap(), body);
 
         if s.capabilities().conditional_create {
             // Two large creators racing for one key: exactly one wins, even though both
@@ -297,7 +300,7 @@ mod contract {
                 s.put_stream(&contested, &a[..], PutOptions::if_absent()),
                 s.put_stream(&contested, &b[..], PutOptions::if_absent()),
             );
-            let stored = s.get_bytes(&contested).await.unwrap();
+            let stored = s.get_bytes(&contested, u64::MAX).await.unwrap();
             match (ra, rb) {
                 (Ok(_), Err(e)) => {
                     assert!(e.is_already_exists(), "{e}");
@@ -317,7 +320,7 @@ mod contract {
         s.put_stream(&exact, &body[..], PutOptions::default())
             .await
             .unwrap();
-        assert_eq!(s.get_bytes(&exact).await.unwrap(), body);
+        assert_eq!(s.get_bytes(&exact, u64::MAX).await.unwrap(), body);
     }
 
     pub async fn no_partial_object_is_visible_during_upload(s: &AnyStorage) {
@@ -350,7 +353,7 @@ mod contract {
             drop(writer);
             let meta = upload.await.unwrap().unwrap();
             assert_eq!(meta.size, size as u64);
-            assert_eq!(s.get_bytes(&k).await.unwrap(), body);
+            assert_eq!(s.get_bytes(&k, u64::MAX).await.unwrap(), body);
             assert_eq!(s.list("inflight/").await.unwrap().len(), 1);
             s.delete(&k).await.unwrap();
         }

@@ -41,7 +41,7 @@ async fn transient_faults_within_the_budget_are_retried_away() {
         .await
         .unwrap();
     assert_eq!(probe.attempts(StorageOp::Put, "wal/seg"), 4);
-    assert_eq!(s.get_bytes(&k).await.unwrap(), &b"data"[..]);
+    assert_eq!(s.get_bytes(&k, u64::MAX).await.unwrap(), &b"data"[..]);
     assert_eq!(s.head(&k).await.unwrap().size, 4);
     assert_eq!(s.list("wal/").await.unwrap().len(), 1);
     s.delete(&k).await.unwrap();
@@ -125,9 +125,9 @@ async fn a_stream_cut_midway_is_an_error_and_get_bytes_recovers() {
     assert!(err.is_retryable() && !err.is_not_found(), "{err}");
 
     // The second attempt is cut too; get_bytes retries the whole read and gets it all.
-    assert_eq!(s.get_bytes(&k).await.unwrap(), body);
+    assert_eq!(s.get_bytes(&k, u64::MAX).await.unwrap(), body);
 
     // Objects shorter than the cut are delivered whole.
     let (_probe, s) = faulty(&inner, FaultPlan::fail_first(1).cut_get_after(1 << 20));
-    assert_eq!(s.get_bytes(&k).await.unwrap(), body);
+    assert_eq!(s.get_bytes(&k, u64::MAX).await.unwrap(), body);
 }

@@ -99,8 +99,14 @@ async fn directories_and_symlinks_are_not_objects() {
     s.put(&key("a/b"), Bytes::from_static(b"x"), PutOptions::default())
         .await
         .unwrap();
-    assert!(s.head(&key("a")).await.unwrap_err().is_not_found());
-    assert!(s.get(&key("a")).await.unwrap_err().is_not_found());
+    // A directory where an object belongs is damage, not absence (issue 18, item 9).
+    for err in [
+        s.head(&key("a")).await.unwrap_err(),
+        s.get(&key("a")).await.unwrap_err(),
+    ] {
+        assert!(!err.is_not_found() && err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("a directory"), "{err}");
+    }
     s.delete(&key("a")).await.unwrap();
     assert!(dir.path().join("repo/a/b").exists());
     std::os::unix::fs::symlink("/etc/passwd", dir.path().join("repo/link")).unwrap();
@@ -112,6 +118,51 @@ async fn directories_and_symlinks_are_not_objects() {
         .map(|m| m.key.to_string())
         .collect();
     assert_eq!(names, ["a/b"]);
+}
+
+/// Only "no entry at all" is `NotFound`: a FIFO, a dangling link, or a dangling link on the
+/// way (a `wal` directory on storage that is not mounted) is an error (issue 18, item 9).
+#[tokio::test]
+async fn only_a_missing_entry_is_not_found() {
+    let (dir, s) = repo();
+    let root = dir.path().join("repo");
+    std::fs::create_dir_all(root.join("wal/0000000100000000")).unwrap();
+    assert!(
+        s.get(&key("wal/0000000100000000/x"))
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        s.get(&key("nothing/at/all"))
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    nix::unistd::mkfifo(&root.join("wal/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink(root.join("gone"), root.join("wal/dangling")).unwrap();
+    std::fs::write(root.join("file"), b"x").unwrap();
+    for (k, says) in [
+        ("wal/fifo", "a FIFO"),
+        ("wal/dangling", "does not exist"),
+        ("file/below", "not a directory"),
+    ] {
+        for err in [
+            s.get(&key(k)).await.unwrap_err(),
+            s.head(&key(k)).await.unwrap_err(),
+        ] {
+            assert!(!err.is_not_found(), "{k}: {err}");
+            assert!(err.to_string().contains(says), "{k}: {err}");
+        }
+    }
+    std::fs::remove_dir_all(root.join("wal")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/mount", root.join("wal")).unwrap();
+    let err = s.get(&key("wal/0000000100000000/x")).await.unwrap_err();
+    assert!(!err.is_not_found(), "{err}");
+    assert!(
+        err.to_string().contains("\"wal\" is a symbolic link"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -144,7 +144,7 @@ async fn stalled_download_fails_instead_of_hanging() {
         started.elapsed()
     );
     // get_bytes retries the whole download, and still ends.
-    let err = storage.get_bytes(&k).await.unwrap_err();
+    let err = storage.get_bytes(&k, u64::MAX).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -175,7 +175,7 @@ async fn stopped_server_is_a_retryable_failure_not_missing() {
     for err in [
         repo.storage.get(&k).await.unwrap_err(),
         repo.storage.head(&k).await.unwrap_err(),
-        repo.storage.get_bytes(&k).await.unwrap_err(),
+        repo.storage.get_bytes(&k, u64::MAX).await.unwrap_err(),
     ] {
         assert_unreachable(&err, &endpoint);
     }
@@ -193,7 +193,10 @@ async fn stopped_server_is_a_retryable_failure_not_missing() {
     })
     .await
     .unwrap();
-    assert_eq!(repo.storage.get_bytes(&k).await.unwrap(), &b"segment"[..]);
+    assert_eq!(
+        repo.storage.get_bytes(&k, u64::MAX).await.unwrap(),
+        &b"segment"[..]
+    );
     drop(server);
 }
 
@@ -262,5 +265,5 @@ async fn if_absent_without_conditional_writes_checks_first() {
         .await
         .unwrap_err();
     assert!(err.is_already_exists(), "{err}");
-    assert_eq!(s.get_bytes(&k).await.unwrap(), &b"first"[..]);
+    assert_eq!(s.get_bytes(&k, u64::MAX).await.unwrap(), &b"first"[..]);
 }

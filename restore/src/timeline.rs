@@ -11,7 +11,7 @@ use walship_common::catalog::BackupManifest;
 use walship_common::pg::{
     ArchiveFileName, SegNo, TimelineHistory, TimelineId, WalFileName, WalSegSize,
 };
-use walship_common::repo::{Repository, layout};
+use walship_common::repo::{Repository, layout, limits};
 use walship_common::storage::Storage;
 
 use crate::error::RestoreError;
@@ -97,8 +97,12 @@ pub async fn load_history(
     if timeline.0 == 1 {
         return Ok(Some(TimelineHistory::first()));
     }
-    let key = layout::wal_key(&ArchiveFileName::History(timeline));
-    match repo.get_content(&key).await {
+    let name = ArchiveFileName::History(timeline);
+    let key = layout::wal_key(&name);
+    match repo
+        .get_content(&key, limits::wal_content_limit(&name))
+        .await
+    {
         Ok(bytes) => match TimelineHistory::parse(timeline, &bytes) {
             Ok(history) => Ok(Some(history)),
             Err(e) => Err(RestoreError::BadManifest {

@@ -17,7 +17,7 @@ use walship_common::pg::{
     ArchiveFileName, RecordKind, SegNo, TimelineHistory, WalFileName, WalReader, WalRecord,
     WalSegSize,
 };
-use walship_common::repo::{Repository, layout};
+use walship_common::repo::{Repository, layout, limits};
 
 use crate::error::RestoreError;
 use crate::target::{RecoveryTarget, TargetSpec};
@@ -247,7 +247,8 @@ async fn fetch_segment(
     let Some(name) = name else {
         return Ok(Fetched::Missing(segno, wal.to_string()));
     };
-    let content = match repo.get_content(&layout::wal_key(&name)).await {
+    let limit = limits::wal_content_limit(&name);
+    let content = match repo.get_content(&layout::wal_key(&name), limit).await {
         Ok(content) => content,
         Err(e) if e.is_not_found() => return Ok(Fetched::Missing(segno, name.to_string())),
         Err(e) => return Err(e.into()),

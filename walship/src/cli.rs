@@ -55,8 +55,10 @@ pub enum Command {
     /// Exit codes (what Postgres needs to never end recovery early on a network error):
     ///   0    delivered
     ///   1    the repository definitively does not have the file
-    ///   200  storage failing after retries, a corrupt object, a repository without
-    ///        walship.json, or a configuration error: Postgres stops recovery
+    ///   200  anything else: storage failing after retries, a corrupt or oversized object,
+    ///        something other than a file under the key, a repository without a valid
+    ///        walship.json, a destination that is not a regular file, a configuration or
+    ///        command-line error: Postgres stops recovery
     ///
     /// A lone `<segment>.partial` is "absent" unless --allow-partial.
     #[command(verbatim_doc_comment)]

@@ -23,7 +23,74 @@ pub const REFUSED: u8 = 4;
 /// Postgres aborts recovery instead of treating the file as missing and promoting early.
 pub const RECOVERY_MUST_STOP: u8 = 200;
 
+/// The exit code for a command line clap refused (unknown flag, bad value, missing or extra
+/// argument), after printing clap's message. `--help` and `--version` exit 0.
+///
+/// Clap parses before any command runs, so the command is read from the raw arguments:
+/// for `fetch` (Postgres's `restore_command`) a usage error exits [`RECOVERY_MUST_STOP`],
+/// never [`USAGE`] (2), which Postgres would read as "file absent" and might end recovery
+/// and promote (a restored `postgresql.auto.conf` written by a newer walship than the one
+/// installed is how this happens).
+pub fn parse_failure(err: &clap::Error, args: &[std::ffi::OsString]) -> u8 {
+    // Printing to a closed stderr must not change the verdict.
+    let _ = err.print();
+    if !err.use_stderr() {
+        return SUCCESS;
+    }
+    if subcommand(args) == Some("fetch") {
+        RECOVERY_MUST_STOP
+    } else {
+        USAGE
+    }
+}
+
+/// The subcommand in raw arguments (program name first): the first argument that is not an
+/// option, skipping the values of the global options that take one (`--repo URL`,
+/// `--config FILE`).
+fn subcommand(args: &[std::ffi::OsString]) -> Option<&str> {
+    let mut rest = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(arg) = rest.next() {
+        match arg {
+            Some("--repo" | "--config") => {
+                rest.next();
+            }
+            Some(option) if option.starts_with('-') => {}
+            other => return other,
+        }
+    }
+    None
+}
+
 /// Converts one of the codes above into the process exit code.
 pub fn code(value: u8) -> ExitCode {
     ExitCode::from(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<std::ffi::OsString> {
+        line.split(' ').map(Into::into).collect()
+    }
+
+    #[test]
+    fn subcommand_is_found_after_global_options() {
+        assert_eq!(subcommand(&args("walship fetch a b")), Some("fetch"));
+        assert_eq!(
+            subcommand(&args(
+                "walship -v --repo file:///r --config /c -q fetch --x"
+            )),
+            Some("fetch")
+        );
+        assert_eq!(
+            subcommand(&args("walship --repo=file:///r fetch")),
+            Some("fetch")
+        );
+        assert_eq!(
+            subcommand(&args("walship --config fetch archive")),
+            Some("archive")
+        );
+        assert_eq!(subcommand(&args("walship -v")), None);
+    }
 }

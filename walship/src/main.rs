@@ -15,7 +15,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     allocator::tune();
-    let cli = cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match cli::Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return exit::code(exit::parse_failure(&e, &args)),
+    };
     init_logging(cli.global.verbose, cli.global.quiet);
     exit::code(cmd::run(cli))
 }

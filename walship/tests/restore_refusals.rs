@@ -160,7 +160,9 @@ fn refusals(install: &PgInstall, repo: TestRepo) {
     )
     .unwrap();
     let key = layout::wal_key(&ArchiveFileName::Segment(victim));
-    let saved = rt.block_on(repository.storage().get_bytes(&key)).unwrap();
+    let saved = rt
+        .block_on(repository.storage().get_bytes(&key, u64::MAX))
+        .unwrap();
     rt.block_on(repository.storage().delete(&key)).unwrap();
     let victim_name = victim.to_string();
     let message = refused(
@@ -194,7 +196,7 @@ fn refusals(install: &PgInstall, repo: TestRepo) {
     // A corrupted bundle: the restore fails naming the file; the directory does not start.
     let bundle = layout::bundle_key(backup.id, &backup.bundles[0].name).unwrap();
     let mut bytes = rt
-        .block_on(repository.storage().get_bytes(&bundle))
+        .block_on(repository.storage().get_bytes(&bundle, u64::MAX))
         .unwrap()
         .to_vec();
     let at = bytes.len() / 2;

@@ -36,7 +36,7 @@ use crate::pg::history::TimelineHistory;
 use crate::pg::page_header::XLOG_BLCKSZ;
 use crate::pg::segment::WalSegSize;
 use crate::pg::segment_check::{self, SegmentError};
-use crate::repo::{RepoError, RepoIdentity, Repository, StoredObject, layout};
+use crate::repo::{RepoError, RepoIdentity, Repository, StoredObject, layout, limits};
 use crate::storage::{ObjectKey, PutOptions, Storage};
 use crate::task::run_blocking;
 use pushed::{PushedReceipts, Receipt};
@@ -541,7 +541,8 @@ async fn upload(repo: &Repository, prepared: Prepared) -> Result<Archived, Archi
                 // Another writer (a concurrent `walship stream`, or a retry) got there first:
                 // compare with our own content, decoded again from what we tried to store.
                 Err(e) if e.is_already_exists() => {
-                    let content = run_blocking(move || codec::decode_to_vec(&bytes))
+                    let limit = limits::wal_content_limit(&name);
+                    let content = run_blocking(move || codec::decode_to_vec(&bytes, limit))
                         .await
                         .map_err(|source| corrupt(repo, &key, source))?;
                     compare_existing(repo, name, &content, receipt)
@@ -568,7 +569,10 @@ async fn compare_existing(
     receipt: Receipt,
 ) -> Result<Option<ArchiveOutcome>, ArchiveError> {
     let key = layout::wal_key(&name);
-    let existing = match repo.get_content(&key).await {
+    let existing = match repo
+        .get_content(&key, limits::wal_content_limit(&name))
+        .await
+    {
         Ok(existing) => existing,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e @ RepoError::Corrupt { .. }) => {

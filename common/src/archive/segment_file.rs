@@ -400,7 +400,7 @@ mod tests {
             let encoded = read_and_encode(&path, wal, codec, compressors).unwrap();
             let what = format!("{codec} with {compressors} compressors");
             assert_eq!(
-                codec::decode_to_vec(&encoded.encoded).unwrap(),
+                codec::decode_to_vec(&encoded.encoded, u64::MAX).unwrap(),
                 bytes,
                 "{what}"
             );

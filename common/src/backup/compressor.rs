@@ -314,7 +314,7 @@ mod tests {
     }
 
     fn decode(path: &std::path::Path) -> Result<Vec<u8>, crate::codec::CodecError> {
-        crate::codec::decode_to_vec(&std::fs::read(path).unwrap())
+        crate::codec::decode_to_vec(&std::fs::read(path).unwrap(), u64::MAX)
     }
 
     fn content(len: usize) -> Vec<u8> {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::catalog::{BackupId, BackupManifest, MANIFEST_FORMAT_VERSION};
-use crate::repo::{Repository, layout};
+use crate::repo::{Repository, layout, limits};
 use crate::storage::{ObjectKey, ObjectMeta, Storage};
 
 use super::error::BackupError;
@@ -109,7 +109,7 @@ fn is_bad_content(error: &BackupError) -> bool {
 /// Reads and checks the manifest of backup `id`.
 pub async fn read_manifest(repo: &Repository, id: BackupId) -> Result<BackupManifest, BackupError> {
     let key = layout::manifest_key(id);
-    let bytes = match repo.get_content(&key).await {
+    let bytes = match repo.get_content(&key, limits::MANIFEST_MAX).await {
         Ok(bytes) => bytes,
         Err(e) if e.is_not_found() => return Err(BackupError::NotFound(id.to_string())),
         Err(e) => return Err(e.into()),

@@ -105,6 +105,18 @@ pub enum CodecError {
         /// The length of the content.
         found: u64,
     },
+    /// The content is larger than the caller's limit: the most an object of its kind may
+    /// legitimately hold (a WAL segment: the segment size). A decompression bomb, or an object
+    /// under the wrong key; decoding stops there, so memory stays bounded.
+    #[error(
+        "content is larger than the {limit} bytes this object may hold ({found} bytes or more; a decompression bomb or an object of another kind)"
+    )]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+        /// The length found (declared in the header, or decoded so far).
+        found: u64,
+    },
     /// The crc32c of the decoded content differs from the recorded one.
     #[error(
         "checksum mismatch: {recorded} says crc32c {expected:#010x}, content has {found:#010x}"
@@ -157,6 +169,7 @@ impl CodecError {
                 | CodecError::CorruptPayload { .. }
                 | CodecError::BadTrailer { .. }
                 | CodecError::LengthMismatch { .. }
+                | CodecError::TooLarge { .. }
                 | CodecError::ChecksumMismatch { .. }
                 | CodecError::StoredChecksumMismatch { .. }
                 | CodecError::TrailingJunk { .. }

@@ -139,9 +139,9 @@ mod tests {
         let content = mixed(3 * BLOCK_LEN + 12_345);
         let stored = encode_in_blocks(&content, crc32c::crc32c(&content)).unwrap();
         assert!(stored.len() < content.len());
-        assert_eq!(decode_to_vec(&stored).unwrap(), content);
+        assert_eq!(decode_to_vec(&stored, u64::MAX).unwrap(), content);
         let empty = encode_in_blocks(&[], 0).unwrap();
-        assert_eq!(decode_to_vec(&empty).unwrap(), Vec::<u8>::new());
+        assert_eq!(decode_to_vec(&empty, u64::MAX).unwrap(), Vec::<u8>::new());
     }
 
     #[test]
@@ -149,7 +149,7 @@ mod tests {
         let content = mixed(BLOCK_LEN / 2);
         let stored = encode_in_blocks(&content, crc32c::crc32c(&content) ^ 1).unwrap();
         assert!(matches!(
-            decode_to_vec(&stored),
+            decode_to_vec(&stored, u64::MAX),
             Err(CodecError::ChecksumMismatch { .. })
         ));
     }

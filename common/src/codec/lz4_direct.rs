@@ -35,8 +35,9 @@ const MAX_CONTENT: u64 = 1 << 30;
 /// Decodes the lz4 object `stored` into `content` (resized to the content's length; its
 /// earlier bytes are overwritten, not zeroed first) and returns its verified summary, or
 /// `None` when the object is not one this path handles or does not verify (see the module
-/// doc); `content` then holds garbage.
-pub(crate) fn decode(stored: &[u8], content: &mut Vec<u8>) -> Option<ObjectSummary> {
+/// doc); `content` then holds garbage. Content longer than `limit` is left to the streaming
+/// reader, which refuses it.
+pub(crate) fn decode(stored: &[u8], content: &mut Vec<u8>, limit: u64) -> Option<ObjectSummary> {
     let trailer_at = stored.len().checked_sub(TRAILER_LEN)?;
     let header = ObjectHeader::decode(stored.get(..HEADER_LEN)?.try_into().ok()?).ok()?;
     if header.codec != Codec::Lz4 || trailer_at < HEADER_LEN {
@@ -48,7 +49,7 @@ pub(crate) fn decode(stored: &[u8], content: &mut Vec<u8>) -> Option<ObjectSumma
         return None;
     }
     let raw = trailer.content;
-    if header.summary.is_some_and(|declared| declared != raw) || raw.len > MAX_CONTENT {
+    if header.summary.is_some_and(|declared| declared != raw) || raw.len > MAX_CONTENT.min(limit) {
         return None;
     }
     let payload = unchunk(&stored[HEADER_LEN..trailer_at])?;
@@ -167,19 +168,19 @@ mod tests {
     fn decodes_block_objects_and_frame_encoder_objects_into_a_reused_buffer() {
         let content = wal_like(3 << 20);
         let mut buf = Vec::new();
-        let summary = decode(&block_object(&content), &mut buf).unwrap();
+        let summary = decode(&block_object(&content), &mut buf, u64::MAX).unwrap();
         assert_eq!(buf, content);
         assert_eq!(summary.raw_len, content.len() as u64);
         // lz4_flex's own frames (independent blocks by default), reusing the buffer.
         let other = wal_like(1 << 20);
         let stored = encode_to_vec(&other, Codec::Lz4).unwrap();
-        let summary = decode(&stored, &mut buf).unwrap();
+        let summary = decode(&stored, &mut buf, u64::MAX).unwrap();
         assert_eq!(buf, other);
         assert_eq!(summary.stored_len, stored.len() as u64);
         let mut writer = ObjectWriter::new(Vec::new(), Codec::Lz4).unwrap();
         writer.write_all(&content).unwrap();
         let (_, streamed) = writer.finish_into_inner().unwrap();
-        decode(&streamed, &mut buf).unwrap();
+        decode(&streamed, &mut buf, u64::MAX).unwrap();
         assert_eq!(buf, content);
     }
 
@@ -191,14 +192,20 @@ mod tests {
         for at in (0..stored.len()).step_by(97).chain([stored.len() - 1]) {
             let mut bad = stored.clone();
             bad[at] ^= 0x40;
-            assert!(decode(&bad, &mut buf).is_none(), "flipped byte {at}");
+            assert!(
+                decode(&bad, &mut buf, u64::MAX).is_none(),
+                "flipped byte {at}"
+            );
         }
         for cut in [0, 10, HEADER_LEN, stored.len() / 2, stored.len() - 1] {
-            assert!(decode(&stored[..cut], &mut buf).is_none(), "cut at {cut}");
+            assert!(
+                decode(&stored[..cut], &mut buf, u64::MAX).is_none(),
+                "cut at {cut}"
+            );
         }
         let mut longer = stored.clone();
         longer.push(0);
-        assert!(decode(&longer, &mut buf).is_none());
+        assert!(decode(&longer, &mut buf, u64::MAX).is_none());
     }
 
     #[test]
@@ -206,7 +213,10 @@ mod tests {
         let content = wal_like(10_000);
         for codec in [Codec::None, Codec::Zstd { level: 1 }] {
             let stored = encode_to_vec(&content, codec).unwrap();
-            assert!(decode(&stored, &mut Vec::new()).is_none(), "{codec}");
+            assert!(
+                decode(&stored, &mut Vec::new(), u64::MAX).is_none(),
+                "{codec}"
+            );
         }
     }
 }

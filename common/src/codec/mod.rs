@@ -12,6 +12,10 @@
 //! - [`ObjectReader`]: a `std::io::Read` adapter that reports `Ok(0)` only after the trailer,
 //!   length, crc32c and end of input check out; any fault is a typed [`CodecError`].
 //! - [`encode_to_vec`], [`decode_to_vec`]: the same for small objects held in memory.
+//!
+//! Every decode is bounded: [`decode_to_vec`] and [`decode_into`] take the most content the
+//! object may hold, [`ObjectReader::with_limit`] sets it on a stream, and past it decoding
+//! stops with [`CodecError::TooLarge`] (a decompression bomb costs that much, no more).
 //! - [`Codec`]: `none`, `lz4`, `zstd`, `zstd:N`, as written in configuration.
 //!
 //! Encryption is not implemented: the header has an "encrypted" flag, and this build refuses
@@ -77,29 +81,71 @@ pub fn encode_to_vec(content: &[u8], codec: Codec) -> Result<Vec<u8>, CodecError
     Ok(out)
 }
 
-/// Decodes and verifies a complete object held in memory.
-pub fn decode_to_vec(stored: &[u8]) -> Result<Vec<u8>, CodecError> {
+/// Decodes and verifies a complete object held in memory, whose content may be at most
+/// `limit` bytes (the most an object of its kind may hold; [`CodecError::TooLarge`] past it).
+pub fn decode_to_vec(stored: &[u8], limit: u64) -> Result<Vec<u8>, CodecError> {
     let mut content = Vec::new();
-    decode_into(stored, &mut content)?;
+    decode_into(stored, &mut content, limit)?;
     Ok(content)
 }
 
 /// Decodes and verifies a complete object held in memory into `content` (cleared first),
 /// returning the verified summary. A long-lived caller reuses one buffer this way, so that
-/// its pages are faulted in once, not for every object. On error `content` holds garbage.
-pub fn decode_into(stored: &[u8], content: &mut Vec<u8>) -> Result<ObjectSummary, CodecError> {
+/// its pages are faulted in once, not for every object. The content may be at most `limit`
+/// bytes, as in [`decode_to_vec`]. On error `content` holds garbage.
+pub fn decode_into(
+    stored: &[u8],
+    content: &mut Vec<u8>,
+    limit: u64,
+) -> Result<ObjectSummary, CodecError> {
     // lz4 objects of independent blocks decode in place; the streaming reader gives every
     // other object, and every fault, its verdict.
-    if let Some(summary) = lz4_direct::decode(stored, content) {
+    if let Some(summary) = lz4_direct::decode(stored, content, limit) {
         return Ok(summary);
     }
     content.clear();
-    let mut reader = ObjectReader::new(stored)?;
+    let mut reader = ObjectReader::new(stored)?.with_limit(limit)?;
     // Trust the header's length only as a hint, and only up to a modest size.
     let hint = reader
         .header()
         .summary
         .map_or(0, |s| s.len.min(64 << 20) as usize);
     content.reserve(hint);
-    reader.copy_to(content)
+    copy_bounded(&mut reader, content, limit)
+}
+
+/// Reads the rest of `reader` into `content`, growing it by doubling but never past `limit`
+/// bytes of capacity (the reader refuses content past the limit), so that a bomb refused at
+/// the limit has cost the limit, not twice that.
+fn copy_bounded(
+    reader: &mut ObjectReader<&[u8]>,
+    content: &mut Vec<u8>,
+    limit: u64,
+) -> Result<ObjectSummary, CodecError> {
+    use std::io::Read;
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CodecError::from(e)),
+        };
+        let needed = content.len() + n;
+        if needed > content.capacity() {
+            let grown = content
+                .capacity()
+                .saturating_mul(2)
+                .max(needed)
+                .min(limit.max(needed));
+            content.reserve_exact(grown - content.len());
+        }
+        content.extend_from_slice(&buf[..n]);
+    }
+    reader
+        .verified_summary()
+        .ok_or_else(|| CodecError::AlreadyFailed {
+            first: "not verified".to_string(),
+        })
 }

@@ -2,7 +2,9 @@
 //! the chunked payload as the caller reads, and at the end of the payload checks the trailer,
 //! the length and crc32c of everything it handed out, and that nothing follows.
 //!
-//! Memory: the decompressor's state only (a zstd window, an lz4 block); chunks are not buffered.
+//! Memory: the decompressor's state only (a zstd window, at most 2^27 bytes, zstd's default
+//! limit, an lz4 block of at most 4 MiB); chunks are not buffered. How much content it hands
+//! out is bounded by [`ObjectReader::with_limit`].
 
 use std::io::{self, BufReader, Read};
 
@@ -62,6 +64,8 @@ pub struct ObjectReader<R: Read> {
     decoder: Decoder<R>,
     raw_len: u64,
     crc32c: u32,
+    /// The most content this reader hands out ([`ObjectReader::with_limit`]).
+    limit: u64,
     state: State,
 }
 
@@ -85,8 +89,26 @@ impl<R: Read> ObjectReader<R> {
             decoder,
             raw_len: 0,
             crc32c: 0,
+            limit: u64::MAX,
             state: State::Reading,
         })
+    }
+
+    /// Bounds the content to `limit` bytes: the most an object of its kind may hold. A header
+    /// declaring more is refused at once, and decoding stops with [`CodecError::TooLarge`] as
+    /// soon as the content passes the limit, so a decompression bomb (a zstd frame without a
+    /// content size, an lz4 frame of repeated bytes) costs at most `limit` bytes of output.
+    pub fn with_limit(mut self, limit: u64) -> Result<Self, CodecError> {
+        if let Some(declared) = self.header.summary
+            && declared.len > limit
+        {
+            return Err(CodecError::TooLarge {
+                limit,
+                found: declared.len,
+            });
+        }
+        self.limit = limit;
+        Ok(self)
     }
 
     /// The object's header.
@@ -120,6 +142,12 @@ impl<R: Read> ObjectReader<R> {
         if n > 0 {
             self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..n]);
             self.raw_len += n as u64;
+            if self.raw_len > self.limit {
+                return Err(CodecError::TooLarge {
+                    limit: self.limit,
+                    found: self.raw_len,
+                });
+            }
             if let Some(recorded) = self.header.summary
                 && self.raw_len > recorded.len
             {

@@ -27,12 +27,12 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::fsutil::{self, FsError};
-use crate::pg::file_name::{ArchiveFileName, FileNameError, WalFileName};
+use crate::pg::file_name::{ArchiveFileName, FileNameError};
 use crate::pg::history::TimelineHistory;
 use crate::pg::page_header::XLOG_BLCKSZ;
 use crate::pg::segment::WalSegSize;
-use crate::pg::segment_check::{self, SegmentError};
-use crate::repo::{RepoError, RepoIdentity, Repository, layout};
+use crate::pg::segment_check::{self, SegmentHeaderInfo};
+use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits};
 use crate::task::run_blocking;
 use spool::{FetchSpool, SpoolOrigin};
 
@@ -94,6 +94,20 @@ pub enum FetchError {
         location: String,
         /// What the check found.
         reason: String,
+    },
+    /// The destination exists and is not a regular file (a device node, a directory, a
+    /// FIFO, a symbolic link): `fetch` never renames over it.
+    #[error(
+        "refusing to deliver {name} to {}: {what} is there, and fetch only ever replaces a regular file",
+        path.display()
+    )]
+    Destination {
+        /// The name asked for.
+        name: String,
+        /// The destination path.
+        path: PathBuf,
+        /// What is there ("a device node", ...).
+        what: &'static str,
     },
     /// Writing the destination failed.
     #[error("deliver {name}: {source}")]
@@ -161,11 +175,13 @@ pub fn fetch_from_spool(
     spool.await_fetching(&wal, AWAIT_PREFETCH);
     // The crc32c binds the bytes to those the worker checked page by page before it wrote
     // the receipt; the first page binds them to this name and cluster.
+    // A destination that is not a regular file is refused by `fetch`, with a message.
+    check_destination(ArchiveFileName::Segment(wal), dest).ok()?;
     let first_page = spool.verify(&wal, XLOG_BLCKSZ as usize)?;
     let sysid = Some(origin.identity.system_identifier);
-    if segment_check::validate_first_page(&first_page, wal, sysid).is_err()
-        || spool.deliver(&wal, dest).is_err()
-    {
+    let right = segment_check::validate_first_page(&first_page, wal, sysid)
+        .is_ok_and(|header| check_major(&header, &origin.identity).is_ok());
+    if !right || spool.deliver(&wal, dest).is_err() {
         spool.remove(&wal);
         return None;
     }
@@ -196,6 +212,7 @@ pub async fn fetch(
         spool.set_position(&wal);
         spool.clean(&wal);
     }
+    check_destination(name, dest)?;
     let (content, source) = read_from_repository(repo, name, opts).await?;
     found(name);
     check_content(repo, name, &content, &identity)?;
@@ -210,7 +227,10 @@ async fn read_from_repository(
     opts: &FetchOptions,
 ) -> Result<(Bytes, Source), FetchError> {
     let key = layout::wal_key(&name);
-    match repo.get_content(&key).await {
+    match repo
+        .get_content(&key, limits::wal_content_limit(&name))
+        .await
+    {
         Ok(content) => return Ok((content, Source::Repository)),
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e.into()),
@@ -223,7 +243,8 @@ async fn read_from_repository(
     let ArchiveFileName::Segment(wal) = name else {
         return Err(not_found(false));
     };
-    let partial_key = layout::wal_key(&ArchiveFileName::Partial(wal));
+    let partial = ArchiveFileName::Partial(wal);
+    let partial_key = layout::wal_key(&partial);
     if !opts.allow_partial {
         // Only look when it is cheap to explain; absence is the answer either way.
         let exists = repo.exists(&partial_key).await.unwrap_or(false);
@@ -234,7 +255,10 @@ async fn read_from_repository(
         }
         return Err(not_found(exists));
     }
-    match repo.get_content(&partial_key).await {
+    match repo
+        .get_content(&partial_key, limits::wal_content_limit(&partial))
+        .await
+    {
         Ok(partial) => {
             let mut padded = partial.to_vec();
             padded.resize(wal.seg_size().bytes() as usize, 0);
@@ -263,12 +287,14 @@ fn check_content(
 ) -> Result<(), FetchError> {
     let result = match name {
         ArchiveFileName::Segment(wal) => {
-            check_segment(content, wal, identity).map_err(|e| e.to_string())
+            segment_check::validate_segment(content, wal, Some(identity.system_identifier))
+                .map_err(|e| e.to_string())
+                .and_then(|report| check_major(&report.header, identity))
         }
         ArchiveFileName::Partial(wal) => {
             segment_check::validate_first_page(content, wal, Some(identity.system_identifier))
-                .map(|_| ())
                 .map_err(|e| e.to_string())
+                .and_then(|header| check_major(&header, identity))
         }
         ArchiveFileName::History(timeline) => TimelineHistory::parse(timeline, content)
             .map(|_| ())
@@ -283,12 +309,36 @@ fn check_content(
     })
 }
 
-fn check_segment(
-    content: &[u8],
-    wal: WalFileName,
-    identity: &RepoIdentity,
-) -> Result<(), SegmentError> {
-    segment_check::validate_segment(content, wal, Some(identity.system_identifier)).map(|_| ())
+/// Refuses WAL of another major version than the repository's (`walship.json`'s `pg_major`):
+/// its page magic says which server wrote it, and a server of one major cannot replay
+/// another's WAL.
+fn check_major(header: &SegmentHeaderInfo, identity: &RepoIdentity) -> Result<(), String> {
+    if header.major() == identity.pg_major {
+        return Ok(());
+    }
+    Err(format!(
+        "its pages were written by PostgreSQL {} (page magic {:#06X}), but walship.json says the repository holds PostgreSQL {}",
+        header.major(),
+        header.version.xlog_page_magic,
+        identity.pg_major
+    ))
+}
+
+/// Refuses a destination that exists and is not a regular file: renaming over it would
+/// replace a device node (run as root, `/dev/null`) or whatever else is there.
+fn check_destination(name: ArchiveFileName, dest: &Path) -> Result<(), FetchError> {
+    let refuse = |what| FetchError::Destination {
+        name: name.to_string(),
+        path: dest.to_path_buf(),
+        what,
+    };
+    match std::fs::symlink_metadata(dest) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) => Err(refuse(fsutil::describe_file_type(meta.file_type()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        // Anything else (permissions, a file where a directory belongs) fails the write.
+        Err(_) => Ok(()),
+    }
 }
 
 /// Writes `content` to `dest` through a temporary file and a rename. Not fsynced: Postgres
@@ -299,6 +349,8 @@ async fn write_atomically(
     dest: &Path,
     content: Bytes,
 ) -> Result<(), FetchError> {
+    // Checked again just before the rename: the destination may have changed meanwhile.
+    check_destination(name, dest)?;
     let dest_owned = dest.to_path_buf();
     run_blocking(move || fsutil::replace_unsynced(&dest_owned, &content, 0o600))
         .await

@@ -30,7 +30,7 @@ use super::{FetchError, check_content};
 use crate::codec;
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
-use crate::repo::{RepoError, RepoIdentity, Repository, layout};
+use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits};
 use crate::task::run_blocking;
 
 /// How long a segment found missing (or failing) is left alone before it is asked for again.
@@ -225,7 +225,12 @@ async fn prefetch_one(
     let name = ArchiveFileName::Segment(wal);
     let key = layout::wal_key(&name);
     let _mark = spool.fetching(&wal);
-    let stored = match repo.storage().get_bytes(&key).await {
+    let limit = limits::wal_content_limit(&name);
+    let stored = match repo
+        .storage()
+        .get_bytes(&key, limits::stored_limit(limit))
+        .await
+    {
         Ok(stored) => stored,
         Err(e) if e.is_not_found() => {
             return Err(FetchError::NotFound {
@@ -239,7 +244,7 @@ async fn prefetch_one(
     let mut permit = cpu.lock().await;
     let mut content = std::mem::take(&mut *permit);
     let decoded = run_blocking(move || {
-        let summary = codec::decode_into(&stored, &mut content);
+        let summary = codec::decode_into(&stored, &mut content, limit);
         (content, summary)
     })
     .await;

@@ -33,6 +33,10 @@ use crate::fsutil::{self, FsError};
 use crate::pg::file_name::WalFileName;
 use crate::pg::segment::WalSegSize;
 use crate::repo::RepoIdentity;
+use crate::repo::identity::IDENTITY_FORMAT_VERSION;
+
+/// The most bytes `.origin` may have: a URL and a copy of `walship.json`.
+const ORIGIN_MAX: u64 = 64 << 10;
 
 /// Suffix of the receipt written after an entry's data.
 const RECEIPT_SUFFIX: &str = ".ok";
@@ -70,10 +74,15 @@ pub struct SpoolOrigin {
 }
 
 impl SpoolOrigin {
-    /// The origin recorded in the spool directory `dir`, if readable.
+    /// The origin recorded in the spool directory `dir`, if readable, of a sane size and
+    /// of the identity format this build reads.
     pub fn read(dir: &Path) -> Option<SpoolOrigin> {
-        let bytes = fs::read(dir.join(ORIGIN_FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let mut bytes = Vec::new();
+        let file = File::open(dir.join(ORIGIN_FILE)).ok()?;
+        file.take(ORIGIN_MAX + 1).read_to_end(&mut bytes).ok()?;
+        let origin: SpoolOrigin = serde_json::from_slice(&bytes).ok()?;
+        let current = origin.identity.format_version == IDENTITY_FORMAT_VERSION;
+        (current && bytes.len() as u64 <= ORIGIN_MAX).then_some(origin)
     }
 
     /// The segment size of the origin's cluster.

@@ -26,6 +26,21 @@ pub struct RepoIdentity {
 }
 
 impl RepoIdentity {
+    /// Parses `walship.json`, refusing unknown fields and any `format_version` but
+    /// [`IDENTITY_FORMAT_VERSION`]: a repository written by another format (a newer walship)
+    /// must not be read by guessing. The error says what is wrong, for
+    /// `RepoError::BadIdentity`.
+    pub fn from_json(bytes: &[u8]) -> Result<RepoIdentity, String> {
+        let identity: RepoIdentity = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if identity.format_version != IDENTITY_FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is not one this walship reads (it reads {IDENTITY_FORMAT_VERSION}); a newer walship may have written it",
+                identity.format_version
+            ));
+        }
+        Ok(identity)
+    }
+
     /// An identity for a cluster, in the current format.
     pub fn new(system_identifier: u64, pg_major: u32, wal_segment_size: u32) -> RepoIdentity {
         RepoIdentity {
@@ -47,6 +62,20 @@ mod tests {
         let json = serde_json::to_string(&id).unwrap();
         assert!(json.contains("\"7312345678901234567\""), "{json}");
         assert_eq!(serde_json::from_str::<RepoIdentity>(&json).unwrap(), id);
+    }
+
+    #[test]
+    fn only_format_version_1_is_read() {
+        let json = |v: u32| {
+            format!(
+                r#"{{"format_version":{v},"system_identifier":"1","pg_major":15,"wal_segment_size":16777216}}"#
+            )
+        };
+        assert!(RepoIdentity::from_json(json(1).as_bytes()).is_ok());
+        for v in [0, 2] {
+            let err = RepoIdentity::from_json(json(v).as_bytes()).unwrap_err();
+            assert!(err.contains(&format!("format_version {v}")), "{err}");
+        }
     }
 
     #[test]

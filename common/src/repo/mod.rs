@@ -6,6 +6,7 @@
 
 pub mod identity;
 pub mod layout;
+pub mod limits;
 
 use bytes::Bytes;
 
@@ -125,12 +126,13 @@ impl Repository {
         if let Some(known) = self.identity.get() {
             return Ok(Some(known.clone()));
         }
-        match self.get_plain(&layout::identity_key()).await {
+        let key = layout::identity_key();
+        match self.get_plain(&key, limits::IDENTITY_MAX).await {
             Ok(bytes) => {
-                let identity: RepoIdentity =
-                    serde_json::from_slice(&bytes).map_err(|e| RepoError::BadIdentity {
+                let identity =
+                    RepoIdentity::from_json(&bytes).map_err(|message| RepoError::BadIdentity {
                         location: self.location().to_string(),
-                        message: e.to_string(),
+                        message,
                     })?;
                 Ok(Some(self.identity.get_or_init(|| identity).clone()))
             }
@@ -231,11 +233,16 @@ impl Repository {
         })
     }
 
-    /// Reads the object at `key` and returns its verified content. A corrupt object is
-    /// [`RepoError::Corrupt`], never content.
-    pub async fn get_content(&self, key: &ObjectKey) -> Result<Bytes, RepoError> {
-        let stored = self.storage.get_bytes(key).await?;
-        let decoded = run_blocking(move || codec::decode_to_vec(&stored))
+    /// Reads the object at `key` and returns its verified content, which may be at most
+    /// `limit` bytes (the most an object of its kind may hold: see [`limits`]). A corrupt
+    /// object, or one larger than that, is [`RepoError::Corrupt`], never content; no more
+    /// than about `limit` bytes are ever read or decoded.
+    pub async fn get_content(&self, key: &ObjectKey, limit: u64) -> Result<Bytes, RepoError> {
+        let stored = self
+            .storage
+            .get_bytes(key, limits::stored_limit(limit))
+            .await?;
+        let decoded = run_blocking(move || codec::decode_to_vec(&stored, limit))
             .await
             .map_err(|e| self.corrupt(key, e))?;
         Ok(Bytes::from(decoded))
@@ -257,9 +264,9 @@ impl Repository {
         Ok(())
     }
 
-    /// Reads an object stored with [`Repository::put_plain`].
-    pub async fn get_plain(&self, key: &ObjectKey) -> Result<Bytes, RepoError> {
-        Ok(self.storage.get_bytes(key).await?)
+    /// Reads an object stored with [`Repository::put_plain`], of at most `max_len` bytes.
+    pub async fn get_plain(&self, key: &ObjectKey, max_len: u64) -> Result<Bytes, RepoError> {
+        Ok(self.storage.get_bytes(key, max_len).await?)
     }
 
     /// Whether an object exists at `key` (a HEAD; nothing is read or verified).

@@ -106,6 +106,19 @@ pub enum StorageError {
         /// Which checksums disagreed.
         message: String,
     },
+    /// The object is larger than the reader allows for an object of its kind (a whole-object
+    /// read is bounded so that a hostile or misplaced object cannot exhaust memory).
+    #[error(
+        "object {key} is larger than the {limit} bytes such an object may hold ({size} bytes or more)"
+    )]
+    TooLarge {
+        /// The key involved.
+        key: String,
+        /// The most the reader accepts.
+        limit: u64,
+        /// The object's size, or as much of it as was read.
+        size: u64,
+    },
     /// The operation was cancelled by the caller.
     #[error("storage operation cancelled")]
     Cancelled,

@@ -128,23 +128,144 @@ impl LocalStorage {
         })
     }
 
-    /// Metadata of the object file at `path`; `NotFound` for anything that is not a
-    /// regular file.
-    fn stat(key: &ObjectKey, path: &Path) -> Result<fs::Metadata, StorageError> {
+    /// Metadata of the object file at `path` (symbolic links followed). `NotFound` only when
+    /// the key has no entry at all (see [`Self::missing`]); anything there that is not a
+    /// regular file is an error, never "absent".
+    fn stat(
+        &self,
+        op: StorageOp,
+        key: &ObjectKey,
+        path: &Path,
+    ) -> Result<fs::Metadata, StorageError> {
         match fs::metadata(path) {
-            Ok(meta) if meta.is_file() => Ok(meta),
-            Ok(_) => Err(StorageError::NotFound {
-                key: key.to_string(),
-            }),
-            Err(e) if is_missing(&e) => Err(StorageError::NotFound {
-                key: key.to_string(),
-            }),
+            Ok(meta) => self.regular(op, key, meta),
+            Err(e) if is_missing(&e) => Err(self.missing(op, key)),
             Err(source) => Err(StorageError::Io {
                 action: "stat",
                 path: path.to_path_buf(),
                 source,
             }),
         }
+    }
+
+    /// `meta` if it is a regular file's; otherwise the refusal naming what is there.
+    fn regular(
+        &self,
+        op: StorageOp,
+        key: &ObjectKey,
+        meta: fs::Metadata,
+    ) -> Result<fs::Metadata, StorageError> {
+        if meta.is_file() {
+            return Ok(meta);
+        }
+        let what = fsutil::describe_file_type(meta.file_type());
+        Err(self.broken(op, key, format!("{what} is there, not an object file")))
+    }
+
+    /// Why the file of `key` could not be found, when the OS said "no such file": `NotFound`
+    /// only if every directory on the way to it exists and the key itself has no entry. A
+    /// dangling symbolic link (the object's, or one on the way, such as a `wal` link to
+    /// storage that is not mounted) or a file where a directory belongs is an error: the
+    /// repository is damaged or unreachable, which must never read as "absent".
+    fn missing(&self, op: StorageOp, key: &ObjectKey) -> StorageError {
+        let not_found = || StorageError::NotFound {
+            key: key.to_string(),
+        };
+        let mut path = self.root.clone();
+        let mut steps = vec![String::new()];
+        steps.extend(key.segments().map(str::to_owned));
+        let last = steps.len() - 1;
+        for (i, segment) in steps.iter().enumerate() {
+            if !segment.is_empty() {
+                path.push(segment);
+            }
+            let shown = if i == 0 {
+                "the repository directory".to_owned()
+            } else {
+                format!("{:?}", steps[1..=i].join("/"))
+            };
+            let entry = match fs::symlink_metadata(&path) {
+                Ok(entry) => entry,
+                // Nothing at all under an existing directory (or no repository directory
+                // yet): a definite "no such object".
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return not_found(),
+                Err(source) => {
+                    return StorageError::Io {
+                        action: "stat",
+                        path,
+                        source,
+                    };
+                }
+            };
+            let target = if entry.file_type().is_symlink() {
+                match fs::metadata(&path) {
+                    Ok(target) => target,
+                    Err(e) if is_missing(&e) => {
+                        let message = format!(
+                            "{shown} is a symbolic link to something that does not exist (storage not mounted?)"
+                        );
+                        return self.broken(op, key, message);
+                    }
+                    Err(source) => {
+                        return StorageError::Io {
+                            action: "stat",
+                            path,
+                            source,
+                        };
+                    }
+                }
+            } else {
+                entry
+            };
+            if i < last && !target.is_dir() {
+                let what = fsutil::describe_file_type(target.file_type());
+                return self.broken(op, key, format!("{shown} is {what}, not a directory"));
+            }
+        }
+        // The entry exists now: it appeared while we looked. Worth another try.
+        StorageError::Transient {
+            op,
+            key: key.to_string(),
+            endpoint: self.location.clone(),
+            message: "the object appeared while it was being looked up".to_owned(),
+        }
+    }
+
+    /// An object that cannot be read for a reason retrying will not fix.
+    fn broken(&self, op: StorageOp, key: &ObjectKey, message: String) -> StorageError {
+        StorageError::Permanent {
+            op,
+            key: key.to_string(),
+            endpoint: self.location.clone(),
+            message,
+        }
+    }
+
+    /// Opens the object file of `key` and checks, on the open file, that it is a regular
+    /// file. Non-blocking open, so that a FIFO put there cannot hang the reader.
+    fn open_regular(
+        &self,
+        key: &ObjectKey,
+        path: &Path,
+    ) -> Result<(fs::File, fs::Metadata), StorageError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let io_err = |action, source| StorageError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => file,
+            Err(e) if is_missing(&e) => return Err(self.missing(StorageOp::Get, key)),
+            Err(source) => return Err(io_err("open", source)),
+        };
+        let meta = file.metadata().map_err(|e| io_err("stat", e))?;
+        let meta = self.regular(StorageOp::Get, key, meta)?;
+        Ok((file, meta))
     }
 
     async fn open(
@@ -160,23 +281,11 @@ impl LocalStorage {
                 });
             }
         };
-        let meta = {
-            let (key, path) = (key.clone(), path.clone());
-            blocking(move || Self::stat(&key, &path)).await?
+        let (file, meta) = {
+            let (this, key, path) = (self.clone(), key.clone(), path.clone());
+            blocking(move || this.open_regular(&key, &path)).await?
         };
-        let mut file = tokio::fs::File::open(&path).await.map_err(|source| {
-            if is_missing(&source) {
-                StorageError::NotFound {
-                    key: key.to_string(),
-                }
-            } else {
-                StorageError::Io {
-                    action: "open",
-                    path: path.clone(),
-                    source,
-                }
-            }
-        })?;
+        let mut file = tokio::fs::File::from_std(file);
         let Some(range) = range else {
             return Ok(ObjectReader::new(file, Some(meta.len())));
         };
@@ -328,9 +437,9 @@ impl Storage for LocalStorage {
                 });
             }
         };
-        let key = key.clone();
+        let (this, key) = (self.clone(), key.clone());
         blocking(move || {
-            let meta = Self::stat(&key, &path)?;
+            let meta = this.stat(StorageOp::Head, &key, &path)?;
             Ok(ObjectMeta {
                 key,
                 size: meta.len(),

@@ -308,15 +308,28 @@ impl AnyStorage {
 
     /// Reads the whole object into memory, retrying the download as a whole when it fails
     /// transiently, midway included. For objects that fit in memory (WAL segments,
-    /// manifests).
-    pub async fn get_bytes(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
+    /// manifests): one larger than `max_len` bytes is [`StorageError::TooLarge`], and no
+    /// more than `max_len + 1` bytes of it are read.
+    pub async fn get_bytes(&self, key: &ObjectKey, max_len: u64) -> Result<Bytes, StorageError> {
+        let too_large = |size| StorageError::TooLarge {
+            key: key.to_string(),
+            limit: max_len,
+            size,
+        };
         self.retry
             .run(StorageOp::Get, key.as_str(), || async {
                 let reader = self.backend.get(key).await?;
-                reader
-                    .read_all()
+                if let Some(size) = reader.size().filter(|&size| size > max_len) {
+                    return Err(too_large(size));
+                }
+                let bytes = reader
+                    .read_all(max_len)
                     .await
-                    .map_err(|e| StorageError::from_read_error(e, key, self.backend.location()))
+                    .map_err(|e| StorageError::from_read_error(e, key, self.backend.location()))?;
+                if bytes.len() as u64 > max_len {
+                    return Err(too_large(bytes.len() as u64));
+                }
+                Ok(bytes)
             })
             .await
     }

@@ -32,11 +32,13 @@ impl ObjectReader {
         self.size
     }
 
-    /// Reads the whole stream into memory.
-    pub async fn read_all(mut self) -> io::Result<Bytes> {
-        let capacity = self.size.and_then(|s| usize::try_from(s).ok()).unwrap_or(0);
-        let mut buf = Vec::with_capacity(capacity.min(1 << 30));
-        self.read_to_end(&mut buf).await?;
+    /// Reads the whole stream into memory, but never more than `max_len + 1` bytes: a result
+    /// longer than `max_len` means the object is larger than the caller allows.
+    pub async fn read_all(self, max_len: u64) -> io::Result<Bytes> {
+        let cap = max_len.saturating_add(1);
+        let capacity = self.size.unwrap_or(0).min(cap).min(1 << 30);
+        let mut buf = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        self.take(cap).read_to_end(&mut buf).await?;
         Ok(Bytes::from(buf))
     }
 }
@@ -93,6 +95,8 @@ mod tests {
     async fn object_reader_reads_all() {
         let reader = ObjectReader::new(&b"hello"[..], Some(5));
         assert_eq!(reader.size(), Some(5));
-        assert_eq!(&reader.read_all().await.unwrap()[..], b"hello");
+        assert_eq!(&reader.read_all(5).await.unwrap()[..], b"hello");
+        let reader = ObjectReader::new(&b"hello"[..], None);
+        assert_eq!(&reader.read_all(2).await.unwrap()[..], b"hel");
     }
 }

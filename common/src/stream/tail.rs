@@ -14,7 +14,7 @@
 //! stream never overwrites anything but its own tail.
 
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
-use crate::repo::{Repository, layout};
+use crate::repo::{Repository, layout, limits};
 use crate::storage::{ObjectKey, PutOptions, Storage};
 use crate::task::run_blocking;
 
@@ -124,7 +124,8 @@ impl TailStore {
     ) -> Result<TailOutcome, StreamError> {
         let name = tail.name;
         let content = tail.content();
-        let existing = match repo.get_content(key).await {
+        let limit = name.seg_size().as_u64();
+        let existing = match repo.get_content(key, limit).await {
             Ok(existing) => existing,
             // Removed meanwhile: create it on the next call.
             Err(e) if e.is_not_found() => return Ok(TailOutcome::Stored),
@@ -225,14 +226,15 @@ impl TailStore {
             }
             // No checksum from HEAD (a local directory): the stored bytes' crc32c, not the
             // decoded content's, so that the check costs one read, not a decompression.
-            return match repo.storage().get_bytes(key).await {
+            let limit = limits::stored_limit(own.name.seg_size().as_u64());
+            return match repo.storage().get_bytes(key, limit).await {
                 Ok(stored) if crc32c::crc32c(&stored) == wrote => Ok(Ownership::Own),
                 Ok(_) => Ok(Ownership::Other),
                 Err(e) if e.is_not_found() => Ok(Ownership::Gone),
                 Err(e) => Err(e.into()),
             };
         }
-        match repo.get_content(key).await {
+        match repo.get_content(key, own.name.seg_size().as_u64()).await {
             Ok(existing) => Ok(
                 if existing.len() as u64 == own.raw_len
                     && crc32c::crc32c(&existing) == own.raw_crc32c
@@ -310,7 +312,7 @@ mod tests {
         let t = tail_of(3, &[1; 300]);
         assert_eq!(store.store(&repo, &t).await.unwrap(), TailOutcome::Stored);
         let key = tail_key(t.name);
-        assert_eq!(repo.get_content(&key).await.unwrap().len(), 300);
+        assert_eq!(repo.get_content(&key, u64::MAX).await.unwrap().len(), 300);
         store.release(&repo, t.name).await.unwrap();
         assert!(!repo.exists(&key).await.unwrap());
 
@@ -321,7 +323,7 @@ mod tests {
         repo.put_content(&key, theirs.clone(), true).await.unwrap();
         assert_eq!(store.store(&repo, &t).await.unwrap(), TailOutcome::Foreign);
         store.release(&repo, t.name).await.unwrap();
-        assert_eq!(repo.get_content(&key).await.unwrap(), theirs);
+        assert_eq!(repo.get_content(&key, u64::MAX).await.unwrap(), theirs);
 
         // A shorter one an earlier run left is adopted and replaced.
         let t = tail_of(5, &[3; 500]);
@@ -330,7 +332,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.store(&repo, &t).await.unwrap(), TailOutcome::Stored);
-        assert_eq!(repo.get_content(&key).await.unwrap().len(), 500);
+        assert_eq!(repo.get_content(&key, u64::MAX).await.unwrap().len(), 500);
 
         // Replaced behind the stream's back: the stream stops touching it.
         let other = Bytes::from(vec![9u8; 1 << 20]);
@@ -338,7 +340,7 @@ mod tests {
         let t = tail_of(5, &[3; 800]);
         assert_eq!(store.store(&repo, &t).await.unwrap(), TailOutcome::Foreign);
         store.release(&repo, t.name).await.unwrap();
-        assert_eq!(repo.get_content(&key).await.unwrap(), other);
+        assert_eq!(repo.get_content(&key, u64::MAX).await.unwrap(), other);
         assert!(store.own_tails().is_empty());
     }
 }

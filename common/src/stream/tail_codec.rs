@@ -207,7 +207,7 @@ mod tests {
                 at = end;
                 let tail = asm.tail();
                 let encoded = enc.encode(&tail);
-                let decoded = decode_to_vec(&encoded.bytes).unwrap();
+                let decoded = decode_to_vec(&encoded.bytes, u64::MAX).unwrap();
                 assert_eq!(decoded, &data[..at], "after {at} bytes");
                 assert_eq!(encoded.raw_len, at as u64);
                 assert_eq!(encoded.raw_crc32c, crc32c::crc32c(&data[..at]));
@@ -236,7 +236,7 @@ mod tests {
             let mut asm = SegmentAssembler::new(TimelineId(tli), Lsn(3 << 20), size).unwrap();
             asm.push(Lsn(3 << 20), Bytes::copy_from_slice(data))
                 .unwrap();
-            let decoded = decode_to_vec(&enc.encode(&asm.tail()).bytes).unwrap();
+            let decoded = decode_to_vec(&enc.encode(&asm.tail()).bytes, u64::MAX).unwrap();
             assert_eq!(&decoded, data);
         }
     }

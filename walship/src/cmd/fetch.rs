@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use clap::Args;
 use walship_common::fetch::prefetch::{self, PrefetchPlan};
-use walship_common::fetch::{self, FetchError, FetchOptions};
+use walship_common::fetch::{self, FetchOptions};
 use walship_common::pg::{ArchiveFileName, WalFileName, WalSegSize};
 
 use crate::context::Context;
@@ -77,7 +77,6 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
                 tracing::info!("{e}");
                 exit::NOT_FOUND
             }
-            Err(FetchError::Name(e)) => ctx.fail(exit::USAGE, &e),
             Err(e) => ctx.fail(exit::RECOVERY_MUST_STOP, &e),
         }
     })
@@ -168,7 +167,7 @@ async fn run_worker(
     };
     let after = match WalFileName::parse(&args.name, seg_size) {
         Ok(after) => after,
-        Err(e) => return ctx.fail(exit::USAGE, &e),
+        Err(e) => return ctx.fail(exit::FAILED, &e),
     };
     let spool = fetch::spool::FetchSpool::in_dir(args.dest.clone(), seg_size);
     match prefetch::run_worker(repo, &spool, origin, after, plan).await {
