@@ -43,9 +43,15 @@ impl Context {
             passthrough.push(OsString::from("--repo"));
             passthrough.push(OsString::from(repo));
         }
-        let config = Sources::from_process(options)
-            .and_then(|sources| Config::load(&sources))
+        let sources = Sources::from_process(options)
             .map_err(|e: ConfigError| format!("walship {command}: {e}"))?;
+        // A misspelt variable would otherwise be ignored in silence. A warning only (stderr,
+        // which Postgres logs): archive and fetch go on with what is set correctly.
+        for unknown in sources.unknown_env_vars() {
+            eprintln!("walship {command}: warning: {unknown}");
+        }
+        let config =
+            Config::load(&sources).map_err(|e: ConfigError| format!("walship {command}: {e}"))?;
         Ok(Context {
             config,
             command,

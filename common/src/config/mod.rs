@@ -36,6 +36,7 @@
 //! Environment variables that are set but empty count as unset (as container tooling often
 //! leaves them).
 
+mod env_names;
 mod error;
 mod file;
 mod keys;
@@ -46,6 +47,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::codec::Codec;
+use crate::redact::redact_userinfo;
+pub use env_names::{UnknownEnvVar, is_known as is_known_env_var, setting_env_vars};
 pub use error::{ConfigError, Origin};
 pub use values::{ByteSize, LogLevel};
 
@@ -211,15 +214,12 @@ impl Sources {
         })
     }
 
-    /// `WALSHIP_*` variables that name no key: probably typos, worth a warning.
-    pub fn unknown_env_vars(&self) -> Vec<String> {
+    /// `WALSHIP_*` variables that walship does not read (probably typos), each with the
+    /// nearest known name: the binary warns about them on stderr and goes on.
+    pub fn unknown_env_vars(&self) -> Vec<UnknownEnvVar> {
         self.env
             .keys()
-            .filter(|name| name.starts_with("WALSHIP_"))
-            .filter(|name| {
-                name.as_str() != "WALSHIP_CONFIG" && !KEYS.iter().any(|k| k.env == name.as_str())
-            })
-            .cloned()
+            .filter_map(|name| env_names::unknown(name))
             .collect()
     }
 }
@@ -328,7 +328,7 @@ fn apply(
     (key.apply)(draft, value, &origin).map_err(|reason| ConfigError::InvalidValue {
         key: key.name,
         origin,
-        value: value.to_string(),
+        value: redact_userinfo(value),
         reason,
     })
 }
@@ -339,7 +339,7 @@ fn check_repo(repo: &str, origin: Origin) -> Result<(), ConfigError> {
     let invalid = |origin: Origin, reason: &str| ConfigError::InvalidValue {
         key: "repo",
         origin,
-        value: repo.to_string(),
+        value: redact_userinfo(repo),
         reason: reason.to_string(),
     };
     let shape = "expected s3://bucket/prefix or file:///absolute/path";
