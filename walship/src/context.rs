@@ -77,9 +77,14 @@ impl Context {
         runtime.block_on(future)
     }
 
-    /// Opens the configured repository (nothing is contacted yet).
+    /// Opens the configured repository (nothing is contacted yet). Every storage request,
+    /// retries included, ends within `s3.timeout`; for `fetch`, within `fetch.timeout`,
+    /// since Postgres waits on every call.
     pub async fn open_repository(&self) -> Result<Repository, StorageError> {
-        let s3 = self.config.s3.to_options();
+        let mut s3 = self.config.s3.to_options();
+        if self.command == "fetch" {
+            s3.retry.deadline = Some(self.config.fetch.timeout);
+        }
         let storage = AnyStorage::open(&self.config.repo, &s3).await?;
         Ok(Repository::new(storage, self.config.compression))
     }
