@@ -10,6 +10,7 @@
 //! - [`lsn`]: WAL positions.
 //! - [`pg`]: PostgreSQL formats (timelines, WAL file names, history files, page headers).
 //! - [`pgconn`]: the replication-protocol client (connection settings, auth, TLS, commands, COPY).
+//! - [`redact`]: hiding secrets (URL userinfo) in everything walship prints.
 //! - [`repo`]: the repository: identity, layout, encoded objects.
 //! - [`storage`]: the `Storage` trait and its backends (S3, local directory, fault injection).
 
@@ -26,6 +27,7 @@ mod json;
 pub mod lsn;
 pub mod pg;
 pub mod pgconn;
+pub mod redact;
 pub mod repo;
 pub mod storage;
 pub mod stream;

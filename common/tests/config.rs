@@ -369,9 +369,14 @@ fn unknown_walship_environment_variables_are_reported() {
         .env("WALSHIP_CONFIG", "/x")
         .env("WALSHIP_FETCH_PREFETCH", "2");
     s.env("HOME", "/root");
-    assert_eq!(
-        s.sources.unknown_env_vars(),
-        vec!["WALSHIP_REPOO".to_string()]
+    let unknown = s.sources.unknown_env_vars();
+    let names: Vec<&str> = unknown.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["WALSHIP_REPOO"]);
+    assert_eq!(unknown[0].nearest, "WALSHIP_REPO");
+    assert!(
+        unknown[0]
+            .to_string()
+            .contains("did you mean WALSHIP_REPO?")
     );
 }
 

@@ -22,6 +22,7 @@ fn local() -> (tempfile::TempDir, AnyStorage) {
             max_attempts: 4,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
+            deadline: None,
         },
     );
     (dir, storage)

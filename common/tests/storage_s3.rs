@@ -31,6 +31,7 @@ fn quick(endpoint: String) -> S3Options {
             max_attempts: 3,
             base_delay: Duration::from_millis(50),
             max_delay: Duration::from_millis(200),
+            deadline: None,
         },
         ..S3Options::default()
     }

@@ -59,8 +59,9 @@ pub struct RecoveryConfig {
     pub standby: bool,
 }
 
-/// Environment variables whose repository settings `restore_command` must carry: the
-/// restored server runs `walship fetch` in *its* environment, not the operator's.
+/// The AWS chain's non-secret addressing that `restore_command` carries beside walship's own
+/// settings: the restored server runs `walship fetch` in *its* environment, not the
+/// operator's.
 const CARRIED_AWS: &[&str] = &[
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
@@ -68,35 +69,65 @@ const CARRIED_AWS: &[&str] = &[
     "AWS_ENDPOINT_URL_S3",
 ];
 
-/// The variables of `vars` that `restore_command` carries as `NAME=value` assignments:
-/// every `WALSHIP_*` setting but `WALSHIP_REPO` and `WALSHIP_CONFIG` (passed as `--repo`
-/// and `--config`), and the AWS chain's non-secret addressing (`AWS_REGION`,
-/// `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`).
+/// Why an environment variable cannot be carried into `postgresql.auto.conf`. The value is
+/// never repeated: it may be a secret.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CarriedEnvError {
+    /// A value holds a newline or another control character.
+    #[error(
+        "environment variable {name} holds a newline or another control character; \
+         walship will not write it into postgresql.auto.conf: fix or unset it"
+    )]
+    ControlCharacter {
+        /// The variable.
+        name: String,
+    },
+    /// An endpoint URL carries credentials.
+    #[error(
+        "environment variable {name} is a URL with credentials in it; walship will not write \
+         it into postgresql.auto.conf: give credentials through the AWS chain and unset it or \
+         remove the user:password@ part"
+    )]
+    Credentials {
+        /// The variable.
+        name: String,
+    },
+}
+
+/// The variables of `vars` that `restore_command` carries as `NAME=value` assignments: the
+/// environment variables of walship's settings (the key table of
+/// [`walship_common::config`]) but `WALSHIP_REPO` (passed as `--repo`; `WALSHIP_CONFIG`, not
+/// a setting, goes as `--config`), and the AWS chain's
+/// non-secret addressing (`AWS_REGION`, `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL`,
+/// `AWS_ENDPOINT_URL_S3`). Nothing else: not an unknown `WALSHIP_*` variable (a typo, or a
+/// secret someone put there), not a credential.
 ///
-/// **Never a secret:** walship's own settings hold none (credentials come only from the
-/// AWS chain), and a name that looks like one (`KEY`, `SECRET`, `TOKEN`, `PASSWORD`) is left
-/// out, so `postgresql.auto.conf` never holds a credential. The server's environment must
-/// provide the credentials (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, web
-/// identity, instance metadata).
-pub fn carried_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
-    let secret = |name: &str| {
-        ["KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL"]
-            .iter()
-            .any(|word| name.contains(word))
-    };
-    let mut out: Vec<(String, String)> = vars
-        .into_iter()
-        .filter(|(name, value)| {
-            let walship =
-                name.starts_with("WALSHIP_") && name != "WALSHIP_REPO" && name != "WALSHIP_CONFIG";
-            !value.is_empty()
-                && (walship || CARRIED_AWS.contains(&name.as_str()))
-                && !secret(name)
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        })
-        .collect();
+/// **Never a secret:** walship's settings hold none (credentials come only from the AWS
+/// chain), and an endpoint URL with userinfo is refused, so `postgresql.auto.conf` never
+/// holds a credential. The server's environment must provide the credentials
+/// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, web identity, instance
+/// metadata). A value with a control character (a newline would end the setting's line) is
+/// refused too.
+pub fn carried_env(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, CarriedEnvError> {
+    let mut out = Vec::new();
+    for (name, value) in vars {
+        let setting = name != "WALSHIP_REPO"
+            && walship_common::config::setting_env_vars().any(|known| known == name);
+        if value.is_empty() || !(setting || CARRIED_AWS.contains(&name.as_str())) {
+            continue;
+        }
+        if value.chars().any(char::is_control) {
+            return Err(CarriedEnvError::ControlCharacter { name });
+        }
+        if walship_common::redact::has_userinfo(&value) {
+            return Err(CarriedEnvError::Credentials { name });
+        }
+        out.push((name, value));
+    }
     out.sort();
-    out
+    Ok(out)
 }
 
 /// Quotes `text` for `sh -c` (which Postgres runs `restore_command` with).
@@ -111,9 +142,25 @@ pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// Quotes `text` as a configuration-file string value.
+/// Quotes `text` as a configuration-file string value. A control character is written as
+/// the escape Postgres's configuration parser reads back (`\n`, or octal `\ooo`), so that
+/// no value can end its line early.
 pub fn guc_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\\', r"\\").replace('\'', "''"))
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '\'' => out.push_str("''"),
+            '\n' => out.push_str(r"\n"),
+            '\r' => out.push_str(r"\r"),
+            '\t' => out.push_str(r"\t"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\{:03o}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 impl RecoveryConfig {
@@ -343,10 +390,13 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "hush"),
             ("AWS_SESSION_TOKEN", "hush"),
             ("WALSHIP_FUTURE_SECRET", "hush"),
+            ("WALSHIP_PASS", "hush"),
+            ("WALSHIP_AUTH", "hush"),
+            ("WALSHIP_ARCHIVE_MODE", "off"),
             ("PATH", "/bin"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
-        let env = carried_env(vars);
+        let env = carried_env(vars).unwrap();
         assert_eq!(
             env,
             [
@@ -364,5 +414,28 @@ mod tests {
             c.restore_command(),
             "AWS_REGION=eu-west-1 WALSHIP_S3_ENDPOINT=http://127.0.0.1:9000 /usr/bin/walship --repo s3://b/p fetch %f %p"
         );
+    }
+
+    #[test]
+    fn credentials_and_control_characters_are_refused_without_echo() {
+        let one = |name: &str, value: &str| carried_env([(name.to_string(), value.to_string())]);
+        let err = one("AWS_ENDPOINT_URL", "http://KEY:SECRET@127.0.0.1:9000").unwrap_err();
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+        assert!(err.to_string().contains("AWS_ENDPOINT_URL"), "{err}");
+        let err = one("WALSHIP_FETCH_SPOOL_DIR", "/tmp/a\nrestore_command = 'x'").unwrap_err();
+        assert_eq!(
+            err,
+            CarriedEnvError::ControlCharacter {
+                name: "WALSHIP_FETCH_SPOOL_DIR".into()
+            }
+        );
+        // Unknown variables are not carried, so their values do not matter.
+        assert_eq!(one("WALSHIP_PASS", "a\nb"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn quoted_values_never_end_their_line() {
+        assert_eq!(guc_quote("a'b\\c"), r"'a''b\\c'");
+        assert_eq!(guc_quote("x\ny\tz\u{1}"), r"'x\ny\tz\001'");
     }
 }

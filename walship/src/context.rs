@@ -43,9 +43,15 @@ impl Context {
             passthrough.push(OsString::from("--repo"));
             passthrough.push(OsString::from(repo));
         }
-        let config = Sources::from_process(options)
-            .and_then(|sources| Config::load(&sources))
+        let sources = Sources::from_process(options)
             .map_err(|e: ConfigError| format!("walship {command}: {e}"))?;
+        // A misspelt variable would otherwise be ignored in silence. A warning only (stderr,
+        // which Postgres logs): archive and fetch go on with what is set correctly.
+        for unknown in sources.unknown_env_vars() {
+            eprintln!("walship {command}: warning: {unknown}");
+        }
+        let config =
+            Config::load(&sources).map_err(|e: ConfigError| format!("walship {command}: {e}"))?;
         Ok(Context {
             config,
             command,
@@ -71,9 +77,14 @@ impl Context {
         runtime.block_on(future)
     }
 
-    /// Opens the configured repository (nothing is contacted yet).
+    /// Opens the configured repository (nothing is contacted yet). Every storage request,
+    /// retries included, ends within `s3.timeout`; for `fetch`, within `fetch.timeout`,
+    /// since Postgres waits on every call.
     pub async fn open_repository(&self) -> Result<Repository, StorageError> {
-        let s3 = self.config.s3.to_options();
+        let mut s3 = self.config.s3.to_options();
+        if self.command == "fetch" {
+            s3.retry.deadline = Some(self.config.fetch.timeout);
+        }
         let storage = AnyStorage::open(&self.config.repo, &s3).await?;
         Ok(Repository::new(storage, self.config.compression))
     }

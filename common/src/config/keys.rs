@@ -132,6 +132,15 @@ pub(crate) const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "s3.timeout",
+        env: "WALSHIP_S3_TIMEOUT",
+        flag: "--s3-timeout",
+        apply: |d, v, _| {
+            d.config.s3.timeout = parse_timeout(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "archive.async",
         env: "WALSHIP_ARCHIVE_ASYNC",
         flag: "--async",
@@ -191,6 +200,15 @@ pub(crate) const KEYS: &[Key] = &[
         flag: "--allow-partial",
         apply: |d, v, _| {
             d.config.fetch.allow_partial = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "fetch.timeout",
+        env: "WALSHIP_FETCH_TIMEOUT",
+        flag: "--timeout",
+        apply: |d, v, _| {
+            d.config.fetch.timeout = parse_timeout(v)?;
             Ok(())
         },
     },
@@ -261,6 +279,7 @@ pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
         ("s3.operation_timeout", text(&o.s3_operation_timeout)),
         ("s3.max_attempts", text(&o.s3_max_attempts)),
         ("s3.part_size", text(&o.s3_part_size)),
+        ("s3.timeout", text(&o.s3_timeout)),
         ("archive.async", flag(&o.archive_async)),
         ("archive.parallel", text(&o.archive_parallel)),
         ("archive.read_ahead", text(&o.archive_read_ahead)),
@@ -268,6 +287,7 @@ pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
         ("fetch.parallel", text(&o.fetch_parallel)),
         ("fetch.spool_dir", text(&o.fetch_spool_dir)),
         ("fetch.allow_partial", flag(&o.fetch_allow_partial)),
+        ("fetch.timeout", text(&o.fetch_timeout)),
         ("backup.bundle_size", text(&o.backup_bundle_size)),
         ("backup.parallel", text(&o.backup_parallel)),
         ("stream.slot", text(&o.stream_slot)),
@@ -290,6 +310,17 @@ fn parse_endpoint(text: &str) -> Result<String, String> {
         return Err("must not contain credentials; use the AWS credential chain".to_string());
     }
     Ok(text.trim().to_string())
+}
+
+/// A storage time limit: at least a second (less would fail every request), at most a day.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let limit = parse_duration(text)?;
+    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(86_400))
+        .contains(&limit)
+    {
+        return Err("expected 1s to 24h".to_string());
+    }
+    Ok(limit)
 }
 
 /// A short word of printable ASCII without spaces (a region name).

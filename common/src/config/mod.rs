@@ -18,8 +18,10 @@
 //! | `[s3] path_style` | `WALSHIP_S3_PATH_STYLE` | true when an endpoint is set |
 //! | `[s3] connect_timeout`, `operation_timeout` | `WALSHIP_S3_CONNECT_TIMEOUT`, ... | `10s`, `2m` |
 //! | `[s3] max_attempts`, `part_size` | `WALSHIP_S3_MAX_ATTEMPTS`, ... | `5`, `64MiB` |
+//! | `[s3] timeout` | `WALSHIP_S3_TIMEOUT` | `2m`: one storage request, retries included |
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
+//! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: `s3.timeout` for `walship fetch` |
 //! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //!
@@ -36,6 +38,7 @@
 //! Environment variables that are set but empty count as unset (as container tooling often
 //! leaves them).
 
+mod env_names;
 mod error;
 mod file;
 mod keys;
@@ -46,6 +49,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::codec::Codec;
+use crate::redact::redact_userinfo;
+pub use env_names::{UnknownEnvVar, is_known as is_known_env_var, setting_env_vars};
 pub use error::{ConfigError, Origin};
 pub use values::{ByteSize, LogLevel};
 
@@ -95,6 +100,11 @@ pub struct S3Config {
     pub operation_timeout: Duration,
     /// Attempts per operation before giving up (walship's own retry layer).
     pub max_attempts: u32,
+    /// The longest one storage request may take, every attempt and backoff included (a
+    /// silent server fails the request after this long, not after `max_attempts` per-attempt
+    /// timeouts).
+    #[serde(serialize_with = "serialize_duration")]
+    pub timeout: Duration,
     /// Multipart upload part size (5 MiB to 5 GiB).
     pub part_size: ByteSize,
 }
@@ -122,6 +132,9 @@ pub struct FetchConfig {
     /// Deliver `<segment>.partial` when the complete segment is absent (`walship restore
     /// --target latest` sets it, to recover WAL that exists only as a streamed partial).
     pub allow_partial: bool,
+    /// `s3.timeout` for `walship fetch`: shorter, since Postgres waits on every call.
+    #[serde(serialize_with = "serialize_duration")]
+    pub timeout: Duration,
 }
 
 /// `walship backup` settings.
@@ -163,6 +176,7 @@ pub struct Options {
     pub s3_operation_timeout: Option<String>,
     pub s3_max_attempts: Option<String>,
     pub s3_part_size: Option<String>,
+    pub s3_timeout: Option<String>,
     pub archive_async: Option<bool>,
     pub archive_parallel: Option<String>,
     pub archive_read_ahead: Option<String>,
@@ -170,6 +184,7 @@ pub struct Options {
     pub fetch_parallel: Option<String>,
     pub fetch_spool_dir: Option<String>,
     pub fetch_allow_partial: Option<bool>,
+    pub fetch_timeout: Option<String>,
     pub backup_bundle_size: Option<String>,
     pub backup_parallel: Option<String>,
     pub stream_slot: Option<String>,
@@ -211,15 +226,12 @@ impl Sources {
         })
     }
 
-    /// `WALSHIP_*` variables that name no key: probably typos, worth a warning.
-    pub fn unknown_env_vars(&self) -> Vec<String> {
+    /// `WALSHIP_*` variables that walship does not read (probably typos), each with the
+    /// nearest known name: the binary warns about them on stderr and goes on.
+    pub fn unknown_env_vars(&self) -> Vec<UnknownEnvVar> {
         self.env
             .keys()
-            .filter(|name| name.starts_with("WALSHIP_"))
-            .filter(|name| {
-                name.as_str() != "WALSHIP_CONFIG" && !KEYS.iter().any(|k| k.env == name.as_str())
-            })
-            .cloned()
+            .filter_map(|name| env_names::unknown(name))
             .collect()
     }
 }
@@ -239,6 +251,7 @@ impl Default for Config {
                 operation_timeout: Duration::from_secs(120),
                 max_attempts: 5,
                 part_size: ByteSize::mib(64),
+                timeout: Duration::from_secs(120),
             },
             archive: ArchiveConfig {
                 r#async: false,
@@ -250,6 +263,7 @@ impl Default for Config {
                 parallel: 4,
                 spool_dir: None,
                 allow_partial: false,
+                timeout: Duration::from_secs(30),
             },
             backup: BackupConfig {
                 bundle_size: ByteSize::mib(64),
@@ -328,7 +342,7 @@ fn apply(
     (key.apply)(draft, value, &origin).map_err(|reason| ConfigError::InvalidValue {
         key: key.name,
         origin,
-        value: value.to_string(),
+        value: redact_userinfo(value),
         reason,
     })
 }
@@ -339,7 +353,7 @@ fn check_repo(repo: &str, origin: Origin) -> Result<(), ConfigError> {
     let invalid = |origin: Origin, reason: &str| ConfigError::InvalidValue {
         key: "repo",
         origin,
-        value: repo.to_string(),
+        value: redact_userinfo(repo),
         reason: reason.to_string(),
     };
     let shape = "expected s3://bucket/prefix or file:///absolute/path";
@@ -392,6 +406,7 @@ impl Options {
             s3_operation_timeout: s(),
             s3_max_attempts: s(),
             s3_part_size: s(),
+            s3_timeout: s(),
             archive_async: Some(true),
             archive_parallel: s(),
             archive_read_ahead: s(),
@@ -399,6 +414,7 @@ impl Options {
             fetch_parallel: s(),
             fetch_spool_dir: s(),
             fetch_allow_partial: Some(true),
+            fetch_timeout: s(),
             backup_bundle_size: s(),
             backup_parallel: s(),
             stream_slot: s(),
@@ -422,6 +438,7 @@ impl S3Config {
             part_size: usize::try_from(self.part_size.0).unwrap_or(defaults.part_size),
             retry: crate::storage::RetryPolicy {
                 max_attempts: self.max_attempts,
+                deadline: Some(self.timeout),
                 ..defaults.retry.clone()
             },
             ..defaults

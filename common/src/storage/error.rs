@@ -72,6 +72,22 @@ pub enum StorageError {
         /// Where the repository is (S3 endpoint URL, or local directory).
         endpoint: String,
     },
+    /// A call, its retries included, did not end within the configured limit
+    /// ([`super::RetryPolicy::deadline`]).
+    #[error(
+        "{op} {key}: no answer within {} ({attempts} attempt(s); the limit is s3.timeout, or fetch.timeout for walship fetch)",
+        humantime::format_duration(*limit)
+    )]
+    DeadlineExceeded {
+        /// What was being done.
+        op: StorageOp,
+        /// The key (or list prefix) involved.
+        key: String,
+        /// The limit that passed.
+        limit: std::time::Duration,
+        /// Attempts started.
+        attempts: u32,
+    },
     /// A failure that may go away if the same request is tried again (throttling, a 5xx,
     /// a reset connection, a server that is down).
     #[error("{op} {key} at {endpoint} failed (may be temporary): {message}")]
@@ -164,7 +180,9 @@ impl StorageError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StorageError::Timeout { .. } | StorageError::Transient { .. }
+            StorageError::Timeout { .. }
+                | StorageError::Transient { .. }
+                | StorageError::DeadlineExceeded { .. }
         )
     }
 
@@ -179,7 +197,9 @@ impl StorageError {
     pub fn into_io(self) -> std::io::Error {
         let kind = match &self {
             StorageError::NotFound { .. } => std::io::ErrorKind::NotFound,
-            StorageError::Timeout { .. } => std::io::ErrorKind::TimedOut,
+            StorageError::Timeout { .. } | StorageError::DeadlineExceeded { .. } => {
+                std::io::ErrorKind::TimedOut
+            }
             StorageError::Corrupt { .. } => std::io::ErrorKind::InvalidData,
             _ => std::io::ErrorKind::Other,
         };

@@ -1,5 +1,5 @@
 //! The one retry layer for storage calls: bounded attempts, exponential backoff with full
-//! jitter.
+//! jitter, and an optional deadline for the whole call.
 //!
 //! The AWS SDK is capped at a single attempt, so every retry in walship happens here and is
 //! visible in one place. Only errors for which [`StorageError::is_retryable`] is true are
@@ -7,7 +7,7 @@
 //! connections); a final answer (404, 412) or a refusal (403, 400) is returned at once.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -22,16 +22,22 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Upper bound of any single backoff.
     pub max_delay: Duration,
+    /// The longest one call may take, every attempt and backoff included; `None`: only the
+    /// backend's own per-attempt timeouts bound it. An attempt still running at the deadline
+    /// is abandoned ([`StorageError::DeadlineExceeded`]), and no retry starts whose backoff
+    /// would end past it (the last failure is returned).
+    pub deadline: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
     /// 5 attempts, 200 ms doubling to at most 10 s: at most about 3 s of sleeping before
-    /// the last attempt, short enough for an `archive_command`.
+    /// the last attempt, short enough for an `archive_command`. No deadline.
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 5,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
+            deadline: None,
         }
     }
 }
@@ -62,8 +68,9 @@ impl RetryPolicy {
         Duration::from_micros(rand::rng().random_range(0..=cap_micros))
     }
 
-    /// Runs `attempt` until it succeeds, fails with a non-retryable error, or
-    /// `max_attempts` are spent; returns the last result. `op` and `key` are for logs.
+    /// Runs `attempt` until it succeeds, fails with a non-retryable error, `max_attempts`
+    /// are spent or the deadline passes; returns the last result. `op` and `key` are for
+    /// logs and errors.
     ///
     /// Cancel safety: dropping the future stops retrying at once; an attempt in flight is
     /// dropped with it.
@@ -78,9 +85,27 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, StorageError>>,
     {
         let attempts = self.max_attempts.max(1);
+        let started = Instant::now();
         let mut done = 0;
         loop {
-            let err = match attempt().await {
+            let result = match self.deadline {
+                None => attempt().await,
+                Some(limit) => {
+                    let left = limit.saturating_sub(started.elapsed());
+                    match tokio::time::timeout(left, attempt()).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            return Err(StorageError::DeadlineExceeded {
+                                op,
+                                key: key.to_owned(),
+                                limit,
+                                attempts: done + 1,
+                            });
+                        }
+                    }
+                }
+            };
+            let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
@@ -89,6 +114,12 @@ impl RetryPolicy {
                 return Err(err);
             }
             let delay = self.backoff(done - 1);
+            if self
+                .deadline
+                .is_some_and(|limit| started.elapsed() + delay >= limit)
+            {
+                return Err(err);
+            }
             tracing::warn!(
                 op = op.as_str(),
                 key,
@@ -112,6 +143,7 @@ mod tests {
             max_attempts: 4,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(4),
+            deadline: None,
         }
     }
 
@@ -130,6 +162,7 @@ mod tests {
             max_attempts: 10,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
+            deadline: None,
         };
         assert_eq!(policy.delay_cap(0), Duration::from_millis(100));
         assert_eq!(policy.delay_cap(1), Duration::from_millis(200));
@@ -197,5 +230,35 @@ mod tests {
             assert!(result.unwrap_err().is_permanent());
             assert_eq!(calls.load(Ordering::SeqCst), 1);
         }
+    }
+
+    #[tokio::test]
+    async fn a_deadline_bounds_a_silent_call_and_the_retries() {
+        let limit = Duration::from_millis(300);
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(40),
+            deadline: Some(limit),
+        };
+        // A server that never answers: the attempt is abandoned at the deadline.
+        let started = std::time::Instant::now();
+        let result: Result<(), _> = policy.run(StorageOp::Get, "k", std::future::pending).await;
+        assert!(matches!(
+            result,
+            Err(StorageError::DeadlineExceeded { attempts: 1, .. })
+        ));
+        assert!(started.elapsed() >= limit && started.elapsed() < limit * 3);
+        // Failures that take 200 ms each: the second attempt is cut at the deadline, not
+        // five attempts (1 s).
+        let started = std::time::Instant::now();
+        let result: Result<(), _> = policy
+            .run(StorageOp::Get, "k", || async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(transient())
+            })
+            .await;
+        assert!(result.unwrap_err().is_retryable());
+        assert!(started.elapsed() < limit * 2, "{:?}", started.elapsed());
     }
 }

@@ -74,6 +74,7 @@ pub fn s3_options(server: &S3Server) -> S3Options {
             max_attempts: 3,
             base_delay: std::time::Duration::from_millis(50),
             max_delay: std::time::Duration::from_millis(500),
+            deadline: None,
         },
         ..S3Options::default()
     }

@@ -192,6 +192,14 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             ));
         }
     };
+    // What restore_command carries from this environment; refused before anything moves.
+    let env =
+        match walship_restore::recovery_conf::carried_env(std::env::vars_os().filter_map(
+            |(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)),
+        )) {
+            Ok(env) => env,
+            Err(e) => return usage(e.to_string()),
+        };
     let to = std::path::absolute(&args.to).unwrap_or_else(|_| args.to.clone());
     let mut global_args = Vec::new();
     if let Some(config) = &ctx.config.config_file {
@@ -236,9 +244,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             materialise,
             walship,
             global_args,
-            env: walship_restore::recovery_conf::carried_env(std::env::vars_os().filter_map(
-                |(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)),
-            )),
+            env,
             action: match args.target_action {
                 ActionArg::Promote => TargetAction::Promote,
                 ActionArg::Pause => TargetAction::Pause,

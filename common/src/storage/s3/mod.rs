@@ -238,6 +238,17 @@ impl S3Storage {
             .endpoint
             .clone()
             .or_else(|| sdk.endpoint_url().map(str::to_owned));
+        // An endpoint with credentials in it (`AWS_ENDPOINT_URL=http://KEY:SECRET@host`) is
+        // refused, and never repeated: errors and logs name the location.
+        if let Some(endpoint) = &endpoint
+            && crate::redact::has_userinfo(endpoint)
+        {
+            return Err(invalid(format!(
+                "the S3 endpoint {} contains credentials; give them through the AWS credential \
+                 chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...), not in the URL",
+                crate::redact::redact_userinfo(endpoint)
+            )));
+        }
 
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(opts.connect_timeout)
