@@ -45,6 +45,20 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Archive one WAL file (archive_command = 'walship archive %p').
+    ///
+    /// Compresses the file, stores it in the repository as one object written atomically
+    /// (never a half-written file under its final name) and reads it back to verify before
+    /// exiting 0. A file already archived with identical content is a success (Postgres may
+    /// call twice); different content under the same name is refused. With --async, one call
+    /// also pushes the next `.ready` files, so Postgres's later calls return at once.
+    ///
+    /// Exit codes (any non-zero code makes Postgres keep the file and call again):
+    ///   0    archived durably and verified, or already archived with identical content
+    ///   2    bad flags or arguments
+    ///   3    failed (storage, configuration, an unreadable file)
+    ///   4    refused: different content already archived, another cluster's repository,
+    ///        or a file that is not the WAL its name says
+    #[command(verbatim_doc_comment)]
     Archive(crate::cmd::archive::ArchiveArgs),
     /// Deliver one archived WAL file to Postgres (restore_command = 'walship fetch %f %p').
     ///
@@ -79,19 +93,25 @@ pub enum Command {
     ///        or WAL the repository needs is gone from the server (a gap)
     #[command(verbatim_doc_comment)]
     Stream(crate::cmd::stream::StreamArgs),
-    /// Take a physical base backup over the replication protocol.
+    // Help text: the doc comment of the argument struct.
     Backup(crate::cmd::backup::BackupArgs),
-    /// List the base backups in the repository (--incomplete: leftovers of interrupted ones).
+    // Help text: the doc comment of the argument struct.
     List(crate::cmd::list::ListArgs),
-    /// Show one base backup (`latest` or its id).
+    // Help text: the doc comment of the argument struct.
     Info(crate::cmd::info::InfoArgs),
-    /// Restore a data directory to a point in time.
+    // Help text: the doc comment of the argument struct.
     Restore(crate::cmd::restore::RestoreArgs),
     /// Verify every object in the repository. [not built yet]
+    ///
+    /// Not built yet: any invocation does nothing, says so, and exits 2.
     Verify(NotBuiltArgs),
     /// Remove backups and WAL no retention rule keeps. [not built yet]
+    ///
+    /// Not built yet: any invocation does nothing, says so, and exits 2.
     Expire(NotBuiltArgs),
     /// Check configuration, repository and Postgres settings. [not built yet]
+    ///
+    /// Not built yet: any invocation does nothing, says so, and exits 2.
     Check(NotBuiltArgs),
 }
 
@@ -102,4 +122,45 @@ pub struct NotBuiltArgs {
     /// Ignored: this command is not built yet.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    /// What `walship <name> --help` prints.
+    fn long_help(name: &str) -> String {
+        match Cli::command().try_get_matches_from(["walship", name, "--help"]) {
+            Err(e) if e.kind() == ErrorKind::DisplayHelp => e.render().to_string(),
+            other => panic!("`walship {name} --help` did not print help: {other:?}"),
+        }
+    }
+
+    /// Issue 19, item 7: a variant's one-line doc used to replace the argument struct's
+    /// explanation, so `walship restore --help` said one line. Every subcommand's `--help`
+    /// must explain it (more than the one-line summary) before the usage line.
+    #[test]
+    fn every_subcommand_help_explains_it_before_usage() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert!(names.len() >= 7, "subcommands: {names:?}");
+        for name in names {
+            let help = long_help(&name);
+            let (before, _) = help
+                .split_once("Usage:")
+                .unwrap_or_else(|| panic!("`walship {name} --help` has no usage line:\n{help}"));
+            let paragraphs = before
+                .split("\n\n")
+                .filter(|p| !p.trim().is_empty())
+                .count();
+            assert!(
+                paragraphs >= 2,
+                "`walship {name} --help` shows only its summary before the usage line:\n{help}"
+            );
+        }
+    }
 }
