@@ -29,13 +29,13 @@ use crate::exit;
 /// block in postgresql.auto.conf with restore_command = '<walship> fetch %f %p'. Start
 /// Postgres on the directory to recover.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target_kind").required(true).args(["target_time", "target_lsn", "target_xid", "target_name", "target"])))]
+#[command(group(ArgGroup::new("target_kind").required(true).args(["target_time", "target_lsn", "target_xid", "target_name", "target", "latest"])))]
 pub struct RestoreArgs {
     /// The data directory to build (must be empty or absent, unless --force or --delta).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Recover to this time: RFC 3339 or 'YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]' (no zone: UTC).
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", visible_alias = "pitr")]
     pub target_time: Option<String>,
     /// Recover to this WAL location (X/X).
     #[arg(long, value_name = "LSN")]
@@ -49,6 +49,9 @@ pub struct RestoreArgs {
     /// `immediate` (the backup's consistency point) or `latest` (the end of the archive).
     #[arg(long, value_name = "immediate|latest")]
     pub target: Option<String>,
+    /// The same as `--target latest`: replay everything the archive holds.
+    #[arg(long)]
+    pub latest: bool,
     /// Timeline to recover along: a number, or `latest` (default).
     #[arg(long, value_name = "TLI")]
     pub target_timeline: Option<String>,
@@ -365,5 +368,48 @@ fn print_plan(plan: &RestorePlan, json: bool) {
     }
     for p in &plan.problems {
         println!("  PROBLEM:        {}", p.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spec;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<super::RestoreArgs, clap::Error> {
+        let argv = ["walship", "restore", "--to", "/tmp/restored"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args))?;
+        match cli.command {
+            Command::Restore(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// Issue 19, item 10: the DR runbooks say `restore --latest` and `restore --pitr TIME`.
+    #[test]
+    fn runbook_spellings_mean_the_same_targets() {
+        let latest = spec(&parse(&["--latest"]).unwrap()).unwrap();
+        assert_eq!(
+            latest,
+            spec(&parse(&["--target", "latest"]).unwrap()).unwrap()
+        );
+        let time = "2026-11-22 14:03:00+00";
+        let pitr = spec(&parse(&["--pitr", time]).unwrap()).unwrap();
+        assert_eq!(
+            pitr,
+            spec(&parse(&["--target-time", time]).unwrap()).unwrap()
+        );
+        let backup = spec(&parse(&["--latest", "--backup", "20261122T140300Z"]).unwrap()).unwrap();
+        assert!(backup.backup.is_some());
+    }
+
+    /// The aliases are targets like the others: one target only, and one is required.
+    #[test]
+    fn runbook_spellings_conflict_with_other_targets() {
+        assert!(parse(&["--latest", "--target-time", "2026-11-22 14:03:00"]).is_err());
+        assert!(parse(&["--pitr", "2026-11-22 14:03:00", "--target-lsn", "0/3000000"]).is_err());
+        assert!(parse(&["--latest", "--target", "immediate"]).is_err());
+        assert!(parse(&[]).is_err());
     }
 }
