@@ -401,3 +401,23 @@ fn syntax_errors_name_the_file() {
         "{err}"
     );
 }
+
+/// Issue 19, item 9: `walship restore --parallel` is backed by the configuration like every
+/// other command's `--parallel`: file, then environment, then the flag.
+#[test]
+fn restore_parallel_is_a_config_key() {
+    let mut s = Setup::new();
+    s.default_file("repo = \"file:///r\"\n[restore]\nparallel = 6\n");
+    assert_eq!(s.load().unwrap().restore.parallel, 6);
+    s.env("WALSHIP_RESTORE_PARALLEL", "8");
+    assert_eq!(s.load().unwrap().restore.parallel, 8);
+    s.sources.options.restore_parallel = Some("2".to_string());
+    assert_eq!(s.load().unwrap().restore.parallel, 2);
+    s.sources.options.restore_parallel = Some("0".to_string());
+    assert_invalid(&s, "restore.parallel", "0", &Origin::Flag("--parallel"));
+    s.sources.options.restore_parallel = None;
+    s.sources.env.clear();
+    std::fs::remove_file(&s.sources.default_config_file).unwrap();
+    s.env("WALSHIP_REPO", "file:///r");
+    assert_eq!(s.load().unwrap().restore.parallel, 4);
+}

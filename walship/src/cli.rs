@@ -138,6 +138,63 @@ mod tests {
         }
     }
 
+    /// Issue 19, item 9: one name per concept. A flag spelled the same in two commands
+    /// (`--dbname`, `--parallel`, `--json`...) takes the same kind of value, shown under the
+    /// same name, and is backed by the configuration in all of them or in none.
+    #[test]
+    fn a_flag_means_one_thing_in_every_command() {
+        use std::collections::BTreeMap;
+        let mut cli = Cli::command();
+        cli.build();
+        // long name -> (command, value names, config-backed)
+        let mut seen: BTreeMap<String, (String, Vec<String>, bool)> = BTreeMap::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
+                let Some(long) = arg.get_long() else { continue };
+                let names: Vec<String> = arg
+                    .get_value_names()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect();
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let backed = help.contains("[config:");
+                let this = (sub.get_name().to_string(), names, backed);
+                if let Some(first) = seen.get(long) {
+                    assert_eq!(
+                        (&first.1, first.2),
+                        (&this.1, this.2),
+                        "--{long} differs between `walship {}` and `walship {}` \
+                         (value name, config-backed)",
+                        first.0,
+                        this.0
+                    );
+                } else {
+                    seen.insert(long.to_string(), this);
+                }
+            }
+        }
+        assert!(seen.contains_key("parallel") && seen.contains_key("dbname"));
+    }
+
+    /// Issue 19, item 9: one duration syntax. Duration flags refuse what the same text in
+    /// the configuration refuses (zero, a bare number).
+    #[test]
+    fn duration_flags_parse_like_the_configuration() {
+        for argv in [
+            ["walship", "backup", "--wal-timeout", "0s"],
+            ["walship", "list", "--idle", "0s"],
+            ["walship", "list", "--idle", "10"],
+        ] {
+            assert!(
+                Cli::command().try_get_matches_from(argv).is_err(),
+                "{argv:?}"
+            );
+        }
+        let ok = Cli::command().try_get_matches_from(["walship", "list", "--idle", " 1h 30m"]);
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
     /// Issue 19, item 7: a variant's one-line doc used to replace the argument struct's
     /// explanation, so `walship restore --help` said one line. Every subcommand's `--help`
     /// must explain it (more than the one-line summary) before the usage line.

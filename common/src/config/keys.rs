@@ -213,6 +213,15 @@ pub(crate) const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "restore.parallel",
+        env: "WALSHIP_RESTORE_PARALLEL",
+        flag: "--parallel",
+        apply: |d, v, _| {
+            d.config.restore.parallel = parse_count(v, 1, MAX_PARALLEL)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "stream.slot",
         env: "WALSHIP_STREAM_SLOT",
         flag: "--slot",
@@ -270,6 +279,7 @@ pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
         ("fetch.allow_partial", flag(&o.fetch_allow_partial)),
         ("backup.bundle_size", text(&o.backup_bundle_size)),
         ("backup.parallel", text(&o.backup_parallel)),
+        ("restore.parallel", text(&o.restore_parallel)),
         ("stream.slot", text(&o.stream_slot)),
         ("stream.partial_interval", text(&o.stream_partial_interval)),
         ("stream.application_name", text(&o.stream_application_name)),

@@ -21,6 +21,7 @@
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
 //! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
+//! | `[restore] parallel` | `WALSHIP_RESTORE_PARALLEL` | `4` |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //!
 //! # Secrets
@@ -47,7 +48,7 @@ use std::time::Duration;
 
 use crate::codec::Codec;
 pub use error::{ConfigError, Origin};
-pub use values::{ByteSize, LogLevel};
+pub use values::{ByteSize, LogLevel, parse_duration};
 
 use keys::{Draft, KEYS};
 use values::serialize_duration;
@@ -72,6 +73,8 @@ pub struct Config {
     pub fetch: FetchConfig,
     /// `walship backup` settings.
     pub backup: BackupConfig,
+    /// `walship restore` settings.
+    pub restore: RestoreConfig,
     /// `walship stream` settings.
     pub stream: StreamConfig,
     /// The config file that was read, if any.
@@ -133,6 +136,13 @@ pub struct BackupConfig {
     pub parallel: usize,
 }
 
+/// `walship restore` settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RestoreConfig {
+    /// Bundle downloads in flight at once.
+    pub parallel: usize,
+}
+
 /// `walship stream` settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StreamConfig {
@@ -172,6 +182,7 @@ pub struct Options {
     pub fetch_allow_partial: Option<bool>,
     pub backup_bundle_size: Option<String>,
     pub backup_parallel: Option<String>,
+    pub restore_parallel: Option<String>,
     pub stream_slot: Option<String>,
     pub stream_partial_interval: Option<String>,
     pub stream_application_name: Option<String>,
@@ -256,6 +267,7 @@ impl Default for Config {
                 // One upload per core by default: compression is the CPU cost of a backup.
                 parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             },
+            restore: RestoreConfig { parallel: 4 },
             stream: StreamConfig {
                 slot: "walship".to_string(),
                 partial_interval: Duration::from_secs(1),
@@ -401,6 +413,7 @@ impl Options {
             fetch_allow_partial: Some(true),
             backup_bundle_size: s(),
             backup_parallel: s(),
+            restore_parallel: s(),
             stream_slot: s(),
             stream_partial_interval: s(),
             stream_application_name: s(),

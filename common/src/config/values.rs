@@ -104,8 +104,9 @@ impl FromStr for LogLevel {
     }
 }
 
-/// Parses a positive duration: `1s`, `500ms`, `2m 30s`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses a positive duration: `1s`, `500ms`, `2m 30s`. The one duration syntax of walship:
+/// config keys, environment variables and duration flags (`--wal-timeout`, `--idle`) all use it.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim())
         .map_err(|e| format!("expected a duration like 10s, 500ms or 2m ({e})"))?;
     if duration.is_zero() {

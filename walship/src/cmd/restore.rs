@@ -11,7 +11,7 @@ use clap::{ArgGroup, Args, ValueEnum};
 use walship_common::catalog::BackupId;
 use walship_common::pg::TimelineId;
 use walship_restore::paths::TablespaceDirs;
-use walship_restore::target::{self, TargetError};
+use walship_restore::target;
 use walship_restore::{
     MaterialiseOptions, PlanRequest, RecoveryTarget, RestorePlan, RestoreRequest, TargetAction,
     TargetSpec, TimelineChoice,
@@ -46,9 +46,9 @@ pub struct RestoreArgs {
     /// Recover to this restore point (pg_create_restore_point).
     #[arg(long, value_name = "NAME")]
     pub target_name: Option<String>,
-    /// `immediate` (the backup's consistency point) or `latest` (the end of the archive).
-    #[arg(long, value_name = "immediate|latest")]
-    pub target: Option<String>,
+    /// Recover to a point named by a keyword.
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
     /// The same as `--target latest`: replay everything the archive holds.
     #[arg(long)]
     pub latest: bool,
@@ -89,9 +89,18 @@ pub struct RestoreArgs {
     /// The walship binary restore_command runs (default: this one).
     #[arg(long, value_name = "PATH")]
     pub walship_path: Option<PathBuf>,
-    /// Bundles downloaded at once.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub parallel: usize,
+    /// Bundles downloaded at once [config: restore.parallel; default: 4]
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+}
+
+/// `--target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    /// The backup's consistency point (recovery_target = 'immediate').
+    Immediate,
+    /// The end of the archive: replay everything it holds.
+    Latest,
 }
 
 /// `--target-action`.
@@ -118,8 +127,11 @@ fn spec(args: &RestoreArgs) -> Result<TargetSpec, String> {
     } else if let Some(name) = &args.target_name {
         RecoveryTarget::Name(target::parse_name(name).map_err(|e| e.to_string())?)
     } else {
-        let keyword = args.target.as_deref().unwrap_or("latest");
-        target::parse_keyword(keyword).map_err(|e: TargetError| e.to_string())?
+        match args.target {
+            Some(TargetArg::Immediate) => RecoveryTarget::Immediate,
+            // `--latest`, or `--target latest`.
+            Some(TargetArg::Latest) | None => RecoveryTarget::Latest,
+        }
     };
     let timeline = match args.target_timeline.as_deref() {
         None | Some("latest") => TimelineChoice::Latest,
@@ -215,7 +227,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
                 force: args.force,
                 delta: args.delta,
                 tablespaces,
-                parallel: args.parallel.max(1),
+                parallel: ctx.config.restore.parallel,
             },
             walship,
             global_args,
