@@ -177,6 +177,30 @@ mod tests {
         assert!(seen.contains_key("parallel") && seen.contains_key("dbname"));
     }
 
+    /// Issue 19, item 8: the configuration's key table named ten flags walship did not
+    /// have. Every flag it names exists, and (but for the global --repo) its help names the
+    /// key, so that the error "invalid value for flag --x" points at a real flag.
+    #[test]
+    fn every_flag_the_configuration_names_exists() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut flags = walship_common::config::key_flags().peekable();
+        assert!(flags.peek().is_some());
+        for (key, flag) in flags {
+            let long = flag.trim_start_matches("--");
+            let found = cli
+                .get_subcommands()
+                .flat_map(|sub| sub.get_arguments())
+                .chain(cli.get_arguments())
+                .filter(|arg| arg.get_long() == Some(long))
+                .any(|arg| {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    key == "repo" || help.contains(&format!("[config: {key}"))
+                });
+            assert!(found, "no {flag} whose help says [config: {key}]");
+        }
+    }
+
     /// Issue 19, item 9: one duration syntax. Duration flags refuse what the same text in
     /// the configuration refuses (zero, a bare number).
     #[test]

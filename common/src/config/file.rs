@@ -88,6 +88,8 @@ fn scalar(
             " (walship never reads secrets from its configuration: S3 credentials come from the AWS \
              credential chain, Postgres passwords from PGPASSWORD or ~/.pgpass)"
                 .to_string()
+        } else if lower == "log_level" {
+            " (the log level is set with -v/-q or RUST_LOG)".to_string()
         } else {
             String::new()
         };

@@ -1,5 +1,5 @@
 //! Value types and parsers of the configuration: sizes (`64MiB`), durations (`1s`, `500ms`,
-//! with humantime), booleans, counts, and the log level. Each parser returns the reason a text
+//! with humantime), booleans and counts. Each parser returns the reason a text
 //! is refused; the caller adds the key, the value and where it came from.
 
 use std::fmt;
@@ -66,41 +66,6 @@ impl fmt::Display for ByteSize {
 impl serde::Serialize for ByteSize {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
-    }
-}
-
-/// How much walship logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Nothing.
-    Off,
-    /// Errors only.
-    Error,
-    /// Errors and warnings.
-    Warn,
-    /// Also what each command did (the default).
-    #[default]
-    Info,
-    /// Also details useful when something goes wrong.
-    Debug,
-    /// Everything.
-    Trace,
-}
-
-impl FromStr for LogLevel {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "off" => Ok(LogLevel::Off),
-            "error" => Ok(LogLevel::Error),
-            "warn" | "warning" => Ok(LogLevel::Warn),
-            "info" => Ok(LogLevel::Info),
-            "debug" => Ok(LogLevel::Debug),
-            "trace" => Ok(LogLevel::Trace),
-            _ => Err("expected one of off, error, warn, info, debug, trace".to_string()),
-        }
     }
 }
 
@@ -187,6 +152,5 @@ mod tests {
         assert_eq!(parse_count::<u32>("4", 1, 8).unwrap(), 4);
         assert!(parse_count::<u32>("0", 1, 8).is_err());
         assert!(parse_count::<u32>("x", 1, 8).is_err());
-        assert_eq!("WARN".parse::<LogLevel>().unwrap(), LogLevel::Warn);
     }
 }
