@@ -28,10 +28,10 @@ pub fn skip_or_fail(what: &str) {
         panic!("CI=true and {what} (run scripts/setup-test-deps)");
     }
     eprintln!("SKIP: {what} (run scripts/setup-test-deps to install it)");
-    if let Some(log) = std::env::var_os(SKIP_LOG_ENV).filter(|v| !v.is_empty()) {
-        if let Err(e) = record_skip(Path::new(&log), what) {
-            eprintln!("SKIP not recorded in {}: {e}", Path::new(&log).display());
-        }
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV).filter(|v| !v.is_empty())
+        && let Err(e) = record_skip(Path::new(&log), what)
+    {
+        eprintln!("SKIP not recorded in {}: {e}", Path::new(&log).display());
     }
 }
 
