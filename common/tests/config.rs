@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use walship_common::codec::Codec;
-use walship_common::config::{ByteSize, Config, ConfigError, LogLevel, Options, Origin, Sources};
+use walship_common::config::{ByteSize, Config, ConfigError, Options, Origin, Sources};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -57,7 +57,6 @@ fn flags_override_environment_override_file_override_defaults() {
         r#"
 repo = "s3://file-bucket/p"
 compression = "zstd"
-log_level = "debug"
 
 [s3]
 connect_timeout = "5s"
@@ -75,23 +74,21 @@ slot = "from_file"
         .env("WALSHIP_COMPRESSION", "none")
         .env("WALSHIP_ARCHIVE_PARALLEL", "3")
         .env("WALSHIP_S3_PART_SIZE", "32MiB");
-    s.sources.options.compression = Some("zstd:9".to_string());
-    s.sources.options.s3_part_size = Some("128MiB".to_string());
+    s.sources.options.archive_parallel = Some("5".to_string());
     s.sources.options.archive_async = Some(false);
 
     let config = s.load().unwrap();
     assert_eq!(config.config_file.as_deref(), Some(file.as_path()));
     // Flag over environment over file.
-    assert_eq!(config.compression, Codec::Zstd { level: 9 });
-    assert_eq!(config.s3.part_size, ByteSize::mib(128));
+    assert_eq!(config.archive.parallel, 5);
     assert!(!config.archive.r#async);
     // Environment over file.
     assert_eq!(config.repo, "s3://env-bucket/p");
-    assert_eq!(config.archive.parallel, 3);
+    assert_eq!(config.compression, Codec::None);
+    assert_eq!(config.s3.part_size, ByteSize::mib(32));
     // File over default.
     assert_eq!(config.s3.connect_timeout, Duration::from_secs(5));
     assert_eq!(config.stream.slot, "from_file");
-    assert_eq!(config.log_level, LogLevel::Debug);
     // Defaults.
     assert_eq!(config.s3.operation_timeout, Duration::from_secs(120));
     assert_eq!(config.fetch.prefetch, 8);
@@ -100,8 +97,7 @@ slot = "from_file"
     // Drop the flags: the environment shows through; drop that too: the file does.
     s.sources.options = Options::default();
     let config = s.load().unwrap();
-    assert_eq!(config.compression, Codec::None);
-    assert_eq!(config.s3.part_size, ByteSize::mib(32));
+    assert_eq!(config.archive.parallel, 3);
     assert!(config.archive.r#async);
     s.sources.env.clear();
     let config = s.load().unwrap();
@@ -290,11 +286,6 @@ fn bad_durations_and_sizes_are_errors_naming_key_and_value() {
         ..Options::default()
     };
     assert_invalid(&s, "fetch.parallel", "0", &Origin::Flag("--parallel"));
-    s.sources.options = Options {
-        compression: Some("gzip".to_string()),
-        ..Options::default()
-    };
-    assert_invalid(&s, "compression", "gzip", &Origin::Flag("--compression"));
 }
 
 #[test]
@@ -388,7 +379,6 @@ fn serializes_for_check_json_in_config_syntax() {
     let json = serde_json::to_value(s.load().unwrap()).unwrap();
     assert_eq!(json["repo"], "s3://b/p");
     assert_eq!(json["compression"], "lz4");
-    assert_eq!(json["log_level"], "info");
     assert_eq!(json["s3"]["connect_timeout"], "10s");
     assert_eq!(json["s3"]["part_size"], "64MiB");
     assert_eq!(json["archive"]["async"], false);
@@ -405,4 +395,35 @@ fn syntax_errors_name_the_file() {
         matches!(&err, ConfigError::FileSyntax { path: p, .. } if p == &path),
         "{err}"
     );
+}
+
+/// Issue 19, item 9: `walship restore --parallel` is backed by the configuration like every
+/// other command's `--parallel`: file, then environment, then the flag.
+#[test]
+fn restore_parallel_is_a_config_key() {
+    let mut s = Setup::new();
+    s.default_file("repo = \"file:///r\"\n[restore]\nparallel = 6\n");
+    assert_eq!(s.load().unwrap().restore.parallel, 6);
+    s.env("WALSHIP_RESTORE_PARALLEL", "8");
+    assert_eq!(s.load().unwrap().restore.parallel, 8);
+    s.sources.options.restore_parallel = Some("2".to_string());
+    assert_eq!(s.load().unwrap().restore.parallel, 2);
+    s.sources.options.restore_parallel = Some("0".to_string());
+    assert_invalid(&s, "restore.parallel", "0", &Origin::Flag("--parallel"));
+    s.sources.options.restore_parallel = None;
+    s.sources.env.clear();
+    std::fs::remove_file(&s.sources.default_config_file).unwrap();
+    s.env("WALSHIP_REPO", "file:///r");
+    assert_eq!(s.load().unwrap().restore.parallel, 4);
+}
+
+/// Issue 19, item 8: `log_level` was parsed and never used; it is gone, and a file that still
+/// sets it is told where the log level is set instead.
+#[test]
+fn log_level_is_not_a_key_and_the_error_says_what_to_use() {
+    let s = Setup::new();
+    s.default_file("repo = \"file:///r\"\nlog_level = \"debug\"\n");
+    let message = s.load().unwrap_err().to_string();
+    assert!(message.contains("log_level"), "{message}");
+    assert!(message.contains("-v"), "{message}");
 }

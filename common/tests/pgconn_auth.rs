@@ -9,7 +9,6 @@ mod pgconn_support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use pg_test_harness::{Cluster, PgInstall, installs_under_test, test_dir};
 use pgconn_support::{connect, params, runtime};
@@ -45,9 +44,8 @@ fn tls_modes_on_every_major() {
 /// Sets pg_hba.conf and reloads.
 fn use_hba(pg: &Cluster, lines: &str) {
     pg.set_hba(&format!("{HBA_PREFIX}{lines}"));
-    pg.execute("select pg_reload_conf()");
-    // The postmaster re-reads pg_hba.conf on SIGHUP, asynchronously.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Returns once the postmaster has re-read pg_hba.conf (it does so on SIGHUP, asynchronously).
+    pg.reload();
 }
 
 fn try_connect(params: &ConnParams) -> Result<ReplicationClient, PgConnError> {

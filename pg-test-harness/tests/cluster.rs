@@ -76,9 +76,35 @@ fn builder_settings_and_initdb_args_apply() {
         ]
     );
     pg.append_conf("work_mem = '9MB'");
-    pg.execute("select pg_reload_conf()");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    pg.reload();
     assert_eq!(pg.query_string("show work_mem"), "9MB");
+}
+
+/// `reload()` returns only once pg_hba.conf is in force: the very next connection obeys it,
+/// both ways, with no sleep between.
+#[test]
+fn reload_returns_once_pg_hba_is_in_force() {
+    let install = installs_under_test()
+        .pop()
+        .expect("at least one PostgreSQL install");
+    let pg = Cluster::builder(&install).start();
+    pg.execute("create role visitor login");
+    let visitor = format!(
+        "host=127.0.0.1 port={} user=visitor dbname=postgres",
+        pg.port()
+    );
+    let connects = || postgres::Client::connect(&visitor, postgres::NoTls).is_ok();
+    assert!(connects(), "the default pg_hba.conf lets visitor in");
+    for round in 0..3 {
+        pg.set_hba(
+            "local all all trust\nhost all visitor 127.0.0.1/32 reject\nhost all all 127.0.0.1/32 trust\n",
+        );
+        pg.reload();
+        assert!(!connects(), "round {round}: visitor let in after reload");
+        pg.set_hba("local all all trust\nhost all all 127.0.0.1/32 trust\n");
+        pg.reload();
+        assert!(connects(), "round {round}: visitor refused after reload");
+    }
 }
 
 #[test]

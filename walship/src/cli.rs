@@ -45,6 +45,20 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Archive one WAL file (archive_command = 'walship archive %p').
+    ///
+    /// Compresses the file, stores it in the repository as one object written atomically
+    /// (never a half-written file under its final name) and reads it back to verify before
+    /// exiting 0. A file already archived with identical content is a success (Postgres may
+    /// call twice); different content under the same name is refused. With --async, one call
+    /// also pushes the next `.ready` files, so Postgres's later calls return at once.
+    ///
+    /// Exit codes (any non-zero code makes Postgres keep the file and call again):
+    ///   0    archived durably and verified, or already archived with identical content
+    ///   2    bad flags or arguments
+    ///   3    failed (storage, configuration, an unreadable file)
+    ///   4    refused: different content already archived, another cluster's repository,
+    ///        or a file that is not the WAL its name says
+    #[command(verbatim_doc_comment)]
     Archive(crate::cmd::archive::ArchiveArgs),
     /// Deliver one archived WAL file to Postgres (restore_command = 'walship fetch %f %p').
     ///
@@ -81,19 +95,25 @@ pub enum Command {
     ///        or WAL the repository needs is gone from the server (a gap)
     #[command(verbatim_doc_comment)]
     Stream(crate::cmd::stream::StreamArgs),
-    /// Take a physical base backup over the replication protocol.
+    // Help text: the doc comment of the argument struct.
     Backup(crate::cmd::backup::BackupArgs),
-    /// List the base backups in the repository (--incomplete: leftovers of interrupted ones).
+    // Help text: the doc comment of the argument struct.
     List(crate::cmd::list::ListArgs),
-    /// Show one base backup (`latest` or its id).
+    // Help text: the doc comment of the argument struct.
     Info(crate::cmd::info::InfoArgs),
-    /// Restore a data directory to a point in time.
+    // Help text: the doc comment of the argument struct.
     Restore(crate::cmd::restore::RestoreArgs),
     /// Verify every object in the repository. [not built yet]
+    ///
+    /// Not built yet: any invocation does nothing, says so, and exits 2.
     Verify(NotBuiltArgs),
     /// Remove backups and WAL no retention rule keeps. [not built yet]
+    ///
+    /// Not built yet: any invocation does nothing, says so, and exits 2.
     Expire(NotBuiltArgs),
     /// Check configuration, repository and Postgres settings. [not built yet]
+    ///
+    /// Not built yet: any invocation does nothing, says so, and exits 2.
     Check(NotBuiltArgs),
 }
 
@@ -104,4 +124,126 @@ pub struct NotBuiltArgs {
     /// Ignored: this command is not built yet.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    /// What `walship <name> --help` prints.
+    fn long_help(name: &str) -> String {
+        match Cli::command().try_get_matches_from(["walship", name, "--help"]) {
+            Err(e) if e.kind() == ErrorKind::DisplayHelp => e.render().to_string(),
+            other => panic!("`walship {name} --help` did not print help: {other:?}"),
+        }
+    }
+
+    /// Issue 19, item 9: one name per concept. A flag spelled the same in two commands
+    /// (`--dbname`, `--parallel`, `--json`...) takes the same kind of value, shown under the
+    /// same name, and is backed by the configuration in all of them or in none.
+    #[test]
+    fn a_flag_means_one_thing_in_every_command() {
+        use std::collections::BTreeMap;
+        let mut cli = Cli::command();
+        cli.build();
+        // long name -> (command, value names, config-backed)
+        let mut seen: BTreeMap<String, (String, Vec<String>, bool)> = BTreeMap::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
+                let Some(long) = arg.get_long() else { continue };
+                let names: Vec<String> = arg
+                    .get_value_names()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect();
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let backed = help.contains("[config:");
+                let this = (sub.get_name().to_string(), names, backed);
+                if let Some(first) = seen.get(long) {
+                    assert_eq!(
+                        (&first.1, first.2),
+                        (&this.1, this.2),
+                        "--{long} differs between `walship {}` and `walship {}` \
+                         (value name, config-backed)",
+                        first.0,
+                        this.0
+                    );
+                } else {
+                    seen.insert(long.to_string(), this);
+                }
+            }
+        }
+        assert!(seen.contains_key("parallel") && seen.contains_key("dbname"));
+    }
+
+    /// Issue 19, item 8: the configuration's key table named ten flags walship did not
+    /// have. Every flag it names exists, and (but for the global --repo) its help names the
+    /// key, so that the error "invalid value for flag --x" points at a real flag.
+    #[test]
+    fn every_flag_the_configuration_names_exists() {
+        let mut cli = Cli::command();
+        cli.build();
+        let mut flags = walship_common::config::key_flags().peekable();
+        assert!(flags.peek().is_some());
+        for (key, flag) in flags {
+            let long = flag.trim_start_matches("--");
+            let found = cli
+                .get_subcommands()
+                .flat_map(|sub| sub.get_arguments())
+                .chain(cli.get_arguments())
+                .filter(|arg| arg.get_long() == Some(long))
+                .any(|arg| {
+                    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    key == "repo" || help.contains(&format!("[config: {key}"))
+                });
+            assert!(found, "no {flag} whose help says [config: {key}]");
+        }
+    }
+
+    /// Issue 19, item 9: one duration syntax. Duration flags refuse what the same text in
+    /// the configuration refuses (zero, a bare number).
+    #[test]
+    fn duration_flags_parse_like_the_configuration() {
+        for argv in [
+            ["walship", "backup", "--wal-timeout", "0s"],
+            ["walship", "list", "--idle", "0s"],
+            ["walship", "list", "--idle", "10"],
+        ] {
+            assert!(
+                Cli::command().try_get_matches_from(argv).is_err(),
+                "{argv:?}"
+            );
+        }
+        let ok = Cli::command().try_get_matches_from(["walship", "list", "--idle", " 1h 30m"]);
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// Issue 19, item 7: a variant's one-line doc used to replace the argument struct's
+    /// explanation, so `walship restore --help` said one line. Every subcommand's `--help`
+    /// must explain it (more than the one-line summary) before the usage line.
+    #[test]
+    fn every_subcommand_help_explains_it_before_usage() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert!(names.len() >= 7, "subcommands: {names:?}");
+        for name in names {
+            let help = long_help(&name);
+            let (before, _) = help
+                .split_once("Usage:")
+                .unwrap_or_else(|| panic!("`walship {name} --help` has no usage line:\n{help}"));
+            let paragraphs = before
+                .split("\n\n")
+                .filter(|p| !p.trim().is_empty())
+                .count();
+            assert!(
+                paragraphs >= 2,
+                "`walship {name} --help` shows only its summary before the usage line:\n{help}"
+            );
+        }
+    }
 }

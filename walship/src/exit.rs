@@ -5,12 +5,16 @@
 //! makes recovery stop with FATAL. So `walship fetch` exits 1 only when the repository
 //! definitively lacks the file, and [`RECOVERY_MUST_STOP`] when storage fails or an object
 //! is corrupt. For `archive_command` any non-zero code makes Postgres keep the file and retry.
+//!
+//! README.md's "Exit codes" table is the user's list of these codes and of the commands that
+//! use each; a test below keeps the two in step.
 
 use std::process::ExitCode;
 
 /// Success: the file is durably archived, delivered, restored...
 pub const SUCCESS: u8 = 0;
-/// `fetch`: the repository definitively does not hold the requested file.
+/// What was asked for does not exist: `fetch`, the repository definitively does not hold the
+/// requested file; `info`, no such backup.
 pub const NOT_FOUND: u8 = 1;
 /// Usage error (bad flags or arguments), or a command that is not built yet.
 pub const USAGE: u8 = 2;
@@ -92,5 +96,30 @@ mod tests {
             Some("archive")
         );
         assert_eq!(subcommand(&args("walship -v")), None);
+    }
+
+    /// README.md's exit-code table lists exactly the codes defined here.
+    #[test]
+    fn readme_lists_every_exit_code() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## Exit codes")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README.md has an Exit codes section");
+        let mut listed: Vec<u8> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| ")?.split(' ').next()?.parse().ok())
+            .collect();
+        listed.sort_unstable();
+        let defined = [
+            super::SUCCESS,
+            super::NOT_FOUND,
+            super::USAGE,
+            super::FAILED,
+            super::REFUSED,
+            super::RECOVERY_MUST_STOP,
+        ];
+        assert_eq!(listed, defined);
     }
 }

@@ -213,7 +213,8 @@ fn refuses_conflicts_other_clusters_truncation_and_corruption() {
     assert!(!dest.exists(), "a corrupt object must not be delivered");
 }
 
-/// A small deterministic generator, seeded from the clock and printed, for kill timings.
+/// A small deterministic generator for kill timings: seeded from [`SEED_ENV`] when set, else
+/// from the clock, and printed, so that a failure can be replayed.
 struct Lcg(u64);
 impl Lcg {
     fn next_ms(&mut self, max: u64) -> u64 {
@@ -225,42 +226,112 @@ impl Lcg {
     }
 }
 
+/// Replays the kill timings of an earlier run: `ARCHIVE_SAFETY_SEED=<seed printed>`.
+const SEED_ENV: &str = "ARCHIVE_SAFETY_SEED";
+
+/// Kills that must land while an upload is in flight (begun, not ended), so that the test
+/// cannot pass having killed only idle or finished processes.
+const MIN_KILLS_MID_UPLOAD: usize = 6;
+
+/// The segments whose upload `walship archive` logged as begun and not ended, from its
+/// debug log (`common/src/archive/mod.rs`, `upload`).
+fn uploads_in_flight(log: &str) -> Vec<String> {
+    let mut open: Vec<String> = Vec::new();
+    for line in log.lines() {
+        if let Some((_, name)) = line.split_once("uploading ") {
+            open.push(name.trim().to_string());
+        } else if let Some((_, rest)) = line.split_once("upload of ") {
+            let name = rest.trim_end().trim_end_matches(" ended");
+            open.retain(|n| n != name);
+        }
+    }
+    open
+}
+
+/// Kills `walship archive --async` with SIGKILL over and over, at random moments: one kill
+/// in four at a random time after the start, the others 0-3 ms after the log first showed an
+/// upload in flight (a small segment's upload to a local server takes a few milliseconds). After each, every file Postgres was told is archived, and every file
+/// with a receipt, must be stored intact; at least [`MIN_KILLS_MID_UPLOAD`] kills must have
+/// landed with an upload in flight (read from the process's debug log).
 #[test]
 fn kill_9_of_async_archive_never_reports_an_unstored_file() {
     let install = any_install();
     let work = tempfile::tempdir().unwrap();
-    let names = real_segments(&install, work.path(), 40);
+    let names = real_segments(&install, work.path(), 80);
     let pg_wal = work.path().join("pg_wal");
     let Some(repo) = TestRepo::s3() else { return };
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill timing seed {seed}");
+    let seed = std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kill timing seed {seed} (replay with {SEED_ENV}={seed})");
     let mut rng = Lcg(seed);
-    let mut kills = 0;
+    let (mut kills, mut mid_upload) = (0, 0);
     let mut acknowledged: Vec<String> = Vec::new();
-    while kills < 20 {
+    let mut verified: Vec<String> = Vec::new();
+    let log_path = work.path().join("archive.log");
+    while mid_upload < MIN_KILLS_MID_UPLOAD && kills < 80 {
         let Some(next) = names.iter().find(|n| !acknowledged.contains(n)) else {
             break;
         };
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new(support::walship_bin())
             .arg("--config")
             .arg(&repo.config)
             .args(["archive", "--async", "--parallel", "4", "--read-ahead", "8"])
             .arg(pg_wal.join(next))
             .envs(repo.env())
+            .env("RUST_LOG", "walship_common::archive=debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.next_ms(400)));
-        let status = match child.try_wait().unwrap() {
+        let started = std::time::Instant::now();
+        let after_upload_began = kills % 4 != 0;
+        let delay = Duration::from_millis(if after_upload_began {
+            rng.next_ms(4)
+        } else {
+            rng.next_ms(400)
+        });
+        let mut upload_seen: Option<std::time::Instant> = None;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            let due = if after_upload_began {
+                if upload_seen.is_none()
+                    && !uploads_in_flight(&std::fs::read_to_string(&log_path).unwrap_or_default())
+                        .is_empty()
+                {
+                    upload_seen = Some(std::time::Instant::now());
+                }
+                upload_seen.is_some_and(|t| t.elapsed() >= delay)
+                    || started.elapsed() > Duration::from_secs(10)
+            } else {
+                started.elapsed() >= delay
+            };
+            if due {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let status = match status {
             Some(status) => status,
             None => {
                 child.kill().unwrap(); // SIGKILL
+                let status = child.wait().unwrap();
                 kills += 1;
-                child.wait().unwrap()
+                let in_flight = uploads_in_flight(&std::fs::read_to_string(&log_path).unwrap());
+                if !in_flight.is_empty() {
+                    mid_upload += 1;
+                    eprintln!("kill {kills} landed with uploads in flight: {in_flight:?}");
+                }
+                status
             }
         };
         if status.success() {
@@ -272,14 +343,18 @@ fn kill_9_of_async_archive_never_reports_an_unstored_file() {
             .unwrap();
             acknowledged.push(next.clone());
         }
-        // Every acknowledged file, and every file with a receipt, is stored intact.
+        // Every acknowledged file, and every file with a receipt, is stored intact (checked
+        // once: nothing deletes an object).
         for name in receipts(&pg_wal).iter().chain(&acknowledged) {
-            assert_stored(&repo, name, &pg_wal.join(name));
+            if !verified.contains(name) {
+                assert_stored(&repo, name, &pg_wal.join(name));
+                verified.push(name.clone());
+            }
         }
     }
     assert!(
-        kills >= 20 || acknowledged.len() == names.len(),
-        "only {kills} kills"
+        mid_upload >= MIN_KILLS_MID_UPLOAD,
+        "only {mid_upload} of {kills} kills landed with an upload in flight (seed {seed})"
     );
     // Finish the queue without interruptions; everything ends up stored.
     for name in names.iter().filter(|n| !acknowledged.contains(n)) {
@@ -289,6 +364,15 @@ fn kill_9_of_async_archive_never_reports_an_unstored_file() {
     for name in &names {
         assert_stored(&repo, name, &pg_wal.join(name));
     }
+}
+
+#[test]
+fn uploads_in_flight_reads_the_debug_log() {
+    let log = "DEBUG uploading 000000010000000000000002\n\
+               DEBUG uploading 000000010000000000000003\n\
+               DEBUG upload of 000000010000000000000002 ended\n";
+    assert_eq!(uploads_in_flight(log), ["000000010000000000000003"]);
+    assert!(uploads_in_flight("DEBUG uploading 0000000100000000000000AA\nDEBUG upload of 0000000100000000000000AA ended\n").is_empty());
 }
 
 /// The names with a receipt, in every repository's receipts directory.

@@ -536,7 +536,12 @@ async fn upload(repo: &Repository, prepared: Prepared) -> Result<Archived, Archi
                 if_absent: true,
                 crc32c: Some(stored.stored_crc32c),
             };
-            match repo.storage().put(&key, bytes.clone(), opts).await {
+            // The kill -9 test (walship/tests/archive_safety.rs) reads these two lines to
+            // count the kills that landed while an upload was in flight.
+            tracing::debug!("uploading {name}");
+            let put = repo.storage().put(&key, bytes.clone(), opts).await;
+            tracing::debug!("upload of {name} ended");
+            match put {
                 Ok(_) => ArchiveOutcome::Stored(stored),
                 // Another writer (a concurrent `walship stream`, or a retry) got there first:
                 // compare with our own content, decoded again from what we tried to store.

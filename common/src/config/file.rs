@@ -10,7 +10,7 @@ use super::error::{ConfigError, Origin};
 use super::keys::{Key, key};
 
 /// Sections of the file; every other key is at the top level.
-const SECTIONS: &[&str] = &["s3", "archive", "fetch", "backup", "stream"];
+const SECTIONS: &[&str] = &["s3", "archive", "fetch", "backup", "restore", "stream"];
 
 /// Words that mark a key as a secret someone tried to put into the file.
 const SECRET_WORDS: &[&str] = &["secret", "password", "access_key", "token", "credential"];
@@ -88,6 +88,8 @@ fn scalar(
             " (walship never reads secrets from its configuration: S3 credentials come from the AWS \
              credential chain, Postgres passwords from PGPASSWORD or ~/.pgpass)"
                 .to_string()
+        } else if lower == "log_level" {
+            " (the log level is set with -v/-q or RUST_LOG)".to_string()
         } else {
             String::new()
         };

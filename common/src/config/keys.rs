@@ -27,8 +27,9 @@ pub(crate) struct Key {
     pub(crate) name: &'static str,
     /// Environment variable.
     pub(crate) env: &'static str,
-    /// The command-line flag the binary offers for it.
-    pub(crate) flag: &'static str,
+    /// The command-line flag the binary offers for it, if any (most S3 settings and the
+    /// codec are set only in the file or the environment).
+    pub(crate) flag: Option<&'static str>,
     /// Parses, checks and stores a value.
     pub(crate) apply: Apply,
 }
@@ -41,7 +42,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "repo",
         env: "WALSHIP_REPO",
-        flag: "--repo",
+        flag: Some("--repo"),
         apply: |d, v, o| {
             d.repo = Some((v.trim().to_string(), o.clone()));
             Ok(())
@@ -50,7 +51,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "compression",
         env: "WALSHIP_COMPRESSION",
-        flag: "--compression",
+        flag: None,
         apply: |d, v, _| {
             d.config.compression = v
                 .parse()
@@ -59,18 +60,9 @@ pub(crate) const KEYS: &[Key] = &[
         },
     },
     Key {
-        name: "log_level",
-        env: "WALSHIP_LOG_LEVEL",
-        flag: "--log-level",
-        apply: |d, v, _| {
-            d.config.log_level = v.parse()?;
-            Ok(())
-        },
-    },
-    Key {
         name: "s3.endpoint",
         env: "WALSHIP_S3_ENDPOINT",
-        flag: "--s3-endpoint",
+        flag: None,
         apply: |d, v, _| {
             d.config.s3.endpoint = Some(parse_endpoint(v)?);
             Ok(())
@@ -79,7 +71,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "s3.region",
         env: "WALSHIP_S3_REGION",
-        flag: "--s3-region",
+        flag: None,
         apply: |d, v, _| {
             d.config.s3.region = Some(parse_word(v, 64)?);
             Ok(())
@@ -88,7 +80,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "s3.path_style",
         env: "WALSHIP_S3_PATH_STYLE",
-        flag: "--s3-path-style",
+        flag: None,
         apply: |d, v, _| {
             d.path_style = Some(parse_bool(v)?);
             Ok(())
@@ -97,7 +89,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "s3.connect_timeout",
         env: "WALSHIP_S3_CONNECT_TIMEOUT",
-        flag: "--s3-connect-timeout",
+        flag: None,
         apply: |d, v, _| {
             d.config.s3.connect_timeout = parse_duration(v)?;
             Ok(())
@@ -106,7 +98,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "s3.operation_timeout",
         env: "WALSHIP_S3_OPERATION_TIMEOUT",
-        flag: "--s3-operation-timeout",
+        flag: None,
         apply: |d, v, _| {
             d.config.s3.operation_timeout = parse_duration(v)?;
             Ok(())
@@ -115,7 +107,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "s3.max_attempts",
         env: "WALSHIP_S3_MAX_ATTEMPTS",
-        flag: "--s3-max-attempts",
+        flag: None,
         apply: |d, v, _| {
             d.config.s3.max_attempts = parse_count(v, 1, 100)?;
             Ok(())
@@ -124,7 +116,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "s3.part_size",
         env: "WALSHIP_S3_PART_SIZE",
-        flag: "--s3-part-size",
+        flag: None,
         apply: |d, v, _| {
             // S3's multipart limits: parts of 5 MiB to 5 GiB.
             d.config.s3.part_size = parse_size(v, ByteSize::mib(5), ByteSize::gib(5))?;
@@ -134,7 +126,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "s3.timeout",
         env: "WALSHIP_S3_TIMEOUT",
-        flag: "--s3-timeout",
+        flag: None,
         apply: |d, v, _| {
             d.config.s3.timeout = parse_timeout(v)?;
             Ok(())
@@ -143,7 +135,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "archive.async",
         env: "WALSHIP_ARCHIVE_ASYNC",
-        flag: "--async",
+        flag: Some("--async"),
         apply: |d, v, _| {
             d.config.archive.r#async = parse_bool(v)?;
             Ok(())
@@ -152,7 +144,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "archive.parallel",
         env: "WALSHIP_ARCHIVE_PARALLEL",
-        flag: "--parallel",
+        flag: Some("--parallel"),
         apply: |d, v, _| {
             d.config.archive.parallel = parse_count(v, 1, MAX_PARALLEL)?;
             Ok(())
@@ -161,7 +153,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "archive.read_ahead",
         env: "WALSHIP_ARCHIVE_READ_AHEAD",
-        flag: "--read-ahead",
+        flag: Some("--read-ahead"),
         apply: |d, v, _| {
             d.config.archive.read_ahead = parse_count(v, 0, MAX_PARALLEL)?;
             Ok(())
@@ -170,7 +162,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "fetch.prefetch",
         env: "WALSHIP_FETCH_PREFETCH",
-        flag: "--prefetch",
+        flag: Some("--prefetch"),
         apply: |d, v, _| {
             d.config.fetch.prefetch = parse_count(v, 0, MAX_PARALLEL)?;
             Ok(())
@@ -179,7 +171,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "fetch.parallel",
         env: "WALSHIP_FETCH_PARALLEL",
-        flag: "--parallel",
+        flag: Some("--parallel"),
         apply: |d, v, _| {
             d.config.fetch.parallel = parse_count(v, 1, MAX_PARALLEL)?;
             Ok(())
@@ -188,7 +180,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "fetch.spool_dir",
         env: "WALSHIP_FETCH_SPOOL_DIR",
-        flag: "--spool-dir",
+        flag: None,
         apply: |d, v, _| {
             d.config.fetch.spool_dir = Some(parse_absolute_path(v)?);
             Ok(())
@@ -197,7 +189,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "fetch.allow_partial",
         env: "WALSHIP_FETCH_ALLOW_PARTIAL",
-        flag: "--allow-partial",
+        flag: Some("--allow-partial"),
         apply: |d, v, _| {
             d.config.fetch.allow_partial = parse_bool(v)?;
             Ok(())
@@ -206,7 +198,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "fetch.timeout",
         env: "WALSHIP_FETCH_TIMEOUT",
-        flag: "--timeout",
+        flag: None,
         apply: |d, v, _| {
             d.config.fetch.timeout = parse_timeout(v)?;
             Ok(())
@@ -215,7 +207,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "backup.bundle_size",
         env: "WALSHIP_BACKUP_BUNDLE_SIZE",
-        flag: "--bundle-size",
+        flag: Some("--bundle-size"),
         apply: |d, v, _| {
             d.config.backup.bundle_size = parse_size(v, ByteSize(64 << 10), ByteSize::gib(4))?;
             Ok(())
@@ -224,16 +216,25 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "backup.parallel",
         env: "WALSHIP_BACKUP_PARALLEL",
-        flag: "--parallel",
+        flag: Some("--parallel"),
         apply: |d, v, _| {
             d.config.backup.parallel = parse_count(v, 1, MAX_PARALLEL)?;
             Ok(())
         },
     },
     Key {
+        name: "restore.parallel",
+        env: "WALSHIP_RESTORE_PARALLEL",
+        flag: Some("--parallel"),
+        apply: |d, v, _| {
+            d.config.restore.parallel = parse_count(v, 1, MAX_PARALLEL)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "stream.slot",
         env: "WALSHIP_STREAM_SLOT",
-        flag: "--slot",
+        flag: Some("--slot"),
         apply: |d, v, _| {
             d.config.stream.slot = parse_slot_name(v)?;
             Ok(())
@@ -242,7 +243,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "stream.partial_interval",
         env: "WALSHIP_STREAM_PARTIAL_INTERVAL",
-        flag: "--partial-interval",
+        flag: Some("--partial-interval"),
         apply: |d, v, _| {
             d.config.stream.partial_interval = parse_duration(v)?;
             Ok(())
@@ -251,7 +252,7 @@ pub(crate) const KEYS: &[Key] = &[
     Key {
         name: "stream.application_name",
         env: "WALSHIP_STREAM_APPLICATION_NAME",
-        flag: "--application-name",
+        flag: Some("--application-name"),
         apply: |d, v, _| {
             d.config.stream.application_name = parse_application_name(v)?;
             Ok(())
@@ -270,26 +271,15 @@ pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
     let flag = |v: &Option<bool>| v.map(|b| b.to_string());
     let all = [
         ("repo", text(&o.repo)),
-        ("compression", text(&o.compression)),
-        ("log_level", text(&o.log_level)),
-        ("s3.endpoint", text(&o.s3_endpoint)),
-        ("s3.region", text(&o.s3_region)),
-        ("s3.path_style", flag(&o.s3_path_style)),
-        ("s3.connect_timeout", text(&o.s3_connect_timeout)),
-        ("s3.operation_timeout", text(&o.s3_operation_timeout)),
-        ("s3.max_attempts", text(&o.s3_max_attempts)),
-        ("s3.part_size", text(&o.s3_part_size)),
-        ("s3.timeout", text(&o.s3_timeout)),
         ("archive.async", flag(&o.archive_async)),
         ("archive.parallel", text(&o.archive_parallel)),
         ("archive.read_ahead", text(&o.archive_read_ahead)),
         ("fetch.prefetch", text(&o.fetch_prefetch)),
         ("fetch.parallel", text(&o.fetch_parallel)),
-        ("fetch.spool_dir", text(&o.fetch_spool_dir)),
         ("fetch.allow_partial", flag(&o.fetch_allow_partial)),
-        ("fetch.timeout", text(&o.fetch_timeout)),
         ("backup.bundle_size", text(&o.backup_bundle_size)),
         ("backup.parallel", text(&o.backup_parallel)),
+        ("restore.parallel", text(&o.restore_parallel)),
         ("stream.slot", text(&o.stream_slot)),
         ("stream.partial_interval", text(&o.stream_partial_interval)),
         ("stream.application_name", text(&o.stream_application_name)),
@@ -387,7 +377,11 @@ mod tests {
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        let names: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        let names: Vec<&str> = KEYS
+            .iter()
+            .filter(|k| k.flag.is_some())
+            .map(|k| k.name)
+            .collect();
         assert_eq!(flagged, names);
     }
 

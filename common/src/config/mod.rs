@@ -13,7 +13,6 @@
 //! |---|---|---|
 //! | `repo` | `WALSHIP_REPO` | none: required |
 //! | `compression` | `WALSHIP_COMPRESSION` | `lz4` (`none`, `lz4`, `zstd`, `zstd:N`) |
-//! | `log_level` | `WALSHIP_LOG_LEVEL` | `info` |
 //! | `[s3] endpoint`, `region` | `WALSHIP_S3_ENDPOINT`, `WALSHIP_S3_REGION` | from the AWS chain |
 //! | `[s3] path_style` | `WALSHIP_S3_PATH_STYLE` | true when an endpoint is set |
 //! | `[s3] connect_timeout`, `operation_timeout` | `WALSHIP_S3_CONNECT_TIMEOUT`, ... | `10s`, `2m` |
@@ -23,6 +22,7 @@
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
 //! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: `s3.timeout` for `walship fetch` |
 //! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
+//! | `[restore] parallel` | `WALSHIP_RESTORE_PARALLEL` | `4` |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //!
 //! # Secrets
@@ -52,7 +52,7 @@ use crate::codec::Codec;
 use crate::redact::redact_userinfo;
 pub use env_names::{UnknownEnvVar, is_known as is_known_env_var, setting_env_vars};
 pub use error::{ConfigError, Origin};
-pub use values::{ByteSize, LogLevel};
+pub use values::{ByteSize, parse_duration};
 
 use keys::{Draft, KEYS};
 use values::serialize_duration;
@@ -67,8 +67,6 @@ pub struct Config {
     pub repo: String,
     /// Codec for new objects.
     pub compression: Codec,
-    /// Log verbosity.
-    pub log_level: LogLevel,
     /// S3 client settings.
     pub s3: S3Config,
     /// `walship archive` settings.
@@ -77,6 +75,8 @@ pub struct Config {
     pub fetch: FetchConfig,
     /// `walship backup` settings.
     pub backup: BackupConfig,
+    /// `walship restore` settings.
+    pub restore: RestoreConfig,
     /// `walship stream` settings.
     pub stream: StreamConfig,
     /// The config file that was read, if any.
@@ -146,6 +146,13 @@ pub struct BackupConfig {
     pub parallel: usize,
 }
 
+/// `walship restore` settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RestoreConfig {
+    /// Bundle downloads in flight at once.
+    pub parallel: usize,
+}
+
 /// `walship stream` settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StreamConfig {
@@ -158,35 +165,25 @@ pub struct StreamConfig {
     pub application_name: String,
 }
 
-/// The command-line layer: what the binary's flags set. The binary fills it from clap (this
-/// crate does not depend on clap); every value is text, parsed and checked like the same key
-/// from the environment or the file, so errors read the same whichever layer set it.
+/// The command-line layer: what the binary's flags set (only keys that have a flag). The
+/// binary fills it from clap (this crate does not depend on clap); every value is text, parsed
+/// and checked like the same key from the environment or the file, so errors read the same
+/// whichever layer set it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[allow(missing_docs)] // Each field is the key of the same name (`s3_endpoint` is `s3.endpoint`).
+#[allow(missing_docs)] // Each field is the key of the same name (`archive_parallel` is `archive.parallel`).
 pub struct Options {
     /// `--config FILE`.
     pub config: Option<PathBuf>,
     pub repo: Option<String>,
-    pub compression: Option<String>,
-    pub log_level: Option<String>,
-    pub s3_endpoint: Option<String>,
-    pub s3_region: Option<String>,
-    pub s3_path_style: Option<bool>,
-    pub s3_connect_timeout: Option<String>,
-    pub s3_operation_timeout: Option<String>,
-    pub s3_max_attempts: Option<String>,
-    pub s3_part_size: Option<String>,
-    pub s3_timeout: Option<String>,
     pub archive_async: Option<bool>,
     pub archive_parallel: Option<String>,
     pub archive_read_ahead: Option<String>,
     pub fetch_prefetch: Option<String>,
     pub fetch_parallel: Option<String>,
-    pub fetch_spool_dir: Option<String>,
     pub fetch_allow_partial: Option<bool>,
-    pub fetch_timeout: Option<String>,
     pub backup_bundle_size: Option<String>,
     pub backup_parallel: Option<String>,
+    pub restore_parallel: Option<String>,
     pub stream_slot: Option<String>,
     pub stream_partial_interval: Option<String>,
     pub stream_application_name: Option<String>,
@@ -242,7 +239,6 @@ impl Default for Config {
         Config {
             repo: String::new(),
             compression: Codec::Lz4,
-            log_level: LogLevel::Info,
             s3: S3Config {
                 endpoint: None,
                 region: None,
@@ -270,6 +266,7 @@ impl Default for Config {
                 // One upload per core by default: compression is the CPU cost of a backup.
                 parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
             },
+            restore: RestoreConfig { parallel: 4 },
             stream: StreamConfig {
                 slot: "walship".to_string(),
                 partial_interval: Duration::from_secs(1),
@@ -305,8 +302,10 @@ impl Config {
             }
         }
         for (name, value) in keys::flag_values(&sources.options) {
-            if let Some(key) = keys::key(name) {
-                apply(&mut draft, key, &value, Origin::Flag(key.flag))?;
+            if let Some(key) = keys::key(name)
+                && let Some(flag) = key.flag
+            {
+                apply(&mut draft, key, &value, Origin::Flag(flag))?;
             }
         }
         let config_file = file.map(|(path, _)| path);
@@ -326,6 +325,12 @@ impl Config {
             ..config
         })
     }
+}
+
+/// Each key the command line can set, with its flag: `("archive.parallel", "--parallel")`.
+/// The binary's tests check that every flag named here exists.
+pub fn key_flags() -> impl Iterator<Item = (&'static str, &'static str)> {
+    KEYS.iter().filter_map(|k| Some((k.name, k.flag?)))
 }
 
 /// The environment variable of a key (`s3.part_size` is `WALSHIP_S3_PART_SIZE`), if it is one.
@@ -397,26 +402,15 @@ impl Options {
         Options {
             config: None,
             repo: s(),
-            compression: s(),
-            log_level: s(),
-            s3_endpoint: s(),
-            s3_region: s(),
-            s3_path_style: Some(true),
-            s3_connect_timeout: s(),
-            s3_operation_timeout: s(),
-            s3_max_attempts: s(),
-            s3_part_size: s(),
-            s3_timeout: s(),
             archive_async: Some(true),
             archive_parallel: s(),
             archive_read_ahead: s(),
             fetch_prefetch: s(),
             fetch_parallel: s(),
-            fetch_spool_dir: s(),
             fetch_allow_partial: Some(true),
-            fetch_timeout: s(),
             backup_bundle_size: s(),
             backup_parallel: s(),
+            restore_parallel: s(),
             stream_slot: s(),
             stream_partial_interval: s(),
             stream_application_name: s(),

@@ -1,5 +1,5 @@
 //! Value types and parsers of the configuration: sizes (`64MiB`), durations (`1s`, `500ms`,
-//! with humantime), booleans, counts, and the log level. Each parser returns the reason a text
+//! with humantime), booleans and counts. Each parser returns the reason a text
 //! is refused; the caller adds the key, the value and where it came from.
 
 use std::fmt;
@@ -69,43 +69,9 @@ impl serde::Serialize for ByteSize {
     }
 }
 
-/// How much walship logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Nothing.
-    Off,
-    /// Errors only.
-    Error,
-    /// Errors and warnings.
-    Warn,
-    /// Also what each command did (the default).
-    #[default]
-    Info,
-    /// Also details useful when something goes wrong.
-    Debug,
-    /// Everything.
-    Trace,
-}
-
-impl FromStr for LogLevel {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "off" => Ok(LogLevel::Off),
-            "error" => Ok(LogLevel::Error),
-            "warn" | "warning" => Ok(LogLevel::Warn),
-            "info" => Ok(LogLevel::Info),
-            "debug" => Ok(LogLevel::Debug),
-            "trace" => Ok(LogLevel::Trace),
-            _ => Err("expected one of off, error, warn, info, debug, trace".to_string()),
-        }
-    }
-}
-
-/// Parses a positive duration: `1s`, `500ms`, `2m 30s`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses a positive duration: `1s`, `500ms`, `2m 30s`. The one duration syntax of walship:
+/// config keys, environment variables and duration flags (`--wal-timeout`, `--idle`) all use it.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text.trim())
         .map_err(|e| format!("expected a duration like 10s, 500ms or 2m ({e})"))?;
     if duration.is_zero() {
@@ -186,6 +152,5 @@ mod tests {
         assert_eq!(parse_count::<u32>("4", 1, 8).unwrap(), 4);
         assert!(parse_count::<u32>("0", 1, 8).is_err());
         assert!(parse_count::<u32>("x", 1, 8).is_err());
-        assert_eq!("WARN".parse::<LogLevel>().unwrap(), LogLevel::Warn);
     }
 }

@@ -1,7 +1,8 @@
 //! The walship demo: a real point-in-time recovery on this machine's Postgres, with a
 //! local-directory repository.
 //!
-//! Run it with `cargo run --release -p pg-test-harness --bin demo`. It builds `walship`,
+//! Run it with `cargo run --release -p pg-test-harness --bin demo`. It builds `walship`
+//! (saying so, with cargo's progress: minutes on a fresh clone),
 //! starts a throwaway cluster (newest installed major) with
 //! `archive_command = 'walship archive %p'`, takes a base backup with `walship backup`, writes
 //! orders, notes the time, "accidentally" drops the table, writes more, then runs
@@ -162,14 +163,22 @@ fn step(message: &str) {
     println!("==> {message}");
 }
 
-/// Builds `walship` in the same profile as this demo and returns its path.
+/// Builds `walship` in the same profile as this demo and returns its path. Says so first,
+/// and lets cargo show its progress: on a fresh clone this compiles the AWS SDK and takes
+/// minutes, which must not look like a hang.
 fn build_walship() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("demo binary has no directory")?;
     let release = dir.ends_with("release");
+    let profile = if release { "release" } else { "debug" };
+    step(&format!(
+        "building walship ({profile}) with cargo: the first run compiles it and can take \
+         several minutes; later runs take seconds"
+    ));
+    let started = Instant::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut build = Command::new(cargo);
-    build.args(["build", "-q", "-p", "walship"]);
+    build.args(["build", "-p", "walship"]);
     if release {
         build.arg("--release");
     }
@@ -177,6 +186,10 @@ fn build_walship() -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build -p walship failed");
     }
+    step(&format!(
+        "walship built in {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
     Ok(dir.join("walship"))
 }
 

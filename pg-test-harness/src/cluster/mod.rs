@@ -162,7 +162,7 @@ impl Cluster {
         try_run(&mut cmd).is_ok_and(|out| out.status.success())
     }
 
-    /// Adds a line to postgresql.conf (takes effect at the next start or reload).
+    /// Adds a line to postgresql.conf (takes effect at the next start or [`Cluster::reload`]).
     pub fn append_conf(&self, line: &str) {
         let path = self.data_dir.join("postgresql.conf");
         let appended = std::fs::OpenOptions::new()
@@ -174,7 +174,7 @@ impl Cluster {
         }
     }
 
-    /// Replaces pg_hba.conf (takes effect at the next start or reload).
+    /// Replaces pg_hba.conf (takes effect at the next start or [`Cluster::reload`]).
     pub fn set_hba(&self, contents: &str) {
         let path = self.data_dir.join("pg_hba.conf");
         if let Err(e) = std::fs::write(&path, contents) {

@@ -10,6 +10,25 @@ use postgres::{Client, NoTls, SimpleQueryMessage};
 use super::Cluster;
 
 impl Cluster {
+    /// Reloads postgresql.conf, pg_hba.conf and pg_ident.conf, and returns once the
+    /// postmaster has applied them, so that every connection made afterwards sees them: it
+    /// waits until a new backend reports a newer `pg_conf_load_time()`. A backend inherits
+    /// that time from the postmaster, which handles SIGHUP whole (settings, then pg_hba.conf
+    /// and pg_ident.conf) before it forks another backend. A poll, not a sleep: fast when the
+    /// machine is idle, still right when it is busy. Panics after 30 s.
+    pub fn reload(&self) {
+        let loaded = "select pg_conf_load_time()::text";
+        let before = self.query_string(loaded);
+        self.execute("select pg_reload_conf()");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.query_string(loaded) == before {
+            if std::time::Instant::now() > deadline {
+                self.fail("the configuration was not reloaded within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A new connection as the superuser `postgres`. Panics with the server log on failure.
     pub fn client(&self) -> Client {
         let mut config: postgres::Config = self

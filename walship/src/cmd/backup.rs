@@ -29,7 +29,7 @@ pub struct BackupArgs {
     #[arg(
         short = 'd',
         long = "dbname",
-        value_name = "CONNSTR",
+        value_name = "CONNINFO",
         default_value = ""
     )]
     pub conn: String,
@@ -43,7 +43,7 @@ pub struct BackupArgs {
     #[arg(long, value_name = "KB_PER_S")]
     pub max_rate: Option<u32>,
     /// How long to wait for the backup's WAL to reach the repository before failing.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = walship_common::config::parse_duration)]
     pub wal_timeout: Duration,
     /// Raw bytes per bundle, e.g. 64MiB [config: backup.bundle_size]
     #[arg(long, value_name = "SIZE")]

@@ -31,7 +31,7 @@ pub struct ListArgs {
     #[arg(long, requires = "incomplete")]
     pub remove: bool,
     /// With --remove: only those whose newest object is at least this old.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = walship_common::config::parse_duration)]
     pub idle: Duration,
 }
 

@@ -80,13 +80,15 @@ pub fn run(cli: Cli) -> u8 {
             exit::FAILED,
             |ctx| info::run(ctx, args),
         ),
-        Command::Restore(args) => with_context(
-            "restore",
-            &cli.global,
-            Options::default(),
-            exit::FAILED,
-            |ctx| restore::run(ctx, args),
-        ),
+        Command::Restore(args) => {
+            let options = Options {
+                restore_parallel: args.parallel.map(|n| n.to_string()),
+                ..Options::default()
+            };
+            with_context("restore", &cli.global, options, exit::FAILED, |ctx| {
+                restore::run(ctx, args)
+            })
+        }
         Command::Verify(_) => not_built("verify", None),
         Command::Expire(_) => not_built("expire", None),
         Command::Check(_) => not_built("check", None),

@@ -12,7 +12,7 @@ use walship_common::catalog::BackupId;
 use walship_common::pg::TimelineId;
 use walship_restore::owner::Owner;
 use walship_restore::paths::TablespaceDirs;
-use walship_restore::target::{self, TargetError};
+use walship_restore::target;
 use walship_restore::{
     MaterialiseOptions, PlanRequest, RecoveryTarget, RestorePlan, RestoreRequest, TargetAction,
     TargetSpec, TimelineChoice,
@@ -30,13 +30,13 @@ use crate::exit;
 /// block in postgresql.auto.conf with restore_command = '<walship> fetch %f %p'. Start
 /// Postgres on the directory to recover.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target_kind").required(true).args(["target_time", "target_lsn", "target_xid", "target_name", "target"])))]
+#[command(group(ArgGroup::new("target_kind").required(true).args(["target_time", "target_lsn", "target_xid", "target_name", "target", "latest"])))]
 pub struct RestoreArgs {
     /// The data directory to build (must be empty or absent, unless --force or --delta).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Recover to this time: RFC 3339 or 'YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]' (no zone: UTC).
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", visible_alias = "pitr")]
     pub target_time: Option<String>,
     /// Recover to this WAL location (X/X).
     #[arg(long, value_name = "LSN")]
@@ -47,9 +47,12 @@ pub struct RestoreArgs {
     /// Recover to this restore point (pg_create_restore_point).
     #[arg(long, value_name = "NAME")]
     pub target_name: Option<String>,
-    /// `immediate` (the backup's consistency point) or `latest` (the end of the archive).
-    #[arg(long, value_name = "immediate|latest")]
-    pub target: Option<String>,
+    /// Recover to a point named by a keyword.
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
+    /// The same as `--target latest`: replay everything the archive holds.
+    #[arg(long)]
+    pub latest: bool,
     /// Timeline to recover along: a number, or `latest` (default).
     #[arg(long, value_name = "TLI")]
     pub target_timeline: Option<String>,
@@ -97,9 +100,18 @@ pub struct RestoreArgs {
     /// The walship binary restore_command runs (default: this one).
     #[arg(long, value_name = "PATH")]
     pub walship_path: Option<PathBuf>,
-    /// Bundles downloaded at once.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub parallel: usize,
+    /// Bundles downloaded at once [config: restore.parallel; default: 4]
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+}
+
+/// `--target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    /// The backup's consistency point (recovery_target = 'immediate').
+    Immediate,
+    /// The end of the archive: replay everything it holds.
+    Latest,
 }
 
 /// `--target-action`.
@@ -126,8 +138,11 @@ fn spec(args: &RestoreArgs) -> Result<TargetSpec, String> {
     } else if let Some(name) = &args.target_name {
         RecoveryTarget::Name(target::parse_name(name).map_err(|e| e.to_string())?)
     } else {
-        let keyword = args.target.as_deref().unwrap_or("latest");
-        target::parse_keyword(keyword).map_err(|e: TargetError| e.to_string())?
+        match args.target {
+            Some(TargetArg::Immediate) => RecoveryTarget::Immediate,
+            // `--latest`, or `--target latest`.
+            Some(TargetArg::Latest) | None => RecoveryTarget::Latest,
+        }
     };
     let timeline = match args.target_timeline.as_deref() {
         None | Some("latest") => TimelineChoice::Latest,
@@ -216,7 +231,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         tablespaces,
         tablespace_in_place: args.tablespace_in_place,
         owner,
-        parallel: args.parallel.max(1),
+        parallel: ctx.config.restore.parallel.max(1),
         recovery: None,
     };
     let plan_request = PlanRequest {
@@ -419,5 +434,48 @@ fn print_plan(plan: &RestorePlan, json: bool) {
     }
     for p in &plan.problems {
         println!("  PROBLEM:        {}", p.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spec;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<super::RestoreArgs, clap::Error> {
+        let argv = ["walship", "restore", "--to", "/tmp/restored"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args))?;
+        match cli.command {
+            Command::Restore(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// Issue 19, item 10: the DR runbooks say `restore --latest` and `restore --pitr TIME`.
+    #[test]
+    fn runbook_spellings_mean_the_same_targets() {
+        let latest = spec(&parse(&["--latest"]).unwrap()).unwrap();
+        assert_eq!(
+            latest,
+            spec(&parse(&["--target", "latest"]).unwrap()).unwrap()
+        );
+        let time = "2026-11-22 14:03:00+00";
+        let pitr = spec(&parse(&["--pitr", time]).unwrap()).unwrap();
+        assert_eq!(
+            pitr,
+            spec(&parse(&["--target-time", time]).unwrap()).unwrap()
+        );
+        let backup = spec(&parse(&["--latest", "--backup", "20261122T140300Z"]).unwrap()).unwrap();
+        assert!(backup.backup.is_some());
+    }
+
+    /// The aliases are targets like the others: one target only, and one is required.
+    #[test]
+    fn runbook_spellings_conflict_with_other_targets() {
+        assert!(parse(&["--latest", "--target-time", "2026-11-22 14:03:00"]).is_err());
+        assert!(parse(&["--pitr", "2026-11-22 14:03:00", "--target-lsn", "0/3000000"]).is_err());
+        assert!(parse(&["--latest", "--target", "immediate"]).is_err());
+        assert!(parse(&[]).is_err());
     }
 }

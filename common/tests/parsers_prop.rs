@@ -1,0 +1,472 @@
+//! Property tests of the parsers of outside input (issue 19, item 5): timeline history files,
+//! the object format reader, backup manifests, the tar stream parser, connection strings and
+//! URIs, and the configuration file. Each must never panic on arbitrary or damaged input, and
+//! where the format has a printer, parse-then-print (or print-then-parse) is the identity.
+//! Archive file names have theirs next to the code (`common/src/pg/file_name_tests.rs`), and
+//! the object codec's round trips are in `codec.rs`.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use walship_common::Lsn;
+use walship_common::backup::tar_stream::{EntryKind, TarItem, TarStream};
+use walship_common::catalog::BackupManifest;
+use walship_common::codec::{Codec, ObjectReader, decode_to_vec, encode_to_vec};
+use walship_common::config::{Config, Options, Sources};
+use walship_common::pg::TimelineId;
+use walship_common::pg::history::TimelineHistory;
+use walship_common::pgconn::conninfo::parse_settings;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 128,
+        ..ProptestConfig::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeline history files
+
+/// A history of `reasons.len()` switches built the way promotion writes it.
+fn built_history(steps: &[(u64, String)]) -> TimelineHistory {
+    let mut history = TimelineHistory::first();
+    let mut lsn = 0u64;
+    for (i, (advance, reason)) in steps.iter().enumerate() {
+        lsn += advance;
+        history = history
+            .child(TimelineId(i as u32 + 2), Lsn(lsn), reason)
+            .unwrap();
+    }
+    history
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn history_never_panics(timeline in any::<u32>(), content in prop::collection::vec(any::<u8>(), 0..400)) {
+        let _ = TimelineHistory::parse(TimelineId(timeline), &content);
+    }
+
+    #[test]
+    fn history_lines_never_panic(
+        timeline in 1u32..10,
+        lines in prop::collection::vec("[0-9A-Fa-f/\t #xX-]{0,30}", 0..6),
+    ) {
+        let _ = TimelineHistory::parse(TimelineId(timeline), lines.join("\n").as_bytes());
+    }
+
+    /// What promotion writes parses back to the same entries, and its bytes are kept as read.
+    #[test]
+    fn history_written_parses_to_itself(
+        steps in prop::collection::vec((0u64..1 << 40, "[ -~]{0,40}\n?"), 0..8),
+    ) {
+        let history = built_history(&steps);
+        let parsed = TimelineHistory::parse(history.timeline(), history.to_bytes()).unwrap();
+        prop_assert_eq!(parsed.entries(), history.entries());
+        prop_assert_eq!(parsed.to_bytes(), history.to_bytes());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The object format reader
+
+const CODECS: [Codec; 3] = [Codec::None, Codec::Lz4, Codec::Zstd { level: 1 }];
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn object_reader_never_panics_on_arbitrary_bytes(stored in prop::collection::vec(any::<u8>(), 0..2000)) {
+        let _ = decode_to_vec(&stored, 1 << 20);
+        if let Ok(mut reader) = ObjectReader::new(&stored[..]) {
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        }
+    }
+
+    /// A damaged object (bytes overwritten, cut, or extended) never decodes to other content:
+    /// it is refused, or (damage in a field the checks do not cover) decodes to the original.
+    #[test]
+    fn damaged_objects_never_decode_to_other_content(
+        content in prop::collection::vec(any::<u8>(), 0..5000),
+        codec in 0usize..3,
+        damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+        extra in prop::collection::vec(any::<u8>(), 0..3),
+    ) {
+        let mut stored = encode_to_vec(&content, CODECS[codec]).unwrap();
+        for (at, byte) in &damage {
+            let i = at.index(stored.len());
+            stored[i] = stored[i].wrapping_add(byte | 1);
+        }
+        if let Some(cut) = cut {
+            stored.truncate(cut.index(stored.len()));
+        }
+        stored.extend_from_slice(&extra);
+        if let Ok(decoded) = decode_to_vec(&stored, 1 << 20) {
+            prop_assert_eq!(decoded, content);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backup manifests
+
+/// A manifest as `walship backup` writes it, with the varying fields from the strategy.
+fn manifest_json(
+    label: &str,
+    system_identifier: u64,
+    lsns: (u64, u64),
+    files: &[(String, u64, u32)],
+) -> serde_json::Value {
+    let files: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(path, size, crc)| {
+            serde_json::json!({
+                "path": path, "kind": "file", "size": size, "mode": 0o600, "mtime": 1_700_000_000,
+                "crc32c": crc, "bundle": 0, "offset": 0, "link_target": null,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "format_version": 1,
+        "id": "20261122T140300Z",
+        "label": label,
+        "system_identifier": system_identifier.to_string(),
+        "pg_major": 15, "pg_version_num": 150010, "wal_segment_size": 16777216,
+        "start_timeline": 1, "stop_timeline": 1,
+        "start_lsn": Lsn(lsns.0.min(lsns.1)).to_string(),
+        "stop_lsn": Lsn(lsns.0.max(lsns.1)).to_string(),
+        "start_time": "2026-11-22T14:03:00Z", "stop_time": "2026-11-22T14:04:00Z",
+        "duration_ms": 60000,
+        "backup_label": "START WAL LOCATION: 0/2000028\n",
+        "tablespace_map": null, "tablespaces": [], "pg_backup_manifest": null,
+        "bytes_raw": 1, "bytes_stored": 1, "walship_version": "0.1.0",
+        "bundles": [{"name": "b0", "raw_len": 1, "stored_len": 1}],
+        "files": files,
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn manifest_never_panics_on_arbitrary_json(text in "[{}\\[\\]\":,0-9a-z_ ]{0,200}") {
+        let _ = serde_json::from_str::<BackupManifest>(&text);
+    }
+
+    /// Parse, print, parse: the same manifest; print is stable.
+    #[test]
+    fn manifest_parse_print_is_the_identity(
+        label in "[ -~\u{e9}\u{4e2d}]{0,40}",
+        system_identifier in any::<u64>(),
+        lsns in (any::<u64>(), any::<u64>()),
+        files in prop::collection::vec(("[a-z_/0-9]{1,30}", any::<u64>(), any::<u32>()), 0..5),
+    ) {
+        let json = manifest_json(&label, system_identifier, lsns, &files);
+        let parsed: BackupManifest = match serde_json::from_value(json.clone()) {
+            Ok(m) => m,
+            Err(e) => return Err(TestCaseError::fail(format!("{e}: {json}"))),
+        };
+        prop_assert_eq!(parsed.system_identifier, system_identifier);
+        let printed = serde_json::to_string(&parsed).unwrap();
+        let again: BackupManifest = serde_json::from_str(&printed).unwrap();
+        prop_assert_eq!(&again, &parsed);
+        prop_assert_eq!(serde_json::to_string(&again).unwrap(), printed);
+    }
+
+    /// A manifest with one byte changed parses to something or is refused, never panics.
+    #[test]
+    fn damaged_manifest_never_panics(at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut text = serde_json::to_vec(&manifest_json("l", 7, (1, 2), &[("base/1".into(), 3, 4)])).unwrap();
+        let i = at.index(text.len());
+        text[i] = byte;
+        let _ = serde_json::from_slice::<BackupManifest>(&text);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tar stream parser, against the `tar` crate's writer
+
+/// What the parser saw: (name, kind, mode, link target, data) per entry.
+type Parsed = Vec<(Vec<u8>, EntryKind, u32, Vec<u8>, Vec<u8>)>;
+
+/// Feeds `archive` to [`TarStream`] in pieces of the given sizes (cycled) and collects it.
+fn parse_tar(archive: &[u8], pieces: &[usize]) -> Result<Parsed, String> {
+    let mut parser = TarStream::new();
+    let mut out: Parsed = Vec::new();
+    let mut at = 0;
+    let mut piece = pieces.iter().cycle();
+    while at < archive.len() {
+        let n = (*piece.next().unwrap()).clamp(1, archive.len() - at);
+        let mut input = Bytes::copy_from_slice(&archive[at..at + n]);
+        at += n;
+        while let Some(item) = parser.next_item(&mut input).map_err(|e| e.to_string())? {
+            match item {
+                TarItem::Entry(h) => out.push((h.name, h.kind, h.mode, h.link_name, Vec::new())),
+                TarItem::Data(d) => out.last_mut().unwrap().4.extend_from_slice(&d),
+                TarItem::EntryEnd => {}
+            }
+        }
+    }
+    parser.finish().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// One entry of a generated archive.
+#[derive(Debug, Clone)]
+enum Gen {
+    File(String, Vec<u8>, u32),
+    Dir(String),
+    Link(String, String),
+}
+
+fn gen_entry() -> impl Strategy<Value = Gen> {
+    // Up to 83 bytes: within ustar's 100-byte name field, as pg_basebackup's names are.
+    let name = "[a-z0-9_]{1,20}(/[a-z0-9_]{1,16}(\\.[a-z]{1,3})?){0,3}";
+    prop_oneof![
+        (
+            name,
+            prop::collection::vec(any::<u8>(), 0..3000),
+            0o400u32..0o777
+        )
+            .prop_map(|(n, d, m)| Gen::File(n, d, m)),
+        name.prop_map(Gen::Dir),
+        (name, "(/[a-z0-9_]{1,12}){1,4}").prop_map(|(n, t)| Gen::Link(n, t)),
+    ]
+}
+
+/// The archive the `tar` crate writes for `entries` (ustar headers, as pg_basebackup's).
+fn write_tar(entries: &[Gen]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_mtime(1_700_000_000);
+        match entry {
+            Gen::File(name, data, mode) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(data.len() as u64);
+                header.set_mode(*mode);
+                builder.append_data(&mut header, name, &data[..]).unwrap();
+            }
+            Gen::Dir(name) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                header.set_mode(0o700);
+                builder
+                    .append_data(&mut header, name, std::io::empty())
+                    .unwrap();
+            }
+            Gen::Link(name, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_mode(0o777);
+                builder.append_link(&mut header, name, target).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Whatever the `tar` crate writes, our parser reads back entry for entry, in any
+    /// split of the input.
+    #[test]
+    fn tar_parser_reads_what_the_tar_crate_writes(
+        entries in prop::collection::vec(gen_entry(), 0..8),
+        pieces in prop::collection::vec(1usize..1500, 1..5),
+    ) {
+        let archive = write_tar(&entries);
+        let parsed = parse_tar(&archive, &pieces).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(parsed.len(), entries.len());
+        for (got, want) in parsed.iter().zip(&entries) {
+            let (name, kind, mode, link, data) = got;
+            match want {
+                Gen::File(n, d, m) => {
+                    prop_assert_eq!((name.as_slice(), *kind, *mode), (n.as_bytes(), EntryKind::File, *m));
+                    prop_assert_eq!(data, d);
+                }
+                Gen::Dir(n) => {
+                    let stored = name.strip_suffix(b"/").unwrap_or(name);
+                    prop_assert_eq!((stored, *kind), (n.as_bytes(), EntryKind::Dir));
+                }
+                Gen::Link(n, t) => {
+                    prop_assert_eq!((name.as_slice(), *kind, link.as_slice()), (n.as_bytes(), EntryKind::Symlink, t.as_bytes()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tar_parser_never_panics_on_arbitrary_bytes(
+        archive in prop::collection::vec(any::<u8>(), 0..3000),
+        pieces in prop::collection::vec(1usize..700, 1..4),
+    ) {
+        let _ = parse_tar(&archive, &pieces);
+    }
+
+    /// A damaged archive (bytes changed, cut short) is refused or read, never a panic; a cut
+    /// inside an entry is always refused.
+    #[test]
+    fn damaged_tar_never_panics(
+        entries in prop::collection::vec(gen_entry(), 1..4),
+        damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut archive = write_tar(&entries);
+        for (at, byte) in &damage {
+            let i = at.index(archive.len());
+            archive[i] = *byte;
+        }
+        let _ = parse_tar(&archive, &[512]);
+        let clean = write_tar(&entries);
+        // Everything but the two end-of-archive blocks, cut somewhere inside.
+        let body = clean.len() - 1024;
+        let cut = cut.index(body);
+        if cut % 512 != 0 {
+            prop_assert!(parse_tar(&clean[..cut], &[4096]).is_err(), "cut at {} accepted", cut);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection strings and URIs
+
+/// libpq's quoting of a value in `key='value'`.
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Percent-encodes every byte outside unreserved characters.
+fn percent(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn settings() -> impl Strategy<Value = BTreeMap<String, String>> {
+    let value = "[ -~\u{e9}]{0,20}";
+    (
+        value,
+        value,
+        proptest::option::of(value),
+        proptest::option::of(value),
+    )
+        .prop_map(|(user, dbname, password, application_name)| {
+            let mut m = BTreeMap::new();
+            m.insert("user".to_string(), user);
+            m.insert("dbname".to_string(), dbname);
+            if let Some(p) = password {
+                m.insert("password".to_string(), p);
+            }
+            if let Some(a) = application_name {
+                m.insert("application_name".to_string(), a);
+            }
+            m
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn conninfo_never_panics(text in "[ -~\u{e9}]{0,80}") {
+        let _ = parse_settings(&text);
+        let _ = walship_common::pgconn::ConnParams::parse_with_env(&text, &|_| None);
+    }
+
+    #[test]
+    fn uri_never_panics(rest in "[ -~]{0,80}") {
+        let _ = parse_settings(&format!("postgresql://{rest}"));
+        let _ = walship_common::pgconn::ConnParams::parse_with_env(&format!("postgres://{rest}"), &|_| None);
+    }
+
+    /// Settings printed as `key='value'` with libpq's quoting parse back to themselves.
+    #[test]
+    fn key_value_print_then_parse_is_the_identity(settings in settings()) {
+        let text: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+        prop_assert_eq!(parse_settings(&text.join(" ")).unwrap(), settings);
+    }
+
+    /// The same settings printed as a percent-encoded URI parse back to themselves (empty
+    /// user or password mean "not set" in a URI, as in libpq).
+    #[test]
+    fn uri_print_then_parse_is_the_identity(settings in settings(), host in "[a-z][a-z0-9]{0,10}", port in 1u16..) {
+        let mut uri = "postgresql://".to_string();
+        uri.push_str(&percent(&settings["user"]));
+        if let Some(p) = settings.get("password") {
+            uri.push(':');
+            uri.push_str(&percent(p));
+        }
+        uri.push_str(&format!("@{host}:{port}/{}", percent(&settings["dbname"])));
+        if let Some(a) = settings.get("application_name") {
+            uri.push_str(&format!("?application_name={}", percent(a)));
+        }
+        let mut want = settings.clone();
+        want.retain(|k, v| !(v.is_empty() && (k == "user" || k == "password" || k == "dbname")));
+        want.insert("host".to_string(), host);
+        want.insert("port".to_string(), port.to_string());
+        let mut got = parse_settings(&uri).map_err(|e| TestCaseError::fail(format!("{uri}: {e}")))?;
+        got.retain(|k, v| !(v.is_empty() && (k == "user" || k == "password" || k == "dbname")));
+        prop_assert_eq!(got, want, "{}", uri);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The configuration file
+
+fn load_file(text: &str) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("walship.toml");
+    std::fs::write(&path, text).unwrap();
+    let sources = Sources {
+        options: Options {
+            config: Some(path),
+            ..Options::default()
+        },
+        env: BTreeMap::new(),
+        default_config_file: dir.path().join("absent.toml"),
+    };
+    Config::load(&sources).map_err(|e| e.to_string())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn config_file_never_panics(text in "[\\[\\]a-z_.=\" 0-9\n#:/]{0,200}") {
+        let _ = load_file(&text);
+    }
+
+    /// A file that sets keys to values in their syntax loads with exactly those values.
+    #[test]
+    fn config_file_values_load_as_written(
+        parallel in 1usize..=256,
+        prefetch in 0usize..=256,
+        seconds in 1u64..100_000,
+        mib in 5u64..5000,
+        slot in "[a-z0-9_]{1,63}",
+    ) {
+        let text = format!(
+            "repo = \"file:///var/lib/walship\"\n[archive]\nparallel = {parallel}\n\
+             [fetch]\nprefetch = \"{prefetch}\"\n[s3]\nconnect_timeout = \"{seconds}s\"\n\
+             part_size = \"{mib}MiB\"\n[stream]\nslot = \"{slot}\"\n"
+        );
+        let config = load_file(&text).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(config.archive.parallel, parallel);
+        prop_assert_eq!(config.fetch.prefetch, prefetch);
+        prop_assert_eq!(config.s3.connect_timeout, std::time::Duration::from_secs(seconds));
+        prop_assert_eq!(config.s3.part_size.0, mib << 20);
+        prop_assert_eq!(config.stream.slot, slot);
+    }
+}
