@@ -173,10 +173,11 @@ pub fn fetch_from_spool(
     spool.set_position(&wal);
     spool.clean(&wal);
     spool.await_fetching(&wal, AWAIT_PREFETCH);
-    // The crc32c binds the bytes to those the worker checked page by page before it wrote
-    // the receipt; the first page binds them to this name and cluster.
-    // A destination that is not a regular file is refused by `fetch`, with a message.
+    // A destination that is not a regular file is left to `fetch`, which refuses it loudly.
     check_destination(ArchiveFileName::Segment(wal), dest).ok()?;
+    // The crc32c binds the bytes to those the worker checked page by page before it wrote
+    // the receipt; the first page binds them to this name and cluster (and its magic to the
+    // repository's major).
     let first_page = spool.verify(&wal, XLOG_BLCKSZ as usize)?;
     let sysid = Some(origin.identity.system_identifier);
     let right = segment_check::validate_first_page(&first_page, wal, sysid)

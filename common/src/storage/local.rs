@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
+use super::absence::{self, is_missing};
 use super::key::{ObjectKey, check_prefix};
 use super::stream::{ObjectReader, read_chunk};
 use super::{Capabilities, ObjectMeta, PutOptions, Storage, StorageError, StorageOp};
@@ -155,90 +156,13 @@ impl LocalStorage {
         key: &ObjectKey,
         meta: fs::Metadata,
     ) -> Result<fs::Metadata, StorageError> {
-        if meta.is_file() {
-            return Ok(meta);
-        }
-        let what = fsutil::describe_file_type(meta.file_type());
-        Err(self.broken(op, key, format!("{what} is there, not an object file")))
+        absence::regular(&self.location, op, key, meta)
     }
 
-    /// Why the file of `key` could not be found, when the OS said "no such file": `NotFound`
-    /// only if every directory on the way to it exists and the key itself has no entry. A
-    /// dangling symbolic link (the object's, or one on the way, such as a `wal` link to
-    /// storage that is not mounted) or a file where a directory belongs is an error: the
-    /// repository is damaged or unreachable, which must never read as "absent".
+    /// Why the file of `key` could not be found, when the OS said "no such file" (see
+    /// [`absence::missing`]).
     fn missing(&self, op: StorageOp, key: &ObjectKey) -> StorageError {
-        let not_found = || StorageError::NotFound {
-            key: key.to_string(),
-        };
-        let mut path = self.root.clone();
-        let mut steps = vec![String::new()];
-        steps.extend(key.segments().map(str::to_owned));
-        let last = steps.len() - 1;
-        for (i, segment) in steps.iter().enumerate() {
-            if !segment.is_empty() {
-                path.push(segment);
-            }
-            let shown = if i == 0 {
-                "the repository directory".to_owned()
-            } else {
-                format!("{:?}", steps[1..=i].join("/"))
-            };
-            let entry = match fs::symlink_metadata(&path) {
-                Ok(entry) => entry,
-                // Nothing at all under an existing directory (or no repository directory
-                // yet): a definite "no such object".
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return not_found(),
-                Err(source) => {
-                    return StorageError::Io {
-                        action: "stat",
-                        path,
-                        source,
-                    };
-                }
-            };
-            let target = if entry.file_type().is_symlink() {
-                match fs::metadata(&path) {
-                    Ok(target) => target,
-                    Err(e) if is_missing(&e) => {
-                        let message = format!(
-                            "{shown} is a symbolic link to something that does not exist (storage not mounted?)"
-                        );
-                        return self.broken(op, key, message);
-                    }
-                    Err(source) => {
-                        return StorageError::Io {
-                            action: "stat",
-                            path,
-                            source,
-                        };
-                    }
-                }
-            } else {
-                entry
-            };
-            if i < last && !target.is_dir() {
-                let what = fsutil::describe_file_type(target.file_type());
-                return self.broken(op, key, format!("{shown} is {what}, not a directory"));
-            }
-        }
-        // The entry exists now: it appeared while we looked. Worth another try.
-        StorageError::Transient {
-            op,
-            key: key.to_string(),
-            endpoint: self.location.clone(),
-            message: "the object appeared while it was being looked up".to_owned(),
-        }
-    }
-
-    /// An object that cannot be read for a reason retrying will not fix.
-    fn broken(&self, op: StorageOp, key: &ObjectKey, message: String) -> StorageError {
-        StorageError::Permanent {
-            op,
-            key: key.to_string(),
-            endpoint: self.location.clone(),
-            message,
-        }
+        absence::missing(&self.root, &self.location, op, key)
     }
 
     /// Opens the object file of `key` and checks, on the open file, that it is a regular
@@ -300,15 +224,6 @@ impl LocalStorage {
             })?;
         Ok(ObjectReader::new(file.take(end - start), Some(end - start)))
     }
-}
-
-/// True for errors meaning "nothing there" (including a file where a directory was
-/// expected on the way).
-fn is_missing(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
 }
 
 /// Runs blocking file-system work off the async threads.

@@ -36,6 +36,7 @@
 //! visible object (a local temporary file is removed, an S3 multipart upload is left for
 //! the bucket's lifecycle rule to abort unless the failure path aborted it first).
 
+mod absence;
 pub mod error;
 pub mod faulty;
 pub mod key;
