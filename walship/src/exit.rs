@@ -22,6 +22,9 @@ pub const REFUSED: u8 = 4;
 /// `fetch`: storage still failing after retries, or a corrupt object. Above 125, so that
 /// Postgres aborts recovery instead of treating the file as missing and promoting early.
 pub const RECOVERY_MUST_STOP: u8 = 200;
+/// `stream`: stopped at once by a second SIGTERM/SIGINT (128 + SIGINT, as shells report an
+/// interrupted command), without storing what was still waiting.
+pub const INTERRUPTED: u8 = 130;
 
 /// Converts one of the codes above into the process exit code.
 pub fn code(value: u8) -> ExitCode {

@@ -24,6 +24,7 @@
 //! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: `s3.timeout` for `walship fetch` |
 //! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
+//! | `[stream] stop_timeout` | `WALSHIP_STREAM_STOP_TIMEOUT` | `20s`: after SIGTERM, give up storing |
 //!
 //! # Secrets
 //!
@@ -156,6 +157,10 @@ pub struct StreamConfig {
     pub partial_interval: Duration,
     /// `application_name` of the replication connection (what `synchronous_standby_names` lists).
     pub application_name: String,
+    /// After SIGTERM/SIGINT, how long the stream keeps trying to store what it received
+    /// before it gives up and exits (non-zero; nothing unstored was reported to the server).
+    #[serde(serialize_with = "serialize_duration")]
+    pub stop_timeout: Duration,
 }
 
 /// The command-line layer: what the binary's flags set. The binary fills it from clap (this
@@ -190,6 +195,7 @@ pub struct Options {
     pub stream_slot: Option<String>,
     pub stream_partial_interval: Option<String>,
     pub stream_application_name: Option<String>,
+    pub stream_stop_timeout: Option<String>,
 }
 
 /// Everything the configuration is made from. Tests build one by hand (an environment map, a
@@ -274,6 +280,7 @@ impl Default for Config {
                 slot: "walship".to_string(),
                 partial_interval: Duration::from_secs(1),
                 application_name: "walship".to_string(),
+                stop_timeout: Duration::from_secs(20),
             },
             config_file: None,
         }
@@ -420,6 +427,7 @@ impl Options {
             stream_slot: s(),
             stream_partial_interval: s(),
             stream_application_name: s(),
+            stream_stop_timeout: s(),
         }
     }
 }

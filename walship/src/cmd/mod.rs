@@ -50,6 +50,7 @@ pub fn run(cli: Cli) -> u8 {
                 stream_slot: args.slot.clone(),
                 stream_partial_interval: args.partial_interval.clone(),
                 stream_application_name: args.application_name.clone(),
+                stream_stop_timeout: args.stop_timeout.clone(),
                 ..Options::default()
             };
             with_context("stream", &cli.global, options, exit::USAGE, |ctx| {
