@@ -2,8 +2,9 @@
 //! with real Postgres and SeaweedFS behind a TCP proxy that the test cuts: after SIGTERM the
 //! stream gives up storing after `stream.stop_timeout` and exits 3 (it used to retry forever),
 //! having lost nothing it acknowledged: every byte up to the flush position the server last
-//! got is in the repository, and the slot keeps the rest. A second signal exits at once with
-//! 130 (it used to be swallowed).
+//! got is in the repository, and the slot keeps the rest. The same when the storage is silent
+//! (an upload hangs in flight). A second signal exits at once with 130 (it used to be
+//! swallowed).
 
 mod stream_support;
 mod support;
@@ -115,9 +116,24 @@ fn slot_lsn(cluster: &Cluster) -> u64 {
     ))
 }
 
+/// How the storage fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// Connections refused: every upload fails at once and is retried.
+    Refused,
+    /// Connections accepted, never answered: an upload hangs in flight.
+    Silent,
+}
+
 /// Streams, then cuts the storage off and writes more WAL, so the uploader is failing.
 /// Returns where the slot stood when streaming began.
-fn stream_into_outage(primary: &Cluster, stream: &Stream, proxy: &Proxy, table: &str) -> u64 {
+fn stream_into_outage(
+    primary: &Cluster,
+    stream: &Stream,
+    proxy: &Proxy,
+    table: &str,
+    outage: Outage,
+) -> u64 {
     let as_proc = StreamProc::none();
     wait_streaming(primary, &as_proc, "walship");
     let began = slot_lsn(primary);
@@ -127,15 +143,22 @@ fn stream_into_outage(primary: &Cluster, stream: &Stream, proxy: &Proxy, table: 
     ));
     let target = lsn(&primary.query_string("select pg_current_wal_lsn()::text"));
     wait_flushed(primary, &as_proc, "walship", target);
-    proxy.cut();
+    match outage {
+        Outage::Refused => proxy.cut(),
+        Outage::Silent => proxy.stall(),
+    }
     primary.execute(&format!(
         "insert into {table} select g, repeat('y', 200) from generate_series(1, 5000) g"
     ));
     primary.query_string("select pg_switch_wal()::text");
     primary.execute(&format!("insert into {table} values (0, 'tail')"));
-    wait_until(Duration::from_secs(30), "uploads to fail", || {
-        stream.log().contains("retrying in")
-    });
+    match outage {
+        Outage::Refused => wait_until(Duration::from_secs(30), "uploads to fail", || {
+            stream.log().contains("retrying in")
+        }),
+        // The upload started after the stall hangs (the S3 operation timeout is 10 s).
+        Outage::Silent => std::thread::sleep(Duration::from_secs(2)),
+    }
     began
 }
 
@@ -161,7 +184,7 @@ fn stream_stops_within_its_stop_timeout_during_a_storage_outage() {
 
     // One signal: the stream keeps trying for the stop timeout, then gives up, exit 3.
     let mut stream = Stream::start(&primary, &repo, &[]);
-    let start = stream_into_outage(&primary, &stream, &proxy, "first");
+    let start = stream_into_outage(&primary, &stream, &proxy, "first", Outage::Refused);
     let acked = flush_lsn(&primary);
     assert!(acked > start, "nothing acknowledged before the outage");
     let signalled = Instant::now();
@@ -202,9 +225,25 @@ fn stream_stops_within_its_stop_timeout_during_a_storage_outage() {
         );
     }
 
+    // A silent storage: the upload in flight is abandoned at the stop timeout, not after the
+    // S3 timeouts (10 s per attempt, 2 attempts, then the uploader's backoff).
+    let mut stream = Stream::start(&primary, &repo, &[]);
+    stream_into_outage(&primary, &stream, &proxy, "silent", Outage::Silent);
+    let signalled = Instant::now();
+    stream.signal(Signal::SIGTERM);
+    let (code, exited) = stream.wait_exit(STOP + Duration::from_secs(40));
+    let silent_took = exited - signalled;
+    assert_eq!(code, Some(3), "{}", stream.log());
+    assert!(
+        silent_took < STOP + Duration::from_secs(4),
+        "stopped {silent_took:?} after SIGTERM with a silent storage (stop timeout {STOP:?}):\n{}",
+        stream.log()
+    );
+    proxy.heal();
+
     // Two signals: the second exits at once, 130, however long the stop timeout.
     let mut stream = Stream::start(&primary, &repo, &["--stop-timeout", "60s"]);
-    stream_into_outage(&primary, &stream, &proxy, "second");
+    stream_into_outage(&primary, &stream, &proxy, "second", Outage::Refused);
     stream.signal(Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
@@ -224,7 +263,8 @@ fn stream_stops_within_its_stop_timeout_during_a_storage_outage() {
     assert!(stream.log().contains("second signal"), "{}", stream.log());
     eprintln!(
         "PG{}: stopped {took:?} after SIGTERM during an outage (stop timeout {STOP:?}), \
-         everything up to {acked:X} stored; a second signal stopped it in {:?}",
+         everything up to {acked:X} stored; {silent_took:?} with a silent storage; a second \
+         signal stopped it in {:?}",
         install.major,
         exited - second
     );
