@@ -21,7 +21,7 @@
 //! | `[s3] timeout` | `WALSHIP_S3_TIMEOUT` | `2m`: one storage request, retries included |
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
-//! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: `s3.timeout` for `walship fetch` |
+//! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: all storage requests of one `walship fetch` |
 //! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //! | `[stream] stop_timeout` | `WALSHIP_STREAM_STOP_TIMEOUT` | `20s`: after SIGTERM, give up storing |
@@ -133,7 +133,9 @@ pub struct FetchConfig {
     /// Deliver `<segment>.partial` when the complete segment is absent (`walship restore
     /// --target latest` sets it, to recover WAL that exists only as a streamed partial).
     pub allow_partial: bool,
-    /// `s3.timeout` for `walship fetch`: shorter, since Postgres waits on every call.
+    /// The longest one `walship fetch` spends on storage, all its requests together (the
+    /// prefetch worker: per request); shorter than `s3.timeout`, since Postgres waits on
+    /// every call.
     #[serde(serialize_with = "serialize_duration")]
     pub timeout: Duration,
 }
