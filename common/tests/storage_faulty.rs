@@ -23,6 +23,7 @@ fn local() -> (tempfile::TempDir, AnyStorage) {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
             deadline: None,
+            not_after: None,
         },
     );
     (dir, storage)

@@ -32,6 +32,7 @@ fn quick(endpoint: String) -> S3Options {
             base_delay: Duration::from_millis(50),
             max_delay: Duration::from_millis(200),
             deadline: None,
+            not_after: None,
         },
         ..S3Options::default()
     }

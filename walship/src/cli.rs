@@ -84,13 +84,18 @@ pub enum Command {
     /// would (both may run against one repository), uploads the tail of the current segment
     /// as `<segment>.partial` every --partial-interval, and reports as `flush` only WAL that
     /// is durably in the repository. Follows timeline switches (the .history first) and
-    /// reconnects with backoff. SIGTERM: stores and reports what was received, exits 0.
+    /// reconnects with backoff. SIGTERM: stores and reports what was received, exits 0;
+    /// while the storage fails it keeps trying for --stop-timeout (20 s), then exits 3; a
+    /// second SIGTERM/SIGINT exits at once (130). WAL not stored was never reported to the
+    /// server as flushed, so its slot keeps it for the next start.
     ///
     /// Exit codes:
     ///   0    stopped by SIGTERM/SIGINT after storing everything received
     ///   2    bad flags, connection string or --metrics-addr
     ///   3    the repository failed, or the connection cannot work (authentication,
-    ///        unsupported server); lost connections are retried, not fatal
+    ///        unsupported server); lost connections are retried, not fatal; or the
+    ///        storage kept failing for --stop-timeout after a signal
+    ///   130  a second signal: stopped at once
     ///   4    refused: different content already archived, another cluster's repository,
     ///        or WAL the repository needs is gone from the server (a gap)
     #[command(verbatim_doc_comment)]

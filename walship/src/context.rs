@@ -21,6 +21,8 @@ pub struct Context {
     /// The exit code if the runtime cannot start (that of a configuration error).
     failure: u8,
     passthrough: Vec<OsString>,
+    /// When the command started (loading its configuration).
+    started: std::time::Instant,
 }
 
 impl Context {
@@ -32,6 +34,7 @@ impl Context {
         mut options: Options,
         failure: u8,
     ) -> Result<Context, String> {
+        let started = std::time::Instant::now();
         options.config = global.config.clone();
         options.repo = global.repo.clone();
         let mut passthrough = Vec::new();
@@ -58,6 +61,7 @@ impl Context {
             runtime: std::sync::OnceLock::new(),
             failure,
             passthrough,
+            started,
         })
     }
 
@@ -78,12 +82,18 @@ impl Context {
     }
 
     /// Opens the configured repository (nothing is contacted yet). Every storage request,
-    /// retries included, ends within `s3.timeout`; for `fetch`, within `fetch.timeout`,
-    /// since Postgres waits on every call.
+    /// retries included, ends within `s3.timeout`. For `fetch`, Postgres waits on every call:
+    /// all its requests together end within `fetch.timeout` of the start of the process (the
+    /// prefetch worker, which lives on, gets it per request).
     pub async fn open_repository(&self) -> Result<Repository, StorageError> {
         let mut s3 = self.config.s3.to_options();
-        if self.command == "fetch" {
-            s3.retry.deadline = Some(self.config.fetch.timeout);
+        match self.command {
+            "fetch" => {
+                s3.retry.deadline = Some(self.config.fetch.timeout);
+                s3.retry.not_after = Some(self.started + self.config.fetch.timeout);
+            }
+            "fetch-worker" => s3.retry.deadline = Some(self.config.fetch.timeout),
+            _ => {}
         }
         let storage = AnyStorage::open(&self.config.repo, &s3).await?;
         Ok(Repository::new(storage, self.config.compression))

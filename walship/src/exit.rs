@@ -26,6 +26,9 @@ pub const REFUSED: u8 = 4;
 /// `fetch`: storage still failing after retries, or a corrupt object. Above 125, so that
 /// Postgres aborts recovery instead of treating the file as missing and promoting early.
 pub const RECOVERY_MUST_STOP: u8 = 200;
+/// `stream`: stopped at once by a second SIGTERM/SIGINT (128 + SIGINT, as shells report an
+/// interrupted command), without storing what was still waiting.
+pub const INTERRUPTED: u8 = 130;
 
 /// The exit code for a command line clap refused (unknown flag, bad value, missing or extra
 /// argument), after printing clap's message. `--help` and `--version` exit 0.
@@ -118,6 +121,7 @@ mod tests {
             super::USAGE,
             super::FAILED,
             super::REFUSED,
+            super::INTERRUPTED,
             super::RECOVERY_MUST_STOP,
         ];
         assert_eq!(listed, defined);

@@ -25,6 +25,10 @@ const TOOLING: &[&str] = &[
     "WALSHIP_E2E_PROJECT",
     // pg-test-harness, scripts/setup-test-deps
     "WALSHIP_TEST_DEPS",
+    "WALSHIP_PG_MAJORS",
+    "WALSHIP_SEAWEEDFS_VERSION",
+    "WALSHIP_REFRESH_DEPS",
+    "WALSHIP_SKIP_APT",
 ];
 
 /// A `WALSHIP_*` variable that is set but that walship does not read.

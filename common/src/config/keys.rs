@@ -258,6 +258,15 @@ pub(crate) const KEYS: &[Key] = &[
             Ok(())
         },
     },
+    Key {
+        name: "stream.stop_timeout",
+        env: "WALSHIP_STREAM_STOP_TIMEOUT",
+        flag: Some("--stop-timeout"),
+        apply: |d, v, _| {
+            d.config.stream.stop_timeout = parse_timeout(v)?;
+            Ok(())
+        },
+    },
 ];
 
 /// The key named `name` (`s3.endpoint`).
@@ -283,6 +292,7 @@ pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
         ("stream.slot", text(&o.stream_slot)),
         ("stream.partial_interval", text(&o.stream_partial_interval)),
         ("stream.application_name", text(&o.stream_application_name)),
+        ("stream.stop_timeout", text(&o.stream_stop_timeout)),
     ];
     all.into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, v)))

@@ -20,10 +20,11 @@
 //! | `[s3] timeout` | `WALSHIP_S3_TIMEOUT` | `2m`: one storage request, retries included |
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
-//! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: `s3.timeout` for `walship fetch` |
+//! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: all storage requests of one `walship fetch` |
 //! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
 //! | `[restore] parallel` | `WALSHIP_RESTORE_PARALLEL` | `4` |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
+//! | `[stream] stop_timeout` | `WALSHIP_STREAM_STOP_TIMEOUT` | `20s`: after SIGTERM, give up storing |
 //!
 //! # Secrets
 //!
@@ -132,7 +133,9 @@ pub struct FetchConfig {
     /// Deliver `<segment>.partial` when the complete segment is absent (`walship restore
     /// --target latest` sets it, to recover WAL that exists only as a streamed partial).
     pub allow_partial: bool,
-    /// `s3.timeout` for `walship fetch`: shorter, since Postgres waits on every call.
+    /// The longest one `walship fetch` spends on storage, all its requests together (the
+    /// prefetch worker: per request); shorter than `s3.timeout`, since Postgres waits on
+    /// every call.
     #[serde(serialize_with = "serialize_duration")]
     pub timeout: Duration,
 }
@@ -163,6 +166,10 @@ pub struct StreamConfig {
     pub partial_interval: Duration,
     /// `application_name` of the replication connection (what `synchronous_standby_names` lists).
     pub application_name: String,
+    /// After SIGTERM/SIGINT, how long the stream keeps trying to store what it received
+    /// before it gives up and exits (non-zero; nothing unstored was reported to the server).
+    #[serde(serialize_with = "serialize_duration")]
+    pub stop_timeout: Duration,
 }
 
 /// The command-line layer: what the binary's flags set (only keys that have a flag). The
@@ -187,6 +194,7 @@ pub struct Options {
     pub stream_slot: Option<String>,
     pub stream_partial_interval: Option<String>,
     pub stream_application_name: Option<String>,
+    pub stream_stop_timeout: Option<String>,
 }
 
 /// Everything the configuration is made from. Tests build one by hand (an environment map, a
@@ -271,6 +279,7 @@ impl Default for Config {
                 slot: "walship".to_string(),
                 partial_interval: Duration::from_secs(1),
                 application_name: "walship".to_string(),
+                stop_timeout: Duration::from_secs(20),
             },
             config_file: None,
         }
@@ -414,6 +423,7 @@ impl Options {
             stream_slot: s(),
             stream_partial_interval: s(),
             stream_application_name: s(),
+            stream_stop_timeout: s(),
         }
     }
 }

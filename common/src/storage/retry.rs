@@ -27,6 +27,10 @@ pub struct RetryPolicy {
     /// is abandoned ([`StorageError::DeadlineExceeded`]), and no retry starts whose backoff
     /// would end past it (the last failure is returned).
     pub deadline: Option<Duration>,
+    /// An instant by which every call made with this policy ends, whenever it started (the
+    /// overall limit of one `walship fetch`); `None`: no such limit. Enforced like
+    /// `deadline`; whichever comes first applies.
+    pub not_after: Option<Instant>,
 }
 
 impl Default for RetryPolicy {
@@ -38,6 +42,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
             deadline: None,
+            not_after: None,
         }
     }
 }
@@ -86,24 +91,29 @@ impl RetryPolicy {
     {
         let attempts = self.max_attempts.max(1);
         let started = Instant::now();
+        let end = [self.deadline.map(|d| started + d), self.not_after]
+            .into_iter()
+            .flatten()
+            .min();
         let mut done = 0;
         loop {
-            let result = match self.deadline {
+            let result = match end {
                 None => attempt().await,
-                Some(limit) => {
-                    let left = limit.saturating_sub(started.elapsed());
-                    match tokio::time::timeout(left, attempt()).await {
-                        Ok(result) => result,
-                        Err(_) => {
-                            return Err(StorageError::DeadlineExceeded {
-                                op,
-                                key: key.to_owned(),
-                                limit,
-                                attempts: done + 1,
-                            });
-                        }
+                Some(end) => match tokio::time::timeout_at(end.into(), attempt()).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        return Err(StorageError::DeadlineExceeded {
+                            op,
+                            key: key.to_owned(),
+                            // The configured limit (for `fetch`, `deadline` and
+                            // `not_after` both come from `fetch.timeout`).
+                            limit: self
+                                .deadline
+                                .unwrap_or_else(|| end.saturating_duration_since(started)),
+                            attempts: done + 1,
+                        });
                     }
-                }
+                },
             };
             let err = match result {
                 Ok(value) => return Ok(value),
@@ -114,10 +124,7 @@ impl RetryPolicy {
                 return Err(err);
             }
             let delay = self.backoff(done - 1);
-            if self
-                .deadline
-                .is_some_and(|limit| started.elapsed() + delay >= limit)
-            {
+            if end.is_some_and(|end| Instant::now() + delay >= end) {
                 return Err(err);
             }
             tracing::warn!(
@@ -144,6 +151,7 @@ mod tests {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(4),
             deadline: None,
+            not_after: None,
         }
     }
 
@@ -163,6 +171,7 @@ mod tests {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
             deadline: None,
+            not_after: None,
         };
         assert_eq!(policy.delay_cap(0), Duration::from_millis(100));
         assert_eq!(policy.delay_cap(1), Duration::from_millis(200));
@@ -240,6 +249,7 @@ mod tests {
             base_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(40),
             deadline: Some(limit),
+            not_after: None,
         };
         // A server that never answers: the attempt is abandoned at the deadline.
         let started = std::time::Instant::now();
@@ -260,5 +270,21 @@ mod tests {
             .await;
         assert!(result.unwrap_err().is_retryable());
         assert!(started.elapsed() < limit * 2, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn an_overall_limit_bounds_every_call_together() {
+        let policy = RetryPolicy {
+            deadline: Some(Duration::from_secs(30)),
+            not_after: Some(Instant::now() + Duration::from_millis(300)),
+            ..RetryPolicy::default()
+        };
+        let started = Instant::now();
+        // Two calls that each would wait forever: together they end by the overall limit.
+        for _ in 0..2 {
+            let result: Result<(), _> = policy.run(StorageOp::Get, "k", std::future::pending).await;
+            assert!(matches!(result, Err(StorageError::DeadlineExceeded { .. })));
+        }
+        assert!(started.elapsed() < Duration::from_millis(600));
     }
 }

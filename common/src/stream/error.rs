@@ -65,6 +65,21 @@ pub enum StreamError {
     /// The uploader task stopped (it failed; its error was reported first).
     #[error("the uploader stopped: {0}")]
     UploaderGone(String),
+    /// Stopping (SIGTERM), the storage kept failing for the whole stop timeout: what was
+    /// received after `stored` is not in the repository. Nothing past `stored` was reported
+    /// to the server, so its slot keeps that WAL and the next start streams it again.
+    #[error(
+        "gave up storing after {} of stopping: WAL from {stored} on is not in the repository \
+         (the storage kept failing); nothing past {stored} was reported to the server, whose \
+         slot keeps it for the next start",
+        humantime::format_duration(*waited)
+    )]
+    StopTimeout {
+        /// WAL durably stored up to here.
+        stored: Lsn,
+        /// The stop timeout that passed.
+        waited: std::time::Duration,
+    },
 }
 
 impl StreamError {
@@ -87,7 +102,8 @@ impl StreamError {
             | StreamError::WalRemoved { .. }
             | StreamError::Name(_)
             | StreamError::Refused(_)
-            | StreamError::UploaderGone(_) => false,
+            | StreamError::UploaderGone(_)
+            | StreamError::StopTimeout { .. } => false,
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct StreamOptions {
     pub status_interval: Duration,
     /// Reconnect when the server sends nothing (not even a keepalive) for this long.
     pub silence_timeout: Duration,
+    /// Once cancelled, how long the uploader keeps trying to store what was received
+    /// before it gives up ([`StreamError::StopTimeout`]).
+    pub stop_timeout: Duration,
 }
 
 impl StreamOptions {
@@ -69,6 +72,7 @@ impl StreamOptions {
             synchronous: false,
             status_interval: Duration::from_secs(10),
             silence_timeout: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -76,17 +80,32 @@ impl StreamOptions {
 /// Streams until `cancel` fires (then stores and reports everything received and returns the
 /// flush position) or a non-retryable error stops it. Lost connections are retried with
 /// backoff and resume at the segment the stream was in, so nothing is skipped.
+///
+/// Stopping is bounded: `opts.stop_timeout` after `cancel` fires (or after an error ends the
+/// stream), an uploader still failing to store gives up, and this returns
+/// [`StreamError::StopTimeout`]; the flush reported to the server never passed what is
+/// stored, so nothing acknowledged is lost.
 pub async fn run(
     repo: &Repository,
     opts: &StreamOptions,
     metrics: &Arc<StreamMetrics>,
     cancel: &CancellationToken,
 ) -> Result<Lsn, StreamError> {
+    let give_up = CancellationToken::new();
+    let deadline = tokio::spawn({
+        let (cancel, give_up, limit) = (cancel.clone(), give_up.clone(), opts.stop_timeout);
+        async move {
+            cancel.cancelled().await;
+            tokio::time::sleep(limit).await;
+            give_up.cancel();
+        }
+    });
     let mut shared = session::Shared {
         repo,
         opts,
         metrics,
         cancel,
+        give_up: &give_up,
         resume: None,
         uploader: None,
         received_any: false,
@@ -108,6 +127,8 @@ pub async fn run(
         metrics.set_connected(false);
         match result {
             Ok(session::SessionEnd::Cancelled) => break Ok(()),
+            // Stopping: an error now (the uploader gave up) ends the stream.
+            Err(e) if cancel.is_cancelled() => break Err(e),
             Err(e) if e.is_retryable() => {
                 metrics.reconnect();
                 if shared.received_any {
@@ -123,11 +144,17 @@ pub async fn run(
             Err(e) => break Err(e),
         }
     };
+    // From here on the stop timeout runs, whatever ended the loop: storing the rest is
+    // bounded even when an error (not a signal) stopped the stream.
+    cancel.cancel();
     let flushed = match shared.uploader.take() {
         Some(uploader) => uploader.finish().await,
         None => Ok(metrics.flushed_lsn()),
     };
+    deadline.abort();
     match (outcome, flushed) {
+        // The uploader's own failure explains a session's "uploader stopped".
+        (Err(StreamError::UploaderGone(_)), Err(e)) => Err(e),
         (Err(e), _) => Err(e),
         (Ok(()), result) => result,
     }

@@ -43,6 +43,8 @@ pub struct Shared<'a> {
     pub metrics: &'a Arc<StreamMetrics>,
     /// Cancels the stream (SIGTERM).
     pub cancel: &'a CancellationToken,
+    /// Fires `stop_timeout` after `cancel`: the uploader stops retrying.
+    pub give_up: &'a CancellationToken,
     /// Where to resume after a broken connection (a segment boundary).
     pub resume: Option<StartPoint>,
     /// The uploader, started by the first session.
@@ -84,6 +86,8 @@ pub async fn run(shared: &mut Shared<'_>) -> Result<SessionEnd, StreamError> {
             shared.repo.clone(),
             point.lsn,
             shared.metrics.clone(),
+            shared.give_up.clone(),
+            opts.stop_timeout,
         ));
     }
     loop {

@@ -6,14 +6,18 @@
 //! snapshot ([`Uploader::tail`]), so that while one upload runs, any number of newer tails
 //! collapse into the next one: that is how `--synchronous` groups many commits into one upload.
 //! Queued jobs always go before the tail, so a stored tail implies every earlier segment is
-//! stored too. Storage failures are retried with backoff, forever; refusals (different content
-//! already archived, another cluster) stop the uploader and the stream.
+//! stored too. Storage failures are retried with backoff until the stream stops: then, once
+//! the `give_up` token fires (the stop timeout after SIGTERM), an upload still failing or
+//! hanging is abandoned and the uploader ends with [`StreamError::StopTimeout`]. Refusals
+//! (different content already archived, another cluster) stop the uploader and the stream.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::archive::{self, ArchiveError};
 use crate::lsn::Lsn;
@@ -61,8 +65,15 @@ impl std::fmt::Debug for Job {
 
 impl Uploader {
     /// Starts the uploader on `repo`. `flushed` is where durable WAL starts (everything
-    /// before the stream's start point is the repository's business).
-    pub fn start(repo: Repository, flushed: Lsn, metrics: Arc<StreamMetrics>) -> Uploader {
+    /// before the stream's start point is the repository's business). When `give_up`
+    /// fires (`stop_timeout` after the stream was told to stop), storing stops.
+    pub fn start(
+        repo: Repository,
+        flushed: Lsn,
+        metrics: Arc<StreamMetrics>,
+        give_up: CancellationToken,
+        stop_timeout: Duration,
+    ) -> Uploader {
         let (jobs, jobs_rx) = mpsc::channel(QUEUE_SEGMENTS);
         let (tail, tail_rx) = watch::channel(None);
         let (flushed_tx, flushed_rx) = watch::channel(flushed);
@@ -73,6 +84,8 @@ impl Uploader {
             flushed: flushed_tx,
             metrics,
             releases: Vec::new(),
+            give_up,
+            stop_timeout,
         };
         let task = tokio::spawn(worker.run(jobs_rx, tail_rx));
         Uploader {
@@ -159,9 +172,29 @@ struct Worker {
     flushed: watch::Sender<Lsn>,
     metrics: Arc<StreamMetrics>,
     releases: Vec<(WalFileName, Lsn)>,
+    give_up: CancellationToken,
+    stop_timeout: Duration,
 }
 
 impl Worker {
+    /// The error of an uploader that stopped trying.
+    fn gave_up(&self) -> StreamError {
+        StreamError::StopTimeout {
+            stored: *self.flushed.borrow(),
+            waited: self.stop_timeout,
+        }
+    }
+
+    /// `work`, unless the stop timeout passes first (then `work` is dropped: an upload
+    /// in flight is abandoned, which never leaves a partial object).
+    async fn unless_given_up<T>(&self, work: impl Future<Output = T>) -> Result<T, StreamError> {
+        tokio::select! {
+            biased;
+            _ = self.give_up.cancelled() => Err(self.gave_up()),
+            done = work => Ok(done),
+        }
+    }
+
     async fn run(
         mut self,
         mut jobs: mpsc::Receiver<Job>,
@@ -244,7 +277,12 @@ impl Worker {
         let mut backoff = Backoff::uploads();
         let started = std::time::Instant::now();
         let outcome = loop {
-            match self.tails.store(&self.repo, &newest).await {
+            let stored = tokio::select! {
+                biased;
+                _ = self.give_up.cancelled() => return Err(self.gave_up()),
+                stored = self.tails.store(&self.repo, &newest) => stored,
+            };
+            match stored {
                 Ok(outcome) => break outcome,
                 Err(e) if is_transient(&e) => {
                     self.metrics.upload_retry();
@@ -253,7 +291,7 @@ impl Worker {
                         "store the tail of {} (retrying in {wait:?}): {e}",
                         newest.name
                     );
-                    tokio::time::sleep(wait).await;
+                    self.unless_given_up(tokio::time::sleep(wait)).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -302,13 +340,18 @@ impl Worker {
     async fn release_one(&mut self, name: WalFileName) -> Result<(), StreamError> {
         let mut backoff = Backoff::uploads();
         loop {
-            match self.tails.release(&self.repo, name).await {
+            let released = tokio::select! {
+                biased;
+                _ = self.give_up.cancelled() => return Err(self.gave_up()),
+                released = self.tails.release(&self.repo, name) => released,
+            };
+            match released {
                 Ok(()) => return Ok(()),
                 Err(e) if is_transient(&e) => {
                     self.metrics.upload_retry();
                     let wait = backoff.next_delay();
                     tracing::error!("remove the stream tail of {name} (retrying in {wait:?}): {e}");
-                    tokio::time::sleep(wait).await;
+                    self.unless_given_up(tokio::time::sleep(wait)).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -323,13 +366,13 @@ impl Worker {
     {
         let mut backoff = Backoff::uploads();
         loop {
-            match op().await.map_err(Into::into) {
+            match self.unless_given_up(op()).await?.map_err(Into::into) {
                 Ok(value) => return Ok(value),
                 Err(e) if is_transient(&e) => {
                     self.metrics.upload_retry();
                     let wait = backoff.next_delay();
                     tracing::error!("{what} (retrying in {wait:?}): {e}");
-                    tokio::time::sleep(wait).await;
+                    self.unless_given_up(tokio::time::sleep(wait)).await?;
                 }
                 Err(e) => return Err(e),
             }

@@ -75,6 +75,7 @@ pub fn s3_options(server: &S3Server) -> S3Options {
             base_delay: std::time::Duration::from_millis(50),
             max_delay: std::time::Duration::from_millis(500),
             deadline: None,
+            not_after: None,
         },
         ..S3Options::default()
     }

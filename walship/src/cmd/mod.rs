@@ -36,9 +36,16 @@ pub fn run(cli: Cli) -> u8 {
                 fetch_allow_partial: args.allow_partial.then_some(true),
                 ..Options::default()
             };
+            // The prefetch worker outlives the call: its storage limit is per request, not
+            // the call's overall fetch.timeout (see Context::open_repository).
+            let command = if args.prefetch_worker {
+                "fetch-worker"
+            } else {
+                "fetch"
+            };
             // A configuration problem during recovery must stop Postgres, not end recovery.
             with_context(
-                "fetch",
+                command,
                 &cli.global,
                 options,
                 exit::RECOVERY_MUST_STOP,
@@ -50,6 +57,7 @@ pub fn run(cli: Cli) -> u8 {
                 stream_slot: args.slot.clone(),
                 stream_partial_interval: args.partial_interval.clone(),
                 stream_application_name: args.application_name.clone(),
+                stream_stop_timeout: args.stop_timeout.clone(),
                 ..Options::default()
             };
             with_context("stream", &cli.global, options, exit::USAGE, |ctx| {

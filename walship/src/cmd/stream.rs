@@ -42,6 +42,11 @@ pub struct StreamArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics and a health check on /health
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// After SIGTERM/SIGINT, how long to keep trying to store what was received before
+    /// giving up (exit 3; nothing unstored was reported to the server)
+    /// [config: stream.stop_timeout; default: 20s]
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
 }
 
 /// Runs `walship stream` until SIGTERM/SIGINT (exit 0 after storing and reporting what was
@@ -54,6 +59,7 @@ pub fn run(ctx: Context, args: StreamArgs) -> u8 {
     };
     let mut opts = StreamOptions::new(conn, cfg.slot.clone());
     opts.partial_interval = cfg.partial_interval;
+    opts.stop_timeout = cfg.stop_timeout;
     opts.synchronous = args.synchronous;
     ctx.block_on(async {
         let repo = match ctx.open_repository().await {
@@ -73,7 +79,7 @@ pub fn run(ctx: Context, args: StreamArgs) -> u8 {
                 }
             }
         }
-        if let Err(e) = cancel_on_signals(cancel.clone()) {
+        if let Err(e) = cancel_on_signals(cancel.clone(), opts.stop_timeout) {
             eprintln!("walship stream: error: install signal handlers: {e}");
             return exit::FAILED;
         }
@@ -100,8 +106,13 @@ fn is_refusal(e: &StreamError) -> bool {
     }
 }
 
-/// Cancels `cancel` on SIGTERM or SIGINT.
-fn cancel_on_signals(cancel: CancellationToken) -> std::io::Result<()> {
+/// Cancels `cancel` on SIGTERM or SIGINT; a second signal exits at once with
+/// [`exit::INTERRUPTED`], storing nothing more (the flush reported to the server never
+/// passed what is stored, so the slot keeps the rest).
+fn cancel_on_signals(
+    cancel: CancellationToken,
+    stop_timeout: std::time::Duration,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -110,8 +121,21 @@ fn cancel_on_signals(cancel: CancellationToken) -> std::io::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::info!("signal received: storing what was received, then stopping");
+        tracing::info!(
+            "signal received: storing what was received (for at most {}), then stopping; \
+             a second signal stops at once",
+            humantime::format_duration(stop_timeout)
+        );
         cancel.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!(
+            "walship stream: second signal: exiting now; WAL not yet stored was never \
+             reported to the server, whose slot keeps it for the next start"
+        );
+        std::process::exit(i32::from(exit::INTERRUPTED));
     });
     Ok(())
 }

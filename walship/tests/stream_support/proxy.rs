@@ -1,6 +1,8 @@
 //! A TCP proxy for network faults: it forwards 127.0.0.1:<port> to an upstream address,
 //! and on [`Proxy::cut`] drops every open connection and stops listening (new connections are
-//! refused: ECONNREFUSED) until [`Proxy::heal`]. Plain std threads, two per connection.
+//! refused: ECONNREFUSED) until [`Proxy::heal`]; on [`Proxy::stall`] it drops every open
+//! connection and then accepts new ones but never forwards a byte (a silent server). Plain std
+//! threads, two per connection.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -12,6 +14,7 @@ use std::time::Duration;
 #[derive(Default)]
 struct State {
     cut: AtomicBool,
+    stall: AtomicBool,
     stop: AtomicBool,
     accepted: AtomicU64,
     open: Mutex<Vec<TcpStream>>,
@@ -55,9 +58,19 @@ impl Proxy {
         drop_all(&self.state);
     }
 
-    /// Accepts connections again.
+    /// Drops every open connection, then accepts new ones and holds them silent until
+    /// `heal`.
+    pub fn stall(&self) {
+        self.state.stall.store(true, Ordering::SeqCst);
+        drop_all(&self.state);
+    }
+
+    /// Accepts and forwards connections again (silent ones held by `stall` are dropped).
     pub fn heal(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
+        if self.state.stall.swap(false, Ordering::SeqCst) {
+            drop_all(&self.state);
+        }
     }
 }
 
@@ -96,6 +109,9 @@ fn accept_loop(listener: TcpListener, port: u16, upstream: SocketAddr, state: Ar
         };
         l.set_nonblocking(true).unwrap();
         match l.accept() {
+            Ok((client, _)) if state.stall.load(Ordering::SeqCst) => {
+                state.open.lock().unwrap().push(client);
+            }
             Ok((client, _)) => {
                 client.set_nonblocking(false).unwrap();
                 match TcpStream::connect(upstream) {
