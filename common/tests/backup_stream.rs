@@ -497,3 +497,54 @@ async fn another_clusters_repository_is_refused_before_any_data_moves() {
     let catalog = read_catalog(&repo).await.unwrap();
     assert!(catalog.complete.is_empty() && catalog.incomplete.is_empty());
 }
+
+/// Issue 19, item 2: bundle uploads that keep failing (beyond the retry budget) fail the
+/// backup with a storage error, not a refusal, and leave no manifest: nothing the catalog
+/// lists as a backup; what was uploaded is an incomplete backup, removable. Once the
+/// failures stop, the same repository takes a complete backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_bundle_uploads_leave_no_manifest_and_nothing_complete() {
+    use walship_common::storage::{FaultPlan, FaultyStorage, RetryPolicy, StorageOp};
+    let (repo, _dir) = repo_with_wal().await;
+    let quick = repo.storage().clone().with_retry(RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    });
+    let failing = Repository::new(
+        AnyStorage::from(FaultyStorage::new(
+            quick,
+            FaultPlan::fail_first(1000).only(&[StorageOp::Put]),
+        )),
+        Codec::Lz4,
+    );
+    let err = run_backup(
+        &failing,
+        stream(main_archive(true), None),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        !err.is_refusal(),
+        "a storage failure is not a refusal: {err}"
+    );
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    let catalog = read_catalog(&repo).await.unwrap();
+    assert!(
+        catalog.complete.is_empty(),
+        "a backup is listed after failed uploads"
+    );
+    remove_incomplete(&repo, None).await.unwrap();
+    let outcome = run_backup(
+        &repo,
+        stream(main_archive(true), None),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        read_catalog(&repo).await.unwrap().complete[0].id,
+        outcome.manifest.id
+    );
+}
