@@ -491,3 +491,99 @@ async fn backup_on_path_is_the_history_rule() {
     // timeline the history does not know is not.
     assert_eq!(on, ["20261122T100000Z", "20261122T120000Z"]);
 }
+
+/// `wal_scan::matches`, the rule of `recoveryStopsBefore`/`recoveryStopsAfter`: a time target
+/// stops at the first commit or abort after the time (at or after it when exclusive), never
+/// at another kind of record; an XID target matches the low 32 bits; a name target only a
+/// restore point of that name; an LSN target any record at or past it.
+#[test]
+fn wal_scan_matches_is_postgres_stop_rule() {
+    use walship_common::pg::wal_record::{PgTimestamp, XLogRecordHeader};
+    use walship_common::pg::{RecordKind, WalRecord};
+    use walship_restore::wal_scan::matches;
+    let at: DateTime<Utc> = "2026-11-22T12:00:00Z".parse().unwrap();
+    let record = |lsn: u64, kind: RecordKind| WalRecord {
+        lsn: Lsn(lsn),
+        end: Lsn(lsn + 64),
+        header: XLogRecordHeader {
+            xl_tot_len: 64,
+            xl_xid: 0,
+            xl_prev: Lsn(0),
+            xl_info: 0,
+            xl_rmid: 0,
+            xl_crc: 0,
+        },
+        kind,
+    };
+    let commit = |secs: i64, xid: u32| {
+        record(
+            0x300_0000,
+            RecordKind::Commit {
+                xid,
+                time: PgTimestamp::from_utc(at + chrono::Duration::seconds(secs)),
+                prepared: false,
+            },
+        )
+    };
+    let abort = record(
+        0x300_0000,
+        RecordKind::Abort {
+            xid: 9,
+            time: PgTimestamp::from_utc(at + chrono::Duration::seconds(1)),
+            prepared: true,
+        },
+    );
+    let target = time("2026-11-22 12:00:00+00");
+    assert!(!matches(&target, false, &commit(-1, 1)));
+    assert!(
+        !matches(&target, false, &commit(0, 1)),
+        "inclusive: a commit at the time is replayed"
+    );
+    assert!(
+        matches(&target, true, &commit(0, 1)),
+        "exclusive: a commit at the time stops"
+    );
+    assert!(matches(&target, false, &commit(1, 1)));
+    assert!(matches(&target, false, &abort));
+    assert!(!matches(
+        &target,
+        false,
+        &record(0x300_0000, RecordKind::Other)
+    ));
+    assert!(!matches(
+        &target,
+        false,
+        &record(0x300_0000, RecordKind::Switch)
+    ));
+
+    let xid = RecoveryTarget::Xid((5u64 << 32) | 7);
+    assert!(
+        matches(&xid, false, &commit(0, 7)),
+        "an XID with epoch matches its low 32 bits"
+    );
+    assert!(!matches(&xid, false, &commit(0, 8)));
+
+    let name = RecoveryTarget::Name("before_drop".into());
+    let point = |n: &str| {
+        record(
+            0x300_0000,
+            RecordKind::RestorePoint {
+                name: n.into(),
+                time: PgTimestamp::from_utc(at),
+            },
+        )
+    };
+    assert!(matches(&name, false, &point("before_drop")));
+    assert!(!matches(&name, false, &point("before_drop2")));
+    assert!(!matches(&name, false, &commit(0, 1)));
+
+    let lsn = RecoveryTarget::Lsn(Lsn(0x300_0000));
+    assert!(matches(&lsn, false, &record(0x300_0000, RecordKind::Other)));
+    assert!(!matches(
+        &lsn,
+        false,
+        &record(0x2FF_FFF8, RecordKind::Other)
+    ));
+    assert!(!matches(&RecoveryTarget::Latest, false, &commit(1, 1)));
+    assert!(!matches(&RecoveryTarget::Immediate, false, &commit(1, 1)));
+}
