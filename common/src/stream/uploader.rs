@@ -241,21 +241,15 @@ impl Worker {
         if newest.is_empty() || newest.end_lsn() <= *self.flushed.borrow() {
             return Ok(());
         }
-        let mut backoff = Backoff::uploads();
+        let mut retry = Retry::new(&self.metrics);
         let started = std::time::Instant::now();
         let outcome = loop {
             match self.tails.store(&self.repo, &newest).await {
                 Ok(outcome) => break outcome,
-                Err(e) if is_transient(&e) => {
-                    self.metrics.upload_retry();
-                    let wait = backoff.next_delay();
-                    tracing::error!(
-                        "store the tail of {} (retrying in {wait:?}): {e}",
-                        newest.name
-                    );
-                    tokio::time::sleep(wait).await;
+                Err(e) => {
+                    let what = format!("store the tail of {}", newest.name);
+                    retry.wait_or_fail(&what, e).await?;
                 }
-                Err(e) => return Err(e),
             }
         };
         if outcome == TailOutcome::Stored {
@@ -300,17 +294,14 @@ impl Worker {
     }
 
     async fn release_one(&mut self, name: WalFileName) -> Result<(), StreamError> {
-        let mut backoff = Backoff::uploads();
+        let mut retry = Retry::new(&self.metrics);
         loop {
             match self.tails.release(&self.repo, name).await {
                 Ok(()) => return Ok(()),
-                Err(e) if is_transient(&e) => {
-                    self.metrics.upload_retry();
-                    let wait = backoff.next_delay();
-                    tracing::error!("remove the stream tail of {name} (retrying in {wait:?}): {e}");
-                    tokio::time::sleep(wait).await;
+                Err(e) => {
+                    let what = format!("remove the stream tail of {name}");
+                    retry.wait_or_fail(&what, e).await?;
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -321,19 +312,42 @@ impl Worker {
         Fut: Future<Output = Result<T, E>>,
         E: Into<StreamError>,
     {
-        let mut backoff = Backoff::uploads();
+        let mut retry = Retry::new(&self.metrics);
         loop {
             match op().await.map_err(Into::into) {
                 Ok(value) => return Ok(value),
-                Err(e) if is_transient(&e) => {
-                    self.metrics.upload_retry();
-                    let wait = backoff.next_delay();
-                    tracing::error!("{what} (retrying in {wait:?}): {e}");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e),
+                Err(e) => retry.wait_or_fail(what, e).await?,
             }
         }
+    }
+}
+
+/// The one retry rule of the uploader's loops (a store, a tail, a release): after a failed
+/// attempt, a transient error is counted, logged and waited out with [`Backoff::uploads`];
+/// anything else ends the loop.
+struct Retry<'a> {
+    metrics: &'a StreamMetrics,
+    backoff: Backoff,
+}
+
+impl<'a> Retry<'a> {
+    fn new(metrics: &'a StreamMetrics) -> Retry<'a> {
+        Retry {
+            metrics,
+            backoff: Backoff::uploads(),
+        }
+    }
+
+    /// Waits before the next attempt at `what` when `e` is transient; returns `e` otherwise.
+    async fn wait_or_fail(&mut self, what: &str, e: StreamError) -> Result<(), StreamError> {
+        if !is_transient(&e) {
+            return Err(e);
+        }
+        self.metrics.upload_retry();
+        let wait = self.backoff.next_delay();
+        tracing::error!("{what} (retrying in {wait:?}): {e}");
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 }
 
