@@ -1,6 +1,6 @@
-//! The commands' own logic over `FaultyStorage` (issue 19, item 2): what `archive` and
-//! `fetch` do when storage fails in the ways a network fails, deterministic, with no server,
-//! in milliseconds. (`backup` with failing bundle uploads is in `backup_stream.rs`, beside
+//! The commands' own logic over `FaultyStorage` (issue 19, item 2): what `archive`, `fetch`
+//! and the stream uploader do when storage fails in the ways a network fails, deterministic,
+//! with no server, in milliseconds (one test waits out the uploader's 1 s backoff). (`backup` with failing bundle uploads is in `backup_stream.rs`, beside
 //! the helpers that build its input.)
 
 // The archive future's type is deep (the S3 backend's types are in every storage call's
@@ -168,4 +168,79 @@ async fn fetch_rides_over_reads_that_break_within_the_retry_budget() {
         .await
         .unwrap();
     assert!(std::fs::read(&dest).unwrap() == std::fs::read(&path).unwrap());
+}
+
+/// The stream uploader's own retry: storage failing beyond its retry budget makes the
+/// uploader wait and store the segment again (counted in the retry metric), and the flush
+/// position moves only once the segment is stored, intact.
+#[tokio::test]
+async fn stream_uploader_retries_a_store_the_storage_layer_gave_up_on() {
+    use std::sync::Arc;
+    use walship_common::repo::RepoIdentity;
+    use walship_common::stream::StreamMetrics;
+    use walship_common::stream::segment::CompleteSegment;
+    use walship_common::stream::uploader::Uploader;
+    let dir = tempfile::tempdir().unwrap();
+    // The storage layer makes 4 attempts; the first 6 puts of each key fail.
+    let plan = FaultPlan::fail_first(6).only(&[StorageOp::Put]);
+    let (clean, faulty) = repos(dir.path(), plan);
+    clean
+        .ensure_identity(&RepoIdentity::new(SYSID, 15, 1 << 20))
+        .await
+        .unwrap();
+    let name = WalFileName::parse(SEGMENT, one_mib()).unwrap();
+    let content = bytes::Bytes::from(segment(SEGMENT, 0xAB));
+    let metrics = Arc::new(StreamMetrics::default());
+    let uploader = Uploader::start(faulty, name.start_lsn(), metrics.clone());
+    uploader
+        .segment(CompleteSegment {
+            name,
+            content: content.clone(),
+        })
+        .await
+        .unwrap();
+    let flushed = uploader.finish().await.unwrap();
+    assert_eq!(flushed, Lsn(name.start_lsn().0 + (1 << 20)));
+    assert!(
+        metrics
+            .render()
+            .contains("walship_stream_upload_retries_total 1"),
+        "{}",
+        metrics.render()
+    );
+    let key = layout::wal_key(&walship_common::pg::ArchiveFileName::Segment(name));
+    assert!(clean.get_content(&key).await.unwrap() == content);
+}
+
+/// A refusal is not retried: a segment whose name holds other content in the repository
+/// ends the uploader with that refusal, and the flush position does not move.
+#[tokio::test]
+async fn stream_uploader_does_not_retry_a_refusal() {
+    use std::sync::Arc;
+    use walship_common::stream::StreamMetrics;
+    use walship_common::stream::segment::CompleteSegment;
+    use walship_common::stream::uploader::Uploader;
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, faulty) = repos(dir.path(), FaultPlan::default());
+    let path = wal_file(dir.path(), SEGMENT, 0xAB);
+    archive::archive_file(&clean, &path, None).await.unwrap();
+    let name = WalFileName::parse(SEGMENT, one_mib()).unwrap();
+    let metrics = Arc::new(StreamMetrics::default());
+    let uploader = Uploader::start(faulty, name.start_lsn(), metrics.clone());
+    let _ = uploader
+        .segment(CompleteSegment {
+            name,
+            content: bytes::Bytes::from(segment(SEGMENT, 0xCD)),
+        })
+        .await;
+    let err = uploader.finish().await.unwrap_err();
+    assert!(err.to_string().contains(SEGMENT), "{err}");
+    assert!(
+        metrics
+            .render()
+            .contains("walship_stream_upload_retries_total 0"),
+        "{}",
+        metrics.render()
+    );
+    assert_eq!(metrics.flushed_lsn(), name.start_lsn());
 }
