@@ -1,7 +1,8 @@
 //! The commands' own logic over `FaultyStorage` (issue 19, item 2): what `archive`, `fetch`
 //! and the stream uploader do when storage fails in the ways a network fails, deterministic,
-//! with no server, in milliseconds (one test waits out the uploader's 1 s backoff). (`backup` with failing bundle uploads is in `backup_stream.rs`, beside
-//! the helpers that build its input.)
+//! with no server, in milliseconds (one test waits out the uploader's 1 s backoff).
+//! (`backup` with failing bundle uploads and restore's bundle retry are in
+//! `backup_stream.rs`, beside the helpers that build a backup.)
 
 // The archive future's type is deep (the S3 backend's types are in every storage call's
 // future): rustc's default query depth of 128 is not enough to lay it out.
