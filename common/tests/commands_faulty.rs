@@ -115,6 +115,35 @@ async fn archive_whose_put_replies_are_lost_compares_and_succeeds() {
     assert!(stored[..] == std::fs::read(&path).unwrap()[..]);
 }
 
+/// The archive race lost to another writer with different bytes: between archive's check
+/// (the segment is absent) and its create-only put, another writer stores other content
+/// under the name. archive compares and refuses naming the segment, never reports success,
+/// and the other writer's object is left as it is.
+#[tokio::test]
+async fn archive_that_loses_the_race_to_other_content_refuses() {
+    use walship_common::codec::encode_to_vec;
+    use walship_common::repo::RepoIdentity;
+    let dir = tempfile::tempdir().unwrap();
+    let other = encode_to_vec(&segment(SEGMENT, 0xCD), Codec::Lz4).unwrap();
+    let plan = FaultPlan::fail_first(1)
+        .only(&[StorageOp::Put])
+        .race_put_with(bytes::Bytes::from(other.clone()));
+    let (clean, faulty) = repos(dir.path(), plan);
+    clean
+        .ensure_identity(&RepoIdentity::new(SYSID, 15, 1 << 20))
+        .await
+        .unwrap();
+    let path = wal_file(dir.path(), SEGMENT, 0xAB);
+    let err = archive::archive_file(&faulty, &path, None)
+        .await
+        .unwrap_err();
+    assert!(err.is_refusal(), "{err}");
+    assert!(err.to_string().contains(SEGMENT), "{err}");
+    let key =
+        layout::wal_key(&walship_common::pg::ArchiveFileName::parse(SEGMENT, one_mib()).unwrap());
+    assert!(clean.storage().get_bytes(&key).await.unwrap() == other);
+}
+
 /// No spool: the destinations are not inside a `pg_wal` directory.
 fn no_spool() -> FetchOptions {
     FetchOptions {

@@ -4,7 +4,8 @@
 //! It fails the first `fail_first` attempts of each (operation, key) pair with a transient
 //! error (the retry layer should ride over them when `fail_first` is below its attempt
 //! count), or, for `get`, hands out a stream that breaks after `cut_get_after` bytes, or, for
-//! `put` with `lose_put_reply`, stores the object and then fails as if the reply was lost.
+//! `put` with `lose_put_reply`, stores the object and then fails as if the reply was lost,
+//! or, with `race_put_with`, lets another writer store other bytes just before the put.
 //! Wrap it back into an [`AnyStorage`] (`AnyStorage::from`) so that the code under test
 //! holds the same type as in production, with the retry policy of the storage it wraps.
 
@@ -39,6 +40,9 @@ pub struct FaultPlan {
     /// For `put`: the faulty attempts store the object and then fail, as when the server's
     /// reply is lost; the retry then finds the object there (a race its own writer lost).
     pub lose_put_reply: bool,
+    /// For `put`: the faulty attempts are raced by another writer that stores these bytes
+    /// under the key just before the attempt goes through (so an `if_absent` put finds it).
+    pub race_put_with: Option<Bytes>,
 }
 
 impl FaultPlan {
@@ -59,6 +63,12 @@ impl FaultPlan {
     /// Makes faulty `put` attempts store the object, then report a transient failure.
     pub fn lose_put_reply(mut self) -> FaultPlan {
         self.lose_put_reply = true;
+        self
+    }
+
+    /// Makes another writer store `bytes` under the key just before each faulty `put`.
+    pub fn race_put_with(mut self, bytes: Bytes) -> FaultPlan {
+        self.race_put_with = Some(bytes);
         self
     }
 
@@ -183,6 +193,12 @@ impl Storage for FaultyStorage {
         if !self.is_faulty(StorageOp::Put, key.as_str()) {
             return self.inner.put(key, body, opts).await;
         }
+        if let Some(other) = &self.plan.race_put_with {
+            self.inner
+                .put(key, other.clone(), PutOptions::default())
+                .await?;
+            return self.inner.put(key, body, opts).await;
+        }
         if self.plan.lose_put_reply {
             self.inner.put(key, body, opts).await?;
         }
@@ -199,6 +215,12 @@ impl Storage for FaultyStorage {
         R: AsyncRead + Send + Unpin,
     {
         if !self.is_faulty(StorageOp::Put, key.as_str()) {
+            return self.inner.put_stream(key, body, opts).await;
+        }
+        if let Some(other) = &self.plan.race_put_with {
+            self.inner
+                .put(key, other.clone(), PutOptions::default())
+                .await?;
             return self.inner.put_stream(key, body, opts).await;
         }
         if self.plan.lose_put_reply {
