@@ -201,6 +201,63 @@ mod tests {
         }
     }
 
+    /// Issue 19, item 9: exit codes are documented in one place, README's table; a
+    /// command's `--help` that lists its exit codes lists only codes the table gives that
+    /// command.
+    #[test]
+    fn exit_codes_in_help_agree_with_the_readme_table() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("## Exit codes")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README.md has an Exit codes section");
+        // code -> the table's "commands" cell
+        let rows: Vec<(u8, String)> = table
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                Some((cells.get(1)?.parse().ok()?, cells.get(3)?.to_string()))
+            })
+            .collect();
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        let mut checked = 0;
+        for name in names {
+            let help = long_help(&name);
+            let Some((_, codes)) = help.split_once("Exit codes") else {
+                continue;
+            };
+            let codes = codes.split("Usage:").next().unwrap_or_default();
+            for line in codes.lines() {
+                let Some(code) = line
+                    .strip_prefix("  ")
+                    .and_then(|l| l.split_whitespace().next())
+                    .and_then(|c| c.parse::<u8>().ok())
+                else {
+                    continue;
+                };
+                let row = rows.iter().find(|(c, _)| *c == code);
+                let commands = &row
+                    .unwrap_or_else(|| {
+                        panic!("`walship {name} --help` lists exit code {code}, README does not")
+                    })
+                    .1;
+                assert!(
+                    commands == "all" || commands.contains(&format!("`{name}`")),
+                    "`walship {name} --help` lists exit code {code}; README gives it to {commands}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 10,
+            "only {checked} exit codes found in the help texts"
+        );
+    }
+
     /// Issue 19, item 9: one duration syntax. Duration flags refuse what the same text in
     /// the configuration refuses (zero, a bare number).
     #[test]
