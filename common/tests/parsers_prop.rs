@@ -110,6 +110,30 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Bounded work on a lying object: a trailer that claims another length (up to 1 GiB, its
+    /// stored crc32c recomputed so that only the content checks can tell) is refused, without
+    /// producing that much content.
+    #[test]
+    fn an_object_lying_about_its_length_is_refused(
+        content in prop::collection::vec(any::<u8>(), 1..3000),
+        codec in 0usize..3,
+        claimed in prop_oneof![0u64..10_000, Just(1u64 << 30), Just(u64::MAX)],
+    ) {
+        let mut stored = encode_to_vec(&content, CODECS[codec]).unwrap();
+        prop_assume!(claimed != content.len() as u64);
+        let trailer = stored.len() - 20;
+        stored[trailer..trailer + 8].copy_from_slice(&claimed.to_le_bytes());
+        let crc = crc32c::crc32c(&stored[..trailer]);
+        stored[trailer + 12..trailer + 16].copy_from_slice(&crc.to_le_bytes());
+        let started = std::time::Instant::now();
+        prop_assert!(decode_to_vec(&stored).is_err());
+        prop_assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backup manifests
 
