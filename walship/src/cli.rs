@@ -46,14 +46,15 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Archive one WAL file (archive_command = 'walship archive %p').
     ///
-    /// Compresses the file, stores it in the repository as one object written atomically
-    /// (never a half-written file under its final name) and reads it back to verify before
-    /// exiting 0. A file already archived with identical content is a success (Postgres may
-    /// call twice); different content under the same name is refused. With --async, one call
-    /// also pushes the next `.ready` files, so Postgres's later calls return at once.
+    /// Checks the file's page headers against its name, compresses it, and stores it in the
+    /// repository as one object written atomically (never a half-written file under its
+    /// final name), exiting 0 only once the storage has confirmed the object's checksum. A
+    /// file already archived with identical content is a success (Postgres may call twice);
+    /// different content under the same name is refused. With --async, one call also pushes
+    /// the next `.ready` files, so Postgres's later calls return at once.
     ///
     /// Exit codes (any non-zero code makes Postgres keep the file and call again):
-    ///   0    archived durably and verified, or already archived with identical content
+    ///   0    stored durably with its checksum confirmed, or already archived identically
     ///   2    bad flags or arguments
     ///   3    failed (storage, configuration, an unreadable file)
     ///   4    refused: different content already archived, another cluster's repository,
