@@ -12,7 +12,7 @@ use walship_common::catalog::{BackupId, BackupManifest};
 use walship_common::codec::Codec;
 use walship_common::pg::{ArchiveFileName, TimelineHistory, TimelineId, WalFileName, WalSegSize};
 use walship_common::repo::{RepoIdentity, Repository, layout};
-use walship_common::storage::{AnyStorage, LocalStorage};
+use walship_common::storage::{AnyStorage, LocalStorage, Storage};
 use walship_restore::plan::plan;
 use walship_restore::target::parse_target_time;
 use walship_restore::timeline::{ArchiveListing, backup_on_path};
@@ -66,6 +66,22 @@ impl Crafted {
         let manifest: BackupManifest = serde_json::from_value(json).unwrap();
         let key = layout::manifest_key(manifest.id);
         let text = serde_json::to_vec(&manifest).unwrap();
+        self.repo
+            .put_content(&key, Bytes::from(text), false)
+            .await
+            .unwrap();
+    }
+
+    /// Stores a manifest like [`Crafted::backup`]'s but of another cluster.
+    async fn foreign_backup(&self, id: &str) {
+        self.backup(id, 1, 0x300_0028, 0x300_0100, "2026-11-22T10:00:00Z")
+            .await;
+        let key = layout::manifest_key(id.parse().unwrap());
+        let mut manifest: BackupManifest =
+            serde_json::from_slice(&self.repo.get_content(&key).await.unwrap()).unwrap();
+        manifest.system_identifier = SYSTEM_ID + 1;
+        let text = serde_json::to_vec(&manifest).unwrap();
+        self.repo.storage().delete(&key).await.unwrap();
         self.repo
             .put_content(&key, Bytes::from(text), false)
             .await
@@ -586,4 +602,55 @@ fn wal_scan_matches_is_postgres_stop_rule() {
     ));
     assert!(!matches(&RecoveryTarget::Latest, false, &commit(1, 1)));
     assert!(!matches(&RecoveryTarget::Immediate, false, &commit(1, 1)));
+}
+
+/// A backup of another cluster in the repository is refused as such, naming both system
+/// identifiers.
+#[tokio::test]
+async fn a_backup_of_another_cluster_is_refused_naming_both() {
+    let c = Crafted::new().await;
+    c.foreign_backup("20261122T100000Z").await;
+    let plan = c
+        .plan(RecoveryTarget::Latest, TimelineChoice::Latest, None)
+        .await;
+    assert!(
+        kinds(&plan).contains(&ProblemKind::OtherCluster),
+        "{:?}",
+        plan.problems
+    );
+    let message = &plan.problems[0].message;
+    assert!(message.contains(&SYSTEM_ID.to_string()), "{message}");
+    assert!(message.contains(&(SYSTEM_ID + 1).to_string()), "{message}");
+    assert!(!plan.is_ok());
+}
+
+/// A segment object that is not the segment its name says (here: 7 bytes) is refused as a
+/// bad segment naming it, never read past.
+#[tokio::test]
+async fn a_segment_that_is_not_what_its_name_says_is_refused_naming_it() {
+    let c = Crafted::new().await;
+    c.backup(
+        "20261122T100000Z",
+        1,
+        0x300_0028,
+        0x300_0100,
+        "2026-11-22T10:00:00Z",
+    )
+    .await;
+    c.wal("000000010000000000000003").await;
+    let plan = c
+        .plan(RecoveryTarget::Latest, TimelineChoice::Latest, None)
+        .await;
+    assert_eq!(
+        kinds(&plan),
+        [ProblemKind::BadSegment],
+        "{:?}",
+        plan.problems
+    );
+    assert!(
+        plan.problems[0]
+            .message
+            .contains("000000010000000000000003")
+    );
+    assert!(!plan.reachable);
 }
