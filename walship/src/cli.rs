@@ -207,20 +207,7 @@ mod tests {
     /// command.
     #[test]
     fn exit_codes_in_help_agree_with_the_readme_table() {
-        let readme = include_str!("../../README.md");
-        let table = readme
-            .split("## Exit codes")
-            .nth(1)
-            .and_then(|s| s.split("\n## ").next())
-            .expect("README.md has an Exit codes section");
-        // code -> the table's "commands" cell
-        let rows: Vec<(u8, String)> = table
-            .lines()
-            .filter_map(|l| {
-                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-                Some((cells.get(1)?.parse().ok()?, cells.get(3)?.to_string()))
-            })
-            .collect();
+        let rows = crate::exit::readme_table();
         let names: Vec<String> = Cli::command()
             .get_subcommands()
             .map(|c| c.get_name().to_string())
