@@ -497,3 +497,122 @@ async fn another_clusters_repository_is_refused_before_any_data_moves() {
     let catalog = read_catalog(&repo).await.unwrap();
     assert!(catalog.complete.is_empty() && catalog.incomplete.is_empty());
 }
+
+/// Issue 19, item 2: bundle uploads that keep failing (beyond the retry budget) fail the
+/// backup with a storage error, not a refusal, and leave no manifest: nothing the catalog
+/// lists as a backup; what was uploaded is an incomplete backup, removable. Once the
+/// failures stop, the same repository takes a complete backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_bundle_uploads_leave_no_manifest_and_nothing_complete() {
+    use walship_common::storage::{FaultPlan, FaultyStorage, RetryPolicy, StorageOp};
+    let (repo, _dir) = repo_with_wal().await;
+    let quick = repo.storage().clone().with_retry(RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+        deadline: None,
+        not_after: None,
+    });
+    let failing = Repository::new(
+        AnyStorage::from(FaultyStorage::new(
+            quick,
+            FaultPlan::fail_first(1000).only(&[StorageOp::Put]),
+        )),
+        Codec::Lz4,
+    );
+    let err = run_backup(
+        &failing,
+        stream(main_archive(true), None),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        !err.is_refusal(),
+        "a storage failure is not a refusal: {err}"
+    );
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    let catalog = read_catalog(&repo).await.unwrap();
+    assert!(
+        catalog.complete.is_empty(),
+        "a backup is listed after failed uploads"
+    );
+    remove_incomplete(&repo, None).await.unwrap();
+    let outcome = run_backup(
+        &repo,
+        stream(main_archive(true), None),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        read_catalog(&repo).await.unwrap().complete[0].id,
+        outcome.manifest.id
+    );
+}
+
+/// Issue 19, item 2: restore's bundle retry, over bundle streams that break mid-object.
+/// Breaking fewer times than its attempts, the restore completes with identical files;
+/// breaking every time, it fails with a storage error and `global/pg_control` (written last)
+/// is absent, so the directory cannot be mistaken for a restored one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_starts_a_broken_bundle_again_and_fails_cleanly_when_it_keeps_breaking() {
+    use walship_common::storage::{FaultPlan, FaultyStorage, StorageOp};
+    let (repo, _dir) = repo_with_wal().await;
+    let outcome = run_backup(
+        &repo,
+        stream(main_archive(true), None),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let manifest = outcome.manifest;
+    for (breaks, succeeds) in [(2, true), (3, false)] {
+        let faulty = Repository::new(
+            AnyStorage::from(FaultyStorage::new(
+                repo.storage().clone(),
+                FaultPlan::fail_first(breaks)
+                    .only(&[StorageOp::Get])
+                    .cut_get_after(1000),
+            )),
+            Codec::Lz4,
+        );
+        let out = tempfile::tempdir().unwrap();
+        let data = out.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let opts = walship_restore::MaterialiseOptions {
+            tablespaces: BTreeMap::from([(16384, out.path().join("ts"))]),
+            parallel: 2,
+            ..Default::default()
+        };
+        let result = walship_restore::materialise::materialise(
+            &faulty,
+            &manifest,
+            &data,
+            &opts,
+            Arc::new(|_| {}),
+        )
+        .await;
+        if succeeds {
+            result.unwrap_or_else(|e| panic!("{breaks} breaks: {e}"));
+            for (name, bytes) in main_files() {
+                if name != "tablespace_map" {
+                    assert!(
+                        std::fs::read(data.join(name)).unwrap() == bytes,
+                        "{name} differs"
+                    );
+                }
+            }
+        } else {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, walship_restore::RestoreError::Storage(_)),
+                "{breaks} breaks: {err}"
+            );
+            assert!(
+                !data.join("global/pg_control").exists(),
+                "pg_control written"
+            );
+        }
+    }
+}

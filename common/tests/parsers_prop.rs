@@ -110,6 +110,30 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Bounded work on a lying object: a trailer that claims another length (up to 1 GiB, its
+    /// stored crc32c recomputed so that only the content checks can tell) is refused, without
+    /// producing that much content.
+    #[test]
+    fn an_object_lying_about_its_length_is_refused(
+        content in prop::collection::vec(any::<u8>(), 1..3000),
+        codec in 0usize..3,
+        claimed in prop_oneof![0u64..10_000, Just(1u64 << 30), Just(u64::MAX)],
+    ) {
+        let mut stored = encode_to_vec(&content, CODECS[codec]).unwrap();
+        prop_assume!(claimed != content.len() as u64);
+        let trailer = stored.len() - 20;
+        stored[trailer..trailer + 8].copy_from_slice(&claimed.to_le_bytes());
+        let crc = crc32c::crc32c(&stored[..trailer]);
+        stored[trailer + 12..trailer + 16].copy_from_slice(&crc.to_le_bytes());
+        let started = std::time::Instant::now();
+        prop_assert!(decode_to_vec(&stored, 1 << 20).is_err());
+        prop_assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backup manifests
 
@@ -468,5 +492,68 @@ proptest! {
         prop_assert_eq!(config.s3.connect_timeout, std::time::Duration::from_secs(seconds));
         prop_assert_eq!(config.s3.part_size.0, mib << 20);
         prop_assert_eq!(config.stream.slot, slot);
+    }
+}
+
+/// A configuration printed (its serialized form, in the file's syntax) as a file loads back
+/// to the same configuration: parse, print, parse is the identity.
+fn printed_as_file(config: &Config) -> String {
+    let json = serde_json::to_value(config).unwrap();
+    let scalar = |v: &serde_json::Value| -> Option<toml::Value> {
+        match v {
+            serde_json::Value::String(s) => Some(toml::Value::String(s.clone())),
+            serde_json::Value::Bool(b) => Some(toml::Value::Boolean(*b)),
+            serde_json::Value::Number(n) => n.as_i64().map(toml::Value::Integer),
+            _ => None,
+        }
+    };
+    let mut file = toml::Table::new();
+    for (key, value) in json.as_object().unwrap() {
+        match value {
+            serde_json::Value::Object(section) => {
+                let table: toml::Table = section
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), scalar(v)?)))
+                    .collect();
+                file.insert(key.clone(), toml::Value::Table(table));
+            }
+            v if key != "config_file" => {
+                if let Some(v) = scalar(v) {
+                    file.insert(key.clone(), v);
+                }
+            }
+            _ => {}
+        }
+    }
+    toml::to_string(&file).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn config_parse_print_parse_is_the_identity(
+        parallel in 1usize..=256,
+        read_ahead in 0usize..=256,
+        millis in 1u64..10_000_000,
+        part_mib in 5u64..5000,
+        zstd in proptest::option::of(1i32..=22),
+        path_style in any::<bool>(),
+        region in "[a-z]{2}-[a-z]{4,9}-[1-9]",
+    ) {
+        let compression = zstd.map_or("lz4".to_string(), |l| format!("zstd:{l}"));
+        let text = format!(
+            "repo = \"s3://bucket/prefix\"\ncompression = \"{compression}\"\n\
+             [s3]\nendpoint = \"http://127.0.0.1:8333\"\nregion = \"{region}\"\n\
+             path_style = {path_style}\noperation_timeout = \"{millis}ms\"\n\
+             part_size = \"{part_mib}MiB\"\n\
+             [archive]\nparallel = {parallel}\nread_ahead = {read_ahead}\n\
+             [restore]\nparallel = {parallel}\n"
+        );
+        let first = load_file(&text).map_err(TestCaseError::fail)?;
+        let printed = printed_as_file(&first);
+        let again = load_file(&printed).map_err(|e| TestCaseError::fail(format!("{e}\n{printed}")))?;
+        let strip = |c: Config| Config { config_file: None, ..c };
+        prop_assert_eq!(strip(again), strip(first));
     }
 }

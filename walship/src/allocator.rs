@@ -3,9 +3,9 @@
 //! walship handles WAL in buffers of up to a segment (16 MiB): a segment read for upload, a
 //! stream's segment and tail snapshots, their compressed forms. glibc serves such a request
 //! with `mmap` at first, but once one is freed it raises its mmap threshold to that size, and
-//! from then on serves them from per-thread arenas, which keep freed memory. Measured with
-//! `bench archive` and `bench stream`: one `walship archive --async` call peaked at 144 MiB
-//! instead of 65, `walship stream` at 131-147 MiB instead of 88-123. A fixed threshold of
+//! from then on serves them from per-thread arenas, which keep freed memory, so that an
+//! `--async` call or a stream peaks at twice the memory it uses (`bench archive`, `bench
+//! stream`; the figures are in BENCHMARKS.md, "Design measurements"). A fixed threshold of
 //! [`MMAP_THRESHOLD`] (which also turns the dynamic adjustment off) and at most
 //! [`ARENA_MAX`] arenas keep the memory of a process close to what it uses; a trim threshold
 //! of [`TRIM_THRESHOLD`] keeps it from being handed back and faulted in again buffer by buffer.

@@ -46,14 +46,15 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Archive one WAL file (archive_command = 'walship archive %p').
     ///
-    /// Compresses the file, stores it in the repository as one object written atomically
-    /// (never a half-written file under its final name) and reads it back to verify before
-    /// exiting 0. A file already archived with identical content is a success (Postgres may
-    /// call twice); different content under the same name is refused. With --async, one call
-    /// also pushes the next `.ready` files, so Postgres's later calls return at once.
+    /// Checks the file's page headers against its name, compresses it, and stores it in the
+    /// repository as one object written atomically (never a half-written file under its
+    /// final name), exiting 0 only once the storage has confirmed the object's checksum. A
+    /// file already archived with identical content is a success (Postgres may call twice);
+    /// different content under the same name is refused. With --async, one call also pushes
+    /// the next `.ready` files, so Postgres's later calls return at once.
     ///
     /// Exit codes (any non-zero code makes Postgres keep the file and call again):
-    ///   0    archived durably and verified, or already archived with identical content
+    ///   0    stored durably with its checksum confirmed, or already archived identically
     ///   2    bad flags or arguments
     ///   3    failed (storage, configuration, an unreadable file)
     ///   4    refused: different content already archived, another cluster's repository,
@@ -206,6 +207,50 @@ mod tests {
                 });
             assert!(found, "no {flag} whose help says [config: {key}]");
         }
+    }
+
+    /// Issue 19, item 9: exit codes are documented in one place, README's table; a
+    /// command's `--help` that lists its exit codes lists only codes the table gives that
+    /// command.
+    #[test]
+    fn exit_codes_in_help_agree_with_the_readme_table() {
+        let rows = crate::exit::readme_table();
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        let mut checked = 0;
+        for name in names {
+            let help = long_help(&name);
+            let Some((_, codes)) = help.split_once("Exit codes") else {
+                continue;
+            };
+            let codes = codes.split("Usage:").next().unwrap_or_default();
+            for line in codes.lines() {
+                let Some(code) = line
+                    .strip_prefix("  ")
+                    .and_then(|l| l.split_whitespace().next())
+                    .and_then(|c| c.parse::<u8>().ok())
+                else {
+                    continue;
+                };
+                let row = rows.iter().find(|(c, _)| *c == code);
+                let commands = &row
+                    .unwrap_or_else(|| {
+                        panic!("`walship {name} --help` lists exit code {code}, README does not")
+                    })
+                    .1;
+                assert!(
+                    commands == "all" || commands.contains(&format!("`{name}`")),
+                    "`walship {name} --help` lists exit code {code}; README gives it to {commands}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 10,
+            "only {checked} exit codes found in the help texts"
+        );
     }
 
     /// Issue 19, item 9: one duration syntax. Duration flags refuse what the same text in

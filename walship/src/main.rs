@@ -2,6 +2,8 @@
 //! command and maps its outcome to an exit code. The work lives in `walship-common` and
 //! `walship-restore`; nothing here is needed by a test of the libraries.
 
+// The futures of the commands are deep types (each storage call's future holds the S3
+// backend's): rustc's default query depth of 128 is too shallow to lay them out.
 #![recursion_limit = "256"]
 
 mod allocator;

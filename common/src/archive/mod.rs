@@ -10,8 +10,9 @@
 //!
 //! Each file goes through two phases: *prepare* (read, check, compare with what the
 //! repository holds, encode) and *upload* (only the encoded object is held). A segment the
-//! repository does not hold yet, nearly every call, is prepared in one streaming pass of 1 MiB
-//! chunks ([`segment_file`]); anything else is read whole and compared byte for byte.
+//! repository does not hold yet, nearly every call, is prepared in one streaming pass of
+//! 256 KiB chunks (lz4; 1 MiB for other codecs; [`segment_file`]); anything else is read
+//! whole and compared byte for byte.
 //! `--async` runs at most `RAW_IN_FLIGHT` (2) files in the first phase at once, so one call's
 //! memory is bounded by that many files being prepared plus the encoded uploads in flight,
 //! whatever the backlog. `walship.json` is read once per file.

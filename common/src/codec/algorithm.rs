@@ -11,7 +11,7 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 ///
 /// Parsed from configuration strings: `none`, `lz4`, `zstd` (level 3) or `zstd:N` with
 /// N in 1..=22. Displays in the same syntax, so a value round-trips through the config file
-/// and `walship check --json`.
+/// and a serialized `Config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Codec {
     /// Stored as is (still framed and checksummed).

@@ -32,8 +32,7 @@
 //! (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, web identity, instance metadata),
 //! and Postgres passwords from libpq's conventions (`PGPASSWORD`, `~/.pgpass`). A key that looks
 //! like a secret is refused with a pointer to those, a repository URL or endpoint carrying
-//! credentials is refused without echoing it, and so a serialized `Config` (`walship check
-//! --json`) is safe to print. `AWS_REGION` and `AWS_ENDPOINT_URL` keep working through the AWS
+//! credentials is refused without echoing it, and so a serialized `Config` is safe to print. `AWS_REGION` and `AWS_ENDPOINT_URL` keep working through the AWS
 //! chain when `s3.region` and `s3.endpoint` are not set.
 //!
 //! Environment variables that are set but empty count as unset (as container tooling often

@@ -265,7 +265,7 @@ impl FetchSpool {
     }
 
     /// Checks the entry for `name` against its receipt (size and crc32c), reading it once in
-    /// 1 MiB chunks, and returns its first `head` bytes (for the caller's header check). A
+    /// [`READ_BUFFER`] chunks, and returns its first `head` bytes (for the caller's header check). A
     /// missing, partial or mismatching entry is removed and `None` returned.
     pub fn verify(&self, name: &WalFileName, head: usize) -> Option<Vec<u8>> {
         let receipt = fs::read_to_string(self.receipt_path(name)).ok()?;

@@ -3,7 +3,9 @@
 //!
 //! It fails the first `fail_first` attempts of each (operation, key) pair with a transient
 //! error (the retry layer should ride over them when `fail_first` is below its attempt
-//! count), or, for `get`, hands out a stream that breaks after `cut_get_after` bytes.
+//! count), or, for `get`, hands out a stream that breaks after `cut_get_after` bytes, or, for
+//! `put` with `lose_put_reply`, stores the object and then fails as if the reply was lost,
+//! or, with `race_put_with`, lets another writer store other bytes just before the put.
 //! Wrap it back into an [`AnyStorage`] (`AnyStorage::from`) so that the code under test
 //! holds the same type as in production, with the retry policy of the storage it wraps.
 
@@ -35,6 +37,12 @@ pub struct FaultPlan {
     /// For `get`: instead of failing to open, the faulty attempts return a stream that
     /// fails after this many bytes (when the object is longer).
     pub cut_get_after: Option<u64>,
+    /// For `put`: the faulty attempts store the object and then fail, as when the server's
+    /// reply is lost; the retry then finds the object there (a race its own writer lost).
+    pub lose_put_reply: bool,
+    /// For `put`: the faulty attempts are raced by another writer that stores these bytes
+    /// under the key just before the attempt goes through (so an `if_absent` put finds it).
+    pub race_put_with: Option<Bytes>,
 }
 
 impl FaultPlan {
@@ -49,6 +57,18 @@ impl FaultPlan {
     /// Restricts the faults to `ops`.
     pub fn only(mut self, ops: &[StorageOp]) -> FaultPlan {
         self.ops = ops.to_vec();
+        self
+    }
+
+    /// Makes faulty `put` attempts store the object, then report a transient failure.
+    pub fn lose_put_reply(mut self) -> FaultPlan {
+        self.lose_put_reply = true;
+        self
+    }
+
+    /// Makes another writer store `bytes` under the key just before each faulty `put`.
+    pub fn race_put_with(mut self, bytes: Bytes) -> FaultPlan {
+        self.race_put_with = Some(bytes);
         self
     }
 
@@ -170,8 +190,19 @@ impl Storage for FaultyStorage {
         body: Bytes,
         opts: PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
-        self.check(StorageOp::Put, key.as_str())?;
-        self.inner.put(key, body, opts).await
+        if !self.is_faulty(StorageOp::Put, key.as_str()) {
+            return self.inner.put(key, body, opts).await;
+        }
+        if let Some(other) = &self.plan.race_put_with {
+            self.inner
+                .put(key, other.clone(), PutOptions::default())
+                .await?;
+            return self.inner.put(key, body, opts).await;
+        }
+        if self.plan.lose_put_reply {
+            self.inner.put(key, body, opts).await?;
+        }
+        Err(self.fault(StorageOp::Put, key.as_str()))
     }
 
     async fn put_stream<R>(
@@ -183,8 +214,19 @@ impl Storage for FaultyStorage {
     where
         R: AsyncRead + Send + Unpin,
     {
-        self.check(StorageOp::Put, key.as_str())?;
-        self.inner.put_stream(key, body, opts).await
+        if !self.is_faulty(StorageOp::Put, key.as_str()) {
+            return self.inner.put_stream(key, body, opts).await;
+        }
+        if let Some(other) = &self.plan.race_put_with {
+            self.inner
+                .put(key, other.clone(), PutOptions::default())
+                .await?;
+            return self.inner.put_stream(key, body, opts).await;
+        }
+        if self.plan.lose_put_reply {
+            self.inner.put_stream(key, body, opts).await?;
+        }
+        Err(self.fault(StorageOp::Put, key.as_str()))
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError> {

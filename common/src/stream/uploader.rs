@@ -274,7 +274,7 @@ impl Worker {
         if newest.is_empty() || newest.end_lsn() <= *self.flushed.borrow() {
             return Ok(());
         }
-        let mut backoff = Backoff::uploads();
+        let mut retry = Retry::new(&self.metrics);
         let started = std::time::Instant::now();
         let outcome = loop {
             let stored = tokio::select! {
@@ -284,16 +284,11 @@ impl Worker {
             };
             match stored {
                 Ok(outcome) => break outcome,
-                Err(e) if is_transient(&e) => {
-                    self.metrics.upload_retry();
-                    let wait = backoff.next_delay();
-                    tracing::error!(
-                        "store the tail of {} (retrying in {wait:?}): {e}",
-                        newest.name
-                    );
+                Err(e) => {
+                    let what = format!("store the tail of {}", newest.name);
+                    let wait = retry.delay_or_fail(&what, e)?;
                     self.unless_given_up(tokio::time::sleep(wait)).await?;
                 }
-                Err(e) => return Err(e),
             }
         };
         if outcome == TailOutcome::Stored {
@@ -338,7 +333,7 @@ impl Worker {
     }
 
     async fn release_one(&mut self, name: WalFileName) -> Result<(), StreamError> {
-        let mut backoff = Backoff::uploads();
+        let mut retry = Retry::new(&self.metrics);
         loop {
             let released = tokio::select! {
                 biased;
@@ -347,13 +342,11 @@ impl Worker {
             };
             match released {
                 Ok(()) => return Ok(()),
-                Err(e) if is_transient(&e) => {
-                    self.metrics.upload_retry();
-                    let wait = backoff.next_delay();
-                    tracing::error!("remove the stream tail of {name} (retrying in {wait:?}): {e}");
+                Err(e) => {
+                    let what = format!("remove the stream tail of {name}");
+                    let wait = retry.delay_or_fail(&what, e)?;
                     self.unless_given_up(tokio::time::sleep(wait)).await?;
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -364,19 +357,45 @@ impl Worker {
         Fut: Future<Output = Result<T, E>>,
         E: Into<StreamError>,
     {
-        let mut backoff = Backoff::uploads();
+        let mut retry = Retry::new(&self.metrics);
         loop {
             match self.unless_given_up(op()).await?.map_err(Into::into) {
                 Ok(value) => return Ok(value),
-                Err(e) if is_transient(&e) => {
-                    self.metrics.upload_retry();
-                    let wait = backoff.next_delay();
-                    tracing::error!("{what} (retrying in {wait:?}): {e}");
+                Err(e) => {
+                    let wait = retry.delay_or_fail(what, e)?;
                     self.unless_given_up(tokio::time::sleep(wait)).await?;
                 }
-                Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// The one retry rule of the uploader's loops (a store, a tail, a release): after a failed
+/// attempt, a transient error is counted, logged and waited out with [`Backoff::uploads`];
+/// anything else ends the loop.
+struct Retry<'a> {
+    metrics: &'a StreamMetrics,
+    backoff: Backoff,
+}
+
+impl<'a> Retry<'a> {
+    fn new(metrics: &'a StreamMetrics) -> Retry<'a> {
+        Retry {
+            metrics,
+            backoff: Backoff::uploads(),
+        }
+    }
+
+    /// How long to wait before the next attempt at `what` when `e` is transient (counted and
+    /// logged); `e` otherwise. The caller waits, so that a stop signal can cut the wait short.
+    fn delay_or_fail(&mut self, what: &str, e: StreamError) -> Result<Duration, StreamError> {
+        if !is_transient(&e) {
+            return Err(e);
+        }
+        self.metrics.upload_retry();
+        let wait = self.backoff.next_delay();
+        tracing::error!("{what} (retrying in {wait:?}): {e}");
+        Ok(wait)
     }
 }
 

@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use wait4::Wait4;
 
 use super::BenchTable;
-use super::wal_load::{self, parse_lsn};
+use super::wal_load::{self, parse_lsn, pgbench};
 use super::walship_bin::{WalshipRepo, s3_unless, walship_binary};
 use crate::{Cluster, S3Server};
 
@@ -442,27 +442,6 @@ fn flushed_lsn(addr: &str) -> Result<u64> {
 struct PgbenchOut {
     tps: f64,
     latency_ms: f64,
-}
-
-fn pgbench_cmd(cluster: &Cluster, args: &[&str]) -> Command {
-    let mut cmd = cluster.pg_command("pgbench");
-    cmd.args(["-h", "127.0.0.1", "-p", &cluster.port().to_string()])
-        .args(["-U", "postgres"])
-        .args(args)
-        .arg("postgres");
-    cmd
-}
-
-fn pgbench(cluster: &Cluster, args: &[&str]) -> Result<String> {
-    let out = pgbench_cmd(cluster, args).output().context("run pgbench")?;
-    if !out.status.success() {
-        bail!(
-            "pgbench {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Unthrottled TPC-B-like pgbench for the configured time.

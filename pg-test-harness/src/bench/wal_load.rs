@@ -50,7 +50,8 @@ pub fn load_cluster(install: &PgInstall, extra: &[(&str, String)]) -> Cluster {
 /// Runs `pgbench -i` at a scale that writes about `segments / 4` segments of bulk WAL.
 pub fn pgbench_init(cluster: &Cluster, segments: usize) -> Result<()> {
     let scale = (segments / 4).max(1).to_string();
-    pgbench(cluster, &["-i", "-q", "-s", &scale])
+    pgbench(cluster, &["-i", "-q", "-s", &scale])?;
+    Ok(())
 }
 
 /// Runs pgbench rounds (each followed by a checkpoint) until the cluster has completed at
@@ -90,20 +91,22 @@ pub fn switch_wal(cluster: &Cluster) -> Result<u64> {
     Ok((switch - 1) / SEGMENT_BYTES)
 }
 
-/// Runs pgbench against `cluster` as the cluster owner; fails with its output.
-pub fn pgbench(cluster: &Cluster, args: &[&str]) -> Result<()> {
+/// pgbench against `cluster`'s `postgres` database over TCP, as the cluster owner.
+pub fn pgbench_command(cluster: &Cluster, args: &[&str]) -> std::process::Command {
     let mut cmd = cluster.pg_command("pgbench");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &cluster.port().to_string(),
-        "-U",
-        "postgres",
-    ])
-    .args(args)
-    .arg("postgres");
-    let out = cmd.output().context("run pgbench")?;
+    cmd.args(["-h", "127.0.0.1", "-p", &cluster.port().to_string()])
+        .args(["-U", "postgres"])
+        .args(args)
+        .arg("postgres");
+    cmd
+}
+
+/// Runs pgbench (see [`pgbench_command`]) and returns its standard output; fails with its
+/// standard error.
+pub fn pgbench(cluster: &Cluster, args: &[&str]) -> Result<String> {
+    let out = pgbench_command(cluster, args)
+        .output()
+        .context("run pgbench")?;
     if !out.status.success() {
         bail!(
             "pgbench {args:?} failed ({}): {}",
@@ -111,7 +114,7 @@ pub fn pgbench(cluster: &Cluster, args: &[&str]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Parses a `pg_lsn` text (`16/B374D848`) into a byte position.

@@ -162,26 +162,7 @@ async fn show_progress(progress: Arc<Progress>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let p = progress.snapshot();
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        let rate = p.raw as f64 / secs;
-        let eta = if p.estimated_total > p.raw && rate > 0.0 {
-            let left = (p.estimated_total - p.raw) as f64 / rate;
-            format!(
-                ", ETA {}",
-                humantime::format_duration(Duration::from_secs(left as u64))
-            )
-        } else {
-            String::new()
-        };
-        let total = if p.estimated_total > 0 {
-            format!(" of ~{}", show::size(p.estimated_total))
-        } else {
-            String::new()
-        };
-        eprint!(
-            "\r{}{total} at {}/s{eta}          ",
-            show::size(p.raw),
-            show::size(rate as u64)
-        );
+        let line = show::progress_line(p.raw, p.estimated_total, started.elapsed());
+        eprint!("\r{line}          ");
     }
 }

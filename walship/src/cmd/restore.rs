@@ -18,6 +18,7 @@ use walship_restore::{
     TargetSpec, TimelineChoice,
 };
 
+use super::show;
 use crate::context::Context;
 use crate::exit;
 
@@ -290,7 +291,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
                         to.display(),
                         started.elapsed().as_secs_f64(),
                         s.files_written,
-                        bytes(s.bytes_written),
+                        show::size(s.bytes_written),
                         s.files_kept,
                         s.entries_removed,
                         s.bundles_fetched,
@@ -310,21 +311,15 @@ fn progress(enabled: bool) -> walship_restore::ProgressFn {
     let done = Arc::new(AtomicU64::new(0));
     let shown = Arc::new(AtomicU64::new(0));
     let terminal = enabled && std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
     Arc::new(move |n| {
         let total = done.fetch_add(n, Ordering::Relaxed) + n;
         let mib = total >> 20;
         if terminal && shown.swap(mib, Ordering::Relaxed) != mib {
-            eprint!("\rrestored {mib} MiB");
+            let line = show::progress_line(total, 0, started.elapsed());
+            eprint!("\rrestored {line}          ");
         }
     })
-}
-
-fn bytes(n: u64) -> String {
-    if n >= 1 << 30 {
-        format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30))
-    } else {
-        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
-    }
 }
 
 /// Prints the plan as text or JSON on stdout.
@@ -353,7 +348,7 @@ fn print_plan(plan: &RestorePlan, json: bool) {
             b.stop_lsn,
             b.stop_time.format("%Y-%m-%d %H:%M:%S UTC"),
             b.files,
-            bytes(b.bytes_stored)
+            show::size(b.bytes_stored)
         ),
         None => println!("  backup:         none usable"),
     }
@@ -366,7 +361,7 @@ fn print_plan(plan: &RestorePlan, json: bool) {
     println!(
         "  to fetch:       {} objects, {}",
         plan.fetch_objects,
-        bytes(plan.fetch_bytes)
+        show::size(plan.fetch_bytes)
     );
     if let Some(stop) = &plan.stop_record {
         let mut line = format!("  stops at:       record at LSN {}", stop.lsn);

@@ -1,5 +1,5 @@
-//! Formatting shared by `list`, `info` and `backup`: sizes, durations, and the summary of a
-//! manifest that `list --json` prints.
+//! Formatting shared by `list`, `info`, `backup` and `restore`: sizes (the one byte
+//! formatter), durations, and the summary of a manifest that `list --json` prints.
 
 use walship_common::catalog::BackupManifest;
 
@@ -17,6 +17,22 @@ pub fn size(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+/// One progress line: `1.2 GiB of ~2.9 GiB at 310.5 MiB/s, ETA 5s`; the total and the ETA
+/// only when `total` (an estimate; 0: unknown) is above what is done.
+pub fn progress_line(done: u64, total: u64, elapsed: std::time::Duration) -> String {
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    let mut line = size(done);
+    if total > done {
+        line.push_str(&format!(" of ~{}", size(total)));
+    }
+    line.push_str(&format!(" at {}/s", size(rate as u64)));
+    if total > done && rate > 0.0 {
+        let left = std::time::Duration::from_secs(((total - done) as f64 / rate) as u64);
+        line.push_str(&format!(", ETA {}", humantime::format_duration(left)));
+    }
+    line
 }
 
 /// `1m 5s`, `850ms`.
@@ -103,5 +119,22 @@ mod tests {
         assert_eq!(size(512), "512 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn progress_lines_say_total_and_eta_only_when_known() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(
+            progress_line(1 << 30, 3 << 30, secs(2)),
+            "1.0 GiB of ~3.0 GiB at 512.0 MiB/s, ETA 4s"
+        );
+        assert_eq!(
+            progress_line(10 << 20, 0, secs(1)),
+            "10.0 MiB at 10.0 MiB/s"
+        );
+        assert_eq!(
+            progress_line(4 << 20, 2 << 20, secs(1)),
+            "4.0 MiB at 4.0 MiB/s"
+        );
     }
 }

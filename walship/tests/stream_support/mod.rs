@@ -106,9 +106,9 @@ pub fn rand_suffix() -> u64 {
         .as_nanos() as u64
 }
 
+/// A `pg_lsn` text as a byte position (walship's own `Lsn` parser).
 pub fn lsn(text: &str) -> u64 {
-    let (hi, lo) = text.split_once('/').unwrap();
-    u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap()
+    text.trim().parse::<walship_common::Lsn>().unwrap().0
 }
 
 /// The name of the 1 MiB segment holding `lsn` on `tli`.

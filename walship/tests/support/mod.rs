@@ -210,15 +210,12 @@ pub fn archive_everything(cluster: &Cluster, timeout: Duration) {
 /// (`pg_walfile_name` of the switch LSN itself names the next segment on PG18, the previous
 /// one before; the byte before the switch point is unambiguous everywhere.)
 pub fn switch_wal(cluster: &Cluster) -> String {
-    let lsn = cluster.query_string("select pg_switch_wal()::text");
-    let (hi, lo) = lsn.split_once('/').unwrap();
-    let value =
-        (u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap()) - 1;
-    cluster.query_string(&format!(
-        "select pg_walfile_name('{:X}/{:X}'::pg_lsn)",
-        value >> 32,
-        value & 0xFFFF_FFFF
-    ))
+    let switch: walship_common::Lsn = cluster
+        .query_string("select pg_switch_wal()::text")
+        .parse()
+        .unwrap();
+    let before = walship_common::Lsn(switch.0 - 1);
+    cluster.query_string(&format!("select pg_walfile_name('{before}'::pg_lsn)"))
 }
 
 /// A copy of a running cluster's data directory made with the low-level backup API
