@@ -291,7 +291,7 @@ fn in_use(dir: &Path, pid: i32) -> Problem {
     problem(
         ProblemKind::TargetInUse,
         format!(
-            "{} is in use: its postmaster.pid names process {pid}, which is running; stop that server first (nothing was written)",
+            "{} is in use: its postmaster.pid names process {pid}, which is running; stop that server first, or remove postmaster.pid if no server uses the directory (nothing was written)",
             dir.display()
         ),
     )

@@ -25,14 +25,19 @@ use crate::exit;
 ///
 /// Chooses the newest backup that can reach the target, checks that the archive holds every
 /// WAL segment up to it and that the WAL really reaches it (a commit after the target time,
-/// the restore point, the transaction's commit), and refuses before writing anything if
-/// not. Then builds the directory (pg_control last) and writes recovery.signal and a walship
-/// block in postgresql.auto.conf with restore_command = '<walship> fetch %f %p'. Start
-/// Postgres on the directory to recover.
+/// the restore point, the transaction's commit), that the manifest holds together and that
+/// every target directory may be written (no running server, only data directories cleared,
+/// every tablespace placed with --tablespace or --tablespace-in-place), and refuses before
+/// writing anything if not (--dry-run shows the same plan and refusals). Then builds the
+/// directory, writes recovery.signal and a walship block in postgresql.auto.conf with
+/// restore_command = '<walship> fetch %f %p', and pg_control last. Run as root, files go to
+/// the owner of each target directory (or --owner). Start Postgres on the directory to
+/// recover.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target_kind").required(true).args(["target_time", "target_lsn", "target_xid", "target_name", "target"])))]
 pub struct RestoreArgs {
-    /// The data directory to build (must be empty or absent, unless --force or --delta).
+    /// The data directory to build: empty or absent, or, with --force or --delta, a data
+    /// directory no running server uses.
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Recover to this time: RFC 3339 or 'YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]' (no zone: UTC).
