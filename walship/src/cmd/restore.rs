@@ -184,6 +184,13 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         Ok(owner) => owner,
         Err(e) => return usage(e.to_string()),
     };
+    // Only root can give files away: refuse now rather than fail half way.
+    let euid = nix::unistd::geteuid();
+    if let Some(o) = owner.filter(|o| !euid.is_root() && o.uid != euid.as_raw()) {
+        return usage(format!(
+            "--owner {o} needs root: this restore runs as uid {euid}, and its files are that user's"
+        ));
+    }
     let walship = match args
         .walship_path
         .clone()
