@@ -145,6 +145,7 @@ pub fn place(
 ) -> (Placement, Vec<Problem>) {
     let mut problems = Vec::new();
     let to = &request.to;
+    let data_owner = Owner::for_target(request.owner, to);
     let mut tablespaces = Vec::new();
     for (oid, dir) in &request.relocate {
         if !manifest.tablespaces.iter().any(|t| t.oid == *oid) {
@@ -180,10 +181,17 @@ pub fn place(
                 ),
             ));
         }
+        // A directory the restore creates belongs to the data directory's owner: the
+        // server must be able to open it.
+        let owner = if directory.exists() {
+            Owner::for_target(request.owner, &directory)
+        } else {
+            data_owner
+        };
         tablespaces.push(TablespacePlacement {
             oid: ts.oid,
             backup_location: ts.location.clone(),
-            owner: Owner::for_target(request.owner, &directory),
+            owner,
             directory,
             relocated: relocated.is_some(),
         });
@@ -194,7 +202,7 @@ pub fn place(
     }
     let placement = Placement {
         data_directory: to.clone(),
-        owner: Owner::for_target(request.owner, to),
+        owner: data_owner,
         tablespaces,
     };
     (placement, problems)

@@ -333,6 +333,18 @@ fn restored_files_belong_to_the_owner_of_their_directory() {
     assert_eq!(rows(&restored), fx.want, "rows of the restored cluster");
     drop(restored);
 
+    // A tablespace directory the restore creates under a parent root owns is the data
+    // directory owner's (the server must open it).
+    let dir = pg_test_harness::test_dir("owned-data");
+    let rooted = tempfile::tempdir().unwrap();
+    let to = dir.path().join("data");
+    let moved = rooted.path().join("spc");
+    let out = fx.restore(&to, &["--tablespace", &fx.relocate(&moved)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for path in [moved.clone()].into_iter().chain(files_under(&moved)) {
+        assert_eq!(owned_by(&path), cluster_user, "{}", path.display());
+    }
+
     // --owner into directories root owns.
     let rooted = tempfile::tempdir().unwrap();
     let to = rooted.path().join("data");

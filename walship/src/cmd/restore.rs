@@ -90,7 +90,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub force: bool,
     /// Owner of every restored file, USER[:GROUP]. By default a restore run as root gives
-    /// each file to the owner of its target directory (or of the nearest existing parent).
+    /// each file to the owner of its target directory (--to or its nearest existing parent;
+    /// an existing tablespace directory; else the data directory's owner).
     #[arg(long, value_name = "USER[:GROUP]")]
     pub owner: Option<String>,
     /// Print the plan and stop.
