@@ -536,6 +536,19 @@ fn structural_checks_refuse_in_the_plan_and_never_abort() {
     ];
     let dir = pg_test_harness::test_dir("structural");
     let to = dir.path().join("data");
+    // A stop LSN at the end of the address space: refused, in bounded time and memory.
+    fx.tampered(
+        |m| m.stop_lsn = "FFFFFFFF/FFFFFF00".parse().unwrap(),
+        || {
+            let out = fx.restore(&to, &["--tablespace", &reloc, "--dry-run"]);
+            assert_eq!(code(&out), Some(4), "{}", describe(&out));
+            assert!(
+                stdout(&out).contains("reachable:      no"),
+                "{}",
+                describe(&out)
+            );
+        },
+    );
     for (what, tamper) in &cases {
         fx.tampered(
             |m| tamper(m),
