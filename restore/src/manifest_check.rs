@@ -40,6 +40,12 @@ pub const FILES_RESTORE_WRITES: &[&str] = &[
 /// manifest can be restored as it stands.
 pub fn structural_problems(manifest: &BackupManifest) -> Vec<String> {
     let mut problems = Vec::new();
+    if manifest.stop_lsn < manifest.start_lsn {
+        problems.push(format!(
+            "stop LSN {} is before start LSN {}",
+            manifest.stop_lsn, manifest.start_lsn
+        ));
+    }
     let listed = tablespace_problems(manifest, &mut problems);
     let mut kinds: BTreeMap<&str, FileKind> = BTreeMap::new();
     let mut by_bundle: BTreeMap<u32, Vec<(u64, u64, &str)>> = BTreeMap::new();

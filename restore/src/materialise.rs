@@ -265,7 +265,12 @@ pub async fn materialise(
         expected.insert(link);
         expected.insert(location.clone());
     }
-    let tablespace_map = dests.tablespace_map();
+    let backup_had_map = manifest.tablespace_map.is_some()
+        || manifest
+            .files
+            .iter()
+            .any(|f| f.path == "tablespace_map" && f.kind == FileKind::File);
+    let tablespace_map = dests.tablespace_map(backup_had_map);
     expected.insert(dir.join("backup_label"));
     if tablespace_map.is_some() {
         expected.insert(dir.join("tablespace_map"));

@@ -2,9 +2,10 @@
 //!
 //! A restore usually runs as root, and Postgres refuses (or cannot open) a data directory or
 //! tablespace it does not own. So, run as root, a restore gives everything it creates to the
-//! owner of the directory it restores into (or, when that directory does not exist yet, of
-//! its nearest existing parent), separately for the data directory and each tablespace, or
-//! to `--owner USER[:GROUP]`. Run as anyone else, files are the caller's, as always.
+//! owner of the directory it restores into: for the data directory, its owner (or, when it
+//! does not exist yet, its nearest existing parent's); for a tablespace, the owner of its
+//! directory when it exists, else the data directory's owner (the server must open it); or
+//! everything to `--owner USER[:GROUP]`. Run as anyone else, files are the caller's.
 //! Ownership is set on each file before it is fsynced, so it is as durable as the bytes.
 
 use std::fs::File;

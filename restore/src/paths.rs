@@ -94,9 +94,10 @@ impl Destinations {
     }
 
     /// The `tablespace_map` to write, rebuilt from the accepted tablespaces (never the
-    /// backup's text): Postgres creates the `pg_tblspc` links from this file.
-    pub fn tablespace_map(&self) -> Option<String> {
-        if self.tablespaces.is_empty() {
+    /// backup's text): Postgres creates the `pg_tblspc` links from this file. `None` when
+    /// there is no tablespace and the backup had no map (13 and 14 send an empty one).
+    pub fn tablespace_map(&self, backup_had_one: bool) -> Option<String> {
+        if self.tablespaces.is_empty() && !backup_had_one {
             return None;
         }
         let lines: Vec<String> = self
@@ -146,6 +147,13 @@ mod tests {
             d.of("b", "pg_tblspc/16400/PG_15/5/1").unwrap(),
             Some((PathBuf::from("/ts/PG_15/5/1"), None))
         );
-        assert_eq!(d.tablespace_map().unwrap(), "16400 /ts\n");
+        assert_eq!(d.tablespace_map(false).unwrap(), "16400 /ts\n");
+        let none = Destinations::new(&Placement {
+            data_directory: PathBuf::from("/data"),
+            owner: None,
+            tablespaces: Vec::new(),
+        });
+        assert_eq!(none.tablespace_map(true).as_deref(), Some(""));
+        assert_eq!(none.tablespace_map(false), None);
     }
 }

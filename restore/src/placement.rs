@@ -145,6 +145,7 @@ pub fn place(
 ) -> (Placement, Vec<Problem>) {
     let mut problems = Vec::new();
     let to = &request.to;
+    let data_owner = Owner::for_target(request.owner, to);
     let mut tablespaces = Vec::new();
     for (oid, dir) in &request.relocate {
         if !manifest.tablespaces.iter().any(|t| t.oid == *oid) {
@@ -180,10 +181,17 @@ pub fn place(
                 ),
             ));
         }
+        // A directory the restore creates belongs to the data directory's owner: the
+        // server must be able to open it.
+        let owner = if directory.exists() {
+            Owner::for_target(request.owner, &directory)
+        } else {
+            data_owner
+        };
         tablespaces.push(TablespacePlacement {
             oid: ts.oid,
             backup_location: ts.location.clone(),
-            owner: Owner::for_target(request.owner, &directory),
+            owner,
             directory,
             relocated: relocated.is_some(),
         });
@@ -194,7 +202,7 @@ pub fn place(
     }
     let placement = Placement {
         data_directory: to.clone(),
-        owner: Owner::for_target(request.owner, to),
+        owner: data_owner,
         tablespaces,
     };
     (placement, problems)
@@ -291,7 +299,7 @@ fn in_use(dir: &Path, pid: i32) -> Problem {
     problem(
         ProblemKind::TargetInUse,
         format!(
-            "{} is in use: its postmaster.pid names process {pid}, which is running; stop that server first (nothing was written)",
+            "{} is in use: its postmaster.pid names process {pid}, which is running; stop that server first, or remove postmaster.pid if no server uses the directory (nothing was written)",
             dir.display()
         ),
     )
@@ -337,4 +345,107 @@ fn is_data_dir(dir: &Path) -> bool {
 
 fn dir_system_identifier(dir: &Path) -> Option<u64> {
     control_system_identifier(&fs::read(dir.join(PG_CONTROL)).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walship_common::catalog::TablespaceInfo;
+
+    fn request(to: &Path) -> PlacementRequest {
+        PlacementRequest {
+            to: to.to_path_buf(),
+            force: false,
+            delta: false,
+            relocate: TablespaceDirs::new(),
+            in_place: false,
+            owner: None,
+        }
+    }
+
+    fn kinds(problems: &[Problem]) -> Vec<ProblemKind> {
+        problems.iter().map(|p| p.kind).collect()
+    }
+
+    fn manifest(location: &str) -> BackupManifest {
+        let json = serde_json::json!({
+            "format_version": 1, "id": "20261120T140300Z", "label": "t",
+            "system_identifier": "1", "pg_major": 15, "pg_version_num": 150000,
+            "wal_segment_size": 16777216, "start_timeline": 1, "stop_timeline": 1,
+            "start_lsn": "0/2000028", "stop_lsn": "0/2000100",
+            "start_time": "2026-11-20T14:03:00Z", "stop_time": "2026-11-20T14:03:01Z",
+            "duration_ms": 1, "backup_label": "", "tablespace_map": null,
+            "tablespaces": [], "pg_backup_manifest": null, "bytes_raw": 0,
+            "bytes_stored": 0, "walship_version": "t", "bundles": [], "files": []
+        });
+        let mut m: BackupManifest = serde_json::from_value(json).unwrap();
+        m.tablespaces = vec![TablespaceInfo {
+            oid: 16400,
+            location: location.into(),
+        }];
+        m
+    }
+
+    #[test]
+    fn data_directory_rules() {
+        let tmp = tempfile::tempdir().unwrap();
+        let to = tmp.path().join("data");
+        assert!(check_data_dir(&request(&to), 1).is_empty(), "absent");
+        std::fs::create_dir(&to).unwrap();
+        std::fs::write(to.join("keep-me"), "x").unwrap();
+        let mut req = request(&to);
+        assert_eq!(
+            kinds(&check_data_dir(&req, 1)),
+            [ProblemKind::TargetNotEmpty]
+        );
+        req.force = true;
+        assert_eq!(
+            kinds(&check_data_dir(&req, 1)),
+            [ProblemKind::TargetNotUsable]
+        );
+        std::fs::write(to.join("PG_VERSION"), "15\n").unwrap();
+        assert!(check_data_dir(&req, 1).is_empty(), "a data directory");
+        // This process is running: its pid in postmaster.pid means "in use".
+        std::fs::write(
+            to.join("postmaster.pid"),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        assert_eq!(kinds(&check_data_dir(&req, 1)), [ProblemKind::TargetInUse]);
+    }
+
+    #[test]
+    fn tablespaces_need_a_named_or_confirmed_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let to = tmp.path().join("data");
+        let original = tmp.path().join("original");
+        let m = manifest(original.to_str().unwrap());
+        let mut req = request(&to);
+        let (placed, problems) = place(&m, &req, 1);
+        assert_eq!(kinds(&problems), [ProblemKind::Tablespace]);
+        assert!(problems[0].message.contains("--tablespace 16400=DIR"));
+        assert_eq!(placed.tablespaces[0].directory, original);
+        req.in_place = true;
+        assert!(place(&m, &req, 1).1.is_empty(), "confirmed");
+        std::fs::create_dir(&original).unwrap();
+        std::fs::write(original.join("PG_15_1"), "").unwrap();
+        req.force = true;
+        let (_, problems) = place(&m, &req, 1);
+        assert!(
+            problems[0]
+                .message
+                .contains("not the tablespace of the data directory"),
+            "{problems:?}"
+        );
+        req.relocate.insert(16400, to.join("spc"));
+        let (_, problems) = place(&m, &req, 1);
+        assert!(problems[0].message.contains("overlaps"), "{problems:?}");
+        req.relocate.insert(7, tmp.path().join("seven"));
+        let (_, problems) = place(&m, &req, 1);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("no tablespace 7"))
+        );
+    }
 }

@@ -550,10 +550,17 @@ fn judge(
             ),
         ),
     }
-    let end = stop.unwrap_or(report.wal_end).max(chosen.stop_lsn);
+    // Never past the end of the archive by more than a segment: a manifest's stop LSN is
+    // outside input, and listing every segment up to FFFFFFFF/FFFFFFFF would never end
+    // (a plan whose backup ends beyond the archive is refused above anyway).
+    let archive_end = Lsn(report.wal_end.0.saturating_add(seg_size.as_u64()));
+    let end = stop
+        .unwrap_or(report.wal_end)
+        .max(chosen.stop_lsn)
+        .min(archive_end);
     plan.wal_ranges = wal_ranges(history, seg_size, chosen.start_lsn, end);
     let segment_bytes: u64 = history
-        .segments_between(chosen.start_lsn, Lsn(end.0 + 1), seg_size)
+        .segments_between(chosen.start_lsn, Lsn(end.0.saturating_add(1)), seg_size)
         .unwrap_or_default()
         .iter()
         .filter_map(|w| {
@@ -562,10 +569,11 @@ fn judge(
                 .get(&(w.timeline(), w.segno()))
                 .or_else(|| listing.partials.get(&(w.timeline(), w.segno())))
         })
-        .sum();
+        .fold(0u64, |sum, n| sum.saturating_add(*n));
     let segments: u64 = plan.wal_ranges.iter().map(|r| r.segments).sum();
-    plan.fetch_objects = chosen.bundles.len() as u64 + segments;
-    plan.fetch_bytes = chosen.bytes_stored + segment_bytes;
+    plan.fetch_objects = (chosen.bundles.len() as u64).saturating_add(segments);
+    // Sizes from a manifest are outside input: never an overflow.
+    plan.fetch_bytes = chosen.bytes_stored.saturating_add(segment_bytes);
 }
 
 /// Every segment recovery along `history` would need from `start` up to the newest one
@@ -606,7 +614,7 @@ fn wal_ranges(
     end: Lsn,
 ) -> Vec<WalRange> {
     let names = history
-        .segments_between(start, Lsn(end.0 + 1), seg_size)
+        .segments_between(start, Lsn(end.0.saturating_add(1)), seg_size)
         .unwrap_or_default();
     let mut by_tli: BTreeMap<TimelineId, Vec<WalFileName>> = BTreeMap::new();
     for name in names {

@@ -333,6 +333,18 @@ fn restored_files_belong_to_the_owner_of_their_directory() {
     assert_eq!(rows(&restored), fx.want, "rows of the restored cluster");
     drop(restored);
 
+    // A tablespace directory the restore creates under a parent root owns is the data
+    // directory owner's (the server must open it).
+    let dir = pg_test_harness::test_dir("owned-data");
+    let rooted = tempfile::tempdir().unwrap();
+    let to = dir.path().join("data");
+    let moved = rooted.path().join("spc");
+    let out = fx.restore(&to, &["--tablespace", &fx.relocate(&moved)]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for path in [moved.clone()].into_iter().chain(files_under(&moved)) {
+        assert_eq!(owned_by(&path), cluster_user, "{}", path.display());
+    }
+
     // --owner into directories root owns.
     let rooted = tempfile::tempdir().unwrap();
     let to = rooted.path().join("data");
@@ -524,6 +536,19 @@ fn structural_checks_refuse_in_the_plan_and_never_abort() {
     ];
     let dir = pg_test_harness::test_dir("structural");
     let to = dir.path().join("data");
+    // A stop LSN at the end of the address space: refused, in bounded time and memory.
+    fx.tampered(
+        |m| m.stop_lsn = "FFFFFFFF/FFFFFF00".parse().unwrap(),
+        || {
+            let out = fx.restore(&to, &["--tablespace", &reloc, "--dry-run"]);
+            assert_eq!(code(&out), Some(4), "{}", describe(&out));
+            assert!(
+                stdout(&out).contains("reachable:      no"),
+                "{}",
+                describe(&out)
+            );
+        },
+    );
     for (what, tamper) in &cases {
         fx.tampered(
             |m| tamper(m),

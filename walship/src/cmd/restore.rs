@@ -26,14 +26,19 @@ use crate::exit;
 ///
 /// Chooses the newest backup that can reach the target, checks that the archive holds every
 /// WAL segment up to it and that the WAL really reaches it (a commit after the target time,
-/// the restore point, the transaction's commit), and refuses before writing anything if
-/// not. Then builds the directory (pg_control last) and writes recovery.signal and a walship
-/// block in postgresql.auto.conf with restore_command = '<walship> fetch %f %p'. Start
-/// Postgres on the directory to recover.
+/// the restore point, the transaction's commit), that the manifest holds together and that
+/// every target directory may be written (no running server, only data directories cleared,
+/// every tablespace placed with --tablespace or --tablespace-in-place), and refuses before
+/// writing anything if not (--dry-run shows the same plan and refusals). Then builds the
+/// directory, writes recovery.signal and a walship block in postgresql.auto.conf with
+/// restore_command = '<walship> fetch %f %p', and pg_control last. Run as root, files go to
+/// the owner of each target directory (or --owner). Start Postgres on the directory to
+/// recover.
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target_kind").required(true).args(["target_time", "target_lsn", "target_xid", "target_name", "target", "latest"])))]
 pub struct RestoreArgs {
-    /// The data directory to build (must be empty or absent, unless --force or --delta).
+    /// The data directory to build: empty or absent, or, with --force or --delta, a data
+    /// directory no running server uses.
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
     /// Recover to this time: RFC 3339 or 'YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]' (no zone: UTC).
@@ -89,7 +94,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub force: bool,
     /// Owner of every restored file, USER[:GROUP]. By default a restore run as root gives
-    /// each file to the owner of its target directory (or of the nearest existing parent).
+    /// each file to the owner of its target directory (--to or its nearest existing parent;
+    /// an existing tablespace directory; else the data directory's owner).
     #[arg(long, value_name = "USER[:GROUP]")]
     pub owner: Option<String>,
     /// Print the plan and stop.
@@ -195,6 +201,13 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         Ok(owner) => owner,
         Err(e) => return usage(e.to_string()),
     };
+    // Only root can give files away: refuse now rather than fail half way.
+    let euid = nix::unistd::geteuid();
+    if let Some(o) = owner.filter(|o| !euid.is_root() && o.uid != euid.as_raw()) {
+        return usage(format!(
+            "--owner {o} needs root: this restore runs as uid {euid}, and its files are that user's"
+        ));
+    }
     let walship = match args
         .walship_path
         .clone()
