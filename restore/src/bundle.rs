@@ -52,6 +52,9 @@ pub struct FileJob {
 pub struct BundleJob {
     /// The bundle's object name.
     pub name: String,
+    /// Its raw length in the manifest: the most content its object may decode to, so that a
+    /// tampered bundle cannot make restore decompress without end.
+    pub raw_len: u64,
     /// Its files.
     pub files: Vec<FileJob>,
 }
@@ -96,12 +99,14 @@ pub async fn restore_bundle(
             }
         };
         let first = job.files.first().map_or("(none)", |f| f.path.as_str());
-        let mut reader = ObjectReader::new(bridge).map_err(|e| RestoreError::CorruptBundle {
-            backup: backup.to_string(),
-            bundle: job.name.clone(),
-            file: first.to_string(),
-            message: e.to_string(),
-        })?;
+        let mut reader = ObjectReader::new(bridge)
+            .and_then(|reader| reader.with_limit(job.raw_len))
+            .map_err(|e| RestoreError::CorruptBundle {
+                backup: backup.to_string(),
+                bundle: job.name.clone(),
+                file: first.to_string(),
+                message: e.to_string(),
+            })?;
         let mut outcome = BundleOutcome::default();
         let mut pos = 0u64;
         let mut buf = vec![0u8; BUFFER];

@@ -288,8 +288,10 @@ pub async fn materialise(
         .filter(|(_, files)| files.iter().any(|f| !f.skip))
         .map(|(index, mut files)| {
             files.sort_by_key(|f| f.offset);
+            let bundle = &manifest.bundles[index as usize];
             BundleJob {
-                name: manifest.bundles[index as usize].name.clone(),
+                name: bundle.name.clone(),
+                raw_len: bundle.raw_len,
                 files,
             }
         })

@@ -11,8 +11,16 @@ use super::{TestRepo, walship_bin};
 /// with no content size in its header (written as a stream), and no summary in the object
 /// header: a few hundred KiB that decode to gigabytes. The trailer records the true length.
 pub fn zstd_bomb(gib: u64) -> Vec<u8> {
+    zstd_bomb_after(&[], gib)
+}
+
+/// Like [`zstd_bomb`], with `prefix` as the first bytes of the content: an object whose
+/// honest beginning is followed by `gib` GiB of zeros, and whose trailer (length, crc32c)
+/// matches the whole, so only a reader that knows how much content to expect refuses it.
+pub fn zstd_bomb_after(prefix: &[u8], gib: u64) -> Vec<u8> {
     let mut encoder = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
     encoder.include_contentsize(false).unwrap();
+    encoder.write_all(prefix).unwrap();
     let zeros = vec![0u8; 1 << 20];
     for _ in 0..gib * 1024 {
         encoder.write_all(&zeros).unwrap();
@@ -33,8 +41,18 @@ pub fn zstd_bomb(gib: u64) -> Vec<u8> {
     }
     object.extend_from_slice(&0u32.to_le_bytes());
     let stored_crc = crc32c::crc32c(&object);
-    object.extend_from_slice(&(gib << 30).to_le_bytes());
-    object.extend_from_slice(&zeros_crc32c(gib << 30).to_le_bytes());
+    let raw_len = prefix.len() as u64 + (gib << 30);
+    let content_crc = if gib == 0 {
+        crc32c::crc32c(prefix)
+    } else {
+        crc32c::crc32c_combine(
+            crc32c::crc32c(prefix),
+            zeros_crc32c(gib << 30),
+            (gib << 30) as usize,
+        )
+    };
+    object.extend_from_slice(&raw_len.to_le_bytes());
+    object.extend_from_slice(&content_crc.to_le_bytes());
     object.extend_from_slice(&stored_crc.to_le_bytes());
     object.extend_from_slice(b"WEND");
     object
