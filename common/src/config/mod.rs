@@ -52,7 +52,7 @@ use crate::codec::Codec;
 use crate::redact::redact_userinfo;
 pub use env_names::{UnknownEnvVar, is_known as is_known_env_var, setting_env_vars};
 pub use error::{ConfigError, Origin};
-pub use values::{ByteSize, parse_duration};
+pub use values::{ByteSize, parse_duration, parse_duration_or_zero};
 
 use keys::{Draft, KEYS};
 use values::serialize_duration;

@@ -72,12 +72,18 @@ impl serde::Serialize for ByteSize {
 /// Parses a positive duration: `1s`, `500ms`, `2m 30s`. The one duration syntax of walship:
 /// config keys, environment variables and duration flags (`--wal-timeout`, `--idle`) all use it.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("expected a duration like 10s, 500ms or 2m ({e})"))?;
+    let duration = parse_duration_or_zero(text)?;
     if duration.is_zero() {
         return Err("must be longer than zero".to_string());
     }
     Ok(duration)
+}
+
+/// Parses a duration as [`parse_duration`] does, zero included: for an age where zero means
+/// "now" (`walship list --incomplete --remove --idle 0s`).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("expected a duration like 10s, 500ms or 2m ({e})"))
 }
 
 /// Parses `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`, as environment variables use).

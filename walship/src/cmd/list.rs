@@ -30,8 +30,9 @@ pub struct ListArgs {
     /// With --incomplete: delete them.
     #[arg(long, requires = "incomplete")]
     pub remove: bool,
-    /// With --remove: only those whose newest object is at least this old.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = walship_common::config::parse_duration)]
+    /// With --remove: only those whose newest object is at least this old (0s: all of them;
+    /// only when no backup is running).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = walship_common::config::parse_duration_or_zero)]
     pub idle: Duration,
 }
 
