@@ -362,3 +362,28 @@ fn list_refuses_a_manifest_bomb() {
         run.peak_rss_mib()
     );
 }
+
+/// Item 12, the writer's side: `archive` stores nothing a reader would refuse as too large.
+/// A `.history` file past the cap every reader applies used to be archived (exit 0), and
+/// then `fetch` refused it (exit 200) when recovery needed it.
+#[test]
+fn archive_refuses_what_readers_would_refuse_as_too_large() {
+    let repo = archived_repo();
+    let source = repo.dir.path().join("source");
+    let name = "00000002.history";
+    let path = source.join(name);
+    let mut text = String::from("1\t0/3000000\tno recovery target specified\n");
+    while text.len() <= 5 << 20 {
+        text.push_str("# padding a hostile or broken history file\n");
+    }
+    std::fs::write(&path, &text).unwrap();
+    let out = repo.walship(&["archive", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains(name) && stderr(&out).contains("may hold"),
+        "{}",
+        describe(&out)
+    );
+    let key = repo.local_root().join("wal").join(name);
+    assert!(!key.exists(), "nothing stored under {}", key.display());
+}

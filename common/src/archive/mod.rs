@@ -400,6 +400,15 @@ fn check_content(
         name: name.to_string(),
         reason,
     };
+    // What readers refuse is never stored: an object `fetch` would call too large is
+    // refused here, so that the archive holds nothing it cannot hand back.
+    let limit = limits::wal_content_limit(name);
+    if content.len() as u64 > limit {
+        return Err(bad(format!(
+            "{} bytes, more than the {limit} bytes a file of this kind may hold",
+            content.len()
+        )));
+    }
     let header = match name {
         ArchiveFileName::Segment(wal) => {
             segment_check::validate_segment(content, *wal, None)
