@@ -11,6 +11,7 @@
 //! - [`pg`]: PostgreSQL formats (timelines, WAL file names, history files, page headers).
 //! - [`pgconn`]: the replication-protocol client (connection settings, auth, TLS, commands, COPY).
 //! - [`repo`]: the repository: identity, layout, encoded objects.
+//! - [`retention`]: `walship expire` and pins: the retention policy, its engine, removal.
 //! - [`storage`]: the `Storage` trait and its backends (S3, local directory, fault injection).
 
 #![deny(missing_docs)]
@@ -27,6 +28,7 @@ pub mod lsn;
 pub mod pg;
 pub mod pgconn;
 pub mod repo;
+pub mod retention;
 pub mod storage;
 pub mod stream;
 mod task;
