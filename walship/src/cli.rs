@@ -89,8 +89,12 @@ pub enum Command {
     Restore(crate::cmd::restore::RestoreArgs),
     /// Verify every object in the repository. [not built yet]
     Verify(NotBuiltArgs),
-    /// Remove backups and WAL no retention rule keeps. [not built yet]
-    Expire(NotBuiltArgs),
+    /// Remove backups and WAL no retention rule keeps ([retention] in the config).
+    Expire(crate::cmd::expire::ExpireArgs),
+    /// Pin a backup: no retention rule removes it.
+    Pin(crate::cmd::pin::PinArgs),
+    /// Unpin a backup.
+    Unpin(crate::cmd::pin::UnpinArgs),
     /// Check configuration, repository and Postgres settings. [not built yet]
     Check(NotBuiltArgs),
 }

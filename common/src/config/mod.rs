@@ -20,8 +20,10 @@
 //! | `[s3] max_attempts`, `part_size` | `WALSHIP_S3_MAX_ATTEMPTS`, ... | `5`, `64MiB` |
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
-//! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
+//! | `[backup] bundle_size`, `parallel`, `expire` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores, `false` |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
+//! | `[retention] pitr_window`, `daily`, `weekly`, `monthly`, `yearly` | `WALSHIP_RETENTION_PITR_WINDOW`, ... | none (`expire` refuses without one) |
+//! | `[retention] min_backups`, `timezone` | `WALSHIP_RETENTION_MIN_BACKUPS`, ... | `1`, `UTC` (or a fixed offset, `+02:00`) |
 //!
 //! # Secrets
 //!
@@ -74,6 +76,8 @@ pub struct Config {
     pub backup: BackupConfig,
     /// `walship stream` settings.
     pub stream: StreamConfig,
+    /// `walship expire`'s policy (`[retention]`).
+    pub retention: crate::retention::Policy,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -131,6 +135,8 @@ pub struct BackupConfig {
     pub bundle_size: ByteSize,
     /// Uploads in flight at once.
     pub parallel: usize,
+    /// Run `walship expire` after every successful backup.
+    pub expire: bool,
 }
 
 /// `walship stream` settings.
@@ -175,6 +181,14 @@ pub struct Options {
     pub stream_slot: Option<String>,
     pub stream_partial_interval: Option<String>,
     pub stream_application_name: Option<String>,
+    pub backup_expire: Option<bool>,
+    pub retention_pitr_window: Option<String>,
+    pub retention_daily: Option<String>,
+    pub retention_weekly: Option<String>,
+    pub retention_monthly: Option<String>,
+    pub retention_yearly: Option<String>,
+    pub retention_min_backups: Option<String>,
+    pub retention_timezone: Option<String>,
 }
 
 /// Everything the configuration is made from. Tests build one by hand (an environment map, a
@@ -255,12 +269,14 @@ impl Default for Config {
                 bundle_size: ByteSize::mib(64),
                 // One upload per core by default: compression is the CPU cost of a backup.
                 parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                expire: false,
             },
             stream: StreamConfig {
                 slot: "walship".to_string(),
                 partial_interval: Duration::from_secs(1),
                 application_name: "walship".to_string(),
             },
+            retention: crate::retention::Policy::default(),
             config_file: None,
         }
     }
@@ -404,6 +420,14 @@ impl Options {
             stream_slot: s(),
             stream_partial_interval: s(),
             stream_application_name: s(),
+            backup_expire: Some(true),
+            retention_pitr_window: s(),
+            retention_daily: s(),
+            retention_weekly: s(),
+            retention_monthly: s(),
+            retention_yearly: s(),
+            retention_min_backups: s(),
+            retention_timezone: s(),
         }
     }
 }

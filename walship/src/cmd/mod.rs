@@ -2,14 +2,17 @@
 
 pub mod archive;
 pub mod backup;
+pub mod expire;
 pub mod fetch;
 pub mod info;
 pub mod list;
+pub mod pin;
 pub mod restore;
 mod show;
 pub mod stream;
 
 use walship_common::config::Options;
+use walship_common::retention::PinAction;
 
 use crate::cli::{Cli, Command};
 use crate::context::Context;
@@ -88,7 +91,25 @@ pub fn run(cli: Cli) -> u8 {
             |ctx| restore::run(ctx, args),
         ),
         Command::Verify(_) => not_built("verify", None),
-        Command::Expire(_) => not_built("expire", None),
+        Command::Expire(args) => {
+            with_context("expire", &cli.global, args.options(), exit::USAGE, |ctx| {
+                expire::run(ctx, args)
+            })
+        }
+        Command::Pin(args) => with_context(
+            "pin",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| pin::run(ctx, &args.backup, PinAction::Pin, args.reason.clone()),
+        ),
+        Command::Unpin(args) => with_context(
+            "unpin",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| pin::run(ctx, &args.backup, PinAction::Unpin, None),
+        ),
         Command::Check(_) => not_built("check", None),
     }
 }

@@ -1,0 +1,256 @@
+//! `walship expire`: apply the retention policy (`[retention]`) — print the plan, then remove
+//! the backups and WAL no rule keeps, unless `--dry-run`.
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use walship_common::config::Options;
+use walship_common::repo::Repository;
+use walship_common::retention::{
+    self, ExpireReport, Inventory, Plan, PlanInputs, Policy, read_inventory,
+};
+
+use super::list::open_catalog;
+use super::show;
+use crate::context::Context;
+use crate::exit;
+
+/// Remove the backups and WAL that no retention rule keeps.
+///
+/// The policy comes from `[retention]` in the config (or WALSHIP_RETENTION_*, or the flags
+/// below): pitr_window (every moment of the last N stays restorable), daily, weekly, monthly,
+/// yearly (the newest backup of each of the N most recent days, ISO weeks, months, years that
+/// have one), min_backups (default 1), timezone (UTC or +HH:MM). Pinned backups (`walship pin`)
+/// are always kept. With no policy, nothing is removed and the command exits 2.
+///
+/// A backup is removed manifest first (it stops existing at once), then its bundles; WAL
+/// last, in batches. Objects the storage refuses to delete (Object Lock) are reported and
+/// skipped. Safe to interrupt: the next run finishes the work.
+///
+/// Exit codes: 0 done (or nothing to do; refused objects are reported, not a failure),
+/// 2 no policy or bad flags, 3 the repository or storage failed.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ExpireArgs {
+    /// Print the plan and remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Evaluate the policy as if it were TIME (RFC 3339, `2026-12-01 00:00:00+00`, or a
+    /// date). Removing with a TIME later than the clock also needs --force.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub now: Option<DateTime<Utc>>,
+    /// Allow removing with --now later than the clock.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan and what was removed as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// retention.pitr_window (e.g. 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub pitr_window: Option<String>,
+    /// retention.daily.
+    #[arg(long, value_name = "N")]
+    pub daily: Option<String>,
+    /// retention.weekly.
+    #[arg(long, value_name = "N")]
+    pub weekly: Option<String>,
+    /// retention.monthly.
+    #[arg(long, value_name = "N")]
+    pub monthly: Option<String>,
+    /// retention.yearly.
+    #[arg(long, value_name = "N")]
+    pub yearly: Option<String>,
+    /// retention.min_backups.
+    #[arg(long, value_name = "N")]
+    pub min_backups: Option<String>,
+    /// retention.timezone (UTC or +HH:MM).
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+}
+
+impl ExpireArgs {
+    /// The configuration keys these flags set.
+    pub fn options(&self) -> Options {
+        Options {
+            retention_pitr_window: self.pitr_window.clone(),
+            retention_daily: self.daily.clone(),
+            retention_weekly: self.weekly.clone(),
+            retention_monthly: self.monthly.clone(),
+            retention_yearly: self.yearly.clone(),
+            retention_min_backups: self.min_backups.clone(),
+            retention_timezone: self.timezone.clone(),
+            ..Options::default()
+        }
+    }
+}
+
+/// Parses `--now`: RFC 3339, `YYYY-MM-DD HH:MM:SS[+zone]` (no zone: UTC), or `YYYY-MM-DD`.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%#z", "%Y-%m-%dT%H:%M:%S%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    Err(format!(
+        "expected a time like 2026-12-01T00:00:00Z, 2026-12-01 00:00:00+00 or 2026-12-01, not {text:?}"
+    ))
+}
+
+/// Runs `walship expire`.
+pub fn run(ctx: Context, args: ExpireArgs) -> u8 {
+    let policy = ctx.config.retention.clone();
+    if !policy.is_set() {
+        eprintln!(
+            "walship expire: no retention policy is configured, so nothing is removed; set at least one of {} (in [retention] of the config file, as WALSHIP_RETENTION_* or as flags)",
+            Policy::KEYS
+        );
+        return exit::USAGE;
+    }
+    let clock = Utc::now();
+    let now = args.now.unwrap_or(clock);
+    if now > clock + chrono::Duration::minutes(1) && !args.dry_run && !args.force {
+        eprintln!(
+            "walship expire: --now {now} is later than the clock ({clock}); removing as of a future time needs --force (or use --dry-run to see the plan)"
+        );
+        return exit::USAGE;
+    }
+    ctx.block_on(async {
+        let repo = match open_catalog(&ctx).await {
+            Ok(repo) => repo,
+            Err(code) => return code,
+        };
+        match expire(&repo, &policy, now, args.dry_run).await {
+            Ok((inventory, plan, report)) => {
+                print(&inventory, &plan, report.as_ref(), args.json);
+                exit::SUCCESS
+            }
+            Err(e) => ctx.fail(exit::FAILED, e.as_ref()),
+        }
+    })
+}
+
+/// Reads the repository, plans and, unless `dry_run`, removes. Shared with `backup` when
+/// `[backup] expire = true`.
+pub async fn expire(
+    repo: &Repository,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<(Inventory, Plan, Option<ExpireReport>), Box<dyn std::error::Error>> {
+    let inventory = read_inventory(repo).await?;
+    let backups = inventory.summaries();
+    let wal = inventory.wal_objects();
+    let plan = retention::plan(PlanInputs {
+        backups: &backups,
+        wal: &wal,
+        seg_size: inventory.seg_size,
+        policy,
+        now,
+    });
+    let report = if dry_run {
+        None
+    } else {
+        Some(retention::execute(repo, &inventory, &plan).await?)
+    };
+    Ok((inventory, plan, report))
+}
+
+fn print(inventory: &Inventory, plan: &Plan, report: Option<&ExpireReport>, json: bool) {
+    let leftovers: Vec<_> = inventory.leftovers().iter().map(|i| i.id).collect();
+    if json {
+        let value = serde_json::json!({
+            "plan": plan,
+            "leftovers": leftovers,
+            "dry_run": report.is_none(),
+            "report": report,
+        });
+        println!("{value}");
+        return;
+    }
+    println!(
+        "retention as of {}",
+        plan.now.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    if let Some(pitr) = &plan.pitr {
+        let anchor = pitr.anchor.map_or("-".into(), |a| a.to_string());
+        if pitr.covered {
+            println!(
+                "PITR window from {} restores from backup {anchor}",
+                pitr.window_start.format("%Y-%m-%d %H:%M:%S")
+            );
+        } else {
+            println!(
+                "PITR window from {} is not covered yet: the oldest backup, {anchor}, ended after it",
+                pitr.window_start.format("%Y-%m-%d %H:%M:%S")
+            );
+        }
+    }
+    let mut rows = Vec::new();
+    for k in &plan.kept {
+        let rules: Vec<&str> = k.rules.iter().map(|r| r.as_str()).collect();
+        rows.push([k.id.to_string(), "keep".into(), rules.join(",")]);
+    }
+    for r in &plan.removed {
+        rows.push([r.id.to_string(), "remove".into(), show::size(r.bytes)]);
+    }
+    rows.sort();
+    show::print_table(["BACKUP", "ACTION", "RULES / SIZE"], &rows);
+    for range in &plan.wal_ranges {
+        println!(
+            "WAL timeline {}: remove {}..{} ({} objects, {})",
+            range.timeline,
+            range.first,
+            range.last,
+            range.objects,
+            show::size(range.bytes)
+        );
+    }
+    for id in &leftovers {
+        println!("leftover of an interrupted backup or expire: {id} (removed)");
+    }
+    println!(
+        "plan: keep {} backups, remove {} backups ({}) and {} WAL objects ({})",
+        plan.kept.len(),
+        plan.removed.len(),
+        show::size(plan.backup_bytes),
+        plan.wal_removed.len(),
+        show::size(plan.wal_bytes)
+    );
+    match report {
+        None => println!("dry run: nothing was removed"),
+        Some(r) => {
+            for refusal in &r.refused {
+                println!(
+                    "refused by the storage, skipped: {} ({})",
+                    refusal.key.as_str(),
+                    refusal.reason
+                );
+            }
+            for id in &r.backups_kept_after_all {
+                println!(
+                    "kept after all (pinned meanwhile or its manifest could not be deleted): {id}"
+                );
+            }
+            println!(
+                "removed {} backups, {} leftovers, {} WAL objects: {} objects, {}; {} refused",
+                r.backups_removed.len(),
+                r.leftovers_removed.len(),
+                r.wal_objects_removed,
+                r.objects_removed,
+                show::size(r.bytes_removed),
+                r.refused.len()
+            );
+        }
+    }
+}
