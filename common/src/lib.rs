@@ -13,6 +13,7 @@
 //! - [`repo`]: the repository: identity, layout, encoded objects.
 //! - [`retention`]: `walship expire` and pins: the retention policy, its engine, removal.
 //! - [`storage`]: the `Storage` trait and its backends (S3, local directory, fault injection).
+//! - [`verify`]: `walship verify`: every object decoded and checked, WAL continuity, freshness.
 
 #![deny(missing_docs)]
 
@@ -32,5 +33,6 @@ pub mod retention;
 pub mod storage;
 pub mod stream;
 mod task;
+pub mod verify;
 
 pub use lsn::Lsn;

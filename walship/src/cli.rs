@@ -87,8 +87,8 @@ pub enum Command {
     Info(crate::cmd::info::InfoArgs),
     /// Restore a data directory to a point in time.
     Restore(crate::cmd::restore::RestoreArgs),
-    /// Verify every object in the repository. [not built yet]
-    Verify(NotBuiltArgs),
+    /// Verify every object in the repository, WAL continuity and freshness.
+    Verify(crate::cmd::verify::VerifyArgs),
     /// Remove backups and WAL no retention rule keeps ([retention] in the config).
     Expire(crate::cmd::expire::ExpireArgs),
     /// Pin a backup: no retention rule removes it.

@@ -66,6 +66,9 @@ pub struct Inventory {
     pub wal: Vec<StoredWal>,
     /// Other objects under `wal/` (not walship's: never removed, reported by `verify`).
     pub stray_wal: Vec<ObjectMeta>,
+    /// Backups whose manifest exists but cannot be read (only with
+    /// [`read_inventory_tolerant`]; [`read_inventory`] fails instead): id, objects, why.
+    pub unreadable: Vec<(BackupId, Vec<ObjectMeta>, String)>,
 }
 
 /// Why the inventory could not be read.
@@ -123,8 +126,20 @@ impl Inventory {
 }
 
 /// Reads the inventory: one listing of `backups/`, every manifest and pin record, one
-/// listing of `wal/`.
+/// listing of `wal/`. A manifest that cannot be read is an error: `expire` never guesses what
+/// such a backup needs.
 pub async fn read_inventory(repo: &Repository) -> Result<Inventory, InventoryError> {
+    read(repo, false).await
+}
+
+/// [`read_inventory`], but a corrupt or unparsable manifest goes into
+/// [`Inventory::unreadable`] instead of failing (for `verify`, which reports it). Storage
+/// failures are still errors.
+pub async fn read_inventory_tolerant(repo: &Repository) -> Result<Inventory, InventoryError> {
+    read(repo, true).await
+}
+
+async fn read(repo: &Repository, tolerant: bool) -> Result<Inventory, InventoryError> {
     let identity = repo.require_identity().await?;
     let seg_size = WalSegSize::new(u64::from(identity.wal_segment_size)).map_err(|e| {
         InventoryError::BadSegmentSize {
@@ -140,10 +155,21 @@ pub async fn read_inventory(repo: &Repository) -> Result<Inventory, InventoryErr
     }
     let mut backups = Vec::new();
     let mut incomplete = Vec::new();
+    let mut unreadable = Vec::new();
     for (id, objects) in by_id {
         let manifest_key = layout::manifest_key(id);
         if objects.iter().any(|m| m.key == manifest_key) {
-            let manifest = read_manifest(repo, id).await?;
+            let manifest = match read_manifest(repo, id).await {
+                Ok(manifest) => manifest,
+                Err(
+                    e @ (BackupError::Manifest { .. }
+                    | BackupError::Repo(RepoError::Corrupt { .. })),
+                ) if tolerant => {
+                    unreadable.push((id, objects, e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let keys: Vec<_> = objects.iter().map(|m| m.key.clone()).collect();
             let records = read_pin_records(repo, &keys).await?;
             let pin = current_pin(&records).cloned();
@@ -180,5 +206,6 @@ pub async fn read_inventory(repo: &Repository) -> Result<Inventory, InventoryErr
         incomplete,
         wal,
         stray_wal,
+        unreadable,
     })
 }

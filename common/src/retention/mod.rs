@@ -25,7 +25,9 @@ mod plan_tests;
 pub mod policy;
 
 pub use execute::{ExpireError, ExpireReport, execute};
-pub use inventory::{Inventory, InventoryError, StoredBackup, StoredWal, read_inventory};
+pub use inventory::{
+    Inventory, InventoryError, StoredBackup, StoredWal, read_inventory, read_inventory_tolerant,
+};
 pub use pins::{PinAction, PinError, PinRecord, set_pin};
 pub use plan::{
     BackupSummary, KeptBackup, Plan, PlanInputs, RemovedBackup, WalObject, WalRange, plan,

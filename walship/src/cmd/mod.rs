@@ -10,6 +10,7 @@ pub mod pin;
 pub mod restore;
 mod show;
 pub mod stream;
+pub mod verify;
 
 use walship_common::config::Options;
 use walship_common::retention::PinAction;
@@ -90,7 +91,13 @@ pub fn run(cli: Cli) -> u8 {
             exit::FAILED,
             |ctx| restore::run(ctx, args),
         ),
-        Command::Verify(_) => not_built("verify", None),
+        Command::Verify(args) => with_context(
+            "verify",
+            &cli.global,
+            Options::default(),
+            exit::STORAGE_FAILED,
+            |ctx| verify::run(ctx, args),
+        ),
         Command::Expire(args) => {
             with_context("expire", &cli.global, args.options(), exit::USAGE, |ctx| {
                 expire::run(ctx, args)

@@ -1,0 +1,339 @@
+//! Reading one object and checking it: a WAL object (decodes, checksums match, page headers
+//! right for its name and the repository's system identifier; a `.history` parses), or one
+//! bundle of a backup (decodes, and every file the manifest places in it is there at its
+//! offset with its size and crc32c). Bundles are streamed through a fixed buffer, so memory
+//! does not grow with their size; WAL objects are read whole (one segment).
+//!
+//! Storage failures are errors (the caller stops: "could not check" is never "sound"); what
+//! is wrong with the bytes is a [`Problem`].
+
+use std::io::Read;
+
+use tokio_util::io::SyncIoBridge;
+
+use crate::catalog::{BackupManifest, FileKind};
+use crate::codec::{self, CodecError, HEADER_LEN, ObjectHeader};
+use crate::pg::file_name::ArchiveFileName;
+use crate::pg::history::TimelineHistory;
+use crate::pg::segment_check::{validate_first_page, validate_segment};
+use crate::pg::timeline::TimelineId;
+use crate::repo::{Repository, layout};
+use crate::retention::StoredWal;
+use crate::storage::{ObjectKey, Storage, StorageError};
+use crate::task::run_blocking;
+
+use super::Problem;
+
+const BUFFER: usize = 256 * 1024;
+/// The first page of a segment: what `.partial` objects are checked on.
+const XLOG_BLCKSZ: usize = 8192;
+
+/// What checking one object found.
+#[derive(Debug, Default)]
+pub(super) struct Checked {
+    pub(super) problems: Vec<Problem>,
+    /// Stored bytes read.
+    pub(super) bytes: u64,
+    /// A parsed `.history`.
+    pub(super) history: Option<(TimelineId, TimelineHistory)>,
+}
+
+fn corrupt(key: &ObjectKey, message: impl ToString) -> Problem {
+    Problem::CorruptObject {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Reads the object at `key` whole; `None` with a problem when it vanished.
+async fn read_whole(
+    repo: &Repository,
+    key: &ObjectKey,
+    out: &mut Checked,
+) -> Result<Option<bytes::Bytes>, StorageError> {
+    match repo.storage().get_bytes(key).await {
+        Ok(bytes) => {
+            out.bytes += bytes.len() as u64;
+            Ok(Some(bytes))
+        }
+        Err(e) if e.is_not_found() => {
+            out.problems.push(Problem::MissingObject {
+                key: key.to_string(),
+            });
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads and checks only the object's header (`--quick`).
+async fn check_header(
+    repo: &Repository,
+    key: &ObjectKey,
+    out: &mut Checked,
+) -> Result<(), StorageError> {
+    let reader = match repo.storage().get_range(key, 0..HEADER_LEN as u64).await {
+        Ok(reader) => reader,
+        Err(e) if e.is_not_found() => {
+            out.problems.push(Problem::MissingObject {
+                key: key.to_string(),
+            });
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let bytes = reader
+        .read_all()
+        .await
+        .map_err(|e| StorageError::from_read_error(e, key, repo.location()))?;
+    out.bytes += bytes.len() as u64;
+    match <&[u8; HEADER_LEN]>::try_from(&bytes[..]) {
+        Ok(header) => {
+            if let Err(e) = ObjectHeader::decode(header) {
+                out.problems.push(corrupt(key, e));
+            }
+        }
+        Err(_) => out.problems.push(corrupt(
+            key,
+            format!("only {} bytes: truncated", bytes.len()),
+        )),
+    }
+    Ok(())
+}
+
+/// Checks one WAL object.
+pub(super) async fn check_wal(
+    repo: &Repository,
+    wal: &StoredWal,
+    sysid: u64,
+    quick: bool,
+) -> Result<Checked, StorageError> {
+    let key = &wal.meta.key;
+    let mut out = Checked::default();
+    let is_history = matches!(wal.name, ArchiveFileName::History(_));
+    if quick && !is_history {
+        check_header(repo, key, &mut out).await?;
+        return Ok(out);
+    }
+    let Some(stored) = read_whole(repo, key, &mut out).await? else {
+        return Ok(out);
+    };
+    let name = wal.name;
+    let verdict = run_blocking(
+        move || -> Result<Option<(TimelineId, TimelineHistory)>, String> {
+            let content = codec::decode_to_vec(&stored).map_err(|e| format!("corrupt: {e}"))?;
+            match name {
+                ArchiveFileName::Segment(segment) => {
+                    validate_segment(&content, segment, Some(sysid)).map_err(|e| e.to_string())?;
+                }
+                ArchiveFileName::Partial(segment) => {
+                    let first = content.get(..XLOG_BLCKSZ).ok_or("shorter than one page")?;
+                    validate_first_page(first, segment, Some(sysid)).map_err(|e| e.to_string())?;
+                }
+                ArchiveFileName::History(tli) => {
+                    let history =
+                        TimelineHistory::parse(tli, &content).map_err(|e| e.to_string())?;
+                    return Ok(Some((tli, history)));
+                }
+                ArchiveFileName::Backup { .. } => {}
+            }
+            Ok(None)
+        },
+    )
+    .await;
+    match verdict {
+        Ok(history) => out.history = history,
+        Err(message) if message.starts_with("corrupt: ") => out
+            .problems
+            .push(corrupt(key, &message["corrupt: ".len()..])),
+        Err(message) => out.problems.push(Problem::BadWal {
+            key: key.to_string(),
+            message,
+        }),
+    }
+    Ok(out)
+}
+
+/// Checks bundle `index` of `manifest` against the files the manifest places in it.
+pub(super) async fn check_bundle(
+    repo: &Repository,
+    manifest: &BackupManifest,
+    index: usize,
+    quick: bool,
+) -> Result<Checked, StorageError> {
+    let mut out = Checked::default();
+    let Some(bundle) = manifest.bundles.get(index) else {
+        return Ok(out);
+    };
+    let backup = manifest.id.to_string();
+    let Ok(key) = layout::bundle_key(manifest.id, &bundle.name) else {
+        out.problems.push(Problem::BadManifest {
+            backup,
+            message: format!("bundle name {:?} is not a valid key", bundle.name),
+        });
+        return Ok(out);
+    };
+    if quick {
+        check_header(repo, &key, &mut out).await?;
+        return Ok(out);
+    }
+    let stream = match repo.storage().get(&key).await {
+        Ok(stream) => stream,
+        Err(e) if e.is_not_found() => {
+            out.problems.push(Problem::MissingObject {
+                key: key.to_string(),
+            });
+            return Ok(out);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut files: Vec<(u64, u64, u32, String)> = manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::File && f.bundle == Some(index as u32))
+        .map(|f| {
+            (
+                f.offset.unwrap_or(0),
+                f.size,
+                f.crc32c.unwrap_or(0),
+                f.path.clone(),
+            )
+        })
+        .collect();
+    files.sort();
+    let raw_len = bundle.raw_len;
+    let counted = CountingRead {
+        inner: SyncIoBridge::new(stream),
+        count: 0,
+    };
+    let location = repo.location().to_string();
+    let key2 = key.clone();
+    let result = tokio::task::spawn_blocking(move || scan_bundle(counted, &files, raw_len))
+        .await
+        .map_err(|e| StorageError::Transient {
+            op: crate::storage::StorageOp::Get,
+            key: key.to_string(),
+            endpoint: location.clone(),
+            message: format!("checking thread failed: {e}"),
+        })?;
+    let (read, verdict) = result;
+    out.bytes += read;
+    match verdict {
+        Ok(mismatches) => {
+            for (path, message) in mismatches {
+                out.problems.push(Problem::FileMismatch {
+                    backup: backup.clone(),
+                    bundle: bundle.name.clone(),
+                    path,
+                    message,
+                });
+            }
+        }
+        Err(CodecError::Io(io)) => return Err(StorageError::from_read_error(io, &key2, &location)),
+        Err(e) => out.problems.push(corrupt(&key2, e)),
+    }
+    Ok(out)
+}
+
+/// Streams a bundle's content past its files (sorted by offset), computing each one's
+/// crc32c; returns the stored bytes read and the files that disagree.
+fn scan_bundle<R: Read>(
+    mut counted: CountingRead<R>,
+    files: &[(u64, u64, u32, String)],
+    raw_len: u64,
+) -> (u64, Result<Vec<(String, String)>, CodecError>) {
+    let result = scan_files(&mut counted, files, raw_len);
+    (counted.count, result)
+}
+
+fn scan_files<R: Read>(
+    input: R,
+    files: &[(u64, u64, u32, String)],
+    raw_len: u64,
+) -> Result<Vec<(String, String)>, CodecError> {
+    let mut scan = Scan {
+        reader: codec::ObjectReader::new(input)?,
+        buf: vec![0u8; BUFFER],
+        pos: 0,
+    };
+    let mut mismatches = Vec::new();
+    for (offset, size, expected, path) in files {
+        if *offset < scan.pos {
+            mismatches.push((
+                path.clone(),
+                format!("offset {offset} overlaps the previous file"),
+            ));
+            continue;
+        }
+        scan.advance_to(*offset)?;
+        let (got, crc) = scan.advance_to(offset + size)?;
+        if got != *size {
+            mismatches.push((
+                path.clone(),
+                format!("the bundle ends after {got} of its {size} bytes (offset {offset})"),
+            ));
+        } else if crc != *expected {
+            mismatches.push((
+                path.clone(),
+                format!(
+                    "crc32c {crc:08x} where the manifest says {expected:08x} (offset {offset}, {size} bytes)"
+                ),
+            ));
+        }
+    }
+    // Read to the end: the codec checks the trailer, total length and checksums there.
+    scan.advance_to(u64::MAX)?;
+    if scan.pos != raw_len {
+        mismatches.push((
+            String::new(),
+            format!(
+                "the bundle holds {} bytes, the manifest says {raw_len}",
+                scan.pos
+            ),
+        ));
+    }
+    Ok(mismatches)
+}
+
+/// A position in a bundle's decoded content.
+struct Scan<R: Read> {
+    reader: codec::ObjectReader<R>,
+    buf: Vec<u8>,
+    pos: u64,
+}
+
+impl<R: Read> Scan<R> {
+    /// Reads up to content offset `end` (or the end of the content); returns the bytes read
+    /// and their crc32c.
+    fn advance_to(&mut self, end: u64) -> Result<(u64, u32), CodecError> {
+        let mut got = 0;
+        let mut crc = 0;
+        while self.pos < end {
+            let want = (end - self.pos).min(BUFFER as u64) as usize;
+            let n = self
+                .reader
+                .read(&mut self.buf[..want])
+                .map_err(CodecError::from)?;
+            if n == 0 {
+                break;
+            }
+            crc = crc32c::crc32c_append(crc, &self.buf[..n]);
+            self.pos += n as u64;
+            got += n as u64;
+        }
+        Ok((got, crc))
+    }
+}
+
+struct CountingRead<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for CountingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
