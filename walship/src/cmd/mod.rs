@@ -8,6 +8,7 @@ pub mod info;
 pub mod list;
 pub mod pin;
 pub mod restore;
+mod retention_view;
 mod show;
 pub mod stream;
 pub mod verify;
