@@ -540,7 +540,11 @@ fn expire_and_verify_on_seaweedfs() {
     let victim = rt.block_on(async {
         use walship_common::storage::Storage;
         let wal = r.storage().list("wal/0000000100000000/").await.unwrap();
-        let key = wal[wal.len() - 2].key.clone();
+        let segments: Vec<_> = wal
+            .iter()
+            .filter(|m| m.key.as_str().rsplit('/').next().unwrap().len() == 24)
+            .collect();
+        let key = segments[segments.len() - 2].key.clone();
         r.storage().delete(&key).await.unwrap();
         key
     });
