@@ -513,7 +513,6 @@ fn expire_and_verify_on_seaweedfs() {
     let Some(install) = pg15() else { return };
     let Some(repo) = TestRepo::s3() else { return };
     let (cluster, taken) = history(&install, &repo, 3, 3);
-    drop(cluster);
     assert_sound(&repo, "healthy S3 repository");
     let now =
         now_arg(taken[1].stop_time + chrono::Duration::hours(1) + chrono::Duration::seconds(1));
@@ -534,6 +533,7 @@ fn expire_and_verify_on_seaweedfs() {
         .collect();
     assert_eq!(listed, [taken[1].id.clone(), taken[2].id.clone()]);
     assert_sound(&repo, "S3 after expire");
+
     // Delete one segment after the newest backup through the library: a named gap.
     let rt = restore_support::runtime();
     let r = restore_support::open_repo(&rt, &repo);
@@ -550,4 +550,32 @@ fn expire_and_verify_on_seaweedfs() {
     });
     let name = victim.as_str().rsplit('/').next().unwrap().to_string();
     assert_problem(&repo, &[], "wal_gap", &name);
+
+    // `backup --expire` (the sidecar's CronJob): refused up front without a policy; with
+    // one, the backup is taken and then expired by it.
+    let conn = format!("host=127.0.0.1 port={} user=postgres", cluster.port());
+    let backup = ["backup", "-d", &conn, "--checkpoint", "fast", "--expire"];
+    let out = repo.walship(&backup);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(list(&repo).len(), 2, "nothing was done");
+    let out = Command::new(walship_bin())
+        .arg("--config")
+        .arg(&repo.config)
+        .args(backup)
+        .envs(repo.env())
+        .env("WALSHIP_RETENTION_PITR_WINDOW", "1ms")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expire: removed 2 backups"),
+        "{}",
+        describe(&out)
+    );
+    let listed = list(&repo);
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert!(listed[0]["id"].as_str().unwrap() > taken[2].id.as_str());
+    drop(cluster);
+    // The gap lay before the new backup: expired with the rest, the repository is sound.
+    assert_sound(&repo, "S3 after backup --expire");
 }

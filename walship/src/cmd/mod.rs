@@ -65,6 +65,7 @@ pub fn run(cli: Cli) -> u8 {
             let options = Options {
                 backup_bundle_size: args.bundle_size.clone(),
                 backup_parallel: args.parallel.map(|n| n.to_string()),
+                backup_expire: args.expire.then_some(true),
                 ..Options::default()
             };
             with_context("backup", &cli.global, options, exit::FAILED, |ctx| {
