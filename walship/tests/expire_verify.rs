@@ -284,6 +284,33 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
         "{again:#}"
     );
 
+    // Later times: an hour after the fourth backup only it is in the window; a day later a
+    // daily rule keeps the newest of the day (all four were taken today, in UTC).
+    let later =
+        now_arg(taken[3].stop_time + chrono::Duration::hours(1) + chrono::Duration::seconds(1));
+    let out = expire(
+        &repo,
+        &[
+            "--pitr-window",
+            "1h",
+            "--now",
+            &later,
+            "--dry-run",
+            "--json",
+        ],
+    );
+    let plan = json(&out)["plan"].clone();
+    assert_eq!(ids(&plan["kept"]), [taken[3].id.clone()], "{plan:#}");
+    assert_eq!(ids(&plan["removed"]), [taken[2].id.clone()], "{plan:#}");
+    let day = now_arg(taken[3].stop_time + chrono::Duration::days(1));
+    let out = expire(
+        &repo,
+        &["--daily", "3", "--now", &day, "--dry-run", "--json"],
+    );
+    let plan = json(&out)["plan"].clone();
+    assert_eq!(ids(&plan["kept"]), [taken[3].id.clone()], "{plan:#}");
+    assert_eq!(plan["kept"][0]["rules"], serde_json::json!(["daily"]));
+
     // The window's first moment (the anchor's consistency point) restores with its rows, and
     // the restored server archives a timeline 2 into the same repository.
     drop(cluster);
@@ -578,4 +605,24 @@ fn expire_and_verify_on_seaweedfs() {
     drop(cluster);
     // The gap lay before the new backup: expired with the rest, the repository is sound.
     assert_sound(&repo, "S3 after backup --expire");
+}
+
+#[test]
+fn verify_reports_a_healthy_repository_sound_on_every_major() {
+    for install in pg_test_harness::installs_under_test() {
+        let repo = TestRepo::local();
+        let cluster = archiving_cluster(&install, &repo);
+        cluster.execute("create table t as select g from generate_series(1, 1000) g");
+        walship_backup(&cluster, &repo);
+        cluster.execute("insert into t values (1)");
+        archive_everything(&cluster, Duration::from_secs(120));
+        let (code, report) = verify(&repo, &[]);
+        assert_eq!(code, Some(0), "PG{}: {report:#}", install.major);
+        assert!(
+            report["checked"]["objects"].as_u64().unwrap() >= 3,
+            "PG{}: {report:#}",
+            install.major
+        );
+        eprintln!("PG{}: sound, {}", install.major, report["checked"]);
+    }
 }

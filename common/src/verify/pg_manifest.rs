@@ -75,3 +75,46 @@ pub fn compare(manifest: &BackupManifest) -> Vec<(String, String)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(pg: &str) -> BackupManifest {
+        let file = |path: &str, size: u64, crc: u32| {
+            serde_json::json!({"path": path, "kind": "file", "size": size, "mode": 384, "mtime": 0,
+                "crc32c": crc, "bundle": 0, "offset": 0, "link_target": null})
+        };
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1, "id": "20261122T140300Z", "label": "x",
+            "system_identifier": "1", "pg_major": 15, "pg_version_num": 150000,
+            "wal_segment_size": 16777216, "start_timeline": 1, "stop_timeline": 1,
+            "start_lsn": "0/2000028", "stop_lsn": "0/2000100",
+            "start_time": "2026-11-22T14:03:00Z", "stop_time": "2026-11-22T14:03:01Z",
+            "duration_ms": 1000, "backup_label": "", "tablespace_map": null, "tablespaces": [],
+            "pg_backup_manifest": pg, "bytes_raw": 0, "bytes_stored": 0, "walship_version": "t",
+            "bundles": [],
+            "files": [file("PG_VERSION", 3, 0x1234_5678), file("global/pg_control", 8192, 7)],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn checksums_sizes_and_missing_files_are_compared() {
+        // 0x12345678 in memory order (little-endian) is 78563412.
+        let good = r#"{"Files": [
+            {"Path": "backup_label", "Size": 200, "Checksum-Algorithm": "CRC32C", "Checksum": "00000000"},
+            {"Path": "PG_VERSION", "Size": 3, "Checksum-Algorithm": "CRC32C", "Checksum": "78563412"},
+            {"Path": "global/pg_control", "Size": 8192, "Checksum-Algorithm": "CRC32C", "Checksum": "07000000"}]}"#;
+        assert_eq!(compare(&manifest(good)), vec![]);
+        let bad = r#"{"Files": [
+            {"Path": "PG_VERSION", "Size": 3, "Checksum-Algorithm": "CRC32C", "Checksum": "12345678"},
+            {"Path": "global/pg_control", "Size": 8000},
+            {"Path": "base/1/1259", "Size": 1}]}"#;
+        let found: Vec<String> = compare(&manifest(bad))
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(found, ["PG_VERSION", "global/pg_control", "base/1/1259"]);
+    }
+}
