@@ -6,10 +6,6 @@ use std::collections::BTreeMap;
 
 use crate::catalog::{BackupManifest, FileKind};
 
-/// Files Postgres lists that walship keeps apart from the file list (written verbatim from
-/// the manifest's own fields at restore).
-const KEPT_APART: &[&str] = &["backup_label", "tablespace_map"];
-
 /// The disagreements, as `(path, what)`; an unreadable `backup_manifest` is one entry with an
 /// empty path.
 pub fn compare(manifest: &BackupManifest) -> Vec<(String, String)> {
@@ -35,9 +31,6 @@ pub fn compare(manifest: &BackupManifest) -> Vec<(String, String)> {
         let Some(path) = file.get("Path").and_then(|p| p.as_str()) else {
             continue;
         };
-        if KEPT_APART.contains(&path) {
-            continue;
-        }
         let Some(entry) = ours.get(path) else {
             out.push((
                 path.to_string(),
@@ -103,7 +96,6 @@ mod tests {
     fn checksums_sizes_and_missing_files_are_compared() {
         // 0x12345678 in memory order (little-endian) is 78563412.
         let good = r#"{"Files": [
-            {"Path": "backup_label", "Size": 200, "Checksum-Algorithm": "CRC32C", "Checksum": "00000000"},
             {"Path": "PG_VERSION", "Size": 3, "Checksum-Algorithm": "CRC32C", "Checksum": "78563412"},
             {"Path": "global/pg_control", "Size": 8192, "Checksum-Algorithm": "CRC32C", "Checksum": "07000000"}]}"#;
         assert_eq!(compare(&manifest(good)), vec![]);
