@@ -5,9 +5,10 @@
 //! and every [`Warning`] (worth a look, not unsound: stale backups or WAL, incomplete
 //! backups, orphaned objects), and what was checked. It reads the repository only.
 //!
-//! - [`objects`]: one object read and checked (WAL and `.history` whole, bundles streamed).
-//! - [`continuity`]: WAL gaps per timeline and `.history` ancestry, pure.
-//! - [`pg_manifest`]: Postgres's `backup_manifest` against walship's file list, pure.
+//! - `objects`: one object read and checked (WAL and `.history` whole, bundles streamed).
+//! - `continuity`: WAL gaps per timeline and `.history` ancestry, pure ([`check_continuity`]).
+//! - `pg_manifest`: Postgres's `backup_manifest` against walship's file list, pure.
+//! - `report`: the verdict's types.
 //!
 //! **Invariants:** a storage failure is an error, never a verdict ("could not read" is not
 //! "sound", nor "corrupt"); memory is bounded by `parallel` objects of one segment or one
@@ -16,15 +17,16 @@
 mod continuity;
 mod objects;
 mod pg_manifest;
+mod report;
 
-use std::collections::BTreeMap;
-use std::fmt;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 pub use continuity::check_continuity;
+pub use report::{Checked, Problem, VerifyReport, Warning};
 
 use crate::catalog::BackupId;
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
@@ -49,179 +51,6 @@ pub struct VerifyOptions {
     pub parallel: usize,
     /// The time ages are measured from.
     pub now: DateTime<Utc>,
-}
-
-/// Something that makes the repository unsound.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Problem {
-    /// Segments missing on a timeline, between the oldest backup and the archive's end.
-    WalGap {
-        /// The timeline.
-        timeline: TimelineId,
-        /// First missing segment.
-        first_missing: String,
-        /// Last missing segment.
-        last_missing: String,
-        /// How many.
-        segments: u64,
-    },
-    /// A timeline (after 1) holds WAL but its `.history` is missing.
-    MissingHistory {
-        /// The timeline.
-        timeline: TimelineId,
-    },
-    /// A `.history` names a parent timeline whose own `.history` is missing.
-    MissingParentHistory {
-        /// The timeline whose history names the parent.
-        timeline: TimelineId,
-        /// The parent.
-        parent: TimelineId,
-    },
-    /// An object does not decode or its checksums do not match (flipped bytes, truncation).
-    CorruptObject {
-        /// Its key.
-        key: String,
-        /// What the codec found.
-        message: String,
-    },
-    /// A WAL object decodes but is not the WAL its name says (page headers, system
-    /// identifier), or a `.history` does not parse.
-    BadWal {
-        /// Its key.
-        key: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// An object a manifest or the listing named is gone.
-    MissingObject {
-        /// Its key.
-        key: String,
-    },
-    /// A manifest that cannot be read, or that contradicts itself.
-    BadManifest {
-        /// The backup.
-        backup: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A bundle's stored size is not the one its manifest records.
-    BundleSize {
-        /// The backup.
-        backup: String,
-        /// The bundle.
-        bundle: String,
-        /// The manifest's size.
-        expected: u64,
-        /// The stored size.
-        found: u64,
-    },
-    /// A file is not in its bundle as the manifest says (offset, size, crc32c).
-    FileMismatch {
-        /// The backup.
-        backup: String,
-        /// The bundle.
-        bundle: String,
-        /// The file's path (empty for the bundle as a whole).
-        path: String,
-        /// What differs.
-        message: String,
-    },
-    /// Postgres's `backup_manifest` disagrees with the backup's file list.
-    PgManifestMismatch {
-        /// The backup.
-        backup: String,
-        /// The file's path.
-        path: String,
-        /// What differs.
-        message: String,
-    },
-    /// WAL between a backup's start and stop is missing: it cannot become consistent.
-    BackupWalMissing {
-        /// The backup.
-        backup: String,
-        /// The first missing segment.
-        segment: String,
-        /// How many of its segments are missing.
-        missing: usize,
-    },
-}
-
-/// Worth a look, but the repository is sound.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Warning {
-    /// The repository has no complete backup.
-    NoBackups,
-    /// The newest complete backup is older than `--max-backup-age`.
-    StaleBackup {
-        /// The newest backup.
-        backup: BackupId,
-        /// Its age.
-        age: String,
-        /// The limit.
-        limit: String,
-    },
-    /// The newest WAL object is older than `--max-wal-age`.
-    StaleWal {
-        /// Its key.
-        key: String,
-        /// Its age.
-        age: String,
-        /// The limit.
-        limit: String,
-    },
-    /// A backup without a manifest: interrupted, still running, or left by an interrupted
-    /// `expire` (the next `expire` or `backup` removes those older than the newest backup).
-    IncompleteBackup {
-        /// Its id.
-        backup: BackupId,
-        /// Its objects.
-        objects: usize,
-        /// Their bytes.
-        bytes: u64,
-    },
-    /// Objects that no backup and no kept WAL range refers to.
-    Orphans {
-        /// What they are.
-        what: String,
-        /// How many.
-        objects: usize,
-        /// Their bytes.
-        bytes: u64,
-        /// The first one's key.
-        first: String,
-    },
-}
-
-/// What was checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Checked {
-    /// Objects read (whole, or their header with `--quick`).
-    pub objects: usize,
-    /// Stored bytes read.
-    pub bytes: u64,
-    /// Complete backups checked.
-    pub backups: usize,
-    /// WAL segments checked per timeline.
-    pub wal_segments: BTreeMap<u32, usize>,
-    /// Only listings, manifests and headers.
-    pub quick: bool,
-    /// How long it took.
-    pub elapsed_ms: u64,
-}
-
-/// The verdict.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct VerifyReport {
-    /// No problem found.
-    pub sound: bool,
-    /// Every problem.
-    pub problems: Vec<Problem>,
-    /// Every warning.
-    pub warnings: Vec<Warning>,
-    /// What was checked.
-    pub checked: Checked,
 }
 
 /// Why verification could not finish.
@@ -265,19 +94,36 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
         ],
         None => inv.backups.iter().collect(),
     };
-    let present = |tli_max: TimelineId, tli_min: TimelineId, segno: SegNo| {
-        inv.wal.iter().any(|w| match w.name {
+    let stored: BTreeSet<(SegNo, TimelineId)> = inv
+        .wal
+        .iter()
+        .filter_map(|w| match w.name {
             ArchiveFileName::Segment(s) | ArchiveFileName::Partial(s) => {
-                s.segno() == segno && s.timeline() >= tli_min && s.timeline() <= tli_max
+                Some((s.segno(), s.timeline()))
             }
-            _ => false,
+            _ => None,
         })
+        .collect();
+    let present = |tli_max: TimelineId, tli_min: TimelineId, segno: SegNo| {
+        stored
+            .range((segno, tli_min)..=(segno, tli_max))
+            .next()
+            .is_some()
     };
     let mut jobs: Vec<Job<'_>> = Vec::new();
     let mut backup_wal: Vec<(TimelineId, SegNo, SegNo)> = Vec::new();
     for b in &backups {
         let m = &b.manifest;
         report.checked.backups += 1;
+        // The inventory read and verified the manifest.
+        let manifest_key = layout::manifest_key(m.id);
+        report.checked.objects += 1;
+        report.checked.bytes += b
+            .objects
+            .iter()
+            .filter(|o| o.key == manifest_key)
+            .map(|o| o.size)
+            .sum::<u64>();
         let backup = m.id.to_string();
         let mut known = vec![layout::manifest_key(m.id)];
         for (i, bundle) in m.bundles.iter().enumerate() {
@@ -469,109 +315,6 @@ fn freshness(inv: &crate::retention::Inventory, opts: &VerifyOptions, report: &m
                 age: text(a),
                 limit: text(opts.max_wal_age),
             });
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Problem::WalGap {
-                timeline,
-                first_missing,
-                last_missing,
-                segments,
-            } => write!(
-                f,
-                "WAL gap on timeline {timeline}: {first_missing}..{last_missing} ({segments} segments missing)"
-            ),
-            Problem::MissingHistory { timeline } => write!(
-                f,
-                "timeline {timeline} holds WAL but wal/{:08X}.history is missing",
-                timeline.0
-            ),
-            Problem::MissingParentHistory { timeline, parent } => write!(
-                f,
-                "timeline {timeline}'s history names parent {parent}, whose wal/{:08X}.history is missing",
-                parent.0
-            ),
-            Problem::CorruptObject { key, message } => write!(f, "{key}: corrupt: {message}"),
-            Problem::BadWal { key, message } => write!(f, "{key}: {message}"),
-            Problem::MissingObject { key } => write!(f, "{key}: missing"),
-            Problem::BadManifest { backup, message } => {
-                write!(f, "backup {backup}: manifest: {message}")
-            }
-            Problem::BundleSize {
-                backup,
-                bundle,
-                expected,
-                found,
-            } => write!(
-                f,
-                "backup {backup}: bundle {bundle} is {found} bytes, the manifest says {expected}"
-            ),
-            Problem::FileMismatch {
-                backup,
-                bundle,
-                path,
-                message,
-            } => {
-                write!(f, "backup {backup}: bundle {bundle}: {path}: {message}")
-            }
-            Problem::PgManifestMismatch {
-                backup,
-                path,
-                message,
-            } => {
-                write!(
-                    f,
-                    "backup {backup}: Postgres's backup_manifest: {path}: {message}"
-                )
-            }
-            Problem::BackupWalMissing {
-                backup,
-                segment,
-                missing,
-            } => write!(
-                f,
-                "backup {backup}: {missing} WAL segments between its start and stop are missing, first {segment}"
-            ),
-        }
-    }
-}
-
-impl fmt::Display for Warning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Warning::NoBackups => write!(f, "the repository has no complete backup"),
-            Warning::StaleBackup { backup, age, limit } => {
-                write!(
-                    f,
-                    "the newest backup, {backup}, ended {age} ago (more than {limit})"
-                )
-            }
-            Warning::StaleWal { key, age, limit } => {
-                write!(
-                    f,
-                    "the newest WAL, {key}, was stored {age} ago (more than {limit})"
-                )
-            }
-            Warning::IncompleteBackup {
-                backup,
-                objects,
-                bytes,
-            } => write!(
-                f,
-                "backup {backup} is incomplete (no manifest; {objects} objects, {bytes} bytes)"
-            ),
-            Warning::Orphans {
-                what,
-                objects,
-                bytes,
-                first,
-            } => {
-                write!(f, "{objects} {what} ({bytes} bytes), first {first}")
-            }
         }
     }
 }
