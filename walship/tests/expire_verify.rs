@@ -240,6 +240,17 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
         "pinning a backup that does not exist"
     );
 
+    // Two backups without a manifest: a leftover older than the newest complete backup, and
+    // one in progress (started after it). Expire removes the first and never touches the second.
+    let id_at = |t: DateTime<Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+    let leftover = id_at(taken[0].stop_time + chrono::Duration::milliseconds(500));
+    let running = id_at(taken[3].stop_time + chrono::Duration::seconds(30));
+    for id in [&leftover, &running] {
+        let dir = root.join("backups").join(id).join("bundles");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("00000000"), b"partial bundle").unwrap();
+    }
+
     let mut run = policy.to_vec();
     run.extend(["--force", "--json"]);
     let out = expire(&repo, &run);
@@ -275,7 +286,63 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
         segments.iter().any(|k| segno(k) == floor),
         "the anchor's first segment is gone"
     );
+    assert_eq!(
+        ids(&report["leftovers_removed"]),
+        [leftover.clone()],
+        "{report:#}"
+    );
+    assert!(
+        !root
+            .join("backups")
+            .join(&leftover)
+            .join("bundles/00000000")
+            .exists()
+    );
+    assert!(
+        root.join("backups")
+            .join(&running)
+            .join("bundles/00000000")
+            .exists(),
+        "a backup in progress was touched"
+    );
     assert_sound(&repo, "after expire");
+    let (_, report) = verify(&repo, &[]);
+    assert!(
+        report["warnings"].to_string().contains(&running),
+        "{report:#}"
+    );
+    std::fs::remove_file(root.join("backups").join(&running).join("bundles/00000000")).unwrap();
+
+    // `list` names the rules keeping each backup under the configured policy (now: both were
+    // taken today, so `daily = 1` keeps the newer and the older would go).
+    let out = Command::new(walship_bin())
+        .arg("--config")
+        .arg(&repo.config)
+        .args(["list", "--json"])
+        .envs(repo.env())
+        .env("WALSHIP_RETENTION_DAILY", "1")
+        .output()
+        .unwrap();
+    let listed = json(&out);
+    assert_eq!(listed[0]["kept_by"], serde_json::json!([]), "{listed:#}");
+    assert_eq!(
+        listed[1]["kept_by"],
+        serde_json::json!(["daily"]),
+        "{listed:#}"
+    );
+    let out = Command::new(walship_bin())
+        .arg("--config")
+        .arg(&repo.config)
+        .arg("list")
+        .envs(repo.env())
+        .env("WALSHIP_RETENTION_DAILY", "1")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("KEPT BY") && table.contains("(expires)") && table.contains("daily"),
+        "{table}"
+    );
     let out = expire(&repo, &run);
     let again = json(&out)["plan"].clone();
     assert!(
