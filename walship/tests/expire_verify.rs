@@ -243,7 +243,8 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
     // Two backups without a manifest: a leftover older than the newest complete backup, and
     // one in progress (started after it). Expire removes the first and never touches the second.
     let id_at = |t: DateTime<Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
-    let leftover = id_at(taken[0].stop_time + chrono::Duration::milliseconds(500));
+    // (A day before the first: an id between two backups could be one of theirs.)
+    let leftover = id_at(taken[0].stop_time - chrono::Duration::days(1));
     let running = id_at(taken[3].stop_time + chrono::Duration::seconds(30));
     for id in [&leftover, &running] {
         let dir = root.join("backups").join(id).join("bundles");
@@ -288,7 +289,7 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
     );
     assert_eq!(
         ids(&report["leftovers_removed"]),
-        [leftover.clone()],
+        std::slice::from_ref(&leftover),
         "{report:#}"
     );
     assert!(
@@ -506,6 +507,7 @@ fn walship_at(config: &Path, args: &[&str]) -> Command {
 fn expire_killed_at_random_points_leaves_a_sound_repository_and_the_next_run_finishes() {
     let Some(install) = pg15() else { return };
     let repo = TestRepo::local();
+    const KILLS: u64 = 16;
     let (cluster, taken) = history(&install, &repo, 3, 40);
     drop(cluster);
     let template = repo.local_root().to_path_buf();
@@ -529,7 +531,7 @@ fn expire_killed_at_random_points_leaves_a_sound_repository_and_the_next_run_fin
     let expected = json(&out)["report"]["objects_removed"].as_u64().unwrap();
     assert!(expected > 40, "{expected}");
     let mut interrupted = 0;
-    for i in 0..12u64 {
+    for i in 0..KILLS {
         let (_dir, config) = copy_repo(&template, "expire-kill");
         let root = std::fs::read_to_string(&config).unwrap();
         let root = PathBuf::from(
@@ -545,7 +547,7 @@ fn expire_killed_at_random_points_leaves_a_sound_repository_and_the_next_run_fin
                 .subsec_nanos()
                 % 1000,
         ) / 1000.0;
-        let delay = whole.mul_f64((i as f64 + jitter) / 12.0);
+        let delay = whole.mul_f64(0.9 * (i as f64 + jitter) / KILLS as f64);
         let mut child = walship_at(&config, &args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -598,8 +600,8 @@ fn expire_killed_at_random_points_leaves_a_sound_repository_and_the_next_run_fin
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "kill {i}: {}", describe(&out));
     }
-    eprintln!("{interrupted} of 12 runs were killed mid-way (whole run {whole:?})");
-    assert!(interrupted >= 8, "only {interrupted} kills landed mid-run");
+    eprintln!("{interrupted} of {KILLS} runs were killed mid-way (whole run {whole:?})");
+    assert!(interrupted >= 10, "only {interrupted} kills landed mid-run");
 }
 
 #[test]
