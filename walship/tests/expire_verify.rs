@@ -400,6 +400,26 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
     archive_everything(&restored, Duration::from_secs(120));
     assert!(root.join("wal/00000002.history").exists());
     assert_sound(&repo, "with a second timeline");
+    // The human forms: verify's summary line, expire's plan.
+    let out = repo.walship(&["verify", "--max-wal-age", "1h"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}");
+    assert!(
+        text.contains("sound: checked")
+            && text.contains("on timeline 2")
+            && text.contains("2 backups"),
+        "{text}"
+    );
+    let out = expire(
+        &repo,
+        &["--pitr-window", "1h", "--now", &later, "--dry-run"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}");
+    assert!(
+        text.contains("remove") && text.contains("dry run: nothing was removed"),
+        "{text}"
+    );
     drop(restored);
 
     // Damage, one kind at a time, each repaired before the next.

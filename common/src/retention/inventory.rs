@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use crate::backup::{BackupError, IncompleteBackup, read_manifest};
 use crate::catalog::{BackupId, BackupManifest};
 use crate::pg::file_name::ArchiveFileName;
+use crate::pg::history::TimelineHistory;
 use crate::pg::segment::WalSegSize;
 use crate::repo::{RepoError, RepoIdentity, Repository, layout};
 use crate::storage::{ObjectMeta, Storage, StorageError};
@@ -66,6 +67,9 @@ pub struct Inventory {
     pub wal: Vec<StoredWal>,
     /// Other objects under `wal/` (not walship's: never removed, reported by `verify`).
     pub stray_wal: Vec<ObjectMeta>,
+    /// The `.history` files, parsed (with [`read_inventory_tolerant`], those that do not
+    /// decode or parse are left out: `verify` reads and reports them itself).
+    pub histories: Vec<TimelineHistory>,
     /// Backups whose manifest exists but cannot be read (only with
     /// [`read_inventory_tolerant`]; [`read_inventory`] fails instead): id, objects, why.
     pub unreadable: Vec<(BackupId, Vec<ObjectMeta>, String)>,
@@ -86,6 +90,15 @@ pub enum InventoryError {
     /// A pin record cannot be read.
     #[error(transparent)]
     Pin(#[from] PinError),
+    /// A `.history` file cannot be read or parsed: `expire` never guesses a timeline's
+    /// ancestry.
+    #[error("timeline history {key} is unreadable: {message}")]
+    History {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// `walship.json` names a segment size Postgres cannot have.
     #[error("walship.json in {location}: {message}")]
     BadSegmentSize {
@@ -199,8 +212,30 @@ async fn read(repo: &Repository, tolerant: bool) -> Result<Inventory, InventoryE
             _ => stray_wal.push(meta),
         }
     }
+    let mut histories = Vec::new();
+    for w in &wal {
+        let ArchiveFileName::History(tli) = w.name else {
+            continue;
+        };
+        let parsed = match repo.get_content(&w.meta.key).await {
+            Ok(bytes) => TimelineHistory::parse(tli, &bytes).map_err(|e| e.to_string()),
+            Err(RepoError::Storage(e)) if !e.is_not_found() => return Err(e.into()),
+            Err(e) => Err(e.to_string()),
+        };
+        match parsed {
+            Ok(history) => histories.push(history),
+            Err(_) if tolerant => {}
+            Err(message) => {
+                return Err(InventoryError::History {
+                    key: w.meta.key.to_string(),
+                    message,
+                });
+            }
+        }
+    }
     Ok(Inventory {
         identity,
+        histories,
         seg_size,
         backups,
         incomplete,

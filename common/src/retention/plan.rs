@@ -6,19 +6,26 @@
 //!
 //! 1. `pinned`: a pinned backup is kept.
 //! 2. `after_now`: a backup that ended after the evaluation time is kept (`--now` in the past).
-//! 3. `pitr`: the *anchor*, the newest backup whose consistency point (stop time) is at or
-//!    before `now - pitr_window`, and every backup after it, are kept; with no such backup,
-//!    every backup is (the window is not covered yet, and the plan says so).
+//! 3. `pitr`: for every timeline `T` (every one that holds WAL or a backup, or has a
+//!    `.history`), among the backups on `T`'s ancestry (those whose stop LSN lies on the
+//!    path of `T`'s history), the *anchor*, the newest whose consistency point (stop time) is
+//!    at or before `now - pitr_window`, and every one after it, are kept; with no such
+//!    backup, every backup on the path is (the window is not covered yet, and the plan says
+//!    so). Every timeline counts, not only the newest: a restore drill that promoted and
+//!    archived may own the highest id while production continues on another.
 //! 4. `daily`/`weekly`/`monthly`/`yearly`: in each of the N most recent calendar buckets that
 //!    hold a backup, the newest one is kept.
 //! 5. `min_backups`: the newest backups not kept yet, until that many are kept.
 //!
-//! WAL: every object on any timeline from the *floor* on (the anchor's start with a PITR
-//! window, else the newest backup's start) is kept, so the archive's end, a backup in
-//! progress and the window stay whole. Below the floor, a kept backup keeps the segments from
-//! its start to its stop LSN on its timeline and every lower one (over-approximating its
-//! ancestors is cheap and safe). Timeline `.history` files are never removed (a few bytes
-//! each, and a timeline's ancestry must stay readable). Everything else is removed.
+//! WAL: for every timeline `T`, every object on `T` or an ancestor of `T`, from `T`'s *floor*
+//! on (its anchor's start with a PITR window, else the start of the newest backup on its path;
+//! with no backup on its path, from the beginning), is kept, so the archive's end, a backup in
+//! progress and the window stay whole on every branch. Below the floors, a kept backup keeps
+//! the segments from its start to its stop LSN on its timeline and every lower one
+//! (over-approximating its ancestors is cheap and safe). A timeline after 1 without a
+//! `.history` has an unknown ancestry: then no WAL at all is removed (the plan names it).
+//! Timeline `.history` files are never removed (a few bytes each, and a timeline's ancestry
+//! must stay readable). Everything else is removed.
 //!
 //! Backups are ordered by start LSN, then start time, then id: from the manifests, never by
 //! object name, and independent of the listing's order.
@@ -31,6 +38,7 @@ use super::policy::{Period, Policy, Rule};
 use crate::catalog::{BackupId, BackupManifest};
 use crate::lsn::Lsn;
 use crate::pg::file_name::ArchiveFileName;
+use crate::pg::history::TimelineHistory;
 use crate::pg::segment::{SegNo, WalSegSize};
 use crate::pg::timeline::TimelineId;
 
@@ -94,6 +102,8 @@ pub struct PlanInputs<'a> {
     pub backups: &'a [BackupSummary],
     /// The WAL listing, in any order.
     pub wal: &'a [WalObject],
+    /// The repository's `.history` files, parsed, in any order.
+    pub histories: &'a [TimelineHistory],
     /// The repository's segment size.
     pub seg_size: WalSegSize,
     /// The policy.
@@ -156,11 +166,15 @@ pub struct Plan {
     pub kept: Vec<KeptBackup>,
     /// Removed backups, oldest first.
     pub removed: Vec<RemovedBackup>,
-    /// WAL kept on every timeline from this LSN on (none when there is no backup: then no
-    /// WAL is removed).
-    pub wal_floor: Option<Lsn>,
-    /// The PITR window, when one is configured and there are backups.
+    /// Per timeline, WAL on it and its ancestors is kept from this LSN on.
+    pub wal_floors: BTreeMap<TimelineId, Lsn>,
+    /// Timelines after 1 with WAL or backups but no `.history`: while there is one, no WAL is
+    /// removed.
+    pub unknown_timelines: Vec<TimelineId>,
+    /// The PITR window on the timeline of the newest backup, when one is configured.
     pub pitr: Option<PitrCoverage>,
+    /// The PITR window on every timeline.
+    pub pitr_timelines: BTreeMap<TimelineId, PitrCoverage>,
     /// Removed WAL objects, by timeline and segment.
     #[serde(skip)]
     pub wal_removed: Vec<WalObject>,
@@ -192,6 +206,7 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
     let PlanInputs {
         backups,
         wal,
+        histories,
         seg_size,
         policy,
         now,
@@ -213,26 +228,49 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
         }
     }
 
-    let mut pitr = None;
-    let mut floor = sorted.last().map(|b| b.start_lsn);
-    if let (Some(window), false) = (policy.pitr_window, sorted.is_empty()) {
-        let window_start = chrono::Duration::from_std(window)
+    let paths = TimelinePaths::new(histories, &sorted, wal);
+    let mut pitr_timelines = BTreeMap::new();
+    let mut floors: BTreeMap<TimelineId, Lsn> = BTreeMap::new();
+    let window_start = policy.pitr_window.map(|window| {
+        chrono::Duration::from_std(window)
             .ok()
             .and_then(|w| now.checked_sub_signed(w))
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let anchor_at = sorted.iter().rposition(|b| b.stop_time <= window_start);
-        let covered = anchor_at.is_some();
-        let anchor_at = anchor_at.unwrap_or(0);
-        for b in &sorted[anchor_at..] {
-            keep(b.id, Rule::Pitr);
-        }
-        floor = Some(sorted[anchor_at].start_lsn);
-        pitr = Some(PitrCoverage {
-            window_start,
-            anchor: Some(sorted[anchor_at].id),
-            covered,
-        });
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    });
+    for &tli in paths.known() {
+        let on_path: Vec<&BackupSummary> = sorted
+            .iter()
+            .copied()
+            .filter(|b| paths.on_path(tli, b.stop_timeline, b.stop_lsn))
+            .collect();
+        let floor = match window_start {
+            Some(window_start) => {
+                if on_path.is_empty() {
+                    floors.insert(tli, Lsn(0));
+                    continue;
+                }
+                let anchor_at = on_path.iter().rposition(|b| b.stop_time <= window_start);
+                let anchor = on_path[anchor_at.unwrap_or(0)];
+                for b in &on_path[anchor_at.unwrap_or(0)..] {
+                    keep(b.id, Rule::Pitr);
+                }
+                pitr_timelines.insert(
+                    tli,
+                    PitrCoverage {
+                        window_start,
+                        anchor: Some(anchor.id),
+                        covered: anchor_at.is_some(),
+                    },
+                );
+                anchor.start_lsn
+            }
+            None => on_path.last().map_or(Lsn(0), |b| b.start_lsn),
+        };
+        floors.insert(tli, floor);
     }
+    let pitr = sorted
+        .last()
+        .and_then(|newest| pitr_timelines.get(&newest.stop_timeline).cloned());
 
     for (count, period, rule) in [
         (policy.daily, Period::Day, Rule::Daily),
@@ -268,7 +306,7 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
 
     let (kept, removed): (Vec<&BackupSummary>, Vec<&BackupSummary>) =
         sorted.iter().partition(|b| rules.contains_key(&b.id));
-    let needs = WalNeeds::new(&kept, floor, seg_size);
+    let needs = WalNeeds::new(&kept, &floors, &paths, seg_size);
     let mut wal_removed: Vec<WalObject> = wal
         .iter()
         .filter(|w| !needs.keeps(w.name))
@@ -303,26 +341,104 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
                 bytes: b.bytes,
             })
             .collect(),
-        wal_floor: floor,
+        wal_floors: floors,
+        unknown_timelines: paths.unknown.clone(),
         pitr,
+        pitr_timelines,
         wal_bytes: wal_removed.iter().map(|w| w.size).sum(),
         wal_ranges: ranges(&wal_removed),
         wal_removed,
     }
 }
 
-/// Which WAL the kept backups and the floor need.
+/// Every timeline the repository knows of, and the ancestry of each.
 #[derive(Debug)]
-pub struct WalNeeds {
-    floor: Option<SegNo>,
-    /// Per kept backup: the highest timeline and the segment range it needs.
-    spans: Vec<(TimelineId, SegNo, SegNo)>,
+struct TimelinePaths {
+    /// Timeline -> its history (timeline 1: none, an empty path).
+    histories: BTreeMap<TimelineId, Option<TimelineHistory>>,
+    /// Timelines with a known ancestry.
+    known: Vec<TimelineId>,
+    /// Timelines after 1 without a `.history`.
+    unknown: Vec<TimelineId>,
 }
 
-impl WalNeeds {
-    fn new(kept: &[&BackupSummary], floor: Option<Lsn>, seg_size: WalSegSize) -> WalNeeds {
+impl TimelinePaths {
+    fn new(histories: &[TimelineHistory], backups: &[&BackupSummary], wal: &[WalObject]) -> Self {
+        let mut all: BTreeSet<TimelineId> = histories.iter().map(|h| h.timeline()).collect();
+        all.extend(
+            backups
+                .iter()
+                .flat_map(|b| [b.start_timeline, b.stop_timeline]),
+        );
+        all.extend(wal.iter().map(|w| w.name.timeline()));
+        let mut map = BTreeMap::new();
+        let mut known = Vec::new();
+        let mut unknown = Vec::new();
+        for tli in all {
+            if tli.0 <= 1 {
+                map.insert(tli, None);
+                known.push(tli);
+            } else if let Some(h) = histories.iter().find(|h| h.timeline() == tli) {
+                map.insert(tli, Some(h.clone()));
+                known.push(tli);
+            } else {
+                unknown.push(tli);
+            }
+        }
+        TimelinePaths {
+            histories: map,
+            known,
+            unknown,
+        }
+    }
+
+    fn known(&self) -> &[TimelineId] {
+        &self.known
+    }
+
+    /// True when `lsn` on timeline `at` lies on the path to `target`.
+    fn on_path(&self, target: TimelineId, at: TimelineId, lsn: Lsn) -> bool {
+        match self.histories.get(&target) {
+            Some(Some(h)) => h.contains_timeline(at) && h.timeline_of(lsn) == at,
+            Some(None) => at == target,
+            None => false,
+        }
+    }
+
+    /// True when `t` is `target` or one of its ancestors.
+    fn is_ancestor(&self, target: TimelineId, t: TimelineId) -> bool {
+        match self.histories.get(&target) {
+            Some(Some(h)) => h.contains_timeline(t),
+            Some(None) => t == target,
+            None => false,
+        }
+    }
+}
+
+/// Which WAL the kept backups and the floors need.
+#[derive(Debug)]
+struct WalNeeds<'a> {
+    /// Per timeline, in segments.
+    floors: Vec<(TimelineId, SegNo)>,
+    paths: &'a TimelinePaths,
+    /// Per kept backup: the highest timeline and the segment range it needs.
+    spans: Vec<(TimelineId, SegNo, SegNo)>,
+    keep_all: bool,
+}
+
+impl<'a> WalNeeds<'a> {
+    fn new(
+        kept: &[&BackupSummary],
+        floors: &BTreeMap<TimelineId, Lsn>,
+        paths: &'a TimelinePaths,
+        seg_size: WalSegSize,
+    ) -> WalNeeds<'a> {
         WalNeeds {
-            floor: floor.map(|lsn| SegNo::containing(lsn, seg_size)),
+            floors: floors
+                .iter()
+                .map(|(&t, &lsn)| (t, SegNo::containing(lsn, seg_size)))
+                .collect(),
+            paths,
             spans: kept
                 .iter()
                 .map(|b| {
@@ -333,22 +449,27 @@ impl WalNeeds {
                     )
                 })
                 .collect(),
+            // No backup: nothing is known to be unneeded. An unknown ancestry: the same.
+            keep_all: kept.is_empty() || !paths.unknown.is_empty(),
         }
     }
 
     /// True when the object must stay.
-    pub fn keeps(&self, name: ArchiveFileName) -> bool {
-        let Some(floor) = self.floor else {
-            return true; // no backup: nothing is known to be unneeded
-        };
+    fn keeps(&self, name: ArchiveFileName) -> bool {
+        if self.keep_all {
+            return true;
+        }
         let Some(segment) = name.segment() else {
             return true; // .history
         };
-        let segno = segment.segno();
-        segno >= floor
-            || self.spans.iter().any(|&(tli, first, last)| {
-                segment.timeline() <= tli && first <= segno && segno <= last
-            })
+        let (tli, segno) = (segment.timeline(), segment.segno());
+        self.floors
+            .iter()
+            .any(|&(target, floor)| segno >= floor && self.paths.is_ancestor(target, tli))
+            || self
+                .spans
+                .iter()
+                .any(|&(top, first, last)| tli <= top && first <= segno && segno <= last)
     }
 }
 

@@ -12,6 +12,7 @@ use super::policy::{Policy, Rule, Timezone};
 use crate::catalog::BackupId;
 use crate::lsn::Lsn;
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
+use crate::pg::history::TimelineHistory;
 use crate::pg::segment::{SegNo, WalSegSize};
 use crate::pg::timeline::TimelineId;
 
@@ -70,6 +71,7 @@ fn the_30_12_12_7_plan_with_a_30_day_window() {
     let p = plan(PlanInputs {
         backups: &backups,
         wal: &wal,
+        histories: &[],
         seg_size: seg_size(),
         policy: &policy,
         now,
@@ -115,6 +117,7 @@ fn min_backups_and_pins_hold_and_no_backups_removes_no_wal() {
     let p = plan(PlanInputs {
         backups: &backups,
         wal: &wal,
+        histories: &[],
         seg_size: seg_size(),
         policy: &policy,
         now,
@@ -128,6 +131,7 @@ fn min_backups_and_pins_hold_and_no_backups_removes_no_wal() {
     let empty = plan(PlanInputs {
         backups: &[],
         wal: &wal,
+        histories: &[],
         seg_size: seg_size(),
         policy: &policy,
         now,
@@ -146,6 +150,7 @@ fn a_window_longer_than_the_history_keeps_everything() {
     let p = plan(PlanInputs {
         backups: &backups,
         wal: &wal,
+        histories: &[],
         seg_size: seg_size(),
         policy: &policy,
         now,
@@ -172,6 +177,7 @@ fn calendar_buckets_follow_the_timezone() {
         plan(PlanInputs {
             backups: &[a.clone(), b.clone()],
             wal: &[],
+            histories: &[],
             seg_size: seg_size(),
             policy: &policy,
             now,
@@ -183,9 +189,66 @@ fn calendar_buckets_follow_the_timezone() {
     assert_eq!(run("+02:00"), 1);
 }
 
-/// A random history: backups in time and LSN order, timelines that only grow, WAL on the
-/// timeline in force at each segment plus strays on others, a random policy and time.
-fn history() -> impl Strategy<Value = (Vec<BackupSummary>, Vec<WalObject>, Policy, DateTime<Utc>)> {
+#[test]
+fn a_branch_keeps_its_own_window_and_an_unknown_ancestry_keeps_all_wal() {
+    // Four daily backups on timeline 1; a restore of the third, promoted, became timeline 2
+    // (forking between the third and the fourth) and archives on. A window anchored at the
+    // fourth on timeline 1 must not take the third (timeline 2's only way back) nor timeline
+    // 2's WAL, nor timeline 1's WAL from the third on, which timeline 2 replays.
+    let (backups, mut wal) = daily_history(4);
+    let fork = Lsn(11 * MIB16 + 100);
+    let tl2 = TimelineHistory::first()
+        .child(TimelineId(2), fork, "restore")
+        .unwrap();
+    for s in 11..20 {
+        wal.push(segment(2, s));
+    }
+    let policy = Policy {
+        pitr_window: Some(Duration::from_secs(3600)),
+        ..Policy::default()
+    };
+    let now = backups[3].stop_time + chrono::Duration::hours(2);
+    let run = |histories: &[TimelineHistory]| {
+        plan(PlanInputs {
+            backups: &backups,
+            wal: &wal,
+            histories,
+            seg_size: seg_size(),
+            policy: &policy,
+            now,
+        })
+    };
+    let p = run(std::slice::from_ref(&tl2));
+    let kept: Vec<_> = p.kept.iter().map(|k| k.id).collect();
+    assert_eq!(kept, [backups[2].id, backups[3].id], "{p:#?}");
+    assert_eq!(p.pitr_timelines[&TimelineId(2)].anchor, Some(backups[2].id));
+    for w in &p.wal_removed {
+        let s = w.name.segment().unwrap();
+        assert!(
+            s.timeline() == TimelineId(1) && s.segno().0 < 9,
+            "{s} removed"
+        );
+    }
+    assert!(!p.wal_removed.is_empty());
+    // Without 00000002.history, nothing says what timeline 2 needs: no WAL is removed.
+    let p = run(&[]);
+    assert_eq!(p.unknown_timelines, [TimelineId(2)]);
+    assert!(p.wal_removed.is_empty());
+}
+
+/// A random history: backups in time and LSN order, timelines that only grow (each with its
+/// `.history`), WAL on the timeline in force at each segment plus strays on known timelines,
+/// and maybe a branch (timeline 50) forking from timeline 1 with its own WAL (a restore drill
+/// that promoted and archived); a random policy and time.
+type History = (
+    Vec<BackupSummary>,
+    Vec<WalObject>,
+    Vec<TimelineHistory>,
+    Policy,
+    DateTime<Utc>,
+);
+
+fn history() -> impl Strategy<Value = History> {
     let backups = prop::collection::vec(
         (
             1u64..(40 * 86400),
@@ -205,16 +268,21 @@ fn history() -> impl Strategy<Value = (Vec<BackupSummary>, Vec<WalObject>, Polic
         prop::option::of(0u32..5),
         -12i32..14,
     );
+    let branch = prop::option::of((0u64..60, 1u64..6, 0u64..(90 * 86400)));
     (
         backups,
         policy,
         0u64..(400 * 86400),
         prop::collection::vec((1u32..4, 0u64..80), 0..10),
+        branch,
     )
-        .prop_map(|(raw, pol, after, strays)| {
+        .prop_map(|(raw, pol, after, strays, branch)| {
             let mut time = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+            let start = time;
             let mut seg = 1u64;
             let mut tli = 1u32;
+            let mut current = TimelineHistory::first();
+            let mut histories = Vec::new();
             let mut backups = Vec::new();
             let mut wal = Vec::new();
             for (gap, segs, bump, pinned, secs) in raw {
@@ -223,7 +291,12 @@ fn history() -> impl Strategy<Value = (Vec<BackupSummary>, Vec<WalObject>, Polic
                     wal.push(segment(tli, s));
                 }
                 seg += segs + 1;
-                tli += bump;
+                if bump == 1 {
+                    let next = TimelineId(tli + 1);
+                    current = current.child(next, Lsn(seg * MIB16), "test").unwrap();
+                    histories.push(current.clone());
+                    tli += 1;
+                }
                 let mut b = backup(time, seg, tli);
                 b.stop_time = b.start_time + chrono::Duration::seconds(secs as i64);
                 b.stop_lsn = Lsn(b.start_lsn.0 + secs * 1000);
@@ -240,7 +313,16 @@ fn history() -> impl Strategy<Value = (Vec<BackupSummary>, Vec<WalObject>, Polic
                 wal.push(segment(tli, s));
             }
             for (t, s) in strays {
-                wal.push(segment(t, s));
+                wal.push(segment(t.min(tli), s));
+            }
+            if let Some((at, len, _)) = branch {
+                let fork = TimelineHistory::first()
+                    .child(TimelineId(50), Lsn(at * MIB16 + 8), "drill")
+                    .unwrap();
+                histories.push(fork);
+                for s in at..at + len {
+                    wal.push(segment(50, s));
+                }
             }
             let policy = Policy {
                 pitr_window: pol.0.map(Duration::from_secs),
@@ -251,9 +333,21 @@ fn history() -> impl Strategy<Value = (Vec<BackupSummary>, Vec<WalObject>, Polic
                 min_backups: pol.5,
                 timezone: Timezone::parse(&format!("{:+03}:00", pol.6)).unwrap(),
             };
+            let _ = start;
             let now = time + chrono::Duration::seconds(after as i64);
-            (backups, wal, policy, now)
+            (backups, wal, histories, policy, now)
         })
+}
+
+/// The timelines whose path holds `(tli, lsn)`, per the histories.
+fn on_path(histories: &[TimelineHistory], target: TimelineId, tli: TimelineId, lsn: Lsn) -> bool {
+    if target.0 == 1 {
+        return tli.0 == 1;
+    }
+    histories
+        .iter()
+        .find(|h| h.timeline() == target)
+        .is_some_and(|h| h.contains_timeline(tli) && h.timeline_of(lsn) == tli)
 }
 
 proptest! {
@@ -261,10 +355,10 @@ proptest! {
 
     #[test]
     fn plans_never_remove_what_is_needed(
-        (backups, wal, policy, now) in history(),
+        (backups, wal, histories, policy, now) in history(),
         seed in any::<u64>(),
     ) {
-        let p = plan(PlanInputs { backups: &backups, wal: &wal, seg_size: seg_size(), policy: &policy, now });
+        let p = plan(PlanInputs { backups: &backups, wal: &wal, histories: &histories, seg_size: seg_size(), policy: &policy, now });
         let removed_wal = |tli: u32, segno: u64| {
             p.wal_removed.iter().any(|w| {
                 let s = w.name.segment().unwrap();
@@ -293,26 +387,36 @@ proptest! {
                 prop_assert!(w.name.segment().unwrap().segno().0 < newest.start_lsn.0 / MIB16);
             }
         }
-        // Every second of the PITR window is reachable: from each moment t of the window, the
-        // newest kept backup consistent by t (or the oldest, when none is) restores, and no WAL
-        // after its start is removed on any timeline.
-        if let (Some(window), false) = (policy.pitr_window, backups.is_empty()) {
+        // Every second of the PITR window is reachable on every timeline: from each moment t
+        // of the window, the newest backup on the timeline's path consistent by t (or the
+        // oldest, when none is) is kept, with all later ones on the path, and no WAL on the
+        // timeline or its ancestors after its start is removed.
+        if let Some(window) = policy.pitr_window {
             let start = now - chrono::Duration::from_std(window).unwrap();
-            let cov = p.pitr.clone().unwrap();
-            let anchor = backups.iter().find(|b| Some(b.id) == cov.anchor).unwrap();
-            prop_assert!(p.rules_of(anchor.id).is_some());
-            if cov.covered {
-                prop_assert!(anchor.stop_time <= start);
-                // No backup ends between the anchor and the window start unkept.
-                for b in backups.iter().filter(|b| b.start_lsn > anchor.start_lsn) {
-                    prop_assert!(p.rules_of(b.id).is_some());
+            let mut timelines: Vec<TimelineId> = histories.iter().map(|h| h.timeline()).collect();
+            timelines.push(TimelineId(1));
+            for target in timelines {
+                let path: Vec<&BackupSummary> = backups
+                    .iter()
+                    .filter(|b| on_path(&histories, target, b.stop_timeline, b.stop_lsn))
+                    .collect();
+                let ancestor = |t: TimelineId| t == target || histories.iter().any(|h| h.timeline() == target && h.contains_timeline(t));
+                let Some(oldest) = path.first() else {
+                    // No backup restores this timeline: none of its WAL goes.
+                    prop_assert!(!p.wal_removed.iter().any(|w| ancestor(w.name.timeline())), "timeline {target}");
+                    continue;
+                };
+                let anchor = path.iter().rev().find(|b| b.stop_time <= start).unwrap_or(oldest);
+                for b in path.iter().filter(|b| b.start_lsn >= anchor.start_lsn) {
+                    prop_assert!(p.rules_of(b.id).is_some(), "timeline {target}: backup {} of the window removed", b.id);
                 }
-            } else {
-                prop_assert!(backups.iter().all(|b| b.stop_time > start));
-                prop_assert_eq!(p.kept.len(), backups.len());
-            }
-            for w in &p.wal_removed {
-                prop_assert!(w.name.segment().unwrap().segno().0 < anchor.start_lsn.0 / MIB16);
+                for w in &p.wal_removed {
+                    let s = w.name.segment().unwrap();
+                    prop_assert!(
+                        !(ancestor(s.timeline()) && s.segno().0 >= anchor.start_lsn.0 / MIB16),
+                        "timeline {target}: {} removed, after the anchor {}", s, anchor.id
+                    );
+                }
             }
         }
         // The same inputs in another order give the same plan.
@@ -322,7 +426,9 @@ proptest! {
         let mut shuffle = |n: usize| { rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (rng >> 33) as usize % n.max(1) };
         for i in (1..b2.len()).rev() { let j = shuffle(i + 1); b2.swap(i, j); }
         for i in (1..w2.len()).rev() { let j = shuffle(i + 1); w2.swap(i, j); }
-        let p2 = plan(PlanInputs { backups: &b2, wal: &w2, seg_size: seg_size(), policy: &policy, now });
+        let mut h2 = histories.clone();
+        h2.reverse();
+        let p2 = plan(PlanInputs { backups: &b2, wal: &w2, histories: &h2, seg_size: seg_size(), policy: &policy, now });
         prop_assert_eq!(p, p2);
     }
 }

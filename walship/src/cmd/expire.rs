@@ -154,6 +154,7 @@ pub async fn expire(
     let plan = retention::plan(PlanInputs {
         backups: &backups,
         wal: &wal,
+        histories: &inventory.histories,
         seg_size: inventory.seg_size,
         policy,
         now,

@@ -68,6 +68,7 @@ pub async fn read(
         let plan = retention::plan(PlanInputs {
             backups: &backups,
             wal: &wal,
+            histories: &inventory.histories,
             seg_size: inventory.seg_size,
             policy,
             now: chrono::Utc::now(),
