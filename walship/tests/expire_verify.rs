@@ -410,6 +410,35 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
             && text.contains("2 backups"),
         "{text}"
     );
+    // Timeline 2 forked from the third backup: as of an hour after the fourth, the window
+    // on timeline 2 still restores from the third, which stays, with all WAL timeline 2 needs.
+    let out = expire(
+        &repo,
+        &[
+            "--pitr-window",
+            "1h",
+            "--now",
+            &later,
+            "--dry-run",
+            "--json",
+        ],
+    );
+    let plan = json(&out)["plan"].clone();
+    assert_eq!(
+        ids(&plan["kept"]),
+        [taken[2].id.clone(), taken[3].id.clone()],
+        "{plan:#}"
+    );
+    assert_eq!(
+        plan["pitr_timelines"]["2"]["anchor"],
+        taken[2].id.as_str(),
+        "{plan:#}"
+    );
+    assert_eq!(
+        plan["pitr_timelines"]["1"]["anchor"],
+        taken[3].id.as_str(),
+        "{plan:#}"
+    );
     let out = expire(
         &repo,
         &["--pitr-window", "1h", "--now", &later, "--dry-run"],
@@ -417,7 +446,7 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     eprintln!("{text}");
     assert!(
-        text.contains("remove") && text.contains("dry run: nothing was removed"),
+        text.contains("PITR window on timeline 2") && text.contains("dry run: nothing was removed"),
         "{text}"
     );
     drop(restored);

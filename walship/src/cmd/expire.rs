@@ -183,19 +183,22 @@ fn print(inventory: &Inventory, plan: &Plan, report: Option<&ExpireReport>, json
         "retention as of {}",
         plan.now.format("%Y-%m-%d %H:%M:%S UTC")
     );
-    if let Some(pitr) = &plan.pitr {
+    for (tli, pitr) in &plan.pitr_timelines {
         let anchor = pitr.anchor.map_or("-".into(), |a| a.to_string());
+        let start = pitr.window_start.format("%Y-%m-%d %H:%M:%S");
         if pitr.covered {
-            println!(
-                "PITR window from {} restores from backup {anchor}",
-                pitr.window_start.format("%Y-%m-%d %H:%M:%S")
-            );
+            println!("PITR window on timeline {tli} from {start} restores from backup {anchor}");
         } else {
             println!(
-                "PITR window from {} is not covered yet: the oldest backup, {anchor}, ended after it",
-                pitr.window_start.format("%Y-%m-%d %H:%M:%S")
+                "PITR window on timeline {tli} from {start} is not covered yet: its oldest backup, {anchor}, ended after it"
             );
         }
+    }
+    for tli in &plan.unknown_timelines {
+        println!(
+            "timeline {tli} has WAL or backups but no {:08X}.history: its ancestry is unknown, so no WAL is removed",
+            tli.0
+        );
     }
     let mut rows = Vec::new();
     for k in &plan.kept {
