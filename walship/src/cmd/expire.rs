@@ -14,22 +14,8 @@ use super::show;
 use crate::context::Context;
 use crate::exit;
 
-/// Remove the backups and WAL that no retention rule keeps.
-///
-/// The policy comes from `[retention]` in the config (or WALSHIP_RETENTION_*, or the flags
-/// below): pitr_window (every moment of the last N stays restorable), daily, weekly, monthly,
-/// yearly (the newest backup of each of the N most recent days, ISO weeks, months, years that
-/// have one), min_backups (default 1), timezone (UTC or +HH:MM). Pinned backups (`walship pin`)
-/// are always kept. With no policy, nothing is removed and the command exits 2.
-///
-/// A backup is removed manifest first (it stops existing at once), then its bundles; WAL
-/// last, in batches. Objects the storage refuses to delete (Object Lock) are reported and
-/// skipped. Safe to interrupt: the next run finishes the work.
-///
-/// Exit codes: 0 done (or nothing to do; refused objects are reported, not a failure),
-/// 2 no policy or bad flags, 3 the repository or storage failed.
+/// Arguments of `walship expire` (its help text is on `Command::Expire` in `cli.rs`).
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 pub struct ExpireArgs {
     /// Print the plan and remove nothing.
     #[arg(long)]

@@ -10,21 +10,8 @@ use super::show;
 use crate::context::Context;
 use crate::exit;
 
-/// Check the repository: every object decodes and its checksums match; every backup's files
-/// are in its bundles at the stated offset, size and crc32c, agree with Postgres's
-/// backup_manifest, and its WAL from start to stop is present; WAL is continuous on every
-/// timeline from the oldest backup on (gaps named as ranges), and every timeline's .history
-/// and its parents' are present. Stale backups or WAL, incomplete backups and orphaned
-/// objects are warnings.
-///
-/// Exit codes:
-///   0    sound (warnings may be printed)
-///   1    --backup names no backup
-///   5    a problem was found (each is printed, or listed in --json)
-///   200  the repository could not be read (storage failing, a repository without
-///        walship.json): nothing can be said of it
+/// Arguments of `walship verify` (its help text is on `Command::Verify` in `cli.rs`).
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 pub struct VerifyArgs {
     /// Only this backup and the WAL from its start to its stop.
     #[arg(long, value_name = "ID")]
