@@ -1,8 +1,8 @@
 //! Reading one object and checking it: a WAL object (decodes, checksums match, page headers
 //! right for its name and the repository's system identifier; a `.history` parses), or one
 //! bundle of a backup (decodes, and every file the manifest places in it is there at its
-//! offset with its size and crc32c). Bundles are streamed through a fixed buffer, so memory
-//! does not grow with their size; WAL objects are read whole (one segment).
+//! offset with its size and crc32c). Segments and bundles are streamed through a fixed buffer,
+//! so memory does not grow with their size; `.history` and `.backup` files are read whole.
 //!
 //! Storage failures are errors (the caller stops: "could not check" is never "sound"); what
 //! is wrong with the bytes is a [`Problem`].
@@ -15,7 +15,7 @@ use crate::catalog::{BackupManifest, FileKind};
 use crate::codec::{self, CodecError, HEADER_LEN, ObjectHeader};
 use crate::pg::file_name::ArchiveFileName;
 use crate::pg::history::TimelineHistory;
-use crate::pg::segment_check::{validate_first_page, validate_segment};
+use crate::pg::segment_check::{SegmentValidator, validate_first_page};
 use crate::pg::timeline::TimelineId;
 use crate::repo::{Repository, layout};
 use crate::retention::StoredWal;
@@ -115,6 +115,50 @@ pub(super) async fn check_wal(
         check_header(repo, key, &mut out).await?;
         return Ok(out);
     }
+    if let ArchiveFileName::Segment(segment) | ArchiveFileName::Partial(segment) = wal.name {
+        // Segments (up to 1 GiB each) are streamed through a fixed buffer.
+        let stream = match repo.storage().get(key).await {
+            Ok(stream) => stream,
+            Err(e) if e.is_not_found() => {
+                out.problems.push(Problem::MissingObject {
+                    key: key.to_string(),
+                });
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        let counted = CountingRead {
+            inner: SyncIoBridge::new(stream),
+            count: 0,
+        };
+        let partial = matches!(wal.name, ArchiveFileName::Partial(_));
+        let location = repo.location().to_string();
+        let (read, verdict) = tokio::task::spawn_blocking(move || {
+            let mut counted = counted;
+            let verdict = scan_segment(&mut counted, segment, partial, sysid);
+            (counted.count, verdict)
+        })
+        .await
+        .map_err(|e| StorageError::Transient {
+            op: crate::storage::StorageOp::Get,
+            key: key.to_string(),
+            endpoint: location.clone(),
+            message: format!("checking thread failed: {e}"),
+        })?;
+        out.bytes += read;
+        match verdict {
+            Ok(()) => {}
+            Err(SegmentVerdict::Codec(CodecError::Io(io))) => {
+                return Err(StorageError::from_read_error(io, key, &location));
+            }
+            Err(SegmentVerdict::Codec(e)) => out.problems.push(corrupt(key, e)),
+            Err(SegmentVerdict::Wal(message)) => out.problems.push(Problem::BadWal {
+                key: key.to_string(),
+                message,
+            }),
+        }
+        return Ok(out);
+    }
     let Some(stored) = read_whole(repo, key, &mut out).await? else {
         return Ok(out);
     };
@@ -122,20 +166,9 @@ pub(super) async fn check_wal(
     let verdict = run_blocking(
         move || -> Result<Option<(TimelineId, TimelineHistory)>, String> {
             let content = codec::decode_to_vec(&stored).map_err(|e| format!("corrupt: {e}"))?;
-            match name {
-                ArchiveFileName::Segment(segment) => {
-                    validate_segment(&content, segment, Some(sysid)).map_err(|e| e.to_string())?;
-                }
-                ArchiveFileName::Partial(segment) => {
-                    let first = content.get(..XLOG_BLCKSZ).ok_or("shorter than one page")?;
-                    validate_first_page(first, segment, Some(sysid)).map_err(|e| e.to_string())?;
-                }
-                ArchiveFileName::History(tli) => {
-                    let history =
-                        TimelineHistory::parse(tli, &content).map_err(|e| e.to_string())?;
-                    return Ok(Some((tli, history)));
-                }
-                ArchiveFileName::Backup { .. } => {}
+            if let ArchiveFileName::History(tli) = name {
+                let history = TimelineHistory::parse(tli, &content).map_err(|e| e.to_string())?;
+                return Ok(Some((tli, history)));
             }
             Ok(None)
         },
@@ -152,6 +185,70 @@ pub(super) async fn check_wal(
         }),
     }
     Ok(out)
+}
+
+/// What is wrong with a segment object: its encoding (the root cause whenever the codec
+/// objects, even if a page looked wrong first) or its WAL.
+enum SegmentVerdict {
+    Codec(CodecError),
+    Wal(String),
+}
+
+/// Streams a segment (or `.partial`) object through the codec and the page checks: a whole
+/// segment page by page ([`SegmentValidator`]), a `.partial` by its first page. Reads to the
+/// end in every case, so that the codec's checksums have the last word.
+fn scan_segment<R: Read>(
+    input: R,
+    segment: crate::pg::file_name::WalFileName,
+    partial: bool,
+    sysid: u64,
+) -> Result<(), SegmentVerdict> {
+    let mut reader = codec::ObjectReader::new(input).map_err(SegmentVerdict::Codec)?;
+    let mut validator = (!partial).then(|| SegmentValidator::new(segment, Some(sysid)));
+    let mut first_page: Vec<u8> = Vec::with_capacity(XLOG_BLCKSZ);
+    let mut wal_error: Option<String> = None;
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        // Fill the buffer (whole pages for the validator) or reach the end.
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = reader
+                .read(&mut buf[filled..])
+                .map_err(|e| SegmentVerdict::Codec(CodecError::from(e)))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        if first_page.len() < XLOG_BLCKSZ {
+            let take = (XLOG_BLCKSZ - first_page.len()).min(filled);
+            first_page.extend_from_slice(&buf[..take]);
+        }
+        if wal_error.is_none()
+            && let Some(v) = validator.as_mut()
+            && let Err(e) = v.feed(&buf[..filled])
+        {
+            wal_error = Some(e.to_string());
+        }
+    }
+    if let Some(message) = wal_error {
+        return Err(SegmentVerdict::Wal(message));
+    }
+    match validator {
+        Some(v) => v
+            .finish()
+            .map(|_| ())
+            .map_err(|e| SegmentVerdict::Wal(e.to_string())),
+        None if first_page.len() < XLOG_BLCKSZ => {
+            Err(SegmentVerdict::Wal("shorter than one page".into()))
+        }
+        None => validate_first_page(&first_page, segment, Some(sysid))
+            .map(|_| ())
+            .map_err(|e| SegmentVerdict::Wal(e.to_string())),
+    }
 }
 
 /// Checks bundle `index` of `manifest` against the files the manifest places in it.
