@@ -190,6 +190,28 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
     let root = repo.local_root().to_path_buf();
     let (cluster, taken) = history(&install, &repo, 4, 3);
     assert_sound(&repo, "healthy repository");
+    // Freshness: a newest backup or WAL older than the limits is a warning, not a problem.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = repo.walship(&[
+        "verify",
+        "--json",
+        "--max-backup-age",
+        "1s",
+        "--max-wal-age",
+        "1s",
+    ]);
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let kinds: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"stale_backup") && kinds.contains(&"stale_wal"),
+        "{report:#}"
+    );
 
     // No policy: refusal naming the keys, nothing removed.
     let out = expire(&repo, &[]);
