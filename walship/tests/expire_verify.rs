@@ -527,6 +527,18 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
         "corrupt_object",
         &mid_name,
     );
+    // An unreadable pin record: verify names it, expire refuses rather than guess.
+    let out = repo.walship(&["pin", &taken[3].id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let pin = b4.join("pins/00000001.json");
+    let saved = std::fs::read(&pin).unwrap();
+    std::fs::write(&pin, b"{ not json").unwrap();
+    assert_problem(&repo, &[], "bad_pin_record", "pins/00000001.json");
+    let out = expire(&repo, &["--daily", "1", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    std::fs::write(&pin, saved).unwrap();
+    let out = repo.walship(&["unpin", &taken[3].id]);
+    assert!(out.status.success(), "{}", describe(&out));
     // --quick reads no content: a truncated bundle shows in its size; --backup checks one.
     damage(
         &bundle,

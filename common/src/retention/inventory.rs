@@ -73,6 +73,9 @@ pub struct Inventory {
     /// Backups whose manifest exists but cannot be read (only with
     /// [`read_inventory_tolerant`]; [`read_inventory`] fails instead): id, objects, why.
     pub unreadable: Vec<(BackupId, Vec<ObjectMeta>, String)>,
+    /// Pin records that cannot be read, as `(key, why)` (only with
+    /// [`read_inventory_tolerant`]; their backup counts as unpinned there).
+    pub bad_pins: Vec<(String, String)>,
 }
 
 /// Why the inventory could not be read.
@@ -169,6 +172,7 @@ async fn read(repo: &Repository, tolerant: bool) -> Result<Inventory, InventoryE
     let mut backups = Vec::new();
     let mut incomplete = Vec::new();
     let mut unreadable = Vec::new();
+    let mut bad_pins = Vec::new();
     for (id, objects) in by_id {
         let manifest_key = layout::manifest_key(id);
         if objects.iter().any(|m| m.key == manifest_key) {
@@ -184,8 +188,14 @@ async fn read(repo: &Repository, tolerant: bool) -> Result<Inventory, InventoryE
                 Err(e) => return Err(e.into()),
             };
             let keys: Vec<_> = objects.iter().map(|m| m.key.clone()).collect();
-            let records = read_pin_records(repo, &keys).await?;
-            let pin = current_pin(&records).cloned();
+            let pin = match read_pin_records(repo, &keys).await {
+                Ok(records) => current_pin(&records).cloned(),
+                Err(PinError::BadRecord { key, message }) if tolerant => {
+                    bad_pins.push((key, message));
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
             backups.push(StoredBackup {
                 manifest,
                 pin,
@@ -242,5 +252,6 @@ async fn read(repo: &Repository, tolerant: bool) -> Result<Inventory, InventoryE
         wal,
         stray_wal,
         unreadable,
+        bad_pins,
     })
 }

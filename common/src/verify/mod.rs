@@ -79,6 +79,12 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
     let seg_size = inv.seg_size;
     let mut report = VerifyReport::default();
     report.checked.quick = opts.quick;
+    for (key, message) in &inv.bad_pins {
+        report.problems.push(Problem::BadPinRecord {
+            key: key.clone(),
+            message: message.clone(),
+        });
+    }
     for (id, _, message) in &inv.unreadable {
         report.problems.push(Problem::BadManifest {
             backup: id.to_string(),

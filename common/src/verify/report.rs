@@ -62,6 +62,14 @@ pub enum Problem {
         /// What is wrong.
         message: String,
     },
+    /// A pin record that cannot be read: whether its backup is pinned is unknown (`expire`
+    /// refuses to run until it is fixed).
+    BadPinRecord {
+        /// Its key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A bundle's stored size is not the one its manifest records.
     BundleSize {
         /// The backup.
@@ -206,6 +214,9 @@ impl fmt::Display for Problem {
             Problem::CorruptObject { key, message } => write!(f, "{key}: corrupt: {message}"),
             Problem::BadWal { key, message } => write!(f, "{key}: {message}"),
             Problem::MissingObject { key } => write!(f, "{key}: missing"),
+            Problem::BadPinRecord { key, message } => {
+                write!(f, "{key}: unreadable pin record: {message}")
+            }
             Problem::BadManifest { backup, message } => {
                 write!(f, "backup {backup}: manifest: {message}")
             }
