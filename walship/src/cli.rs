@@ -106,9 +106,9 @@ pub enum Command {
     ///
     /// The policy: pitr_window (every moment of the last DURATION stays restorable, on every
     /// timeline), daily, weekly, monthly, yearly (the newest backup of each of the N most
-    /// recent days, ISO weeks, months, years that have one), min_backups (default 1),
-    /// timezone (UTC or +HH:MM). Pinned backups are always kept. Without a policy nothing is
-    /// removed (exit 2).
+    /// recent days, ISO weeks, months, years that have one), min_backups (the newest N are
+    /// always kept; default 1), timezone (UTC, +HH:MM or a zone name). Pinned backups are
+    /// always kept. Without a policy nothing is removed (exit 2).
     ///
     /// A backup is removed manifest first (it stops existing at once), then its bundles; WAL
     /// last, in batches. Objects the storage refuses to delete are reported and skipped. Safe

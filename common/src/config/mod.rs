@@ -23,7 +23,7 @@
 //! | `[backup] bundle_size`, `parallel`, `expire` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores, `false` |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //! | `[retention] pitr_window`, `daily`, `weekly`, `monthly`, `yearly` | `WALSHIP_RETENTION_PITR_WINDOW`, ... | none (`expire` refuses without one) |
-//! | `[retention] min_backups`, `timezone` | `WALSHIP_RETENTION_MIN_BACKUPS`, ... | `1`, `UTC` (or a fixed offset, `+02:00`) |
+//! | `[retention] min_backups`, `timezone` | `WALSHIP_RETENTION_MIN_BACKUPS`, ... | `1`, `UTC` (or `+02:00`, or a zone name, `Europe/Paris`) |
 //!
 //! # Secrets
 //!

@@ -15,7 +15,7 @@
 //!    archived may own the highest id while production continues on another.
 //! 4. `daily`/`weekly`/`monthly`/`yearly`: in each of the N most recent calendar buckets that
 //!    hold a backup, the newest one is kept.
-//! 5. `min_backups`: the newest backups not kept yet, until that many are kept.
+//! 5. `min_backups`: the newest N backups are kept (pins elsewhere do not count towards them).
 //!
 //! WAL: for every timeline `T`, every object on `T` or an ancestor of `T`, from `T`'s *floor*
 //! on (its anchor's start with a PITR window, else the start of the newest backup on its path;
@@ -294,11 +294,10 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
         }
     }
 
+    // The newest `min_backups` are kept whatever else the rules say (a pin on an old backup
+    // does not count towards them: the newest state must stay restorable).
     let min = policy.min_backups() as usize;
-    for b in sorted.iter().rev() {
-        if rules.len() >= min {
-            break;
-        }
+    for b in sorted.iter().rev().take(min) {
         if !rules.contains_key(&b.id) {
             rules.entry(b.id).or_default().insert(Rule::MinBackups);
         }

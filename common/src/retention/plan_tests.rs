@@ -123,11 +123,12 @@ fn min_backups_and_pins_hold_and_no_backups_removes_no_wal() {
         now,
     });
     let ids: Vec<_> = p.kept.iter().map(|k| (k.id, k.rules.clone())).collect();
-    // The pin counts towards min_backups: pinned, one more by min_backups, the newest daily.
-    assert_eq!(ids.len(), 3, "{ids:?}");
+    // The newest three are kept (the pin does not count towards them), the newest also daily.
+    assert_eq!(ids.len(), 4, "{ids:?}");
     assert_eq!(ids[0], (backups[2].id, vec![Rule::Pinned]));
-    assert_eq!(ids[1], (backups[8].id, vec![Rule::MinBackups]));
-    assert_eq!(ids[2], (backups[9].id, vec![Rule::Daily]));
+    assert_eq!(ids[1], (backups[7].id, vec![Rule::MinBackups]));
+    assert_eq!(ids[2], (backups[8].id, vec![Rule::MinBackups]));
+    assert_eq!(ids[3], (backups[9].id, vec![Rule::Daily]));
     let empty = plan(PlanInputs {
         backups: &[],
         wal: &wal,
@@ -187,6 +188,9 @@ fn calendar_buckets_follow_the_timezone() {
     };
     assert_eq!(run("UTC"), 2);
     assert_eq!(run("+02:00"), 1);
+    // Zone names: Paris is +01:00 in March, New York -05:00; both see one day.
+    assert_eq!(run("Europe/Paris"), 1);
+    assert_eq!(run("America/New_York"), 1);
 }
 
 #[test]
@@ -383,6 +387,12 @@ proptest! {
         // The newest backup and the WAL after it always stay.
         if let Some(newest) = backups.last() {
             prop_assert!(p.rules_of(newest.id).is_some() || policy.min_backups() == 0 && !policy.is_set());
+            // The newest min_backups are kept.
+            let mut newest_first: Vec<&BackupSummary> = backups.iter().collect();
+            newest_first.reverse();
+            for b in newest_first.iter().take(policy.min_backups() as usize) {
+                prop_assert!(p.rules_of(b.id).is_some(), "one of the newest {} removed", policy.min_backups());
+            }
             for w in &p.wal_removed {
                 prop_assert!(w.name.segment().unwrap().segno().0 < newest.start_lsn.0 / MIB16);
             }

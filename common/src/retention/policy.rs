@@ -21,7 +21,7 @@ pub struct Policy {
     pub monthly: u32,
     /// The same per calendar year.
     pub yearly: u32,
-    /// Never fewer complete backups than this (`None`: the default, 1).
+    /// The newest N complete backups are always kept (`None`: the default, 1).
     pub min_backups: Option<u32>,
     /// The zone calendar buckets are cut in.
     pub timezone: Timezone,
@@ -54,26 +54,30 @@ fn serialize_window<S: serde::Serializer>(v: &Option<Duration>, s: S) -> Result<
     }
 }
 
-/// The zone calendar buckets (days, weeks, months, years) are cut in: UTC or a fixed offset
-/// from it (`+02:00`). Zone names with daylight-saving rules (`Europe/Paris`) are not
-/// supported: a fixed offset says exactly where midnight is, all year.
+/// The zone calendar buckets (days, weeks, months, years) are cut in: UTC, a fixed offset from
+/// it (`+02:00`), or an IANA zone name (`Europe/Paris`, with its daylight-saving rules).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timezone(FixedOffset);
+pub enum Timezone {
+    /// A fixed offset (UTC is offset 0).
+    Fixed(FixedOffset),
+    /// An IANA zone.
+    Named(chrono_tz::Tz),
+}
 
 impl Default for Timezone {
     /// UTC.
     fn default() -> Self {
-        Timezone(Utc.fix())
+        Timezone::Fixed(Utc.fix())
     }
 }
 
 impl Timezone {
-    /// Parses `UTC`, `Z`, or an offset `+HH:MM` / `-HH:MM` / `+HH`.
+    /// Parses `UTC`, `Z`, an offset `+HH:MM` / `-HH:MM` / `+HH`, or an IANA zone name.
     pub fn parse(text: &str) -> Result<Timezone, String> {
         let text = text.trim();
         let expected = || {
             format!(
-                "expected UTC or a fixed offset like +02:00 (zone names such as Europe/Paris are not supported), not {text:?}"
+                "expected UTC, a fixed offset like +02:00 or a zone name like Europe/Paris, not {text:?}"
             )
         };
         if text.eq_ignore_ascii_case("utc") || text == "Z" {
@@ -82,7 +86,12 @@ impl Timezone {
         let (sign, rest) = match text.as_bytes().first() {
             Some(b'+') => (1, &text[1..]),
             Some(b'-') => (-1, &text[1..]),
-            _ => return Err(expected()),
+            _ => {
+                return text
+                    .parse::<chrono_tz::Tz>()
+                    .map(Timezone::Named)
+                    .map_err(|_| expected());
+            }
         };
         let (hours, minutes) = match rest.split_once(':') {
             Some((h, m)) => (h, m),
@@ -99,31 +108,37 @@ impl Timezone {
             return Err(expected());
         }
         FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
-            .map(Timezone)
+            .map(Timezone::Fixed)
             .ok_or_else(expected)
     }
 
-    /// The calendar bucket of `time` for `rule` (a day, ISO week, month or year) in this zone.
+    /// The calendar bucket of `time` for `period` (a day, ISO week, month or year) in this zone.
     pub(crate) fn bucket(self, time: DateTime<Utc>, period: Period) -> (i32, u32) {
-        let local = time.with_timezone(&self.0);
-        match period {
-            Period::Day => (local.year(), local.ordinal()),
-            Period::Week => {
-                let week = local.iso_week();
-                (week.year(), week.week())
-            }
-            Period::Month => (local.year(), local.month()),
-            Period::Year => (local.year(), 0),
+        match self {
+            Timezone::Fixed(offset) => bucket_of(&time.with_timezone(&offset), period),
+            Timezone::Named(zone) => bucket_of(&time.with_timezone(&zone), period),
         }
+    }
+}
+
+fn bucket_of(local: &impl Datelike, period: Period) -> (i32, u32) {
+    match period {
+        Period::Day => (local.year(), local.ordinal()),
+        Period::Week => {
+            let week = local.iso_week();
+            (week.year(), week.week())
+        }
+        Period::Month => (local.year(), local.month()),
+        Period::Year => (local.year(), 0),
     }
 }
 
 impl fmt::Display for Timezone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.local_minus_utc() == 0 {
-            f.write_str("UTC")
-        } else {
-            write!(f, "{}", self.0)
+        match self {
+            Timezone::Fixed(offset) if offset.local_minus_utc() == 0 => f.write_str("UTC"),
+            Timezone::Fixed(offset) => write!(f, "{offset}"),
+            Timezone::Named(zone) => f.write_str(zone.name()),
         }
     }
 }
@@ -196,7 +211,11 @@ mod tests {
         assert_eq!(Timezone::parse("UTC").unwrap().to_string(), "UTC");
         assert_eq!(Timezone::parse("+02:00").unwrap().to_string(), "+02:00");
         assert_eq!(Timezone::parse("-05").unwrap().to_string(), "-05:00");
-        for bad in ["Europe/Paris", "2", "+25:00", "+1:60", ""] {
+        assert_eq!(
+            Timezone::parse("Europe/Paris").unwrap().to_string(),
+            "Europe/Paris"
+        );
+        for bad in ["Europe/Atlantis", "2", "+25:00", "+1:60", ""] {
             assert!(Timezone::parse(bad).is_err(), "{bad}");
         }
     }

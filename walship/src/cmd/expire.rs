@@ -48,7 +48,7 @@ pub struct ExpireArgs {
     /// retention.min_backups.
     #[arg(long, value_name = "N")]
     pub min_backups: Option<String>,
-    /// retention.timezone (UTC or +HH:MM).
+    /// retention.timezone (UTC, +HH:MM or a zone name like Europe/Paris).
     #[arg(long, value_name = "ZONE")]
     pub timezone: Option<String>,
 }
