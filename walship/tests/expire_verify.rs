@@ -421,3 +421,35 @@ fn verify_reports_a_healthy_repository_sound_on_every_major() {
         eprintln!("PG{}: sound, {}", install.major, report["checked"]);
     }
 }
+
+#[test]
+fn verify_exits_above_125_when_the_repository_cannot_be_read() {
+    // A stopped S3 server: nothing can be said of the repository, and the code says so.
+    let out = Command::new(walship_bin())
+        .args(["--repo", "s3://walship-test/x", "verify", "--json"])
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("WALSHIP_S3_ENDPOINT", "http://127.0.0.1:1")
+        .env("WALSHIP_S3_REGION", "us-east-1")
+        .env("WALSHIP_S3_MAX_ATTEMPTS", "1")
+        .env("WALSHIP_S3_CONNECT_TIMEOUT", "1s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(200), "{}", describe(&out));
+    assert!(
+        out.stdout.is_empty(),
+        "no verdict is printed: {}",
+        describe(&out)
+    );
+    // A directory that is not a repository (no walship.json): the same.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let out = Command::new(walship_bin())
+        .args(["--repo", &url, "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(200), "{}", describe(&out));
+}
