@@ -239,9 +239,26 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
     assert_eq!(ids(&plan["kept"]), [taken[3].id.clone()], "{plan:#}");
     assert_eq!(plan["kept"][0]["rules"], serde_json::json!(["daily"]));
 
+    // The other kept backup restores to its consistency point with its rows.
+    drop(cluster);
+    let dir4 = pg_test_harness::test_dir("expired-restore-4");
+    let to4 = dir4.path().join("data");
+    let out = restore(
+        &repo,
+        &to4,
+        &["--backup", &taken[3].id, "--target", "immediate"],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let restored4 = start_restored_with(&install, &to4, false);
+    let rows: i64 = restored4
+        .query_string("select count(*) from t")
+        .parse()
+        .unwrap();
+    assert_eq!(rows, taken[3].rows, "rows of the fourth backup");
+    drop(restored4);
+
     // The window's first moment (the anchor's consistency point) restores with its rows, and
     // the restored server archives a timeline 2 into the same repository.
-    drop(cluster);
     let dir = pg_test_harness::test_dir("expired-restore");
     let to = dir.path().join("data");
     // Microseconds, rounded up: the target must not fall before the consistency point.
