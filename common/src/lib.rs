@@ -12,7 +12,9 @@
 //! - [`pgconn`]: the replication-protocol client (connection settings, auth, TLS, commands, COPY).
 //! - [`redact`]: hiding secrets (URL userinfo) in everything walship prints.
 //! - [`repo`]: the repository: identity, layout, encoded objects.
+//! - [`retention`]: `walship expire` and pins: the retention policy, its engine, removal.
 //! - [`storage`]: the `Storage` trait and its backends (S3, local directory, fault injection).
+//! - [`verify`]: `walship verify`: every object decoded and checked, WAL continuity, freshness.
 
 #![deny(missing_docs)]
 
@@ -29,8 +31,10 @@ pub mod pg;
 pub mod pgconn;
 pub mod redact;
 pub mod repo;
+pub mod retention;
 pub mod storage;
 pub mod stream;
 mod task;
+pub mod verify;
 
 pub use lsn::Lsn;

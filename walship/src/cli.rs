@@ -109,14 +109,39 @@ pub enum Command {
     Info(crate::cmd::info::InfoArgs),
     // Help text: the doc comment of the argument struct.
     Restore(crate::cmd::restore::RestoreArgs),
-    /// Verify every object in the repository. [not built yet]
+    /// Verify every object in the repository, WAL continuity and freshness.
     ///
-    /// Not built yet: any invocation does nothing, says so, and exits 2.
-    Verify(NotBuiltArgs),
-    /// Remove backups and WAL no retention rule keeps. [not built yet]
+    /// Every object decodes and its checksums match; every backup's files are in its bundles
+    /// at the stated offset, size and crc32c and agree with Postgres's backup_manifest; its WAL
+    /// from start to stop is present; WAL is continuous on every timeline from the oldest
+    /// backup on (gaps named as ranges); every timeline's .history and its parents' exist.
+    /// Stale backups or WAL, incomplete backups and orphaned objects are warnings.
     ///
-    /// Not built yet: any invocation does nothing, says so, and exits 2.
-    Expire(NotBuiltArgs),
+    /// Exit codes:
+    ///   0    sound (warnings may be printed)
+    ///   1    --backup names no backup
+    ///   5    a problem was found (each is printed, or listed in --json)
+    ///   200  the repository could not be read (storage failing, no walship.json)
+    #[command(verbatim_doc_comment)]
+    Verify(crate::cmd::verify::VerifyArgs),
+    /// Remove backups and WAL no retention rule keeps ([retention] in the config).
+    ///
+    /// The policy: pitr_window (every moment of the last DURATION stays restorable, on every
+    /// timeline), daily, weekly, monthly, yearly (the newest backup of each of the N most
+    /// recent days, ISO weeks, months, years that have one), min_backups (the newest N are
+    /// always kept; default 1), timezone (UTC, +HH:MM or a zone name). Pinned backups are
+    /// always kept. Without a policy nothing is removed (exit 2).
+    ///
+    /// A backup is removed manifest first (it stops existing at once), then its bundles; WAL
+    /// last, in batches. Objects the storage refuses to delete are reported and skipped. Safe
+    /// to interrupt: the next run finishes the work.
+    ///
+    /// Exit codes: 0 done (refused objects are reported, not a failure), 2 no policy or bad
+    /// flags, 3 the repository or storage failed.
+    #[command(verbatim_doc_comment)]
+    Expire(crate::cmd::expire::ExpireArgs),
+    Pin(crate::cmd::pin::PinArgs),
+    Unpin(crate::cmd::pin::UnpinArgs),
     /// Check configuration, repository and Postgres settings. [not built yet]
     ///
     /// Not built yet: any invocation does nothing, says so, and exits 2.

@@ -68,6 +68,14 @@ fn subcommand(args: &[std::ffi::OsString]) -> Option<&str> {
     None
 }
 
+/// `verify`: the repository is not sound (each problem is printed). Not above 125: the
+/// repository answered, and what it holds is wrong.
+pub const PROBLEM_FOUND: u8 = 5;
+/// `verify`: the repository could not be read (storage failing after retries, no
+/// walship.json), so nothing can be said of it. Above 125, like [`RECOVERY_MUST_STOP`], so
+/// that a monitoring script never reads it as a verdict.
+pub const STORAGE_FAILED: u8 = 200;
+
 /// Converts one of the codes above into the process exit code.
 pub fn code(value: u8) -> ExitCode {
     ExitCode::from(value)
@@ -131,6 +139,7 @@ mod tests {
             super::USAGE,
             super::FAILED,
             super::REFUSED,
+            super::PROBLEM_FOUND,
             super::INTERRUPTED,
             super::RECOVERY_MUST_STOP,
         ];

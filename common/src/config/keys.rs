@@ -37,6 +37,9 @@ pub(crate) struct Key {
 /// Upper bound on worker and look-ahead counts: enough for any link, small enough to catch a typo.
 const MAX_PARALLEL: usize = 256;
 
+/// Upper bound on retention counts (days, weeks, ... and `min_backups`): a century of days.
+const MAX_BUCKETS: u32 = 36_500;
+
 /// Every key walship reads.
 pub(crate) const KEYS: &[Key] = &[
     Key {
@@ -232,6 +235,15 @@ pub(crate) const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "backup.expire",
+        env: "WALSHIP_BACKUP_EXPIRE",
+        flag: Some("--expire"),
+        apply: |d, v, _| {
+            d.config.backup.expire = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "stream.slot",
         env: "WALSHIP_STREAM_SLOT",
         flag: Some("--slot"),
@@ -267,6 +279,69 @@ pub(crate) const KEYS: &[Key] = &[
             Ok(())
         },
     },
+    Key {
+        name: "retention.pitr_window",
+        env: "WALSHIP_RETENTION_PITR_WINDOW",
+        flag: Some("--pitr-window"),
+        apply: |d, v, _| {
+            d.config.retention.pitr_window = Some(parse_days(v)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "retention.daily",
+        env: "WALSHIP_RETENTION_DAILY",
+        flag: Some("--daily"),
+        apply: |d, v, _| {
+            d.config.retention.daily = parse_count(v, 0, MAX_BUCKETS)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "retention.weekly",
+        env: "WALSHIP_RETENTION_WEEKLY",
+        flag: Some("--weekly"),
+        apply: |d, v, _| {
+            d.config.retention.weekly = parse_count(v, 0, MAX_BUCKETS)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "retention.monthly",
+        env: "WALSHIP_RETENTION_MONTHLY",
+        flag: Some("--monthly"),
+        apply: |d, v, _| {
+            d.config.retention.monthly = parse_count(v, 0, MAX_BUCKETS)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "retention.yearly",
+        env: "WALSHIP_RETENTION_YEARLY",
+        flag: Some("--yearly"),
+        apply: |d, v, _| {
+            d.config.retention.yearly = parse_count(v, 0, MAX_BUCKETS)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "retention.min_backups",
+        env: "WALSHIP_RETENTION_MIN_BACKUPS",
+        flag: Some("--min-backups"),
+        apply: |d, v, _| {
+            d.config.retention.min_backups = Some(parse_count(v, 0, MAX_BUCKETS)?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "retention.timezone",
+        env: "WALSHIP_RETENTION_TIMEZONE",
+        flag: Some("--timezone"),
+        apply: |d, v, _| {
+            d.config.retention.timezone = crate::retention::Timezone::parse(v)?;
+            Ok(())
+        },
+    },
 ];
 
 /// The key named `name` (`s3.endpoint`).
@@ -293,10 +368,28 @@ pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
         ("stream.partial_interval", text(&o.stream_partial_interval)),
         ("stream.application_name", text(&o.stream_application_name)),
         ("stream.stop_timeout", text(&o.stream_stop_timeout)),
+        ("backup.expire", flag(&o.backup_expire)),
+        ("retention.pitr_window", text(&o.retention_pitr_window)),
+        ("retention.daily", text(&o.retention_daily)),
+        ("retention.weekly", text(&o.retention_weekly)),
+        ("retention.monthly", text(&o.retention_monthly)),
+        ("retention.yearly", text(&o.retention_yearly)),
+        ("retention.min_backups", text(&o.retention_min_backups)),
+        ("retention.timezone", text(&o.retention_timezone)),
     ];
     all.into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, v)))
         .collect()
+}
+
+/// A retention window: a duration (`30d`, `720h`, humantime's units; a bare number is days).
+fn parse_days(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let days: u64 = text.parse().map_err(|_| "too many days".to_string())?;
+        return Ok(std::time::Duration::from_secs(days.saturating_mul(86_400)));
+    }
+    parse_duration(text)
 }
 
 /// An S3 endpoint URL: `http(s)://host[:port]`.

@@ -21,10 +21,12 @@
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
 //! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: all storage requests of one `walship fetch` |
-//! | `[backup] bundle_size`, `parallel` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores |
+//! | `[backup] bundle_size`, `parallel`, `expire` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores, `false` |
 //! | `[restore] parallel` | `WALSHIP_RESTORE_PARALLEL` | `4` |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //! | `[stream] stop_timeout` | `WALSHIP_STREAM_STOP_TIMEOUT` | `20s`: after SIGTERM, give up storing |
+//! | `[retention] pitr_window`, `daily`, `weekly`, `monthly`, `yearly` | `WALSHIP_RETENTION_PITR_WINDOW`, ... | none (`expire` refuses without one) |
+//! | `[retention] min_backups`, `timezone` | `WALSHIP_RETENTION_MIN_BACKUPS`, ... | `1`, `UTC` (or `+02:00`, or a zone name, `Europe/Paris`) |
 //!
 //! # Secrets
 //!
@@ -79,6 +81,8 @@ pub struct Config {
     pub restore: RestoreConfig,
     /// `walship stream` settings.
     pub stream: StreamConfig,
+    /// `walship expire`'s policy (`[retention]`).
+    pub retention: crate::retention::Policy,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -146,6 +150,8 @@ pub struct BackupConfig {
     pub bundle_size: ByteSize,
     /// Uploads in flight at once.
     pub parallel: usize,
+    /// Run `walship expire` after every successful backup.
+    pub expire: bool,
 }
 
 /// `walship restore` settings.
@@ -194,6 +200,14 @@ pub struct Options {
     pub stream_partial_interval: Option<String>,
     pub stream_application_name: Option<String>,
     pub stream_stop_timeout: Option<String>,
+    pub backup_expire: Option<bool>,
+    pub retention_pitr_window: Option<String>,
+    pub retention_daily: Option<String>,
+    pub retention_weekly: Option<String>,
+    pub retention_monthly: Option<String>,
+    pub retention_yearly: Option<String>,
+    pub retention_min_backups: Option<String>,
+    pub retention_timezone: Option<String>,
 }
 
 /// Everything the configuration is made from. Tests build one by hand (an environment map, a
@@ -272,6 +286,7 @@ impl Default for Config {
                 bundle_size: ByteSize::mib(64),
                 // One upload per core by default: compression is the CPU cost of a backup.
                 parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                expire: false,
             },
             restore: RestoreConfig { parallel: 4 },
             stream: StreamConfig {
@@ -280,6 +295,7 @@ impl Default for Config {
                 application_name: "walship".to_string(),
                 stop_timeout: Duration::from_secs(20),
             },
+            retention: crate::retention::Policy::default(),
             config_file: None,
         }
     }
@@ -423,6 +439,14 @@ impl Options {
             stream_partial_interval: s(),
             stream_application_name: s(),
             stream_stop_timeout: s(),
+            backup_expire: Some(true),
+            retention_pitr_window: s(),
+            retention_daily: s(),
+            retention_weekly: s(),
+            retention_monthly: s(),
+            retention_yearly: s(),
+            retention_min_backups: s(),
+            retention_timezone: s(),
         }
     }
 }

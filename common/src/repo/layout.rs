@@ -8,6 +8,7 @@
 //! wal/0000000100000003/000000010000000300000042.partial
 //! wal/0000000100000003/000000010000000300000042.00000028.backup
 //! backups/<id>/...                                    base backups (manifest.json written last)
+//! backups/<id>/pins/00000001.json                     pin and unpin records (create-only, numbered)
 //! ```
 
 use crate::catalog::BackupId;
@@ -62,6 +63,27 @@ pub fn bundle_key(id: BackupId, name: &str) -> Result<ObjectKey, crate::storage:
         });
     }
     ObjectKey::new(format!("{}bundles/{name}", backup_prefix(id)))
+}
+
+/// The prefix of a backup's pin records: `backups/<id>/pins/`.
+pub fn pins_prefix(id: BackupId) -> String {
+    format!("{}pins/", backup_prefix(id))
+}
+
+/// The key of a backup's pin record number `seq`: `backups/<id>/pins/00000001.json`. Records
+/// are create-only and numbered; the highest number says whether the backup is pinned.
+pub fn pin_key(id: BackupId, seq: u32) -> ObjectKey {
+    valid_key(format!("{}{seq:08}.json", pins_prefix(id)))
+}
+
+/// The number of a pin record key, if `key` is one.
+pub fn pin_seq_of(key: &ObjectKey) -> Option<u32> {
+    let id = backup_id_of(key)?;
+    let name = key.as_str().strip_prefix(&pins_prefix(id))?;
+    let digits = name.strip_suffix(".json")?;
+    (digits.len() == 8 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 /// The backup id of a key under `backups/`, if it has one (`backups/<id>/...`).
@@ -120,5 +142,11 @@ mod tests {
         );
         assert!(bundle_key(id, "../x").is_err() && bundle_key(id, "..").is_err());
         assert_eq!(backup_id_of(&manifest_key(id)), Some(id));
+        assert_eq!(
+            pin_key(id, 2).as_str(),
+            "backups/20261122T140300Z/pins/00000002.json"
+        );
+        assert_eq!(pin_seq_of(&pin_key(id, 2)), Some(2));
+        assert_eq!(pin_seq_of(&manifest_key(id)), None);
     }
 }

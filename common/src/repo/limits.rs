@@ -18,6 +18,8 @@ pub const BACKUP_HISTORY_MAX: u64 = 64 << 10;
 /// A backup's `manifest.json`: about 300 bytes per file of the cluster (walship's entry and
 /// Postgres's own `backup_manifest` line), so some 1.5 million files.
 pub const MANIFEST_MAX: u64 = 512 << 20;
+/// A pin record (`backups/<id>/pins/NNNNNNNN.json`): a few hundred bytes of JSON.
+pub const PIN_RECORD_MAX: u64 = 64 << 10;
 
 /// The most content the WAL archive file `name` may hold: a segment (or the beginning of
 /// one, `.partial`) is at most the segment size its name was parsed with.

@@ -211,6 +211,49 @@ pub trait Storage: Send + Sync {
 
     /// Removes `key`. Removing a key that does not exist succeeds (S3 cannot tell).
     fn delete(&self, key: &ObjectKey) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Removes `keys` (at most [`DELETE_BATCH`]), in one call where the backend has one (S3
+    /// DeleteObjects). A key the storage refuses to remove (an S3 Object Lock or legal hold,
+    /// a file the process may not remove) is returned as a [`DeleteRefusal`] and left alone;
+    /// the others are removed. A failure of the whole call (timeout, network) is an error,
+    /// after which any subset of the keys may be gone.
+    fn delete_many(
+        &self,
+        keys: &[ObjectKey],
+    ) -> impl Future<Output = Result<Vec<DeleteRefusal>, StorageError>> + Send {
+        async move {
+            let mut refused = Vec::new();
+            for key in keys {
+                match self.delete(key).await {
+                    Ok(()) => {}
+                    Err(e @ (StorageError::Permanent { .. } | StorageError::Io { .. })) => refused
+                        .push(DeleteRefusal {
+                            key: key.clone(),
+                            reason: e.to_string(),
+                        }),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(refused)
+        }
+    }
+}
+
+/// How many keys one [`Storage::delete_many`] call takes (S3 DeleteObjects' limit).
+pub const DELETE_BATCH: usize = 1000;
+
+/// An object the storage refused to remove, and what it said.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeleteRefusal {
+    /// The object's key.
+    #[serde(serialize_with = "serialize_key")]
+    pub key: ObjectKey,
+    /// The storage's answer.
+    pub reason: String,
+}
+
+fn serialize_key<S: serde::Serializer>(key: &ObjectKey, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(key.as_str())
 }
 
 /// The storage a command holds: one of the backends plus the retry policy applied to every
@@ -274,6 +317,9 @@ macro_rules! dispatch_storage {
             }
             async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
                 match self { $($enum::$variant(s) => s.delete(key).await),+ }
+            }
+            async fn delete_many(&self, keys: &[ObjectKey]) -> Result<Vec<DeleteRefusal>, StorageError> {
+                match self { $($enum::$variant(s) => s.delete_many(keys).await),+ }
             }
         }
     };
@@ -452,6 +498,13 @@ impl Storage for AnyStorage {
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         self.retry
             .run(StorageOp::Delete, key.as_str(), || self.backend.delete(key))
+            .await
+    }
+
+    async fn delete_many(&self, keys: &[ObjectKey]) -> Result<Vec<DeleteRefusal>, StorageError> {
+        let first = keys.first().map_or("", |k| k.as_str());
+        self.retry
+            .run(StorageOp::Delete, first, || self.backend.delete_many(keys))
             .await
     }
 }

@@ -57,6 +57,10 @@ pub struct BackupArgs {
     /// Print the summary as JSON (the manifest without its file lists).
     #[arg(long)]
     pub json: bool,
+    /// After a successful backup, run `walship expire` with the [retention] policy
+    /// [config: backup.expire]
+    #[arg(long)]
+    pub expire: bool,
 }
 
 /// `--checkpoint`.
@@ -70,6 +74,13 @@ pub enum CheckpointArg {
 
 /// Runs `walship backup`.
 pub fn run(ctx: Context, args: BackupArgs) -> u8 {
+    if ctx.config.backup.expire && !ctx.config.retention.is_set() {
+        eprintln!(
+            "walship backup: backup.expire is set but no retention policy is: set at least one of {}; nothing was done",
+            walship_common::retention::Policy::KEYS
+        );
+        return exit::USAGE;
+    }
     let params = match ConnParams::parse(&args.conn) {
         Ok(p) => p.with_fallback_application_name("walship"),
         Err(e) => return ctx.fail(exit::USAGE, &e),
@@ -128,6 +139,30 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
         };
         let _ = client.close().await;
         let m = &outcome.manifest;
+        let expired = if ctx.config.backup.expire {
+            let policy = &ctx.config.retention;
+            match super::expire::expire(&repo, policy, chrono::Utc::now(), false).await {
+                Ok((_, _, report)) => report,
+                Err(e) => {
+                    eprintln!(
+                        "walship backup: backup {} is complete, but expire failed: {e}",
+                        m.id
+                    );
+                    return exit::FAILED;
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(r) = &expired {
+            eprintln!(
+                "expire: removed {} backups and {} WAL objects ({} bytes); {} refused by the storage",
+                r.backups_removed.len(),
+                r.wal_objects_removed,
+                r.bytes_removed,
+                r.refused.len()
+            );
+        }
         if args.json {
             let mut summary = show::summary_json(m);
             if let Some(obj) = summary.as_object_mut() {
@@ -135,6 +170,9 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
                     "removed_incomplete".into(),
                     outcome.removed_incomplete.len().into(),
                 );
+                if let Some(r) = &expired {
+                    obj.insert("expired".into(), serde_json::to_value(r).unwrap_or_default());
+                }
             }
             println!("{summary}");
         } else {

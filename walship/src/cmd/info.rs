@@ -33,8 +33,18 @@ pub fn run(ctx: Context, args: InfoArgs) -> u8 {
             Err(e @ BackupError::NotFound(_)) => return ctx.fail(exit::NOT_FOUND, &e),
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
+        let retention = match super::retention_view::read(&repo, &ctx.config.retention).await {
+            Ok(r) => r.get(&m.id).cloned().unwrap_or_default(),
+            Err(e) => return ctx.fail(exit::FAILED, &e),
+        };
         if args.json {
-            match serde_json::to_string_pretty(&m) {
+            let mut value = serde_json::to_value(&m).unwrap_or_default();
+            if let (Some(obj), serde_json::Value::Object(extra)) =
+                (value.as_object_mut(), retention.json())
+            {
+                obj.extend(extra);
+            }
+            match serde_json::to_string_pretty(&value) {
                 Ok(text) => println!("{text}"),
                 Err(e) => return ctx.fail(exit::FAILED, &e),
             }
@@ -52,6 +62,18 @@ pub fn run(ctx: Context, args: InfoArgs) -> u8 {
             println!("{:<14}{} at {}", "tablespace:", ts.oid, ts.location);
         }
         println!("{:<14}{}", "walship:", m.walship_version);
+        match &retention.pin {
+            Some(pin) => println!(
+                "{:<14}since {}{}",
+                "pinned:",
+                pin.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                pin.reason
+                    .as_ref()
+                    .map_or(String::new(), |r| format!(": {r}"))
+            ),
+            None => println!("{:<14}no", "pinned:"),
+        }
+        println!("{:<14}{}", "kept by:", retention.cell());
         println!("backup_label:");
         for line in m.backup_label.lines() {
             println!("  {line}");

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use walship_common::backup::{self, IncompleteBackup};
 
-use super::show;
+use super::{retention_view, show};
 use crate::context::Context;
 use crate::exit;
 
@@ -18,6 +18,10 @@ use crate::exit;
 /// elsewhere is left alone). The next successful `walship backup` also removes them.
 /// A backup whose manifest is corrupt or foreign is named on stderr and skipped (never
 /// removed: it is not incomplete).
+///
+/// KEPT BY names the rules of the configured retention policy ([retention]) that keep each
+/// backup as of now (pinned, pitr, daily, weekly, monthly, yearly, min_backups), or
+/// "(expires)" when the next `walship expire` removes it; "-" when no policy is configured.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print JSON: an array with every manifest field except the per-file and per-bundle
@@ -66,12 +70,39 @@ pub fn run(ctx: Context, args: ListArgs) -> u8 {
         }
         if args.incomplete {
             print_incomplete(&catalog.incomplete, args.json, "incomplete");
-        } else if args.json {
-            let all: Vec<_> = catalog.complete.iter().map(show::summary_json).collect();
+            return exit::SUCCESS;
+        }
+        let retention = match retention_view::read(&repo, &ctx.config.retention).await {
+            Ok(r) => r,
+            Err(e) => return ctx.fail(exit::FAILED, &e),
+        };
+        let of = |id| retention.get(&id).cloned().unwrap_or_default();
+        if args.json {
+            let all: Vec<_> = catalog
+                .complete
+                .iter()
+                .map(|m| {
+                    let mut v = show::summary_json(m);
+                    if let (Some(obj), serde_json::Value::Object(extra)) =
+                        (v.as_object_mut(), of(m.id).json())
+                    {
+                        obj.extend(extra);
+                    }
+                    v
+                })
+                .collect();
             println!("{}", serde_json::Value::Array(all));
         } else {
-            let rows: Vec<_> = catalog.complete.iter().map(show::table_row).collect();
-            show::print_table(show::TABLE_HEADER, &rows);
+            let rows: Vec<[String; 10]> = catalog
+                .complete
+                .iter()
+                .map(|m| {
+                    let [a, b, c, d, e, f, g, h, i] = show::table_row(m);
+                    [a, b, c, d, e, f, g, h, i, of(m.id).cell()]
+                })
+                .collect();
+            let [a, b, c, d, e, f, g, h, i] = show::TABLE_HEADER;
+            show::print_table([a, b, c, d, e, f, g, h, i, "KEPT BY"], &rows);
         }
         exit::SUCCESS
     })

@@ -2,14 +2,19 @@
 
 pub mod archive;
 pub mod backup;
+pub mod expire;
 pub mod fetch;
 pub mod info;
 pub mod list;
+pub mod pin;
 pub mod restore;
+mod retention_view;
 mod show;
 pub mod stream;
+pub mod verify;
 
 use walship_common::config::Options;
+use walship_common::retention::PinAction;
 
 use crate::cli::{Cli, Command};
 use crate::context::Context;
@@ -68,6 +73,7 @@ pub fn run(cli: Cli) -> u8 {
             let options = Options {
                 backup_bundle_size: args.bundle_size.clone(),
                 backup_parallel: args.parallel.map(|n| n.to_string()),
+                backup_expire: args.expire.then_some(true),
                 ..Options::default()
             };
             with_context("backup", &cli.global, options, exit::FAILED, |ctx| {
@@ -97,8 +103,32 @@ pub fn run(cli: Cli) -> u8 {
                 restore::run(ctx, args)
             })
         }
-        Command::Verify(_) => not_built("verify", None),
-        Command::Expire(_) => not_built("expire", None),
+        Command::Verify(args) => with_context(
+            "verify",
+            &cli.global,
+            Options::default(),
+            exit::STORAGE_FAILED,
+            |ctx| verify::run(ctx, args),
+        ),
+        Command::Expire(args) => {
+            with_context("expire", &cli.global, args.options(), exit::USAGE, |ctx| {
+                expire::run(ctx, args)
+            })
+        }
+        Command::Pin(args) => with_context(
+            "pin",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| pin::run(ctx, &args.backup, PinAction::Pin, args.reason.clone()),
+        ),
+        Command::Unpin(args) => with_context(
+            "unpin",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| pin::run(ctx, &args.backup, PinAction::Unpin, None),
+        ),
         Command::Check(_) => not_built("check", None),
     }
 }

@@ -511,6 +511,64 @@ impl Storage for S3Storage {
             },
         }
     }
+
+    /// One DeleteObjects call (quiet mode: only the keys that failed come back).
+    async fn delete_many(
+        &self,
+        keys: &[ObjectKey],
+    ) -> Result<Vec<super::DeleteRefusal>, StorageError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        let call = self.call(StorageOp::Delete, first.as_str());
+        let objects = keys
+            .iter()
+            .map(|k| {
+                ObjectIdentifier::builder()
+                    .key(self.full_key(k.as_str()))
+                    .build()
+                    .map_err(|e| call.permanent(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| call.permanent(e.to_string()))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| call.error(e))?;
+        let mut refused = Vec::new();
+        for err in out.errors() {
+            let full = err.key().unwrap_or_default();
+            let relative = full.strip_prefix(self.prefix.as_str()).unwrap_or(full);
+            if err.code() == Some("NoSuchKey") {
+                continue;
+            }
+            let key = keys
+                .iter()
+                .find(|k| k.as_str() == relative)
+                .cloned()
+                .ok_or_else(|| {
+                    call.permanent(format!("DeleteObjects answered for unknown key {full:?}"))
+                })?;
+            refused.push(super::DeleteRefusal {
+                key,
+                reason: format!(
+                    "{}: {}",
+                    err.code().unwrap_or("error"),
+                    err.message().unwrap_or("refused")
+                ),
+            });
+        }
+        Ok(refused)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,326 @@
+//! `walship verify`: proves a repository sound, or names every problem in it.
+//!
+//! Inputs: a [`Repository`] and [`VerifyOptions`]. Output: a [`VerifyReport`] with every
+//! [`Problem`] (the repository cannot be trusted: a corrupt object, a gap, a missing bundle)
+//! and every [`Warning`] (worth a look, not unsound: stale backups or WAL, incomplete
+//! backups, orphaned objects), and what was checked. It reads the repository only.
+//!
+//! - `objects`: one object read and checked (WAL and `.history` whole, bundles streamed).
+//! - `continuity`: WAL gaps per timeline and `.history` ancestry, pure ([`check_continuity`]).
+//! - `pg_manifest`: Postgres's `backup_manifest` against walship's file list, pure.
+//! - `report`: the verdict's types.
+//!
+//! **Invariants:** a storage failure is an error, never a verdict ("could not read" is not
+//! "sound", nor "corrupt"); memory is bounded by `parallel` objects of one segment or one
+//! bundle buffer each; it never writes.
+
+mod continuity;
+mod objects;
+mod pg_manifest;
+mod report;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+pub use continuity::check_continuity;
+pub use report::{Checked, Problem, VerifyReport, Warning};
+
+use crate::catalog::BackupId;
+use crate::pg::file_name::{ArchiveFileName, WalFileName};
+use crate::pg::segment::SegNo;
+use crate::pg::timeline::TimelineId;
+use crate::repo::{Repository, layout};
+use crate::retention::{InventoryError, StoredBackup, read_inventory_tolerant};
+use crate::storage::StorageError;
+
+/// What to check.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Only this backup (and the WAL it needs).
+    pub backup: Option<BackupId>,
+    /// Listings, manifests and object headers only: no content is read.
+    pub quick: bool,
+    /// A newest complete backup older than this is a warning.
+    pub max_backup_age: Duration,
+    /// A newest WAL object older than this is a warning.
+    pub max_wal_age: Duration,
+    /// Objects read at once.
+    pub parallel: usize,
+    /// The time ages are measured from.
+    pub now: DateTime<Utc>,
+}
+
+/// Why verification could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The repository could not be read: nothing can be said of it.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    /// Storage failed while reading an object.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// `--backup` names no complete backup.
+    #[error("backup {0} not found (no manifest under backups/{0}/)")]
+    NoSuchBackup(BackupId),
+}
+
+enum Job<'a> {
+    Wal(&'a crate::retention::StoredWal),
+    Bundle(&'a StoredBackup, usize),
+}
+
+/// Verifies the repository.
+pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
+    let inv = read_inventory_tolerant(repo).await?;
+    let seg_size = inv.seg_size;
+    let mut report = VerifyReport::default();
+    report.checked.quick = opts.quick;
+    for (key, message) in &inv.bad_pins {
+        report.problems.push(Problem::BadPinRecord {
+            key: key.clone(),
+            message: message.clone(),
+        });
+    }
+    for (id, _, message) in &inv.unreadable {
+        report.problems.push(Problem::BadManifest {
+            backup: id.to_string(),
+            message: message.clone(),
+        });
+    }
+    let backups: Vec<&StoredBackup> = match opts.backup {
+        Some(id) => vec![
+            inv.backups
+                .iter()
+                .find(|b| b.id() == id)
+                .ok_or(VerifyError::NoSuchBackup(id))?,
+        ],
+        None => inv.backups.iter().collect(),
+    };
+    let stored: BTreeSet<(SegNo, TimelineId)> = inv
+        .wal
+        .iter()
+        .filter_map(|w| match w.name {
+            ArchiveFileName::Segment(s) | ArchiveFileName::Partial(s) => {
+                Some((s.segno(), s.timeline()))
+            }
+            _ => None,
+        })
+        .collect();
+    let present = |tli_max: TimelineId, tli_min: TimelineId, segno: SegNo| {
+        stored
+            .range((segno, tli_min)..=(segno, tli_max))
+            .next()
+            .is_some()
+    };
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    let mut backup_wal: Vec<(TimelineId, SegNo, SegNo)> = Vec::new();
+    for b in &backups {
+        let m = &b.manifest;
+        report.checked.backups += 1;
+        // The inventory read and verified the manifest.
+        let manifest_key = layout::manifest_key(m.id);
+        report.checked.objects += 1;
+        report.checked.bytes += b
+            .objects
+            .iter()
+            .filter(|o| o.key == manifest_key)
+            .map(|o| o.size)
+            .sum::<u64>();
+        let backup = m.id.to_string();
+        let mut known = vec![layout::manifest_key(m.id)];
+        for (i, bundle) in m.bundles.iter().enumerate() {
+            let Ok(key) = layout::bundle_key(m.id, &bundle.name) else {
+                report.problems.push(Problem::BadManifest {
+                    backup: backup.clone(),
+                    message: format!("bundle name {:?} is not a valid key", bundle.name),
+                });
+                continue;
+            };
+            match b.objects.iter().find(|o| o.key == key) {
+                None => report.problems.push(Problem::MissingObject {
+                    key: key.to_string(),
+                }),
+                Some(o) if o.size != bundle.stored_len => {
+                    report.problems.push(Problem::BundleSize {
+                        backup: backup.clone(),
+                        bundle: bundle.name.clone(),
+                        expected: bundle.stored_len,
+                        found: o.size,
+                    })
+                }
+                Some(_) => jobs.push(Job::Bundle(b, i)),
+            }
+            known.push(key);
+        }
+        let strays: Vec<_> = b
+            .objects
+            .iter()
+            .filter(|o| !known.contains(&o.key) && layout::pin_seq_of(&o.key).is_none())
+            .collect();
+        if let Some(first) = strays.first() {
+            report.warnings.push(Warning::Orphans {
+                what: format!("objects under backups/{backup}/ its manifest does not name"),
+                objects: strays.len(),
+                bytes: strays.iter().map(|o| o.size).sum(),
+                first: first.key.to_string(),
+            });
+        }
+        for (path, message) in pg_manifest::compare(m) {
+            report.problems.push(Problem::PgManifestMismatch {
+                backup: backup.clone(),
+                path,
+                message,
+            });
+        }
+        let first = SegNo::containing(m.start_lsn, seg_size);
+        let last =
+            SegNo::containing_end(m.stop_lsn.max(crate::lsn::Lsn(m.start_lsn.0 + 1)), seg_size);
+        backup_wal.push((m.stop_timeline, first, last));
+        let missing: Vec<SegNo> = (first.0..=last.0)
+            .map(SegNo)
+            .filter(|&s| !present(m.stop_timeline, m.start_timeline, s))
+            .collect();
+        if let Some(&s) = missing.first() {
+            report.problems.push(Problem::BackupWalMissing {
+                backup: backup.clone(),
+                segment: WalFileName::new(m.stop_timeline, s, seg_size)
+                    .map_or_else(|_| s.0.to_string(), |n| n.to_string()),
+                missing: missing.len(),
+            });
+        }
+    }
+    for w in &inv.wal {
+        let wanted = match (opts.backup, w.name.segment()) {
+            (None, _) | (Some(_), None) => true,
+            (Some(_), Some(s)) => backup_wal
+                .iter()
+                .any(|&(tli, a, z)| s.timeline() <= tli && a <= s.segno() && s.segno() <= z),
+        };
+        if wanted {
+            jobs.push(Job::Wal(w));
+        }
+    }
+
+    let sysid = inv.identity.system_identifier;
+    let results: Vec<Result<objects::Checked, StorageError>> = futures::stream::iter(jobs)
+        .map(|job| async move {
+            match job {
+                Job::Wal(w) => objects::check_wal(repo, w, sysid, opts.quick).await,
+                Job::Bundle(b, i) => objects::check_bundle(repo, &b.manifest, i, opts.quick).await,
+            }
+        })
+        .buffer_unordered(opts.parallel.max(1))
+        .collect()
+        .await;
+    let mut histories = BTreeMap::new();
+    for result in results {
+        let checked = result?;
+        report.checked.objects += 1;
+        report.checked.bytes += checked.bytes;
+        report.problems.extend(checked.problems);
+        if let Some((tli, history)) = checked.history {
+            histories.insert(tli, history);
+        }
+    }
+    for w in &inv.wal {
+        if let ArchiveFileName::Segment(s) = w.name {
+            *report
+                .checked
+                .wal_segments
+                .entry(s.timeline().0)
+                .or_default() += 1;
+        }
+    }
+
+    let floor = inv
+        .backups
+        .iter()
+        .map(|b| SegNo::containing(b.manifest.start_lsn, seg_size))
+        .min();
+    if opts.backup.is_none() {
+        let names: Vec<ArchiveFileName> = inv.wal.iter().map(|w| w.name).collect();
+        report
+            .problems
+            .extend(check_continuity(&names, &histories, floor, seg_size));
+        orphans(&inv, floor, &mut report);
+    }
+    freshness(&inv, opts, &mut report);
+    report.problems.sort();
+    report.problems.dedup();
+    report.sound = report.problems.is_empty();
+    report.checked.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn orphans(inv: &crate::retention::Inventory, floor: Option<SegNo>, report: &mut VerifyReport) {
+    for i in &inv.incomplete {
+        report.warnings.push(Warning::IncompleteBackup {
+            backup: i.id,
+            objects: i.objects,
+            bytes: i.bytes,
+        });
+    }
+    if let Some(floor) = floor {
+        let old: Vec<_> = inv
+            .wal
+            .iter()
+            .filter(|w| w.name.segment().is_some_and(|s| s.segno() < floor))
+            .collect();
+        if let Some(first) = old.first() {
+            report.warnings.push(Warning::Orphans {
+                what: "WAL older than the oldest backup (no backup needs it; expire removes it)"
+                    .into(),
+                objects: old.len(),
+                bytes: old.iter().map(|w| w.meta.size).sum(),
+                first: first.meta.key.to_string(),
+            });
+        }
+    }
+    if let Some(first) = inv.stray_wal.first() {
+        report.warnings.push(Warning::Orphans {
+            what: "objects under wal/ that are not WAL files walship stores".into(),
+            objects: inv.stray_wal.len(),
+            bytes: inv.stray_wal.iter().map(|m| m.size).sum(),
+            first: first.key.to_string(),
+        });
+    }
+}
+
+fn freshness(inv: &crate::retention::Inventory, opts: &VerifyOptions, report: &mut VerifyReport) {
+    let age = |then: DateTime<Utc>| (opts.now - then).to_std().unwrap_or_default();
+    let text =
+        |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
+    match inv.backups.iter().max_by_key(|b| b.manifest.stop_time) {
+        None => report.warnings.push(Warning::NoBackups),
+        Some(b) => {
+            let a = age(b.manifest.stop_time);
+            if a > opts.max_backup_age {
+                report.warnings.push(Warning::StaleBackup {
+                    backup: b.id(),
+                    age: text(a),
+                    limit: text(opts.max_backup_age),
+                });
+            }
+        }
+    }
+    let newest = inv
+        .wal
+        .iter()
+        .filter(|w| w.name.segment().is_some())
+        .filter_map(|w| w.meta.last_modified.map(|t| (t, &w.meta.key)))
+        .max_by_key(|(t, _)| *t);
+    if let Some((t, key)) = newest {
+        let a = age(DateTime::<Utc>::from(t.max(SystemTime::UNIX_EPOCH)));
+        if a > opts.max_wal_age {
+            report.warnings.push(Warning::StaleWal {
+                key: key.to_string(),
+                age: text(a),
+                limit: text(opts.max_wal_age),
+            });
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! `walship pin ID [--reason TEXT]` and `walship unpin ID`: keep a backup whatever the
+//! retention policy says, or stop doing so. Each writes a new create-only record.
+
+use clap::Args;
+use walship_common::backup::BackupError;
+use walship_common::retention::{PinAction, PinError, set_pin};
+
+use super::list::open_catalog;
+use crate::context::Context;
+use crate::exit;
+
+/// Pin a backup: `expire` never removes it nor the WAL it needs (start to stop LSN).
+///
+/// Exits 1 when there is no such backup.
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The backup id (YYYYMMDDTHHMMSSZ).
+    pub backup: String,
+    /// Why it is kept (shown by `list` and `info`).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+/// Unpin a backup: the retention policy decides again.
+///
+/// Exits 1 when there is no such backup.
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    /// The backup id (YYYYMMDDTHHMMSSZ).
+    pub backup: String,
+}
+
+/// Runs `walship pin` or `walship unpin`.
+pub fn run(ctx: Context, backup: &str, action: PinAction, reason: Option<String>) -> u8 {
+    ctx.block_on(async {
+        let repo = match open_catalog(&ctx).await {
+            Ok(repo) => repo,
+            Err(code) => return code,
+        };
+        let id = match backup.parse() {
+            Ok(id) => id,
+            Err(e) => return ctx.fail(exit::NOT_FOUND, &e),
+        };
+        match set_pin(&repo, id, action, reason, chrono::Utc::now()).await {
+            Ok((_, changed)) => {
+                let what = match (action, changed) {
+                    (PinAction::Pin, true) => "pinned",
+                    (PinAction::Pin, false) => "already pinned",
+                    (PinAction::Unpin, true) => "unpinned",
+                    (PinAction::Unpin, false) => "not pinned",
+                };
+                println!("{id}: {what}");
+                exit::SUCCESS
+            }
+            Err(e @ PinError::Backup(BackupError::NotFound(_))) => ctx.fail(exit::NOT_FOUND, &e),
+            Err(e) => ctx.fail(exit::FAILED, &e),
+        }
+    })
+}
