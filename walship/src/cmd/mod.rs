@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod drill;
 pub mod fetch;
 pub mod info;
 pub mod list;
@@ -87,6 +88,15 @@ pub fn run(cli: Cli) -> u8 {
             };
             with_context("restore", &cli.global, options, exit::FAILED, |ctx| {
                 restore::run(ctx, args)
+            })
+        }
+        Command::Drill(args) => {
+            let options = Options {
+                restore_parallel: args.parallel.map(|n| n.to_string()),
+                ..Options::default()
+            };
+            with_context("drill", &cli.global, options, exit::FAILED, |ctx| {
+                drill::run(ctx, args)
             })
         }
         Command::Verify(_) => not_built("verify", None),

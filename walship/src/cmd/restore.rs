@@ -194,37 +194,11 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         Ok(owner) => owner,
         Err(e) => return usage(e.to_string()),
     };
-    let walship = match args
-        .walship_path
-        .clone()
-        .map(Ok)
-        .unwrap_or_else(std::env::current_exe)
-    {
-        Ok(path) => std::path::absolute(&path).unwrap_or(path),
-        Err(e) => {
-            return usage(format!(
-                "cannot tell where this walship binary is ({e}); pass --walship-path"
-            ));
-        }
+    let (walship, env, global_args) = match restore_command_parts(&ctx, args.walship_path.clone()) {
+        Ok(parts) => parts,
+        Err(message) => return usage(message),
     };
-    // What restore_command carries from this environment; refused before anything moves.
-    let env =
-        match walship_restore::recovery_conf::carried_env(std::env::vars_os().filter_map(
-            |(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)),
-        )) {
-            Ok(env) => env,
-            Err(e) => return usage(e.to_string()),
-        };
     let to = std::path::absolute(&args.to).unwrap_or_else(|_| args.to.clone());
-    let mut global_args = Vec::new();
-    if let Some(config) = &ctx.config.config_file {
-        let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
-        global_args.extend([
-            "--config".to_string(),
-            config.to_string_lossy().into_owned(),
-        ]);
-    }
-    global_args.extend(["--repo".to_string(), ctx.config.repo.clone()]);
     let materialise = MaterialiseOptions {
         force: args.force,
         delta: args.delta,
@@ -303,6 +277,40 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             Err(e) => ctx.fail(exit::FAILED, &e),
         }
     })
+}
+
+/// What the restored server's `restore_command` is made of: the walship binary (this one
+/// unless `walship_path`), the settings it carries from this environment, and the global
+/// arguments (`--config`, `--repo`) that make it read this repository.
+#[allow(clippy::type_complexity)]
+pub(crate) fn restore_command_parts(
+    ctx: &Context,
+    walship_path: Option<PathBuf>,
+) -> Result<(PathBuf, Vec<(String, String)>, Vec<String>), String> {
+    let walship = match walship_path.map(Ok).unwrap_or_else(std::env::current_exe) {
+        Ok(path) => std::path::absolute(&path).unwrap_or(path),
+        Err(e) => {
+            return Err(format!(
+                "cannot tell where this walship binary is ({e}); pass --walship-path"
+            ));
+        }
+    };
+    // What restore_command carries from this environment; refused before anything moves.
+    let env =
+        walship_restore::recovery_conf::carried_env(std::env::vars_os().filter_map(
+            |(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)),
+        ))
+        .map_err(|e| e.to_string())?;
+    let mut global_args = Vec::new();
+    if let Some(config) = &ctx.config.config_file {
+        let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
+        global_args.extend([
+            "--config".to_string(),
+            config.to_string_lossy().into_owned(),
+        ]);
+    }
+    global_args.extend(["--repo".to_string(), ctx.config.repo.clone()]);
+    Ok((walship, env, global_args))
 }
 
 /// A progress line on stderr when it is a terminal.
