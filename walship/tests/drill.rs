@@ -30,6 +30,8 @@ fn workload(install: &PgInstall, repo: &TestRepo) -> Cluster {
     cluster.execute("insert into drilled (id) select g from generate_series(1, 1000) g");
     walship_backup(&cluster, repo);
     for batch in 0..3 {
+        // Spread the commits out: --target random picks a moment between them.
+        std::thread::sleep(Duration::from_millis(700));
         let from = 1001 + batch * 500;
         cluster.execute(&format!(
             "insert into drilled (id) select g from generate_series({from}, {}) g",
@@ -202,4 +204,64 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// `--target random` on three majors (the cache's npm builds for 13 and 17, whose binaries
+/// need `LD_LIBRARY_PATH`): the drill passes, its target lies between the backup and the
+/// last commit, and recovery replayed no transaction after it.
+#[test]
+fn drill_random_target_on_several_majors() {
+    for major in [13, 15, 17] {
+        let Some(install) = pg_test_harness::installs()
+            .into_iter()
+            .find(|i| i.major == major)
+        else {
+            eprintln!("SKIP PG{major}: not installed");
+            continue;
+        };
+        let repo = TestRepo::local();
+        let cluster = workload(&install, &repo);
+        let first_after_backup: f64 = cluster
+            .query_string("select extract(epoch from min(at)) from drilled where id > 1000")
+            .parse()
+            .unwrap();
+        let last_commit: f64 = cluster
+            .query_string("select extract(epoch from max(at)) from drilled")
+            .parse()
+            .unwrap();
+        drop(cluster);
+        let (out, report, _) = run_drill(&repo, &["--target", "random"]);
+        assert!(
+            out.status.success(),
+            "PG{major} random drill: {}",
+            describe(&out)
+        );
+        assert_eq!(report["passed"], true, "PG{major}: {report:#}");
+        assert_eq!(report["target_kind"], "random");
+        assert_eq!(report["pg_major"], major);
+        let epoch = |key: &str| {
+            chrono::DateTime::parse_from_rfc3339(report[key].as_str().unwrap())
+                .unwrap()
+                .timestamp_micros() as f64
+                / 1e6
+        };
+        let target = epoch("target_time");
+        assert!(
+            target < last_commit && target > first_after_backup - 60.0,
+            "PG{major}: target {target} outside the window (.. {last_commit})"
+        );
+        if report["last_replayed_xact_time"].is_string() {
+            let replayed = epoch("last_replayed_xact_time");
+            assert!(
+                replayed <= target,
+                "PG{major}: replayed {replayed} past {target}"
+            );
+            let rpo = report["rpo_seconds"].as_f64().unwrap();
+            assert!(
+                (rpo - (target - replayed)).abs() < 0.01,
+                "PG{major}: RPO {rpo}"
+            );
+        }
+        eprintln!("PG{major}: random drill to {} passed", report["target"]);
+    }
 }

@@ -12,9 +12,9 @@ use crate::RestoreError;
 use crate::plan::{self, PlanRequest};
 use crate::target::{RecoveryTarget, TargetSpec, TimelineChoice};
 
-/// A uniformly random moment of the PITR window, from one second after the oldest complete
-/// backup became consistent (its stop time is the walship host's clock) to just before the
-/// newest commit the archive holds (the plan needs a commit after a time target).
+/// A uniformly random moment of the PITR window, from the oldest complete backup's stop
+/// time (the moment a time target may name, as the plan sees it) to just before the newest
+/// commit the archive holds (the plan needs a commit after a time target).
 pub async fn random_moment(repo: &Repository) -> Result<DateTime<Utc>, DrillError> {
     let (start, end) = pitr_window(repo).await?;
     let span = (end - start).num_microseconds().unwrap_or(0);
