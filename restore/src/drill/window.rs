@@ -61,10 +61,7 @@ async fn pitr_window(repo: &Repository) -> Result<(DateTime<Utc>, DateTime<Utc>)
         .ok_or_else(|| {
             DrillError::NoWindow("the archive holds no commit after the newest backup".into())
         })?;
-    Ok((
-        oldest + chrono::Duration::seconds(1),
-        newest - chrono::Duration::microseconds(1),
-    ))
+    Ok((oldest, newest - chrono::Duration::microseconds(1)))
 }
 
 /// When the archive last received WAL: the newest modification time under `wal/`.
