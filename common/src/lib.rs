@@ -1,5 +1,6 @@
 //! walship-common: the library every walship command stands on.
 //!
+//! - [`audit`]: the audit trail: create-only, hash-chained records of every operation.
 //! - [`archive`]: `walship archive`: checking and storing the files Postgres archives.
 //! - [`backup`]: `walship backup`: base backups streamed into bundles, the manifest, listing.
 //! - [`catalog`]: base backups in the repository: ids and manifests.
@@ -17,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod audit;
 pub mod backup;
 pub mod catalog;
 pub mod codec;

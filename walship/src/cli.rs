@@ -105,6 +105,8 @@ pub enum Command {
     Restore(crate::cmd::restore::RestoreArgs),
     // Help text: the doc comment of the argument struct.
     Drill(crate::cmd::drill::DrillArgs),
+    // Help text: the doc comment of the argument struct.
+    Audit(crate::cmd::audit::AuditArgs),
     /// Verify every object in the repository. [not built yet]
     ///
     /// Not built yet: any invocation does nothing, says so, and exits 2.

@@ -100,60 +100,81 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
-        let mut client = match ReplicationClient::connect(&params).await {
-            Ok(client) => client,
-            Err(e) => return ctx.fail(exit::FAILED, &e),
-        };
-        let id = match backup::choose_id(&repo).await {
-            Ok(id) => id,
-            Err(e) => return ctx.fail(exit::FAILED, &e),
-        };
-        let progress = Arc::new(Progress::default());
-        let ticker = std::io::stderr()
-            .is_terminal()
-            .then(|| tokio::spawn(show_progress(progress.clone())));
-        let result = async {
-            let (server, source) = backup::start_base_backup(&mut client, &bb).await?;
-            backup::take_backup(&repo, id, source, server, &options, progress.clone()).await
-        }
-        .await;
-        if let Some(ticker) = ticker {
-            ticker.abort();
-            eprintln!();
-        }
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_refusal() => return ctx.fail(exit::REFUSED, &e),
-            Err(e) => return ctx.fail(exit::FAILED, &e),
-        };
-        let _ = client.close().await;
-        let m = &outcome.manifest;
-        if args.json {
-            let mut summary = show::summary_json(m);
-            if let Some(obj) = summary.as_object_mut() {
-                obj.insert(
-                    "removed_incomplete".into(),
-                    outcome.removed_incomplete.len().into(),
+        let mut figures = serde_json::Map::new();
+        let code = async {
+            let mut client = match ReplicationClient::connect(&params).await {
+                Ok(client) => client,
+                Err(e) => return ctx.fail(exit::FAILED, &e),
+            };
+            let id = match backup::choose_id(&repo).await {
+                Ok(id) => id,
+                Err(e) => return ctx.fail(exit::FAILED, &e),
+            };
+            let progress = Arc::new(Progress::default());
+            let ticker = std::io::stderr()
+                .is_terminal()
+                .then(|| tokio::spawn(show_progress(progress.clone())));
+            let result = async {
+                let (server, source) = backup::start_base_backup(&mut client, &bb).await?;
+                backup::take_backup(&repo, id, source, server, &options, progress.clone()).await
+            }
+            .await;
+            if let Some(ticker) = ticker {
+                ticker.abort();
+                eprintln!();
+            }
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(e) if e.is_refusal() => return ctx.fail(exit::REFUSED, &e),
+                Err(e) => return ctx.fail(exit::FAILED, &e),
+            };
+            let _ = client.close().await;
+            let m = &outcome.manifest;
+            figures = backup_figures(m);
+            if args.json {
+                let mut summary = show::summary_json(m);
+                if let Some(obj) = summary.as_object_mut() {
+                    obj.insert(
+                        "removed_incomplete".into(),
+                        outcome.removed_incomplete.len().into(),
+                    );
+                }
+                println!("{summary}");
+            } else {
+                println!(
+                    "backup {}: {} ({} stored) in {}, LSN {} to {}, timeline {}",
+                    m.id,
+                    show::size(m.bytes_raw),
+                    show::size(m.bytes_stored),
+                    show::duration_ms(m.duration_ms),
+                    m.start_lsn,
+                    m.stop_lsn,
+                    m.stop_timeline
                 );
             }
-            println!("{summary}");
-        } else {
-            println!(
-                "backup {}: {} ({} stored) in {}, LSN {} to {}, timeline {}",
-                m.id,
-                show::size(m.bytes_raw),
-                show::size(m.bytes_stored),
-                show::duration_ms(m.duration_ms),
-                m.start_lsn,
-                m.stop_lsn,
-                m.stop_timeline
-            );
+            for removed in &outcome.removed_incomplete {
+                tracing::info!("removed incomplete backup {}", removed.id);
+            }
+            exit::SUCCESS
         }
-        for removed in &outcome.removed_incomplete {
-            tracing::info!("removed incomplete backup {}", removed.id);
-        }
-        exit::SUCCESS
+        .await;
+        super::audit::record(&ctx, &repo, "backup", code, figures).await;
+        code
     })
+}
+
+/// What the audit record of a backup says it made.
+fn backup_figures(
+    m: &walship_common::catalog::BackupManifest,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut f = serde_json::Map::new();
+    f.insert("backup".into(), m.id.to_string().into());
+    f.insert("bytes_raw".into(), m.bytes_raw.into());
+    f.insert("bytes_stored".into(), m.bytes_stored.into());
+    f.insert("duration_ms".into(), m.duration_ms.into());
+    f.insert("start_lsn".into(), m.start_lsn.to_string().into());
+    f.insert("stop_lsn".into(), m.stop_lsn.to_string().into());
+    f
 }
 
 /// Redraws one progress line on stderr every second: bytes, rate, ETA.

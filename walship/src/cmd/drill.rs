@@ -152,9 +152,15 @@ pub fn run(ctx: Context, args: DrillArgs) -> u8 {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
+        let mut figures = serde_json::Map::new();
         let report = match drill::run(&repo, &request).await {
             Ok(report) => report,
-            Err(e) => return ctx.fail(exit::FAILED, &e),
+            Err(e) => {
+                let code = ctx.fail(exit::FAILED, &e);
+                figures.insert("error".into(), e.to_string().into());
+                super::audit::record(&ctx, &repo, "drill", code, figures).await;
+                return code;
+            }
         };
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         let mut code = if report.passed {
@@ -176,6 +182,18 @@ pub fn run(ctx: Context, args: DrillArgs) -> u8 {
         } else {
             print_summary(&report);
         }
+        for (name, value) in [
+            ("drill", serde_json::json!(report.id)),
+            ("passed", serde_json::json!(report.passed)),
+            ("target", serde_json::json!(report.target)),
+            ("backup", serde_json::json!(report.backup)),
+            ("rto_seconds", serde_json::json!(report.rto_seconds)),
+            ("rpo_seconds", serde_json::json!(report.rpo_seconds)),
+            ("bytes_restored", serde_json::json!(report.bytes_restored)),
+        ] {
+            figures.insert(name.into(), value);
+        }
+        super::audit::record(&ctx, &repo, "drill", code, figures).await;
         code
     })
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into library calls and an exit code.
 
 pub mod archive;
+pub mod audit;
 pub mod backup;
 pub mod drill;
 pub mod fetch;
@@ -99,6 +100,15 @@ pub fn run(cli: Cli) -> u8 {
                 drill::run(ctx, args)
             })
         }
+        Command::Audit(args) => with_context(
+            "audit",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| audit::run(ctx, args),
+        ),
+        // Audit (issue 21): when verify, expire and pin/unpin are built, each ends like
+        // backup.rs: `audit::record(&ctx, &repo, "<operation>", code, figures).await`.
         Command::Verify(_) => not_built("verify", None),
         Command::Expire(_) => not_built("expire", None),
         Command::Check(_) => not_built("check", None),

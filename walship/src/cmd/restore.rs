@@ -242,12 +242,19 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             standby: args.standby,
         };
         let started = std::time::Instant::now();
-        match walship_restore::restore(&repo, &request, progress(!args.json)).await {
+        let mut figures = serde_json::Map::new();
+        figures.insert("target".into(), request.plan.spec.target.to_string().into());
+        figures.insert("data_directory".into(), to.display().to_string().into());
+        let code = match walship_restore::restore(&repo, &request, progress(!args.json)).await {
             Ok(outcome) => {
                 if std::io::stderr().is_terminal() && !args.json {
                     eprintln!();
                 }
                 let s = &outcome.summary;
+                if let Some(b) = &outcome.plan.backup {
+                    figures.insert("backup".into(), b.id.to_string().into());
+                }
+                figures.insert("bytes_written".into(), s.bytes_written.into());
                 if args.json {
                     let json = serde_json::json!({
                         "plan": outcome.plan,
@@ -275,7 +282,10 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             }
             Err(e) if e.is_refusal() => ctx.fail(exit::REFUSED, &e),
             Err(e) => ctx.fail(exit::FAILED, &e),
-        }
+        };
+        figures.insert("duration_ms".into(), (started.elapsed().as_millis() as u64).into());
+        super::audit::record(&ctx, &repo, "restore", code, figures).await;
+        code
     })
 }
 
