@@ -18,7 +18,7 @@
 //! [`restore`] runs them in order: plan, refuse on any problem, materialise.
 //!
 //! [`drill`] builds on it: restore into a scratch directory, start Postgres, check, measure
-//! RTO and RPO (`walship drill`).
+//! RTO and RPO (`walship drill`); [`status`] summarises the repository (`walship status`).
 //!
 //! ```
 //! use walship_restore::target::{parse_target_time, RecoveryTarget};
@@ -42,6 +42,7 @@ pub mod paths;
 pub mod placement;
 pub mod plan;
 pub mod recovery_conf;
+pub mod status;
 pub mod target;
 pub mod timeline;
 pub mod wal_scan;

@@ -107,6 +107,8 @@ pub enum Command {
     Drill(crate::cmd::drill::DrillArgs),
     // Help text: the doc comment of the argument struct.
     Audit(crate::cmd::audit::AuditArgs),
+    // Help text: the doc comment of the argument struct.
+    Status(crate::cmd::status::StatusArgs),
     /// Verify every object in the repository. [not built yet]
     ///
     /// Not built yet: any invocation does nothing, says so, and exits 2.

@@ -9,6 +9,7 @@ pub mod info;
 pub mod list;
 pub mod restore;
 mod show;
+pub mod status;
 pub mod stream;
 
 use walship_common::config::Options;
@@ -100,6 +101,13 @@ pub fn run(cli: Cli) -> u8 {
                 drill::run(ctx, args)
             })
         }
+        Command::Status(args) => with_context(
+            "status",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| status::run(ctx, args),
+        ),
         Command::Audit(args) => with_context(
             "audit",
             &cli.global,
