@@ -3,6 +3,7 @@
 //! - [`audit`]: the audit trail: create-only, hash-chained records of every operation.
 //! - [`archive`]: `walship archive`: checking and storing the files Postgres archives.
 //! - [`backup`]: `walship backup`: base backups streamed into bundles, the manifest, listing.
+//! - [`check`]: `walship check`: settings, repository, and a WAL switch archived end to end.
 //! - [`catalog`]: base backups in the repository: ids and manifests.
 //! - [`codec`]: the self-describing, checksummed, compressed object format of the repository.
 //! - [`config`]: walship's configuration, merged from flags, environment and file.
@@ -21,6 +22,7 @@ pub mod archive;
 pub mod audit;
 pub mod backup;
 pub mod catalog;
+pub mod check;
 pub mod codec;
 pub mod config;
 pub mod fetch;

@@ -117,10 +117,8 @@ pub enum Command {
     ///
     /// Not built yet: any invocation does nothing, says so, and exits 2.
     Expire(NotBuiltArgs),
-    /// Check configuration, repository and Postgres settings. [not built yet]
-    ///
-    /// Not built yet: any invocation does nothing, says so, and exits 2.
-    Check(NotBuiltArgs),
+    // Help text: the doc comment of the argument struct.
+    Check(crate::cmd::check::CheckArgs),
 }
 
 /// Arguments of a command that is not built yet: accepted and ignored, so that `--help`

@@ -115,21 +115,26 @@ pub fn run(ctx: Context, args: AuditArgs) -> u8 {
 /// Appends the audit record of `operation` (this process's arguments, secrets removed) to
 /// the repository. A failure to record is reported on stderr and does not change the
 /// operation's exit code: the operation happened, and saying otherwise would be false.
+/// Returns whether the record was written.
 pub async fn record(
     ctx: &Context,
     repo: &Repository,
     operation: &str,
     code: u8,
     figures: serde_json::Map<String, serde_json::Value>,
-) {
+) -> bool {
     let arguments = audit::args::redact_args(
         std::env::args_os()
             .skip(1)
             .map(|a| a.to_string_lossy().into_owned()),
     );
     let record = AuditRecord::now(operation, arguments, code, figures);
-    if let Err(e) = audit::append(repo, record).await {
-        ctx.fail(code, &e);
-        eprintln!("walship {operation}: warning: the audit record above was not written");
+    match audit::append(repo, record).await {
+        Ok(_) => true,
+        Err(e) => {
+            ctx.fail(code, &e);
+            eprintln!("walship {operation}: warning: the audit record above was not written");
+            false
+        }
     }
 }

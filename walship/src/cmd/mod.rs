@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod audit;
 pub mod backup;
+pub mod check;
 pub mod drill;
 pub mod fetch;
 pub mod info;
@@ -119,7 +120,13 @@ pub fn run(cli: Cli) -> u8 {
         // backup.rs: `audit::record(&ctx, &repo, "<operation>", code, figures).await`.
         Command::Verify(_) => not_built("verify", None),
         Command::Expire(_) => not_built("expire", None),
-        Command::Check(_) => not_built("check", None),
+        Command::Check(args) => with_context(
+            "check",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| check::run(ctx, args),
+        ),
     }
 }
 
