@@ -10,6 +10,7 @@
 //! - [`fetch`]: `walship fetch`: delivering verified files to Postgres, with prefetch.
 //! - [`fsutil`]: crash-safe file writes (temp file, fsync, rename, fsync directory).
 //! - [`lsn`]: WAL positions.
+//! - [`metrics`]: repository metrics for Prometheus (exporter, text files).
 //! - [`pg`]: PostgreSQL formats (timelines, WAL file names, history files, page headers).
 //! - [`pgconn`]: the replication-protocol client (connection settings, auth, TLS, commands, COPY).
 //! - [`redact`]: hiding secrets (URL userinfo) in everything walship prints.
@@ -29,6 +30,7 @@ pub mod fetch;
 pub mod fsutil;
 mod json;
 pub mod lsn;
+pub mod metrics;
 pub mod pg;
 pub mod pgconn;
 pub mod redact;

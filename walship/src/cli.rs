@@ -109,6 +109,8 @@ pub enum Command {
     Audit(crate::cmd::audit::AuditArgs),
     // Help text: the doc comment of the argument struct.
     Status(crate::cmd::status::StatusArgs),
+    // Help text: the doc comment of the argument struct.
+    Exporter(crate::cmd::exporter::ExporterArgs),
     /// Verify every object in the repository. [not built yet]
     ///
     /// Not built yet: any invocation does nothing, says so, and exits 2.

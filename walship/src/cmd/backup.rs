@@ -24,6 +24,10 @@ use crate::exit;
 /// and the next successful backup (or `walship list --incomplete --remove`) removes.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// Write the repository's metrics to this file afterwards, atomically (for
+    /// node_exporter's textfile collector, e.g. /var/lib/node_exporter/walship.prom).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<std::path::PathBuf>,
     /// Connection string (`host=... user=...` or `postgresql://...`); unset parts come
     /// from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE...
     #[arg(
@@ -159,6 +163,11 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
         }
         .await;
         super::audit::record(&ctx, &repo, "backup", code, figures).await;
+        // The metrics are written whatever the outcome (a failed drill is a metric too); a
+        // failure to write them is reported and leaves the exit code alone.
+        if let Some(path) = &args.metrics_textfile {
+            super::exporter::write_textfile(&ctx, &repo, path).await;
+        }
         code
     })
 }

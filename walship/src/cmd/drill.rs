@@ -33,6 +33,10 @@ use crate::exit;
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("drill_target").args(["target", "target_time"])))]
 pub struct DrillArgs {
+    /// Write the repository's metrics to this file afterwards, atomically (for
+    /// node_exporter's textfile collector, e.g. /var/lib/node_exporter/walship.prom).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<std::path::PathBuf>,
     /// Recover to the end of the archive (default) or to a uniformly random moment of the
     /// PITR window (oldest backup to newest commit).
     #[arg(long, value_enum)]
@@ -194,6 +198,11 @@ pub fn run(ctx: Context, args: DrillArgs) -> u8 {
             figures.insert(name.into(), value);
         }
         super::audit::record(&ctx, &repo, "drill", code, figures).await;
+        // The metrics are written whatever the outcome (a failed drill is a metric too); a
+        // failure to write them is reported and leaves the exit code alone.
+        if let Some(path) = &args.metrics_textfile {
+            super::exporter::write_textfile(&ctx, &repo, path).await;
+        }
         code
     })
 }

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod backup;
 pub mod check;
 pub mod drill;
+pub mod exporter;
 pub mod fetch;
 pub mod info;
 pub mod list;
@@ -108,6 +109,13 @@ pub fn run(cli: Cli) -> u8 {
             Options::default(),
             exit::FAILED,
             |ctx| status::run(ctx, args),
+        ),
+        Command::Exporter(args) => with_context(
+            "exporter",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| exporter::run(ctx, args),
         ),
         Command::Audit(args) => with_context(
             "audit",
