@@ -191,6 +191,13 @@ fn drill_on_a_gap_fails_before_postgres_starts_naming_it() {
         "the failure does not name {name}: {failures}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&name));
+
+    // A drill that cannot run at all (no such binaries) is a failed drill, stored as one.
+    let (out, report, _) = run_drill(&repo, &["--pg-bin", "/nonexistent/bin"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_eq!(report["passed"], false);
+    assert!(report["failures"].to_string().contains("/nonexistent/bin"), "{report:#}");
+    assert_eq!(stored_reports(&repo).len(), 2);
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

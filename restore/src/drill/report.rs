@@ -90,6 +90,14 @@ impl DrillReport {
         }
     }
 
+    /// The report of a drill that could not run at all (`message` says why).
+    pub fn could_not_run(repository: &str, started: DateTime<Utc>, message: String) -> DrillReport {
+        let mut report = DrillReport::begin(repository, started);
+        report.fail(format!("the drill could not run: {message}"));
+        report.finish(None, None, Utc::now());
+        report
+    }
+
     /// Records a failure.
     pub fn fail(&mut self, message: String) {
         self.failures.push(message);

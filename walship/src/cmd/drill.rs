@@ -157,13 +157,14 @@ pub fn run(ctx: Context, args: DrillArgs) -> u8 {
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
         let mut figures = serde_json::Map::new();
+        let started = chrono::Utc::now();
         let report = match drill::run(&repo, &request).await {
             Ok(report) => report,
+            // A drill that could not run (no binaries, no window, storage failing) is a
+            // failed drill: reported, stored and exported as one, so that monitoring sees it.
             Err(e) => {
-                let code = ctx.fail(exit::FAILED, &e);
-                figures.insert("error".into(), e.to_string().into());
-                super::audit::record(&ctx, &repo, "drill", code, figures).await;
-                return code;
+                ctx.fail(exit::FAILED, &e);
+                drill::DrillReport::could_not_run(repo.location(), started, e.to_string())
             }
         };
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
