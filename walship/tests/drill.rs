@@ -196,7 +196,10 @@ fn drill_on_a_gap_fails_before_postgres_starts_naming_it() {
     let (out, report, _) = run_drill(&repo, &["--pg-bin", "/nonexistent/bin"]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert_eq!(report["passed"], false);
-    assert!(report["failures"].to_string().contains("/nonexistent/bin"), "{report:#}");
+    assert!(
+        report["failures"].to_string().contains("/nonexistent/bin"),
+        "{report:#}"
+    );
     assert_eq!(stored_reports(&repo).len(), 2);
 }
 

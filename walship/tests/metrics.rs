@@ -164,4 +164,50 @@ fn textfiles_and_exporter_pass_promtool_and_match_list() {
     .unwrap();
     let status = exporter.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+
+    // The stream sidecar's endpoint serves the repository's metrics beside its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sidecar = Command::new(walship_bin())
+        .args([
+            "--config",
+            repo.config.to_str().unwrap(),
+            "stream",
+            "-d",
+            &conn,
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .envs(repo.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut body = String::new();
+    support::wait_until(
+        Duration::from_secs(30),
+        "the sidecar serves the repository metrics",
+        || {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                return false;
+            }
+            body = get(port, "/metrics");
+            body.contains("walship_backup_size_bytes{")
+        },
+    );
+    assert!(body.contains("walship_stream_up"), "{body}");
+    assert_eq!(
+        value(&body, "walship_backup_size_bytes"),
+        value(&text, "walship_backup_size_bytes")
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sidecar.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = sidecar.wait();
+    cluster.execute("select pg_drop_replication_slot('walship') from pg_replication_slots where slot_name = 'walship'");
 }

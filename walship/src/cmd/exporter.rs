@@ -55,6 +55,70 @@ impl Exposition for Cached {
     }
 }
 
+/// Another endpoint's metrics (the stream sidecar's) followed by the repository's, read
+/// every [`SIDECAR_INTERVAL`] by [`refresh`].
+pub(crate) struct WithRepository<S> {
+    inner: Arc<S>,
+    repo: RwLock<String>,
+}
+
+/// How often the stream sidecar reads the repository's metrics.
+pub(crate) const SIDECAR_INTERVAL: Duration = Duration::from_secs(60);
+
+impl<S: Exposition> WithRepository<S> {
+    /// `inner`'s metrics, the repository's appended once read.
+    pub(crate) fn new(inner: Arc<S>) -> WithRepository<S> {
+        WithRepository {
+            inner,
+            repo: RwLock::new(String::new()),
+        }
+    }
+}
+
+impl<S: Exposition> Exposition for WithRepository<S> {
+    fn render(&self) -> String {
+        let mut out = self.inner.render();
+        if let Ok(repo) = self.repo.read() {
+            out.push_str(&repo);
+        }
+        out
+    }
+    fn content_type(&self) -> &'static str {
+        self.inner.content_type()
+    }
+    fn is_healthy(&self) -> bool {
+        self.inner.is_healthy()
+    }
+    fn unhealthy(&self) -> &'static str {
+        self.inner.unhealthy()
+    }
+}
+
+/// Reads the repository's metrics into `target` every `interval` until `cancel`; a failed
+/// reading keeps the last one (the stream's own health is what `/health` reports).
+pub(crate) async fn refresh<S: Exposition>(
+    repo: Repository,
+    target: Arc<WithRepository<S>>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        match snapshot(&repo).await {
+            Ok(s) => {
+                if let Ok(mut slot) = target.repo.write() {
+                    *slot = metrics::render(&s);
+                }
+            }
+            Err(e) => tracing::warn!("read the repository's metrics: {e}"),
+        }
+    }
+}
+
 /// The repository's metrics now, the last drill included.
 pub(crate) async fn snapshot(
     repo: &Repository,
