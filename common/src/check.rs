@@ -158,7 +158,12 @@ fn names_this_repo(command: &str, repo_url: &str) -> (bool, String) {
         return (false, format!("{shown} does not run walship archive"));
     }
     let trimmed = repo_url.trim_end_matches('/');
-    if command.contains(trimmed) {
+    // The URL as a whole word: `s3://b/p` must not match `s3://b/p2`.
+    let whole = command.match_indices(trimmed).any(|(at, _)| {
+        let next = command[at + trimmed.len()..].chars().next();
+        next.is_none_or(|c| c.is_whitespace() || matches!(c, '\'' | '"' | '/'))
+    });
+    if whole {
         return (true, shown);
     }
     let words: Vec<&str> = command.split_whitespace().collect();
@@ -302,5 +307,21 @@ async fn switch_and_wait(
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_this_repo;
+
+    #[test]
+    fn archive_command_must_name_this_repository_as_a_whole() {
+        let cmd = "walship --repo s3://b/p archive %p";
+        assert!(names_this_repo(cmd, "s3://b/p").0);
+        assert!(names_this_repo(cmd, "s3://b/p/").0);
+        assert!(!names_this_repo("walship --repo s3://b/p2 archive %p", "s3://b/p").0);
+        assert!(!names_this_repo("cp %p /archive/%f", "s3://b/p").0);
+        let detail = names_this_repo("walship --config /nonexistent.toml archive %p", "s3://b/p").1;
+        assert!(detail.contains("cannot read repo"), "{detail}");
     }
 }
