@@ -275,3 +275,19 @@ fn drill_random_target_on_several_majors() {
         eprintln!("PG{major}: random drill to {} passed", report["target"]);
     }
 }
+
+/// The same drill on a SeaweedFS repository: the drill's server inherits the drill's
+/// environment, so its `restore_command` reaches the bucket with the same credentials.
+#[test]
+fn drill_latest_on_an_s3_repository() {
+    let Some(repo) = TestRepo::s3() else {
+        return;
+    };
+    let install = install(15);
+    let cluster = workload(&install, &repo);
+    drop(cluster);
+    let (out, report, _) = run_drill(&repo, &[]);
+    assert!(out.status.success(), "drill on S3: {}", describe(&out));
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert!(report["repository"].as_str().unwrap().starts_with("s3://"));
+}
