@@ -219,7 +219,7 @@ async fn drill_in(
     let replay_start = Instant::now();
     if let Err(e) = server.wait_writable(request.timeout).await {
         report.fail(e.to_string());
-        server.stop(Duration::from_secs(30));
+        stop(server, Duration::from_secs(30)).await;
         return Ok(());
     }
     report.replay_seconds = replay_start.elapsed().as_secs_f64();
@@ -261,8 +261,13 @@ async fn drill_in(
         report.checks.extend(checks::amcheck(&server).await);
     }
     report.checks_seconds = checks_start.elapsed().as_secs_f64();
-    server.stop(Duration::from_secs(60));
+    stop(server, Duration::from_secs(60)).await;
     Ok(())
+}
+
+/// Stops the server off the async workers (the wait for its exit sleeps).
+async fn stop(server: server::DrillServer, grace: Duration) {
+    let _ = tokio::task::spawn_blocking(move || server.stop(grace)).await;
 }
 
 /// The scratch directory: `<dir>/data` is the restored data directory; the socket, the log
