@@ -208,6 +208,17 @@ impl DrillServer {
     }
 }
 
+/// A server never outlives its drill: dropped still running (an early return, a panic), it
+/// is killed.
+impl Drop for DrillServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The first column of the first row of a simple query, as text.
 pub fn first_value(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<String> {
     messages.iter().find_map(|m| match m {
