@@ -310,6 +310,15 @@ pub fn replace_unsynced(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsEr
     Ok(())
 }
 
+/// Writes `bytes` to `target` atomically (a temporary file beside it, fsynced, renamed over
+/// it): a reader sees the old content or the new, never a part. For reports and metrics
+/// text files that other programs read while walship writes them.
+pub fn write_file_atomic(target: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let mut temp = TempFile::create_for(target, 0o644)?;
+    temp.write_all(bytes)?;
+    temp.persist(target, false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,9 @@
 //!
 //! [`restore`] runs them in order: plan, refuse on any problem, materialise.
 //!
+//! [`drill`] builds on it: restore into a scratch directory, start Postgres, check, measure
+//! RTO and RPO (`walship drill`); [`status`] summarises the repository (`walship status`).
+//!
 //! ```
 //! use walship_restore::target::{parse_target_time, RecoveryTarget};
 //! let t = parse_target_time("2026-11-20 14:03:00").unwrap();
@@ -30,6 +33,7 @@
 #![deny(missing_docs)]
 
 pub mod bundle;
+pub mod drill;
 pub mod error;
 pub mod manifest_check;
 pub mod materialise;
@@ -38,6 +42,7 @@ pub mod paths;
 pub mod placement;
 pub mod plan;
 pub mod recovery_conf;
+pub mod status;
 pub mod target;
 pub mod timeline;
 pub mod wal_scan;

@@ -109,6 +109,14 @@ pub enum Command {
     Info(crate::cmd::info::InfoArgs),
     // Help text: the doc comment of the argument struct.
     Restore(crate::cmd::restore::RestoreArgs),
+    // Help text: the doc comment of the argument struct.
+    Drill(crate::cmd::drill::DrillArgs),
+    // Help text: the doc comment of the argument struct.
+    Audit(crate::cmd::audit::AuditArgs),
+    // Help text: the doc comment of the argument struct.
+    Status(crate::cmd::status::StatusArgs),
+    // Help text: the doc comment of the argument struct.
+    Exporter(crate::cmd::exporter::ExporterArgs),
     /// Verify every object in the repository, WAL continuity and freshness.
     ///
     /// Every object decodes and its checksums match; every backup's files are in its bundles
@@ -142,19 +150,8 @@ pub enum Command {
     Expire(crate::cmd::expire::ExpireArgs),
     Pin(crate::cmd::pin::PinArgs),
     Unpin(crate::cmd::pin::UnpinArgs),
-    /// Check configuration, repository and Postgres settings. [not built yet]
-    ///
-    /// Not built yet: any invocation does nothing, says so, and exits 2.
-    Check(NotBuiltArgs),
-}
-
-/// Arguments of a command that is not built yet: accepted and ignored, so that `--help`
-/// works and any invocation reaches the plain "not built yet" refusal.
-#[derive(Debug, Args)]
-pub struct NotBuiltArgs {
-    /// Ignored: this command is not built yet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    // Help text: the doc comment of the argument struct.
+    Check(crate::cmd::check::CheckArgs),
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub const SUCCESS: u8 = 0;
 /// What was asked for does not exist: `fetch`, the repository definitively does not hold the
 /// requested file; `info`, no such backup.
 pub const NOT_FOUND: u8 = 1;
-/// Usage error (bad flags or arguments), or a command that is not built yet.
+/// Usage error (bad flags or arguments).
 pub const USAGE: u8 = 2;
 /// The command failed; for `archive`, Postgres keeps the file and calls again later.
 pub const FAILED: u8 = 3;

@@ -21,11 +21,27 @@ impl ReplicationClient {
     /// Opens a physical replication connection (`replication=true`) with `params`, trying each
     /// host in order; the error of the last host is returned when none works.
     pub async fn connect(params: &ConnParams) -> Result<ReplicationClient, PgConnError> {
+        Self::connect_as(params, true).await
+    }
+
+    /// Opens an ordinary SQL connection (no `replication`) with the same settings, TLS and
+    /// authentication, for the few plain queries walship runs (`walship check`:
+    /// `pg_switch_wal()`, `pg_stat_archiver`) through [`ReplicationClient::simple_query`].
+    pub async fn connect_sql(params: &ConnParams) -> Result<ReplicationClient, PgConnError> {
+        Self::connect_as(params, false).await
+    }
+
+    async fn connect_as(
+        params: &ConnParams,
+        replication: bool,
+    ) -> Result<ReplicationClient, PgConnError> {
         let mut last_error = None;
         for target in &params.targets {
             let endpoint = target.endpoint();
-            let attempt =
-                tokio::time::timeout(params.connect_timeout, connect_target(params, target));
+            let attempt = tokio::time::timeout(
+                params.connect_timeout,
+                connect_target(params, target, replication),
+            );
             match attempt.await {
                 Ok(Ok(client)) => return Ok(client),
                 Ok(Err(e)) => {
@@ -51,6 +67,7 @@ impl ReplicationClient {
 async fn connect_target(
     params: &ConnParams,
     target: &Target,
+    replication: bool,
 ) -> Result<ReplicationClient, PgConnError> {
     let endpoint = target.endpoint();
     let tls_error = |message: String| PgConnError::Tls {
@@ -68,22 +85,24 @@ async fn connect_target(
                         endpoint: endpoint.clone(),
                         source,
                     })?;
-            startup(params, target, PgStream::Unix(socket), None).await
+            startup(params, target, PgStream::Unix(socket), None, replication).await
         }
         Host::Tcp(host) => {
             let verification = tls::verification(params.sslmode, params.sslrootcert.as_deref())
                 .map_err(tls_error)?;
             let tcp = open_tcp(host, target.port, &endpoint).await?;
             if params.sslmode == SslMode::Disable {
-                return startup(params, target, PgStream::Tcp(tcp), None).await;
+                return startup(params, target, PgStream::Tcp(tcp), None, replication).await;
             }
             match negotiate_tls(tcp, host, &endpoint, params.sslmode, &verification).await {
-                Ok((stream, end_point)) => startup(params, target, stream, end_point).await,
+                Ok((stream, end_point)) => {
+                    startup(params, target, stream, end_point, replication).await
+                }
                 // libpq's `prefer` retries without TLS when the handshake fails.
                 Err(PgConnError::Tls { message, .. }) if params.sslmode == SslMode::Prefer => {
                     tracing::debug!(%endpoint, %message, "TLS failed under sslmode=prefer; retrying without");
                     let tcp = open_tcp(host, target.port, &endpoint).await?;
-                    startup(params, target, PgStream::Tcp(tcp), None).await
+                    startup(params, target, PgStream::Tcp(tcp), None, replication).await
                 }
                 Err(e) => Err(e),
             }
@@ -165,10 +184,13 @@ async fn startup(
     target: &Target,
     stream: PgStream,
     tls_server_end_point: Option<Vec<u8>>,
+    replication: bool,
 ) -> Result<ReplicationClient, PgConnError> {
     let mut client = ReplicationClient::new(stream, target.endpoint(), params.read_timeout);
-    let mut startup_params: Vec<(&str, &str)> =
-        vec![("user", &params.user), ("replication", "true")];
+    let mut startup_params: Vec<(&str, &str)> = vec![("user", &params.user)];
+    if replication {
+        startup_params.push(("replication", "true"));
+    }
     if let Some(db) = &params.dbname {
         startup_params.push(("database", db));
     }
@@ -178,7 +200,7 @@ async fn startup(
     frontend::startup_message(startup_params, &mut client.wbuf).map_err(|e| client.io_error(e))?;
     client.flush().await?;
 
-    let password = || password_for(params, target);
+    let password = || password_for(params, target, replication);
     let input = AuthInput {
         user: &params.user,
         password: &password,
@@ -201,7 +223,7 @@ async fn startup(
 }
 
 /// The password: given explicitly, else from the password file for this host and port.
-fn password_for(params: &ConnParams, target: &Target) -> Option<Password> {
+fn password_for(params: &ConnParams, target: &Target, replication: bool) -> Option<Password> {
     if let Some(p) = &params.password {
         return Some(p.clone());
     }
@@ -209,6 +231,12 @@ fn password_for(params: &ConnParams, target: &Target) -> Option<Password> {
         .passfile
         .clone()
         .or_else(|| home_dir().map(|h| h.join(".pgpass")))?;
-    let database = params.dbname.as_deref().unwrap_or("replication");
+    // A replication connection matches the database field `replication`; an ordinary one
+    // its database, which defaults to the user name.
+    let database = match (&params.dbname, replication) {
+        (Some(db), _) => db.as_str(),
+        (None, true) => "replication",
+        (None, false) => params.user.as_str(),
+    };
     pgpass::lookup_file(&file, &target.host, target.port, database, &params.user)
 }

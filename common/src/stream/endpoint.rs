@@ -20,6 +20,33 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::StreamMetrics;
 
+/// What an endpoint serves: `walship stream`'s metrics, or `walship exporter`'s repository
+/// metrics.
+pub trait Exposition: Send + Sync + 'static {
+    /// The body of `GET /metrics`.
+    fn render(&self) -> String;
+    /// Its content type.
+    fn content_type(&self) -> &'static str {
+        "text/plain; version=0.0.4; charset=utf-8"
+    }
+    /// Whether `GET /health` answers 200.
+    fn is_healthy(&self) -> bool;
+    /// The body of an unhealthy `GET /health`.
+    fn unhealthy(&self) -> &'static str;
+}
+
+impl Exposition for StreamMetrics {
+    fn render(&self) -> String {
+        StreamMetrics::render(self)
+    }
+    fn is_healthy(&self) -> bool {
+        StreamMetrics::is_healthy(self)
+    }
+    fn unhealthy(&self) -> &'static str {
+        "not streaming, or the last upload failed\n"
+    }
+}
+
 /// The largest request (request line plus headers) read; a scrape or probe sends a few
 /// hundred bytes.
 pub const MAX_REQUEST: usize = 8 << 10;
@@ -36,7 +63,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves `metrics` on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, metrics: Arc<StreamMetrics>, cancel: CancellationToken) {
+pub async fn serve<S: Exposition>(
+    listener: TcpListener,
+    metrics: Arc<S>,
+    cancel: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = ACCEPT_BACKOFF.0;
     loop {
@@ -69,7 +100,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<StreamMetrics>, cancel: C
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT * 2, answer(socket, &metrics)).await;
+            let _ =
+                tokio::time::timeout(REQUEST_TIMEOUT * 2, answer(socket, metrics.as_ref())).await;
         });
     }
 }
@@ -84,7 +116,7 @@ enum Request {
 }
 
 /// Reads one request and answers it.
-async fn answer(socket: TcpStream, metrics: &StreamMetrics) {
+async fn answer<S: Exposition>(socket: TcpStream, metrics: &S) {
     let (mut read, mut write) = socket.into_split();
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut read)).await {
         Ok(Ok(Request::Line(line))) => respond(&line, metrics),
@@ -140,22 +172,18 @@ fn too_large() -> String {
     )
 }
 
-fn respond(request_line: &str, metrics: &StreamMetrics) -> String {
+fn respond<S: Exposition>(request_line: &str, metrics: &S) -> String {
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        ),
+        ("GET", "/metrics") => ("200 OK", metrics.content_type(), metrics.render()),
         ("GET", "/health" | "/healthz") if metrics.is_healthy() => {
             ("200 OK", "text/plain", "ok\n".to_string())
         }
         ("GET", "/health" | "/healthz") => (
             "503 Service Unavailable",
             "text/plain",
-            "not streaming, or the last upload failed\n".to_string(),
+            metrics.unhealthy().to_string(),
         ),
         ("GET", _) => (
             "404 Not Found",

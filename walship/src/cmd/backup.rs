@@ -24,6 +24,10 @@ use crate::exit;
 /// and the next successful backup (or `walship list --incomplete --remove`) removes.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
+    /// Write the repository's metrics to this file afterwards, atomically (for
+    /// node_exporter's textfile collector, e.g. /var/lib/node_exporter/walship.prom).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<std::path::PathBuf>,
     /// Connection string (`host=... user=...` or `postgresql://...`); unset parts come
     /// from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE...
     #[arg(
@@ -111,87 +115,113 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
-        let mut client = match ReplicationClient::connect(&params).await {
-            Ok(client) => client,
-            Err(e) => return ctx.fail(exit::FAILED, &e),
-        };
-        let id = match backup::choose_id(&repo).await {
-            Ok(id) => id,
-            Err(e) => return ctx.fail(exit::FAILED, &e),
-        };
-        let progress = Arc::new(Progress::default());
-        let ticker = std::io::stderr()
-            .is_terminal()
-            .then(|| tokio::spawn(show_progress(progress.clone())));
-        let result = async {
-            let (server, source) = backup::start_base_backup(&mut client, &bb).await?;
-            backup::take_backup(&repo, id, source, server, &options, progress.clone()).await
+        let mut figures = serde_json::Map::new();
+        let code = async {
+            let mut client = match ReplicationClient::connect(&params).await {
+                Ok(client) => client,
+                Err(e) => return ctx.fail(exit::FAILED, &e),
+            };
+            let id = match backup::choose_id(&repo).await {
+                Ok(id) => id,
+                Err(e) => return ctx.fail(exit::FAILED, &e),
+            };
+            let progress = Arc::new(Progress::default());
+            let ticker = std::io::stderr()
+                .is_terminal()
+                .then(|| tokio::spawn(show_progress(progress.clone())));
+            let result = async {
+                let (server, source) = backup::start_base_backup(&mut client, &bb).await?;
+                backup::take_backup(&repo, id, source, server, &options, progress.clone()).await
+            }
+            .await;
+            if let Some(ticker) = ticker {
+                ticker.abort();
+                eprintln!();
+            }
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(e) if e.is_refusal() => return ctx.fail(exit::REFUSED, &e),
+                Err(e) => return ctx.fail(exit::FAILED, &e),
+            };
+            let _ = client.close().await;
+            let m = &outcome.manifest;
+            figures = backup_figures(m);
+            let expired = if ctx.config.backup.expire {
+                let policy = &ctx.config.retention;
+                match super::expire::expire(&repo, policy, chrono::Utc::now(), false).await {
+                    Ok((_, _, report)) => report,
+                    Err(e) => {
+                        eprintln!(
+                            "walship backup: backup {} is complete, but expire failed: {e}",
+                            m.id
+                        );
+                        return exit::FAILED;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(r) = &expired {
+                eprintln!(
+                    "expire: removed {} backups and {} WAL objects ({} bytes); {} refused by the storage",
+                    r.backups_removed.len(),
+                    r.wal_objects_removed,
+                    r.bytes_removed,
+                    r.refused.len()
+                );
+            }
+            if args.json {
+                let mut summary = show::summary_json(m);
+                if let Some(obj) = summary.as_object_mut() {
+                    obj.insert(
+                        "removed_incomplete".into(),
+                        outcome.removed_incomplete.len().into(),
+                    );
+                    if let Some(r) = &expired {
+                        obj.insert("expired".into(), serde_json::to_value(r).unwrap_or_default());
+                    }
+                }
+                println!("{summary}");
+            } else {
+                println!(
+                    "backup {}: {} ({} stored) in {}, LSN {} to {}, timeline {}",
+                    m.id,
+                    show::size(m.bytes_raw),
+                    show::size(m.bytes_stored),
+                    show::duration_ms(m.duration_ms),
+                    m.start_lsn,
+                    m.stop_lsn,
+                    m.stop_timeline
+                );
+            }
+            for removed in &outcome.removed_incomplete {
+                tracing::info!("removed incomplete backup {}", removed.id);
+            }
+            exit::SUCCESS
         }
         .await;
-        if let Some(ticker) = ticker {
-            ticker.abort();
-            eprintln!();
+        super::audit::record(&ctx, &repo, "backup", code, figures).await;
+        // The metrics are written whatever the outcome (a failed drill is a metric too); a
+        // failure to write them is reported and leaves the exit code alone.
+        if let Some(path) = &args.metrics_textfile {
+            super::exporter::write_textfile(&ctx, &repo, path).await;
         }
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_refusal() => return ctx.fail(exit::REFUSED, &e),
-            Err(e) => return ctx.fail(exit::FAILED, &e),
-        };
-        let _ = client.close().await;
-        let m = &outcome.manifest;
-        let expired = if ctx.config.backup.expire {
-            let policy = &ctx.config.retention;
-            match super::expire::expire(&repo, policy, chrono::Utc::now(), false).await {
-                Ok((_, _, report)) => report,
-                Err(e) => {
-                    eprintln!(
-                        "walship backup: backup {} is complete, but expire failed: {e}",
-                        m.id
-                    );
-                    return exit::FAILED;
-                }
-            }
-        } else {
-            None
-        };
-        if let Some(r) = &expired {
-            eprintln!(
-                "expire: removed {} backups and {} WAL objects ({} bytes); {} refused by the storage",
-                r.backups_removed.len(),
-                r.wal_objects_removed,
-                r.bytes_removed,
-                r.refused.len()
-            );
-        }
-        if args.json {
-            let mut summary = show::summary_json(m);
-            if let Some(obj) = summary.as_object_mut() {
-                obj.insert(
-                    "removed_incomplete".into(),
-                    outcome.removed_incomplete.len().into(),
-                );
-                if let Some(r) = &expired {
-                    obj.insert("expired".into(), serde_json::to_value(r).unwrap_or_default());
-                }
-            }
-            println!("{summary}");
-        } else {
-            println!(
-                "backup {}: {} ({} stored) in {}, LSN {} to {}, timeline {}",
-                m.id,
-                show::size(m.bytes_raw),
-                show::size(m.bytes_stored),
-                show::duration_ms(m.duration_ms),
-                m.start_lsn,
-                m.stop_lsn,
-                m.stop_timeline
-            );
-        }
-        for removed in &outcome.removed_incomplete {
-            tracing::info!("removed incomplete backup {}", removed.id);
-        }
-        exit::SUCCESS
+        code
     })
+}
+
+/// What the audit record of a backup says it made.
+fn backup_figures(
+    m: &walship_common::catalog::BackupManifest,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut f = serde_json::Map::new();
+    f.insert("backup".into(), m.id.to_string().into());
+    f.insert("bytes_raw".into(), m.bytes_raw.into());
+    f.insert("bytes_stored".into(), m.bytes_stored.into());
+    f.insert("duration_ms".into(), m.duration_ms.into());
+    f.insert("start_lsn".into(), m.start_lsn.to_string().into());
+    f.insert("stop_lsn".into(), m.stop_lsn.to_string().into());
+    f
 }
 
 /// Redraws one progress line on stderr every second: bytes, rate, ETA.

@@ -122,13 +122,29 @@ pub fn run(ctx: Context, args: ExpireArgs) -> u8 {
             Ok(repo) => repo,
             Err(code) => return code,
         };
-        match expire(&repo, &policy, now, args.dry_run).await {
+        let mut figures = serde_json::Map::new();
+        figures.insert("now".into(), now.to_rfc3339().into());
+        figures.insert("dry_run".into(), args.dry_run.into());
+        let code = match expire(&repo, &policy, now, args.dry_run).await {
             Ok((inventory, plan, report)) => {
                 print(&inventory, &plan, report.as_ref(), args.json);
+                if let Some(r) = &report {
+                    let removed: Vec<String> =
+                        r.backups_removed.iter().map(|id| id.to_string()).collect();
+                    figures.insert("backups_removed".into(), removed.into());
+                    figures.insert("wal_objects_removed".into(), r.wal_objects_removed.into());
+                    figures.insert("bytes_removed".into(), r.bytes_removed.into());
+                    figures.insert("refused".into(), r.refused.len().into());
+                }
                 exit::SUCCESS
             }
             Err(e) => ctx.fail(exit::FAILED, e.as_ref()),
+        };
+        // A dry run changes nothing: no record of it.
+        if !args.dry_run {
+            super::audit::record(&ctx, &repo, "expire", code, figures).await;
         }
+        code
     })
 }
 

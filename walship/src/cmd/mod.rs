@@ -1,8 +1,12 @@
 //! One module per subcommand; each turns parsed arguments into library calls and an exit code.
 
 pub mod archive;
+pub mod audit;
 pub mod backup;
+pub mod check;
+pub mod drill;
 pub mod expire;
+pub mod exporter;
 pub mod fetch;
 pub mod info;
 pub mod list;
@@ -10,6 +14,7 @@ pub mod pin;
 pub mod restore;
 mod retention_view;
 mod show;
+pub mod status;
 pub mod stream;
 pub mod verify;
 
@@ -129,7 +134,43 @@ pub fn run(cli: Cli) -> u8 {
             exit::FAILED,
             |ctx| pin::run(ctx, &args.backup, PinAction::Unpin, None),
         ),
-        Command::Check(_) => not_built("check", None),
+        Command::Drill(args) => {
+            let options = Options {
+                restore_parallel: args.parallel.map(|n| n.to_string()),
+                ..Options::default()
+            };
+            with_context("drill", &cli.global, options, exit::FAILED, |ctx| {
+                drill::run(ctx, args)
+            })
+        }
+        Command::Status(args) => with_context(
+            "status",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| status::run(ctx, args),
+        ),
+        Command::Exporter(args) => with_context(
+            "exporter",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| exporter::run(ctx, args),
+        ),
+        Command::Audit(args) => with_context(
+            "audit",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| audit::run(ctx, args),
+        ),
+        Command::Check(args) => with_context(
+            "check",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| check::run(ctx, args),
+        ),
     }
 }
 
@@ -148,15 +189,4 @@ fn with_context(
             failure
         }
     }
-}
-
-/// Refuses plainly: a command that is not built must never look like a success.
-fn not_built(name: &str, issue: Option<u32>) -> u8 {
-    match issue {
-        Some(n) => {
-            eprintln!("walship {name}: not built yet (tracked in issue {n}); nothing was done")
-        }
-        None => eprintln!("walship {name}: not built yet; nothing was done"),
-    }
-    exit::USAGE
 }

@@ -41,7 +41,13 @@ pub fn run(ctx: Context, backup: &str, action: PinAction, reason: Option<String>
             Ok(id) => id,
             Err(e) => return ctx.fail(exit::NOT_FOUND, &e),
         };
-        match set_pin(&repo, id, action, reason, chrono::Utc::now()).await {
+        let operation = match action {
+            PinAction::Pin => "pin",
+            PinAction::Unpin => "unpin",
+        };
+        let mut figures = serde_json::Map::new();
+        figures.insert("backup".into(), backup.into());
+        let code = match set_pin(&repo, id, action, reason, chrono::Utc::now()).await {
             Ok((_, changed)) => {
                 let what = match (action, changed) {
                     (PinAction::Pin, true) => "pinned",
@@ -54,6 +60,8 @@ pub fn run(ctx: Context, backup: &str, action: PinAction, reason: Option<String>
             }
             Err(e @ PinError::Backup(BackupError::NotFound(_))) => ctx.fail(exit::NOT_FOUND, &e),
             Err(e) => ctx.fail(exit::FAILED, &e),
-        }
+        };
+        super::audit::record(&ctx, &repo, operation, code, figures).await;
+        code
     })
 }

@@ -208,37 +208,11 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             "--owner {o} needs root: this restore runs as uid {euid}, and its files are that user's"
         ));
     }
-    let walship = match args
-        .walship_path
-        .clone()
-        .map(Ok)
-        .unwrap_or_else(std::env::current_exe)
-    {
-        Ok(path) => std::path::absolute(&path).unwrap_or(path),
-        Err(e) => {
-            return usage(format!(
-                "cannot tell where this walship binary is ({e}); pass --walship-path"
-            ));
-        }
+    let (walship, env, global_args) = match restore_command_parts(&ctx, args.walship_path.clone()) {
+        Ok(parts) => parts,
+        Err(message) => return usage(message),
     };
-    // What restore_command carries from this environment; refused before anything moves.
-    let env =
-        match walship_restore::recovery_conf::carried_env(std::env::vars_os().filter_map(
-            |(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)),
-        )) {
-            Ok(env) => env,
-            Err(e) => return usage(e.to_string()),
-        };
     let to = std::path::absolute(&args.to).unwrap_or_else(|_| args.to.clone());
-    let mut global_args = Vec::new();
-    if let Some(config) = &ctx.config.config_file {
-        let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
-        global_args.extend([
-            "--config".to_string(),
-            config.to_string_lossy().into_owned(),
-        ]);
-    }
-    global_args.extend(["--repo".to_string(), ctx.config.repo.clone()]);
     let materialise = MaterialiseOptions {
         force: args.force,
         delta: args.delta,
@@ -282,12 +256,19 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             standby: args.standby,
         };
         let started = std::time::Instant::now();
-        match walship_restore::restore(&repo, &request, progress(!args.json)).await {
+        let mut figures = serde_json::Map::new();
+        figures.insert("target".into(), request.plan.spec.target.to_string().into());
+        figures.insert("data_directory".into(), to.display().to_string().into());
+        let code = match walship_restore::restore(&repo, &request, progress(!args.json)).await {
             Ok(outcome) => {
                 if std::io::stderr().is_terminal() && !args.json {
                     eprintln!();
                 }
                 let s = &outcome.summary;
+                if let Some(b) = &outcome.plan.backup {
+                    figures.insert("backup".into(), b.id.to_string().into());
+                }
+                figures.insert("bytes_written".into(), s.bytes_written.into());
                 if args.json {
                     let json = serde_json::json!({
                         "plan": outcome.plan,
@@ -315,8 +296,45 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             }
             Err(e) if e.is_refusal() => ctx.fail(exit::REFUSED, &e),
             Err(e) => ctx.fail(exit::FAILED, &e),
-        }
+        };
+        figures.insert("duration_ms".into(), (started.elapsed().as_millis() as u64).into());
+        super::audit::record(&ctx, &repo, "restore", code, figures).await;
+        code
     })
+}
+
+/// What the restored server's `restore_command` is made of: the walship binary (this one
+/// unless `walship_path`), the settings it carries from this environment, and the global
+/// arguments (`--config`, `--repo`) that make it read this repository.
+#[allow(clippy::type_complexity)]
+pub(crate) fn restore_command_parts(
+    ctx: &Context,
+    walship_path: Option<PathBuf>,
+) -> Result<(PathBuf, Vec<(String, String)>, Vec<String>), String> {
+    let walship = match walship_path.map(Ok).unwrap_or_else(std::env::current_exe) {
+        Ok(path) => std::path::absolute(&path).unwrap_or(path),
+        Err(e) => {
+            return Err(format!(
+                "cannot tell where this walship binary is ({e}); pass --walship-path"
+            ));
+        }
+    };
+    // What restore_command carries from this environment; refused before anything moves.
+    let env =
+        walship_restore::recovery_conf::carried_env(std::env::vars_os().filter_map(
+            |(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)),
+        ))
+        .map_err(|e| e.to_string())?;
+    let mut global_args = Vec::new();
+    if let Some(config) = &ctx.config.config_file {
+        let config = std::path::absolute(config).unwrap_or_else(|_| config.clone());
+        global_args.extend([
+            "--config".to_string(),
+            config.to_string_lossy().into_owned(),
+        ]);
+    }
+    global_args.extend(["--repo".to_string(), ctx.config.repo.clone()]);
+    Ok((walship, env, global_args))
 }
 
 /// A progress line on stderr when it is a terminal.

@@ -71,7 +71,15 @@ pub fn run(ctx: Context, args: StreamArgs) -> u8 {
         if let Some(addr) = args.metrics_addr {
             match endpoint::bind(addr).await {
                 Ok(listener) => {
-                    tokio::spawn(endpoint::serve(listener, metrics.clone(), cancel.clone()));
+                    // The sidecar's endpoint serves the repository's metrics too.
+                    let served = Arc::new(super::exporter::WithRepository::new(metrics.clone()));
+                    tokio::spawn(super::exporter::refresh(
+                        repo.clone(),
+                        served.clone(),
+                        super::exporter::SIDECAR_INTERVAL,
+                        cancel.clone(),
+                    ));
+                    tokio::spawn(endpoint::serve(listener, served, cancel.clone()));
                 }
                 Err(e) => {
                     eprintln!("walship stream: error: listen on {addr} for --metrics-addr: {e}");

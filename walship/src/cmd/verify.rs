@@ -48,9 +48,13 @@ pub fn run(ctx: Context, args: VerifyArgs) -> u8 {
             parallel: args.readers,
             now: chrono::Utc::now(),
         };
-        match verify(&repo, &opts).await {
+        let mut figures = serde_json::Map::new();
+        let code = match verify(&repo, &opts).await {
             Ok(report) => {
                 print(&report, args.json);
+                figures.insert("sound".into(), report.sound.into());
+                figures.insert("problems".into(), report.problems.len().into());
+                figures.insert("quick".into(), args.quick.into());
                 if report.sound {
                     exit::SUCCESS
                 } else {
@@ -59,7 +63,9 @@ pub fn run(ctx: Context, args: VerifyArgs) -> u8 {
             }
             Err(e @ VerifyError::NoSuchBackup(_)) => ctx.fail(exit::NOT_FOUND, &e),
             Err(e) => ctx.fail(exit::STORAGE_FAILED, &e),
-        }
+        };
+        super::audit::record(&ctx, &repo, "verify", code, figures).await;
+        code
     })
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod bounded;
+pub mod crafted;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
