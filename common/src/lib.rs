@@ -21,6 +21,7 @@ pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod fetch;
 pub mod fsutil;
 mod json;
