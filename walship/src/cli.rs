@@ -108,6 +108,8 @@ pub enum Command {
     Info(crate::cmd::info::InfoArgs),
     // Help text: the doc comment of the argument struct.
     Restore(crate::cmd::restore::RestoreArgs),
+    // Help text: the doc comment of the argument struct.
+    Key(crate::cmd::key::KeyArgs),
     /// Verify every object in the repository. [not built yet]
     ///
     /// Not built yet: any invocation does nothing, says so, and exits 2.

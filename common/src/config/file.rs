@@ -10,7 +10,15 @@ use super::error::{ConfigError, Origin};
 use super::keys::{Key, key};
 
 /// Sections of the file; every other key is at the top level.
-const SECTIONS: &[&str] = &["s3", "archive", "fetch", "backup", "restore", "stream"];
+const SECTIONS: &[&str] = &[
+    "s3",
+    "archive",
+    "fetch",
+    "backup",
+    "restore",
+    "stream",
+    "encryption",
+];
 
 /// Words that mark a key as a secret someone tried to put into the file.
 const SECRET_WORDS: &[&str] = &["secret", "password", "access_key", "token", "credential"];

@@ -80,6 +80,8 @@ pub struct Config {
     pub restore: RestoreConfig,
     /// `walship stream` settings.
     pub stream: StreamConfig,
+    /// `[encryption]`: client-side encryption keys (`docs/FORMAT.md`, "Encrypted objects").
+    pub encryption: EncryptionConfig,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -170,6 +172,14 @@ pub struct StreamConfig {
     /// before it gives up and exits (non-zero; nothing unstored was reported to the server).
     #[serde(serialize_with = "serialize_duration")]
     pub stop_timeout: Duration,
+}
+
+/// `[encryption]`: where the key-encryption keys come from. The paths and commands only: key
+/// material is never held in `Config` (it is read when the repository is opened).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EncryptionConfig {
+    /// `encryption.key_file`: a keyring made by `walship key init`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// The command-line layer: what the binary's flags set (only keys that have a flag). The
@@ -281,6 +291,7 @@ impl Default for Config {
                 application_name: "walship".to_string(),
                 stop_timeout: Duration::from_secs(20),
             },
+            encryption: EncryptionConfig::default(),
             config_file: None,
         }
     }

@@ -4,6 +4,7 @@ pub mod archive;
 pub mod backup;
 pub mod fetch;
 pub mod info;
+pub mod key;
 pub mod list;
 pub mod restore;
 mod show;
@@ -97,6 +98,16 @@ pub fn run(cli: Cli) -> u8 {
                 restore::run(ctx, args)
             })
         }
+        Command::Key(args) => match args.action {
+            key::KeyAction::Init { key_file } => key::init(&key_file),
+            action => with_context(
+                "key",
+                &cli.global,
+                Options::default(),
+                exit::FAILED,
+                |ctx| key::run(ctx, action),
+            ),
+        },
         Command::Verify(_) => not_built("verify", None),
         Command::Expire(_) => not_built("expire", None),
         Command::Check(_) => not_built("check", None),

@@ -1,0 +1,349 @@
+//! The repository's side of client-side encryption: the keys a [`super::Repository`] holds,
+//! finding and creating wrapped data keys under `keys/`, and sealing or opening the stored
+//! bytes of objects (`docs/FORMAT.md`, "Encrypted objects").
+//!
+//! Every object is still encoded by the codec first; sealing wraps the encoded object whole,
+//! opening gives the encoded object back, so compression precedes encryption and every
+//! check of the codec still runs after decryption. Errors name ids and keys, never key bytes.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use crate::crypto::dek::WrapError;
+use crate::crypto::{
+    DekId, EnvelopeHeader, KekId, Keyring, KeyringError, OpeningReader, SealingWriter, SecretKey,
+    WrappedDek,
+};
+use crate::storage::{ObjectKey, Storage};
+
+/// Prefix of the wrapped data keys.
+pub const KEYS_PREFIX: &str = "keys/";
+/// The scheme `walship.json` records for an encrypted repository.
+pub const SCHEME: &str = "walship-envelope-v1";
+/// The most a wrapped-key object may hold.
+const WRAPPED_MAX: u64 = 64 << 10;
+
+/// The key of a data key wrapped under a KEK: `keys/<dek-id>/<kek-id>.json`.
+pub fn wrapped_key(dek: &DekId, kek: &KekId) -> ObjectKey {
+    ObjectKey::new(format!("{KEYS_PREFIX}{dek}/{kek}.json")).expect("hex ids make a valid key")
+}
+
+/// Parses `keys/<dek-id>/<kek-id>.json`.
+pub fn parse_wrapped_key(key: &str) -> Option<(DekId, KekId)> {
+    let rest = key.strip_prefix(KEYS_PREFIX)?.strip_suffix(".json")?;
+    let (dek, kek) = rest.split_once('/')?;
+    Some((DekId::parse(dek)?, KekId::parse(kek)?))
+}
+
+/// Why encryption keys cannot be used. Never holds key material.
+#[derive(Debug, thiserror::Error)]
+pub enum EncryptionError {
+    /// The key file cannot be read.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// No key held by this walship unwraps the data key an object names.
+    #[error(
+        "object {object} is encrypted with data key {dek}, and no key in {key_file} unwraps it (tried key-encryption keys {tried}): the key file is not the one this repository was written with, or the old key was removed before `walship key rewrap`"
+    )]
+    NoKey {
+        /// The object being read.
+        object: String,
+        /// Its data key.
+        dek: DekId,
+        /// The key file.
+        key_file: PathBuf,
+        /// The KEK ids tried.
+        tried: String,
+    },
+    /// A wrapped data key does not unwrap or is malformed.
+    #[error("wrapped data key {key}: {source}")]
+    Wrapped {
+        /// Its repository key.
+        key: String,
+        /// What is wrong.
+        #[source]
+        source: WrapError,
+    },
+    /// An encrypted repository holds an object that is not encrypted: never trusted, since
+    /// anyone with write access could have put it there.
+    #[error(
+        "object {object} is not encrypted, but this repository is: refusing it (objects are never mixed)"
+    )]
+    PlainObject {
+        /// The object.
+        object: String,
+    },
+    /// The repository is encrypted and this walship has no key.
+    #[error(
+        "repository {location} is encrypted ({scheme}); set [encryption] key_file (WALSHIP_ENCRYPTION_KEY_FILE) to the key file it was written with"
+    )]
+    NoKeyConfigured {
+        /// The repository.
+        location: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// The repository was created unencrypted and this walship has a key.
+    #[error(
+        "repository {location} was created without encryption, and this walship is configured to encrypt: refusing to mix encrypted and plain objects (use a new repository for encrypted backups)"
+    )]
+    NotEncrypted {
+        /// The repository.
+        location: String,
+    },
+}
+
+/// The keys a repository reads and writes with: the keyring (read on first use), the data keys
+/// already unwrapped, and the one new objects are written with.
+#[derive(Debug)]
+pub struct RepoKeys {
+    key_file: PathBuf,
+    keyring: OnceLock<Keyring>,
+    deks: Mutex<HashMap<DekId, SecretKey>>,
+    writer: tokio::sync::OnceCell<(DekId, SecretKey)>,
+}
+
+impl RepoKeys {
+    /// Keys from the keyring at `key_file`, read when first needed.
+    pub fn new(key_file: PathBuf) -> RepoKeys {
+        RepoKeys {
+            key_file,
+            keyring: OnceLock::new(),
+            deks: Mutex::new(HashMap::new()),
+            writer: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The key file.
+    pub fn key_file(&self) -> &Path {
+        &self.key_file
+    }
+
+    /// The keyring, read on first use.
+    pub fn keyring(&self) -> Result<&Keyring, EncryptionError> {
+        if let Some(ring) = self.keyring.get() {
+            return Ok(ring);
+        }
+        let ring = Keyring::load(&self.key_file)?;
+        Ok(self.keyring.get_or_init(|| ring))
+    }
+
+    pub(crate) fn cached(&self, dek: &DekId) -> Option<SecretKey> {
+        self.deks.lock().expect("dek cache").get(dek).cloned()
+    }
+
+    pub(crate) fn remember(&self, dek: DekId, key: SecretKey) {
+        self.deks.lock().expect("dek cache").insert(dek, key);
+    }
+
+    pub(crate) fn writer(&self) -> &tokio::sync::OnceCell<(DekId, SecretKey)> {
+        &self.writer
+    }
+}
+
+/// Seals an encoded object for `key` (blocking: run it off the async threads).
+pub(crate) fn seal_bytes(
+    encoded: &[u8],
+    dek_id: DekId,
+    dek: &SecretKey,
+    key: &ObjectKey,
+) -> std::io::Result<Vec<u8>> {
+    let out = Vec::with_capacity(encoded.len() + encoded.len() / 8192 + 256);
+    let mut sealer = SealingWriter::new(out, dek_id, dek, key.as_ref())?;
+    sealer.write_all(encoded)?;
+    sealer.finish()
+}
+
+/// Opens a sealed object held in memory into the encoded object (blocking).
+pub(crate) fn open_bytes(
+    stored: &[u8],
+    header: &EnvelopeHeader,
+    dek: &SecretKey,
+    key: &ObjectKey,
+) -> Result<Vec<u8>, crate::codec::CodecError> {
+    let body = &stored[crate::crypto::ENVELOPE_HEADER_LEN.min(stored.len())..];
+    let mut opener = OpeningReader::new(body, header, dek, key.as_ref());
+    let mut out = Vec::with_capacity(stored.len());
+    opener.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Parses a wrapped key object and unwraps it with `kek`.
+pub(crate) fn unwrap_stored(
+    bytes: &[u8],
+    dek: &DekId,
+    kek_id: &KekId,
+    kek: &SecretKey,
+) -> Result<SecretKey, EncryptionError> {
+    let wrapped_err = |source| EncryptionError::Wrapped {
+        key: wrapped_key(dek, kek_id).to_string(),
+        source,
+    };
+    WrappedDek::from_json(bytes)
+        .map_err(wrapped_err)?
+        .unwrap(dek, kek_id, kek)
+        .map_err(wrapped_err)
+}
+
+impl super::Repository {
+    /// Seals the encoded object `encoded` for `key` when this repository encrypts; returns it
+    /// unchanged otherwise. Every write of an object goes through here.
+    pub async fn seal_stored(
+        &self,
+        key: &ObjectKey,
+        encoded: bytes::Bytes,
+    ) -> Result<bytes::Bytes, super::RepoError> {
+        // Never mix: a write must match what walship.json says (checked once per process,
+        // walship.json being cached). A repository without walship.json yet is plain until
+        // the first archive creates it.
+        let identity = self.identity().await?;
+        match (&identity, &self.keys) {
+            (Some(identity), _) => self.check_encryption(identity)?,
+            (None, Some(_)) => {
+                return Err(EncryptionError::NotEncrypted {
+                    location: self.location().to_string(),
+                }
+                .into());
+            }
+            (None, None) => {}
+        }
+        let Some(keys) = self.keys.clone() else {
+            return Ok(encoded);
+        };
+        let (dek_id, dek) = self.writer_dek(&keys).await?;
+        let object = key.clone();
+        let sealed = crate::task::run_blocking(move || {
+            seal_bytes(&encoded, dek_id, &dek, &object).map_err(crate::codec::CodecError::from)
+        })
+        .await
+        .map_err(|e| self.corrupt(key, e))?;
+        Ok(bytes::Bytes::from(sealed))
+    }
+
+    /// The encoded object inside the stored bytes of `key`: opened when it is sealed, refused
+    /// when it is sealed and this walship has no key (`CodecError::Encrypted`), and refused
+    /// when it is plain in a repository this walship encrypts. Every read of an object goes
+    /// through here.
+    pub async fn open_stored(
+        &self,
+        key: &ObjectKey,
+        stored: bytes::Bytes,
+    ) -> Result<bytes::Bytes, super::RepoError> {
+        let sealed = crate::codec::is_envelope(&stored);
+        let keys = match (&self.keys, sealed) {
+            (None, false) => return Ok(stored),
+            (None, true) => return Err(self.corrupt(key, crate::codec::CodecError::Encrypted)),
+            (Some(_), false) => {
+                return Err(EncryptionError::PlainObject {
+                    object: key.to_string(),
+                }
+                .into());
+            }
+            (Some(keys), true) => keys.clone(),
+        };
+        let header = EnvelopeHeader::read(&mut &stored[..]).map_err(|e| self.corrupt(key, e))?;
+        let dek = self.reader_dek(&keys, header.dek_id(), key).await?;
+        let object = key.clone();
+        let opened = crate::task::run_blocking(move || open_bytes(&stored, &header, &dek, &object))
+            .await
+            .map_err(|e| self.corrupt(key, e))?;
+        Ok(bytes::Bytes::from(opened))
+    }
+
+    /// The data key `dek` for reading `object`: from the cache, else unwrapped from
+    /// `keys/<dek>/<kek>.json` with the first KEK of the keyring that has one.
+    pub async fn reader_dek(
+        &self,
+        keys: &RepoKeys,
+        dek: &DekId,
+        object: &ObjectKey,
+    ) -> Result<SecretKey, super::RepoError> {
+        if let Some(found) = keys.cached(dek) {
+            return Ok(found);
+        }
+        let ring = keys.keyring()?;
+        let mut order: Vec<_> = ring.keys().iter().collect();
+        order.sort_by_key(|k| k.id != ring.active().id);
+        for kek in &order {
+            let wrapped = wrapped_key(dek, &kek.id);
+            match self.get_plain(&wrapped, WRAPPED_MAX).await {
+                Ok(bytes) => {
+                    let key = unwrap_stored(&bytes, dek, &kek.id, &kek.key)?;
+                    keys.remember(*dek, key.clone());
+                    return Ok(key);
+                }
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(EncryptionError::NoKey {
+            object: object.to_string(),
+            dek: *dek,
+            key_file: keys.key_file().to_path_buf(),
+            tried: order
+                .iter()
+                .map(|k| k.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+        .into())
+    }
+
+    /// The data key new objects are written with: the newest one under `keys/` wrapped by the
+    /// active KEK, or a new one (wrapped and stored create-only first) when there is none.
+    async fn writer_dek(&self, keys: &RepoKeys) -> Result<(DekId, SecretKey), super::RepoError> {
+        let found = keys
+            .writer()
+            .get_or_try_init(|| async {
+                let ring = keys.keyring()?;
+                let active = ring.active();
+                let newest = self
+                    .storage
+                    .list(KEYS_PREFIX)
+                    .await?
+                    .iter()
+                    .filter_map(|meta| parse_wrapped_key(meta.key.as_ref()))
+                    .filter(|(_, kek)| kek == &active.id)
+                    .map(|(dek, _)| dek)
+                    .max();
+                if let Some(dek) = newest {
+                    let bytes = self
+                        .get_plain(&wrapped_key(&dek, &active.id), WRAPPED_MAX)
+                        .await?;
+                    let key = unwrap_stored(&bytes, &dek, &active.id, &active.key)?;
+                    return Ok::<_, super::RepoError>((dek, key));
+                }
+                let dek_id = DekId::generate();
+                let dek = SecretKey::generate();
+                let wrapped = WrappedDek::wrap(&dek_id, &dek, &active.id, &active.key);
+                self.put_plain(
+                    &wrapped_key(&dek_id, &active.id),
+                    bytes::Bytes::from(wrapped.to_json()),
+                    true,
+                )
+                .await?;
+                tracing::info!(dek = %dek_id, kek = %active.id, "created a data key");
+                Ok((dek_id, dek))
+            })
+            .await?;
+        keys.remember(found.0, found.1.clone());
+        Ok(found.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_keys_round_trip() {
+        let dek = DekId::generate();
+        let kek = KekId::generate();
+        let key = wrapped_key(&dek, &kek);
+        assert_eq!(parse_wrapped_key(key.as_ref()), Some((dek, kek)));
+        assert_eq!(parse_wrapped_key("keys/x/y.json"), None);
+        assert_eq!(parse_wrapped_key("wal/00000002.history"), None);
+    }
+}
