@@ -91,6 +91,14 @@ pub async fn take_backup<S: BackupSource>(
     // left for `walship archive` to create (as the database's OS user, with its rights).
     if let Some(existing) = repo.identity().await? {
         repo.check_identity(&existing, &identity)?;
+        repo.check_encryption(&existing)?;
+    }
+    // Bundles are streamed past Repository::seal_stored; until they are sealed too, an
+    // encrypting walship refuses to back up rather than store plaintext bundles.
+    if repo.keys().is_some() {
+        return Err(BackupError::Protocol(
+            "backups of an encrypted repository are not built yet (WAL archiving and fetch are): nothing was stored".to_string(),
+        ));
     }
 
     let bundler = Bundler::new(

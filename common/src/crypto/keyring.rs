@@ -4,7 +4,7 @@
 //! never key bytes.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -222,6 +222,10 @@ impl Keyring {
             .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
+        // Keep the file's owner (root rotating the database user's key file must leave it
+        // readable by that user).
+        let owner = std::fs::metadata(&self.path).map_err(io)?;
+        std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid())).map_err(io)?;
         self.write_to(&mut file)?;
         std::fs::rename(&tmp, &self.path).map_err(|source| KeyringError::Io {
             path: self.path.clone(),
