@@ -93,19 +93,16 @@ pub async fn take_backup<S: BackupSource>(
         repo.check_identity(&existing, &identity)?;
         repo.check_encryption(&existing)?;
     }
-    // Bundles are streamed past Repository::seal_stored; until they are sealed too, an
-    // encrypting walship refuses to back up rather than store plaintext bundles.
-    if repo.keys().is_some() {
-        return Err(BackupError::Protocol(
-            "backups of an encrypted repository are not built yet (WAL archiving and fetch are): nothing was stored".to_string(),
-        ));
-    }
+    // Bundles stream past Repository::seal_stored: they are sealed by the compressor with
+    // the same data key (none for a plain repository; refused if that mixes).
+    let seal = repo.sealing_key().await?;
 
     let bundler = Bundler::new(
         BundlerConfig {
             bundle_size: options.bundle_size,
             parallel: options.parallel,
             codec: options.codec,
+            seal,
         },
         id,
         repo.storage().clone(),

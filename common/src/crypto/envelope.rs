@@ -132,6 +132,9 @@ fn chunk_aad(prefix: &mut Vec<u8>, base: usize, index: u64, last: bool) -> Aad<&
 /// every reader refuses it.
 pub struct SealingWriter<W: Write> {
     inner: W,
+    /// Bytes written to `inner` so far, and their crc32c.
+    written: u64,
+    crc: u32,
     key: LessSafeKey,
     aad: Vec<u8>,
     aad_base: usize,
@@ -153,6 +156,8 @@ impl<W: Write> SealingWriter<W> {
         let (key, aad) = header.cipher(dek, object_key);
         Ok(SealingWriter {
             inner,
+            written: ENVELOPE_HEADER_LEN as u64,
+            crc: crc32c::crc32c(&header.bytes),
             key,
             aad_base: aad.len(),
             aad,
@@ -167,19 +172,27 @@ impl<W: Write> SealingWriter<W> {
         self.key
             .seal_in_place_append_tag(nonce(self.index), aad, &mut sealed)
             .map_err(|_| io::Error::other("AES-256-GCM sealing failed"))?;
-        let word = sealed.len() as u32 | if last { FINAL_BIT } else { 0 };
-        self.inner.write_all(&word.to_le_bytes())?;
+        let word = (sealed.len() as u32 | if last { FINAL_BIT } else { 0 }).to_le_bytes();
+        self.inner.write_all(&word)?;
         self.inner.write_all(&sealed)?;
+        self.crc = crc32c::crc32c_append(crc32c::crc32c_append(self.crc, &word), &sealed);
+        self.written += (word.len() + sealed.len()) as u64;
         self.index += 1;
         Ok(())
     }
 
     /// Seals what is buffered as the final chunk and returns the sink.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        Ok(self.finish_counted()?.0)
+    }
+
+    /// [`SealingWriter::finish`], also returning the stored length and crc32c of the whole
+    /// envelope (what the storage holds).
+    pub fn finish_counted(mut self) -> io::Result<(W, u64, u32)> {
         let len = self.buf.len();
         self.seal(len, true)?;
         self.inner.flush()?;
-        Ok(self.inner)
+        Ok((self.inner, self.written, self.crc))
     }
 }
 

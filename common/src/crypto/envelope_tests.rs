@@ -166,3 +166,13 @@ fn streaming_reader_hands_out_verified_chunks() {
     opener.read_to_end(&mut inner).unwrap();
     assert_eq!(decode_to_vec(&inner, LIMIT).unwrap(), plain);
 }
+
+#[test]
+fn finish_counted_reports_the_stored_bytes() {
+    let dek = SecretKey::generate();
+    let mut sealer = SealingWriter::new(Vec::new(), DekId::generate(), &dek, KEY).unwrap();
+    sealer.write_all(&content(PLAIN_CHUNK * 2 + 3)).unwrap();
+    let (out, len, crc) = sealer.finish_counted().unwrap();
+    assert_eq!(len, out.len() as u64);
+    assert_eq!(crc, crc32c::crc32c(&out));
+}

@@ -195,9 +195,23 @@ impl super::Repository {
         key: &ObjectKey,
         encoded: bytes::Bytes,
     ) -> Result<bytes::Bytes, super::RepoError> {
-        // Never mix: a write must match what walship.json says (checked once per process,
-        // walship.json being cached). A repository without walship.json yet is plain until
-        // the first archive creates it.
+        let Some((dek_id, dek)) = self.sealing_key().await? else {
+            return Ok(encoded);
+        };
+        let object = key.clone();
+        let sealed = crate::task::run_blocking(move || {
+            seal_bytes(&encoded, dek_id, &dek, &object).map_err(crate::codec::CodecError::from)
+        })
+        .await
+        .map_err(|e| self.corrupt(key, e))?;
+        Ok(bytes::Bytes::from(sealed))
+    }
+
+    /// The data key new objects are sealed with, or `None` for a plain repository, after
+    /// checking that writing matches what walship.json says (never mixed; walship.json is
+    /// read once per process). A repository without walship.json yet is plain until the first
+    /// archive creates it, so an encrypting walship refuses to write there before that.
+    pub async fn sealing_key(&self) -> Result<Option<(DekId, SecretKey)>, super::RepoError> {
         let identity = self.identity().await?;
         match (&identity, &self.keys) {
             (Some(identity), _) => self.check_encryption(identity)?,
@@ -209,17 +223,10 @@ impl super::Repository {
             }
             (None, None) => {}
         }
-        let Some(keys) = self.keys.clone() else {
-            return Ok(encoded);
-        };
-        let (dek_id, dek) = self.writer_dek(&keys).await?;
-        let object = key.clone();
-        let sealed = crate::task::run_blocking(move || {
-            seal_bytes(&encoded, dek_id, &dek, &object).map_err(crate::codec::CodecError::from)
-        })
-        .await
-        .map_err(|e| self.corrupt(key, e))?;
-        Ok(bytes::Bytes::from(sealed))
+        match self.keys.clone() {
+            None => Ok(None),
+            Some(keys) => Ok(Some(self.writer_dek(&keys).await?)),
+        }
     }
 
     /// The encoded object inside the stored bytes of `key`: opened when it is sealed, refused
@@ -250,6 +257,49 @@ impl super::Repository {
             .await
             .map_err(|e| self.corrupt(key, e))?;
         Ok(bytes::Bytes::from(opened))
+    }
+
+    /// For a blocking reader of an object streamed from storage (`source`, its stored bytes):
+    /// a reader of the encoded object inside, opened when sealed, with the same refusals as
+    /// [`Self::open_stored`]. Runs on a blocking thread; `runtime` finds the data key.
+    pub fn open_blocking<R: Read + Send + 'static>(
+        &self,
+        key: &ObjectKey,
+        mut source: R,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Box<dyn Read + Send>, super::RepoError> {
+        let mut first = [0u8; 16];
+        let mut got = 0;
+        while got < first.len() {
+            match source.read(&mut first[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.corrupt(key, crate::codec::CodecError::from(e))),
+            }
+        }
+        let prefix = std::io::Cursor::new(first[..got].to_vec());
+        let sealed = crate::codec::is_envelope(&first[..got]);
+        let keys = match (&self.keys, sealed) {
+            (None, false) => return Ok(Box::new(prefix.chain(source))),
+            (None, true) => return Err(self.corrupt(key, crate::codec::CodecError::Encrypted)),
+            (Some(_), false) => {
+                return Err(EncryptionError::PlainObject {
+                    object: key.to_string(),
+                }
+                .into());
+            }
+            (Some(keys), true) => keys.clone(),
+        };
+        let mut whole = prefix.chain(source);
+        let header = EnvelopeHeader::read(&mut whole).map_err(|e| self.corrupt(key, e))?;
+        let dek = runtime.block_on(self.reader_dek(&keys, header.dek_id(), key))?;
+        Ok(Box::new(OpeningReader::new(
+            whole,
+            &header,
+            &dek,
+            key.as_ref(),
+        )))
     }
 
     /// The data key `dek` for reading `object`: from the cache, else unwrapped from
