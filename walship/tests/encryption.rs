@@ -4,6 +4,7 @@
 //! and after `key rotate` and `key rewrap` only the new key file is needed, with no data
 //! object rewritten.
 
+mod restore_support;
 mod support;
 
 use std::collections::BTreeMap;
@@ -258,4 +259,67 @@ fn encrypted_archive_holds_no_plaintext_recovers_and_survives_rotate_and_rewrap(
     std::fs::remove_file(&first_key).unwrap();
     configure_key(&repo, Some(&new_key));
     recover(&install, copy.path(), &repo, rows);
+}
+
+/// The S3 half: `walship backup` into an encrypted SeaweedFS repository, restore to a time
+/// with the key (rows equal), and without the key restore refuses before writing anything.
+#[test]
+fn encrypted_backup_on_s3_restores_to_a_time_and_refuses_without_the_key() {
+    use restore_support::{archiving_cluster, restore, start_restored, utc_now, walship_backup};
+    let Some(install) = install_15() else { return };
+    let Some(repo) = TestRepo::s3() else { return };
+    let key = key_file(&repo, "s3.keys");
+    configure_key(&repo, Some(&key));
+    let cluster = archiving_cluster(&install, &repo);
+    cluster.execute("create table t(i int, pad text)");
+    cluster.execute(&format!(
+        "insert into t select g, '{MARKER}' || g from generate_series(1, 2000) g"
+    ));
+    walship_backup(&cluster, &repo);
+    cluster.execute("insert into t select g, 'after' from generate_series(2001, 2500) g");
+    std::thread::sleep(Duration::from_millis(30));
+    let time = utc_now(&cluster);
+    let want: i64 = cluster
+        .query_string("select count(*) from t")
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    cluster.execute("delete from t");
+    archive_everything(&cluster, Duration::from_secs(120));
+
+    // Without the key: refused, nothing restored.
+    configure_key(&repo, None);
+    let dir = pg_test_harness::test_dir("enc-restored");
+    let refused_to = dir.path().join("refused");
+    let out = restore(&repo, &refused_to, &["--target-time", &time]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(describe(&out).contains("encrypted"), "{}", describe(&out));
+    assert!(
+        !refused_to.join("global/pg_control").exists(),
+        "nothing may be restored without the key"
+    );
+
+    configure_key(&repo, Some(&key));
+    let to = dir.path().join("data");
+    let out = restore(&repo, &to, &["--target-time", &time]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // The recovery configuration names the key file, never key material.
+    let auto = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
+    let key_text = std::fs::read_to_string(&key).unwrap();
+    let secret = key_text
+        .split("\"key\": \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(!auto.contains(secret));
+    assert!(!describe(&out).contains(secret));
+    let mut restored = start_restored(&install, &to);
+    let found: i64 = restored
+        .query_string("select count(*) from t")
+        .parse()
+        .unwrap();
+    assert_eq!(found, want);
+    restored.stop(StopMode::Fast);
 }

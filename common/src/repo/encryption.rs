@@ -195,7 +195,8 @@ impl super::Repository {
         key: &ObjectKey,
         encoded: bytes::Bytes,
     ) -> Result<bytes::Bytes, super::RepoError> {
-        let Some((dek_id, dek)) = self.sealing_key().await? else {
+        // Boxed: keeps every caller's future small (the key lookup nests several).
+        let Some((dek_id, dek)) = Box::pin(self.sealing_key()).await? else {
             return Ok(encoded);
         };
         let object = key.clone();
@@ -210,22 +211,35 @@ impl super::Repository {
     /// The data key new objects are sealed with, or `None` for a plain repository, after
     /// checking that writing matches what walship.json says (never mixed; walship.json is
     /// read once per process). A repository without walship.json yet is plain until the first
-    /// archive creates it, so an encrypting walship refuses to write there before that.
+    /// archive creates it; see `refuse_plain_creation` for that archive.
     pub async fn sealing_key(&self) -> Result<Option<(DekId, SecretKey)>, super::RepoError> {
-        let identity = self.identity().await?;
-        match (&identity, &self.keys) {
-            (Some(identity), _) => self.check_encryption(identity)?,
-            (None, Some(_)) => {
-                return Err(EncryptionError::NotEncrypted {
-                    location: self.location().to_string(),
-                }
-                .into());
-            }
-            (None, None) => {}
+        // Without walship.json yet (a backup before the first archive), the data key under
+        // `keys/` marks the repository as encrypted: the archive that creates walship.json
+        // then records encryption, or refuses if it has no key (`refuse_plain_creation`).
+        if let Some(identity) = self.identity().await? {
+            self.check_encryption(&identity)?;
         }
         match self.keys.clone() {
             None => Ok(None),
             Some(keys) => Ok(Some(self.writer_dek(&keys).await?)),
+        }
+    }
+
+    /// Before a walship without keys creates walship.json: refuses when `keys/` holds a data
+    /// key (an encrypting walship wrote there first, e.g. a backup before any archive).
+    pub(crate) async fn refuse_plain_creation(&self) -> Result<(), super::RepoError> {
+        if self.keys.is_some() {
+            return Ok(());
+        }
+        let found = self.storage.list_after(KEYS_PREFIX, None, 1).await?;
+        if found.is_empty() {
+            Ok(())
+        } else {
+            Err(EncryptionError::NoKeyConfigured {
+                location: self.location().to_string(),
+                scheme: SCHEME.to_string(),
+            }
+            .into())
         }
     }
 
@@ -251,7 +265,7 @@ impl super::Repository {
             (Some(keys), true) => keys.clone(),
         };
         let header = EnvelopeHeader::read(&mut &stored[..]).map_err(|e| self.corrupt(key, e))?;
-        let dek = self.reader_dek(&keys, header.dek_id(), key).await?;
+        let dek = Box::pin(self.reader_dek(&keys, header.dek_id(), key)).await?;
         let object = key.clone();
         let opened = crate::task::run_blocking(move || open_bytes(&stored, &header, &dek, &object))
             .await

@@ -210,6 +210,7 @@ impl Repository {
         let existing = match self.identity().await? {
             Some(existing) => existing,
             None => {
+                self.refuse_plain_creation().await?;
                 let mut found = found.clone();
                 if self.keys.is_some() {
                     // Read the key file before the repository says it is encrypted.
