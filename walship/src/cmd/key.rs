@@ -15,6 +15,12 @@ use crate::context::Context;
 use crate::exit;
 
 /// Manage encryption keys: create a key file, list, rotate and rewrap data keys.
+///
+/// Objects are encrypted with data keys (DEKs, stored wrapped under `keys/` in the
+/// repository); the key file's key-encryption keys (KEKs) wrap them and never leave this
+/// host. `init` creates a key file; `rotate` adds a new active key (and data key) to it;
+/// `rewrap` wraps every data key under a new key without rewriting any data, so that the old
+/// key can be retired. Nothing here prints key material.
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// What to do.
