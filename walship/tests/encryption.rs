@@ -323,3 +323,72 @@ fn encrypted_backup_on_s3_restores_to_a_time_and_refuses_without_the_key() {
     assert_eq!(found, want);
     restored.stop(StopMode::Fast);
 }
+
+/// `passphrase_command`: WAL archived with a key derived from a command's output is fetched
+/// back with it; another passphrase stops recovery (exit 200); a failing command is reported
+/// without its text or output, even with `-vv`.
+#[test]
+fn passphrase_command_encrypts_and_never_shows_the_passphrase() {
+    let Some(install) = install_15() else { return };
+    let repo = TestRepo::local();
+    let passphrase = "walship-test-passphrase-31337";
+    let base = std::fs::read_to_string(&repo.config).unwrap();
+    let with_command = |command: &str| {
+        std::fs::write(
+            &repo.config,
+            format!("{base}[encryption]\npassphrase_command = \"{command}\"\n"),
+        )
+        .unwrap();
+    };
+    with_command(&format!("printf {passphrase}"));
+    let mut primary = Cluster::builder(&install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("archive_mode", "on")
+        .setting(
+            "archive_command",
+            &format!("'{}'", repo.archive_command("")),
+        )
+        .start();
+    primary.execute("create table t(i int, pad text)");
+    primary.execute(&format!(
+        "insert into t select g, '{MARKER}' from generate_series(1, 500) g"
+    ));
+    archive_everything(&primary, Duration::from_secs(120));
+    primary.stop(StopMode::Fast);
+    let root = repo.local_root().to_path_buf();
+    let stored = listing(&root);
+    for path in stored.keys() {
+        let bytes = std::fs::read(path).unwrap();
+        assert!(!contains(&bytes, MARKER.as_bytes()), "{}", path.display());
+        assert!(
+            !contains(&bytes, passphrase.as_bytes()),
+            "{}",
+            path.display()
+        );
+    }
+    let segment = stored
+        .keys()
+        .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+        .find(|n| n.len() == 24 && n.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap();
+    let dest = repo.dir.path().join("fetched");
+    let out = repo.walship(&["-vv", "fetch", &segment, dest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), 1 << 20);
+    assert!(!describe(&out).contains(passphrase), "{}", describe(&out));
+    std::fs::remove_file(&dest).unwrap();
+
+    with_command("printf another-passphrase-entirely");
+    let out = repo.walship(&["-vv", "fetch", &segment, dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(200), "{}", describe(&out));
+    assert!(!dest.exists());
+
+    with_command(&format!("echo {passphrase}; exit 7"));
+    let out = repo.walship(&["-vv", "fetch", &segment, dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(200), "{}", describe(&out));
+    let text = describe(&out);
+    assert!(text.contains("passphrase_command failed"), "{text}");
+    assert!(!text.contains(passphrase), "{text}");
+    let out = repo.walship(&["--json", "list"]);
+    assert!(!describe(&out).contains(passphrase), "{}", describe(&out));
+}

@@ -258,6 +258,20 @@ impl Keyring {
         })
     }
 
+    /// A ring of one key that is not in a file (derived from a passphrase); `label` stands in
+    /// for the file in messages. It cannot be rotated.
+    pub fn single(label: PathBuf, id: KekId, key: SecretKey) -> Keyring {
+        Keyring {
+            path: label,
+            active: id.clone(),
+            keys: vec![KeyEntry {
+                id,
+                created: String::new(),
+                key,
+            }],
+        }
+    }
+
     /// The file this keyring was read from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -15,6 +15,7 @@
 pub mod dek;
 pub mod envelope;
 pub mod keyring;
+pub mod passphrase;
 mod secret;
 
 pub use dek::{DekId, WrappedDek};

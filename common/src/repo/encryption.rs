@@ -85,6 +85,15 @@ pub enum EncryptionError {
         /// Its scheme.
         scheme: String,
     },
+    /// A passphrase key is salted with the cluster's identity, which the repository does not
+    /// record yet.
+    #[error(
+        "a passphrase_command key needs the repository's walship.json (the first walship archive creates it); none yet"
+    )]
+    NeedsIdentity,
+    /// The passphrase command gave no key.
+    #[error(transparent)]
+    Passphrase(#[from] crate::crypto::passphrase::PassphraseError),
     /// The repository was created unencrypted and this walship has a key.
     #[error(
         "repository {location} was created without encryption, and this walship is configured to encrypt: refusing to mix encrypted and plain objects (use a new repository for encrypted backups)"
@@ -95,39 +104,80 @@ pub enum EncryptionError {
     },
 }
 
+/// Where the key-encryption keys come from.
+#[derive(Debug, Clone)]
+enum KeySource {
+    /// A keyring file (`walship key init`).
+    File(PathBuf),
+    /// A passphrase printed by a command; the KEK is derived with the cluster as salt, so
+    /// the ring exists only once walship.json is known.
+    Command(String),
+}
+
 /// The keys a repository reads and writes with: the keyring (read on first use), the data keys
 /// already unwrapped, and the one new objects are written with.
-#[derive(Debug)]
 pub struct RepoKeys {
-    key_file: PathBuf,
+    source: KeySource,
     keyring: OnceLock<Keyring>,
     deks: Mutex<HashMap<DekId, SecretKey>>,
     writer: tokio::sync::OnceCell<(DekId, SecretKey)>,
 }
 
+impl std::fmt::Debug for RepoKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the command (it may hold the passphrase) nor any key.
+        f.debug_struct("RepoKeys")
+            .field("key_file", &self.key_file())
+            .finish_non_exhaustive()
+    }
+}
+
 impl RepoKeys {
     /// Keys from the keyring at `key_file`, read when first needed.
     pub fn new(key_file: PathBuf) -> RepoKeys {
+        RepoKeys::with_source(KeySource::File(key_file))
+    }
+
+    /// A key derived from the passphrase `command` prints, when first needed.
+    pub fn from_passphrase_command(command: String) -> RepoKeys {
+        RepoKeys::with_source(KeySource::Command(command))
+    }
+
+    fn with_source(source: KeySource) -> RepoKeys {
         RepoKeys {
-            key_file,
+            source,
             keyring: OnceLock::new(),
             deks: Mutex::new(HashMap::new()),
             writer: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// The key file.
+    /// The key file, or a label naming the passphrase command (for messages).
     pub fn key_file(&self) -> &Path {
-        &self.key_file
+        match &self.source {
+            KeySource::File(path) => path,
+            KeySource::Command(_) => Path::new("[encryption] passphrase_command"),
+        }
     }
 
-    /// The keyring, read on first use.
+    /// True for a key file (which `key rotate` can extend), false for a passphrase.
+    pub fn is_key_file(&self) -> bool {
+        matches!(self.source, KeySource::File(_))
+    }
+
+    /// The keyring: a key file is read on first use; a passphrase's ring exists once
+    /// [`super::Repository::keyring`] derived it (it needs the cluster's identity).
     pub fn keyring(&self) -> Result<&Keyring, EncryptionError> {
         if let Some(ring) = self.keyring.get() {
             return Ok(ring);
         }
-        let ring = Keyring::load(&self.key_file)?;
-        Ok(self.keyring.get_or_init(|| ring))
+        match &self.source {
+            KeySource::File(path) => {
+                let ring = Keyring::load(path)?;
+                Ok(self.keyring.get_or_init(|| ring))
+            }
+            KeySource::Command(_) => Err(EncryptionError::NeedsIdentity),
+        }
     }
 
     pub(crate) fn cached(&self, dek: &DekId) -> Option<SecretKey> {
@@ -273,6 +323,39 @@ impl super::Repository {
         Ok(bytes::Bytes::from(opened))
     }
 
+    /// The keyring of `keys`, deriving a passphrase's key (once per process) from the
+    /// command's output and the cluster's system identifier.
+    pub async fn keyring<'k>(&self, keys: &'k RepoKeys) -> Result<&'k Keyring, super::RepoError> {
+        let KeySource::Command(command) = &keys.source else {
+            return Ok(keys.keyring()?);
+        };
+        if let Some(ring) = keys.keyring.get() {
+            return Ok(ring);
+        }
+        let identity = self
+            .identity()
+            .await?
+            .ok_or(EncryptionError::NeedsIdentity)?;
+        let command = command.clone();
+        let derived = tokio::task::spawn_blocking(move || {
+            let mut passphrase = crate::crypto::passphrase::run(&command)?;
+            let kek =
+                crate::crypto::passphrase::derive_kek(&passphrase, identity.system_identifier);
+            zeroize::Zeroize::zeroize(&mut passphrase);
+            Ok::<_, EncryptionError>(kek)
+        })
+        .await
+        .map_err(|e| {
+            EncryptionError::Keyring(KeyringError::Io {
+                path: keys.key_file().to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })??;
+        let (id, key) = derived;
+        let ring = Keyring::single(keys.key_file().to_path_buf(), id, key);
+        Ok(keys.keyring.get_or_init(|| ring))
+    }
+
     /// For a blocking reader of an object streamed from storage (`source`, its stored bytes):
     /// a reader of the encoded object inside, opened when sealed, with the same refusals as
     /// [`Self::open_stored`]. Runs on a blocking thread; `runtime` finds the data key.
@@ -327,7 +410,7 @@ impl super::Repository {
         if let Some(found) = keys.cached(dek) {
             return Ok(found);
         }
-        let ring = keys.keyring()?;
+        let ring = self.keyring(keys).await?;
         let mut order: Vec<_> = ring.keys().iter().collect();
         order.sort_by_key(|k| k.id != ring.active().id);
         for kek in &order {
@@ -361,7 +444,7 @@ impl super::Repository {
         let found = keys
             .writer()
             .get_or_try_init(|| async {
-                let ring = keys.keyring()?;
+                let ring = self.keyring(keys).await?;
                 let active = ring.active();
                 let newest = self
                     .storage

@@ -133,6 +133,17 @@ impl Repository {
         self
     }
 
+    /// The same repository, with its keys derived from the passphrase `command` prints
+    /// (`[encryption] passphrase_command`), when set.
+    pub fn with_passphrase_command(mut self, command: Option<String>) -> Repository {
+        if let Some(command) = command {
+            self.keys = Some(std::sync::Arc::new(RepoKeys::from_passphrase_command(
+                command,
+            )));
+        }
+        self
+    }
+
     /// The encryption keys, when configured.
     pub fn keys(&self) -> Option<&RepoKeys> {
         self.keys.as_deref()
@@ -214,7 +225,9 @@ impl Repository {
                 let mut found = found.clone();
                 if self.keys.is_some() {
                     // Read the key file before the repository says it is encrypted.
-                    self.keys.as_ref().map(|k| k.keyring()).transpose()?;
+                    if let Some(keys) = self.keys.as_ref().filter(|k| k.is_key_file()) {
+                        keys.keyring()?;
+                    }
                     found.encryption = Some(IdentityEncryption {
                         scheme: encryption::SCHEME.to_string(),
                     });

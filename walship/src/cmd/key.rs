@@ -90,6 +90,10 @@ pub fn run(ctx: Context, action: KeyAction) -> u8 {
         let result = match action {
             KeyAction::Init { .. } => unreachable!("key init runs without a context"),
             KeyAction::List { json } => list(&repo, json).await,
+            KeyAction::Rotate if !keys.is_key_file() => Err(
+                "key rotate adds a key to a key file; with passphrase_command, move to a key file with `walship key init` and `walship key rewrap --new-key-file`"
+                    .into(),
+            ),
             KeyAction::Rotate => match keys.keyring() {
                 Ok(ring) => rotate(&repo, ring.clone()).await,
                 Err(e) => Err(Box::new(e) as _),
@@ -118,7 +122,7 @@ async fn wrapped_keys(repo: &Repository) -> Result<BTreeMap<DekId, Vec<KekId>>, 
 
 async fn list(repo: &Repository, json: bool) -> Result<(), BoxError> {
     let identity = repo.require_identity().await?;
-    let ring = repo.keys().expect("checked").keyring()?;
+    let ring = repo.keyring(repo.keys().expect("checked")).await?;
     let by_dek = wrapped_keys(repo).await?;
     if json {
         let rows: Vec<_> = by_dek
@@ -192,7 +196,7 @@ async fn rewrap(repo: &Repository, new_key_file: Option<PathBuf>) -> Result<(), 
     let keys = repo.keys().expect("checked");
     let target = match &new_key_file {
         Some(path) => Keyring::load(path)?,
-        None => keys.keyring()?.clone(),
+        None => repo.keyring(keys).await?.clone(),
     };
     let target = target.active();
     let (mut added, mut kept) = (0, 0);
