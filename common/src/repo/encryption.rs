@@ -483,6 +483,84 @@ impl super::Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{Codec, CodecError};
+    use crate::repo::{RepoError, RepoIdentity, Repository};
+    use crate::storage::{AnyStorage, LocalStorage};
+    use bytes::Bytes;
+
+    fn repo(dir: &Path, key_file: Option<PathBuf>) -> Repository {
+        let storage = AnyStorage::from(LocalStorage::new(dir.join("repo")).unwrap());
+        Repository::new(storage, Codec::Lz4).with_key_file(key_file)
+    }
+
+    #[tokio::test]
+    async fn never_mixed_and_never_readable_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("keys");
+        Keyring::init(&key_file).unwrap();
+        let identity = RepoIdentity::new(42, 15, 16 << 20);
+        let keyed = repo(dir.path(), Some(key_file.clone()));
+        let created = keyed.ensure_identity(&identity).await.unwrap();
+        assert!(created.encryption.is_some());
+        let key = ObjectKey::new("wal/00000002.history").unwrap();
+        let content = Bytes::from_static(b"1\t0/3000000\tno recovery target specified\n");
+        keyed
+            .put_content(&key, content.clone(), true)
+            .await
+            .unwrap();
+        assert_eq!(keyed.get_content(&key, 1 << 20).await.unwrap(), content);
+        let stored = std::fs::read(dir.path().join("repo").join(key.as_ref())).unwrap();
+        assert!(crate::codec::is_envelope(&stored));
+
+        // Without the key: every command refuses the repository, and an object read anyway
+        // is "encrypted", never content and never "absent".
+        let keyless = repo(dir.path(), None);
+        let err = keyless.require_identity().await.unwrap_err();
+        assert!(err.to_string().contains("is encrypted"), "{err}");
+        assert!(!err.is_not_found());
+        let err = keyless.get_content(&key, 1 << 20).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                RepoError::Corrupt {
+                    source: CodecError::Encrypted,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = keyless.ensure_identity(&identity).await.unwrap_err();
+        assert!(err.to_string().contains("is encrypted"), "{err}");
+
+        // A plain object planted in the encrypted repository is refused.
+        let planted = ObjectKey::new("wal/00000003.history").unwrap();
+        let plain = crate::codec::encode_to_vec(b"planted", Codec::None).unwrap();
+        std::fs::write(dir.path().join("repo").join(planted.as_ref()), plain).unwrap();
+        let err = keyed.get_content(&planted, 1 << 20).await.unwrap_err();
+        assert!(err.to_string().contains("is not encrypted"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_keyed_walship_refuses_a_plain_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = RepoIdentity::new(42, 15, 16 << 20);
+        repo(dir.path(), None)
+            .ensure_identity(&identity)
+            .await
+            .unwrap();
+        let key_file = dir.path().join("keys");
+        Keyring::init(&key_file).unwrap();
+        let keyed = repo(dir.path(), Some(key_file));
+        let err = keyed.ensure_identity(&identity).await.unwrap_err();
+        assert!(err.to_string().contains("without encryption"), "{err}");
+        let key = ObjectKey::new("wal/00000002.history").unwrap();
+        let err = keyed
+            .put_content(&key, Bytes::from_static(b"x"), true)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("without encryption"), "{err}");
+        assert!(!dir.path().join("repo").join(key.as_ref()).exists());
+    }
 
     #[test]
     fn wrapped_keys_round_trip() {
