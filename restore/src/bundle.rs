@@ -84,7 +84,11 @@ pub async fn restore_bundle(
     let stream = repo.storage().get(&key).await?;
     let location = repo.location().to_string();
     let bridge = SyncIoBridge::new(stream);
+    let runtime = tokio::runtime::Handle::current();
+    let repo = repo.clone();
     tokio::task::spawn_blocking(move || {
+        // The encoded bundle: opened first when the repository is encrypted.
+        let bridge = repo.open_blocking(&key, bridge, &runtime)?;
         let fail = |file: &str, err: io::Error| -> RestoreError {
             match CodecError::from(err) {
                 CodecError::Io(io) => {

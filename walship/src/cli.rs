@@ -117,6 +117,8 @@ pub enum Command {
     Status(crate::cmd::status::StatusArgs),
     // Help text: the doc comment of the argument struct.
     Exporter(crate::cmd::exporter::ExporterArgs),
+    // Help text: the doc comment of the argument struct.
+    Key(crate::cmd::key::KeyArgs),
     /// Verify every object in the repository, WAL continuity and freshness.
     ///
     /// Every object decodes and its checksums match; every backup's files are in its bundles

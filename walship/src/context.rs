@@ -96,7 +96,9 @@ impl Context {
             _ => {}
         }
         let storage = AnyStorage::open(&self.config.repo, &s3).await?;
-        Ok(Repository::new(storage, self.config.compression))
+        Ok(Repository::new(storage, self.config.compression)
+            .with_key_file(self.config.encryption.key_file.clone())
+            .with_passphrase_command(self.config.encryption.passphrase_command.clone()))
     }
 
     /// Reports `err` (with its chain of causes) once on stderr and returns `code`.

@@ -542,6 +542,13 @@ async fn upload(repo: &Repository, prepared: Prepared) -> Result<Archived, Archi
     let outcome = match encoded {
         Err(outcome) => outcome,
         Ok((bytes, stored)) => {
+            // Sealed here, the one place every archived file passes (no-op when unencrypted).
+            let bytes = repo.seal_stored(&key, bytes).await?;
+            let stored = StoredObject {
+                stored_len: bytes.len() as u64,
+                stored_crc32c: crc32c::crc32c(&bytes),
+                ..stored
+            };
             let opts = PutOptions {
                 if_absent: true,
                 crc32c: Some(stored.stored_crc32c),
@@ -557,6 +564,7 @@ async fn upload(repo: &Repository, prepared: Prepared) -> Result<Archived, Archi
                 // compare with our own content, decoded again from what we tried to store.
                 Err(e) if e.is_already_exists() => {
                     let limit = limits::wal_content_limit(&name);
+                    let bytes = repo.open_stored(&key, bytes).await?;
                     let content = run_blocking(move || codec::decode_to_vec(&bytes, limit))
                         .await
                         .map_err(|source| corrupt(repo, &key, source))?;

@@ -21,7 +21,7 @@ use crate::codec::Codec;
 use crate::repo::layout;
 use crate::storage::AnyStorage;
 
-use super::compressor::BundleCompressor;
+use super::compressor::{BundleCompressor, BundleSeal};
 use super::error::BackupError;
 use super::progress::Progress;
 use super::upload::{UploadTask, start_upload};
@@ -53,6 +53,8 @@ pub struct BundlerConfig {
     pub parallel: usize,
     /// Codec of the bundle objects.
     pub codec: Codec,
+    /// The data key bundles are sealed with, when the repository is encrypted.
+    pub seal: Option<(crate::crypto::DekId, crate::crypto::SecretKey)>,
 }
 
 struct OpenBundle {
@@ -209,7 +211,12 @@ impl Bundler {
         let name = bundle_name(index);
         let key = layout::bundle_key(self.id, &name)?;
         let (channel, task) = start_upload(&self.runtime, self.storage.clone(), key.clone());
-        let writer = BundleCompressor::start(channel, self.config.codec).map_err(|e| {
+        let seal = self.config.seal.as_ref().map(|(dek_id, dek)| BundleSeal {
+            dek_id: *dek_id,
+            dek: dek.clone(),
+            key: key.clone(),
+        });
+        let writer = BundleCompressor::start(channel, self.config.codec, seal).map_err(|e| {
             BackupError::Codec {
                 key: key.to_string(),
                 source: crate::codec::CodecError::Io(e),

@@ -31,6 +31,8 @@ use crate::codec::{
 };
 
 use super::upload::ChannelWriter;
+use crate::crypto::{DekId, SealingWriter, SecretKey};
+use crate::storage::ObjectKey;
 
 /// Raw bytes per batch: whole lz4 blocks, so that only a bundle's last block is short.
 pub const BATCH_BYTES: usize = 4 * LZ4_BLOCK_LEN;
@@ -71,7 +73,11 @@ pub struct BundleCompressor {
 
 impl BundleCompressor {
     /// Starts the threads compressing with `codec` into `upload`.
-    pub fn start(upload: ChannelWriter, codec: Codec) -> io::Result<BundleCompressor> {
+    pub fn start(
+        upload: ChannelWriter,
+        codec: Codec,
+        seal: Option<BundleSeal>,
+    ) -> io::Result<BundleCompressor> {
         let mut lanes = Vec::new();
         let mut ends = Vec::new();
         let mut workers = Vec::new();
@@ -106,7 +112,7 @@ impl BundleCompressor {
         let (finish_tx, finish_rx) = sync_channel(1);
         let collector = std::thread::Builder::new()
             .name("walship-bundle".into())
-            .spawn(move || collect(ends, &finish_rx, upload, codec))?;
+            .spawn(move || collect(ends, &finish_rx, upload, codec, seal))?;
         Ok(BundleCompressor {
             lanes,
             next_lane: 0,
@@ -271,7 +277,17 @@ fn collect(
     finish: &Receiver<u32>,
     upload: ChannelWriter,
     codec: Codec,
+    seal: Option<BundleSeal>,
 ) -> Outcome {
+    let upload = match seal {
+        None => Sink::Plain(upload),
+        Some(seal) => Sink::Sealed(SealingWriter::new(
+            upload,
+            seal.dek_id,
+            &seal.dek,
+            seal.key.as_ref(),
+        )?),
+    };
     let mut writer = if codec == Codec::Lz4 {
         ObjectWriter::with_lz4_blocks(upload)?
     } else {
@@ -294,8 +310,53 @@ fn collect(
     }
     let crc32c = finish.try_recv().map_err(|_| stopped())?;
     let (summary, upload) = writer.finish_with_crc(crc32c)?;
-    upload.finish()?;
-    Ok(summary)
+    match upload {
+        Sink::Plain(upload) => {
+            upload.finish()?;
+            Ok(summary)
+        }
+        Sink::Sealed(sealer) => {
+            let (upload, stored_len, stored_crc32c) = sealer.finish_counted()?;
+            upload.finish()?;
+            Ok(ObjectSummary {
+                stored_len,
+                stored_crc32c,
+                ..summary
+            })
+        }
+    }
+}
+
+/// The data key and object key that seal a bundle of an encrypted repository.
+pub struct BundleSeal {
+    /// The data key's id.
+    pub dek_id: DekId,
+    /// The data key.
+    pub dek: SecretKey,
+    /// The bundle's repository key (bound into every chunk).
+    pub key: ObjectKey,
+}
+
+/// Where a bundle's object bytes go: the upload itself, or an envelope around it.
+enum Sink {
+    Plain(ChannelWriter),
+    Sealed(SealingWriter<ChannelWriter>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(data),
+            Sink::Sealed(w) => w.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Sealed(w) => w.flush(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -340,7 +401,7 @@ mod tests {
         for (n, (codec, piece_len)) in cases.into_iter().enumerate() {
             let key = ObjectKey::new(format!("bundles/{n:08}")).unwrap();
             let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
-            let mut compressor = BundleCompressor::start(upload, codec).unwrap();
+            let mut compressor = BundleCompressor::start(upload, codec, None).unwrap();
             fill(&mut compressor, &data, piece_len);
             assert_eq!(compressor.raw_len(), data.len() as u64);
             let summary = compressor.finish(crc32c::crc32c(&data)).unwrap();
@@ -364,7 +425,7 @@ mod tests {
 
         let key = ObjectKey::new("bundles/00000001").unwrap();
         let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
-        let mut compressor = BundleCompressor::start(upload, Codec::Lz4).unwrap();
+        let mut compressor = BundleCompressor::start(upload, Codec::Lz4, None).unwrap();
         fill(&mut compressor, &data, 100_000);
         drop(compressor);
         assert!(runtime.block_on(task).unwrap().is_err());
@@ -372,7 +433,7 @@ mod tests {
 
         let key = ObjectKey::new("bundles/00000002").unwrap();
         let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
-        let mut compressor = BundleCompressor::start(upload, Codec::Lz4).unwrap();
+        let mut compressor = BundleCompressor::start(upload, Codec::Lz4, None).unwrap();
         fill(&mut compressor, &data, 100_000);
         compressor.finish(crc32c::crc32c(&data) ^ 1).unwrap();
         runtime.block_on(task).unwrap().unwrap();
@@ -390,7 +451,7 @@ mod tests {
         let storage = AnyStorage::from(LocalStorage::new(dir.path()).unwrap());
         let key = ObjectKey::new("bundles/00000000").unwrap();
         let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
-        let compressor = BundleCompressor::start(upload, Codec::Lz4).unwrap();
+        let compressor = BundleCompressor::start(upload, Codec::Lz4, None).unwrap();
         let summary = compressor.finish(0).unwrap();
         assert_eq!(summary.raw_len, 0);
         runtime.block_on(task).unwrap().unwrap();

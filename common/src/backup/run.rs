@@ -91,13 +91,18 @@ pub async fn take_backup<S: BackupSource>(
     // left for `walship archive` to create (as the database's OS user, with its rights).
     if let Some(existing) = repo.identity().await? {
         repo.check_identity(&existing, &identity)?;
+        repo.check_encryption(&existing)?;
     }
+    // Bundles stream past Repository::seal_stored: they are sealed by the compressor with
+    // the same data key (none for a plain repository; refused if that mixes).
+    let seal = repo.sealing_key().await?;
 
     let bundler = Bundler::new(
         BundlerConfig {
             bundle_size: options.bundle_size,
             parallel: options.parallel,
             codec: options.codec,
+            seal,
         },
         id,
         repo.storage().clone(),

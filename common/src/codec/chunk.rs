@@ -185,7 +185,7 @@ impl<R: Read> ChunkReader<R> {
             match self.inner.read(buf) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(CodecError::Io(e)),
+                Err(e) => return Err(CodecError::from(e)),
             }
         }
     }
@@ -230,7 +230,7 @@ impl<R: Read> Read for ChunkReader<R> {
                     let n = match self.inner.read(&mut buf[..want]) {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-                        Err(e) => return Err(self.fail(CodecError::Io(e))),
+                        Err(e) => return Err(self.fail(CodecError::from(e))),
                     };
                     if n == 0 {
                         let offset = self.offset;
@@ -277,7 +277,7 @@ pub(crate) fn read_full<R: Read>(
                 *offset += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CodecError::Io(e)),
+            Err(e) => return Err(CodecError::from(e)),
         }
     }
     Ok(())

@@ -69,8 +69,20 @@ pub enum CodecError {
         flags: u32,
     },
     /// The object is encrypted; this build cannot decrypt, and refuses rather than return ciphertext.
-    #[error("object is encrypted, and this walship does not support encrypted objects")]
+    #[error(
+        "object is encrypted, and no encryption key is configured ([encryption] key_file or passphrase_command)"
+    )]
     Encrypted,
+    /// A sealed chunk of an encrypted object fails authentication: the wrong data key, or the
+    /// object was altered, reordered, spliced from another object or stored under another
+    /// key. Never "absent": the object is there and cannot be trusted.
+    #[error(
+        "cannot decrypt object: sealed chunk {chunk} fails authentication (wrong key, or the object was altered or moved)"
+    )]
+    Decrypt {
+        /// Index of the chunk (0 is the first).
+        chunk: u64,
+    },
     /// The object ends before its end: cut off while being read, or never completed.
     #[error("object truncated: it ends at stored byte {offset}, inside the {section}")]
     Truncated {
@@ -173,6 +185,7 @@ impl CodecError {
                 | CodecError::ChecksumMismatch { .. }
                 | CodecError::StoredChecksumMismatch { .. }
                 | CodecError::TrailingJunk { .. }
+                | CodecError::Decrypt { .. }
         )
     }
 }

@@ -18,7 +18,7 @@ pub const END_MARKER: [u8; 4] = *b"WEND";
 /// The largest payload chunk a writer may emit and a reader accepts.
 pub const MAX_CHUNK_LEN: u32 = 1 << 20;
 
-/// Header flag: the payload is encrypted (no v1 reader supports it; they refuse).
+/// Header flag: an encrypted envelope follows (readers without a key refuse it).
 pub const FLAG_ENCRYPTED: u32 = 1 << 0;
 /// Header flag: the header carries the raw length and crc32c of the content.
 pub const FLAG_SUMMARY_IN_HEADER: u32 = 1 << 1;
@@ -107,6 +107,58 @@ impl ObjectHeader {
             summary,
         })
     }
+}
+
+/// The 32-byte header of an encrypted envelope: codec 0, flags `ENCRYPTED` only, no summary,
+/// so that nothing about the content is readable (`docs/FORMAT.md`, "Envelope layout").
+pub fn envelope_header() -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    out[0..8].copy_from_slice(&MAGIC);
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&FLAG_ENCRYPTED.to_le_bytes());
+    let crc = crc32c::crc32c(&out[..28]);
+    out[28..32].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// True when `first` (an object's first bytes, at least 16) starts an encrypted envelope: the
+/// object magic with the `ENCRYPTED` flag. Says nothing about validity; the opener checks that.
+pub fn is_envelope(first: &[u8]) -> bool {
+    first.len() >= 16
+        && first[0..8] == MAGIC
+        && u32::from_le_bytes(take(first, 12)) & FLAG_ENCRYPTED != 0
+}
+
+/// Validates an envelope's 32-byte header: exactly [`envelope_header`]'s bytes, checked field
+/// by field so that the error says what differs.
+pub fn check_envelope_header(bytes: &[u8; HEADER_LEN]) -> Result<(), CodecError> {
+    let magic: [u8; 8] = take(bytes, 0);
+    if magic != MAGIC {
+        return Err(CodecError::BadMagic { found: magic });
+    }
+    let version = u16::from_le_bytes(take(bytes, 8));
+    if version != FORMAT_VERSION {
+        return Err(CodecError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let stored_crc = u32::from_le_bytes(take(bytes, 28));
+    let computed_crc = crc32c::crc32c(&bytes[..28]);
+    if stored_crc != computed_crc {
+        return Err(CodecError::HeaderChecksumMismatch {
+            expected: computed_crc,
+            found: stored_crc,
+        });
+    }
+    let flags = u32::from_le_bytes(take(bytes, 12));
+    if flags != FLAG_ENCRYPTED {
+        return Err(CodecError::UnsupportedFlags { flags });
+    }
+    if bytes[10] != 0 || bytes[11] != 0 || bytes[16..28].iter().any(|&b| b != 0) {
+        return Err(CodecError::UnsupportedCodec { id: bytes[10] });
+    }
+    Ok(())
 }
 
 /// What a trailer records.

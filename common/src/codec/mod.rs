@@ -18,8 +18,9 @@
 //! stops with [`CodecError::TooLarge`] (a decompression bomb costs that much, no more).
 //! - [`Codec`]: `none`, `lz4`, `zstd`, `zstd:N`, as written in configuration.
 //!
-//! Encryption is not implemented: the header has an "encrypted" flag, and this build refuses
-//! objects that set it ([`CodecError::Encrypted`]) rather than return ciphertext as content.
+//! Encryption lives in `crate::crypto`: an encrypted object is an envelope (header flag
+//! `ENCRYPTED`, [`is_envelope`]) around a plain object. The readers here refuse an envelope
+//! ([`CodecError::Encrypted`]) rather than return ciphertext as content.
 //!
 //! # Async callers
 //!
@@ -63,7 +64,10 @@ use std::io::Write;
 
 pub use algorithm::{Codec, CodecParseError, DEFAULT_ZSTD_LEVEL};
 pub use error::{CodecError, Recorded};
-pub use layout::{FORMAT_VERSION, HEADER_LEN, MAGIC, ObjectHeader, RawSummary, TRAILER_LEN};
+pub use layout::{
+    FORMAT_VERSION, HEADER_LEN, MAGIC, ObjectHeader, RawSummary, TRAILER_LEN,
+    check_envelope_header, envelope_header, is_envelope,
+};
 pub(crate) use lz4_block::frame_header as lz4_frame_header;
 pub use lz4_block::{BLOCK_LEN as LZ4_BLOCK_LEN, Lz4Block, parallel_compressors};
 pub use reader::ObjectReader;

@@ -18,6 +18,7 @@ const SECTIONS: &[&str] = &[
     "restore",
     "stream",
     "retention",
+    "encryption",
 ];
 
 /// Words that mark a key as a secret someone tried to put into the file.

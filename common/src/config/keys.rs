@@ -34,6 +34,10 @@ pub(crate) struct Key {
     pub(crate) apply: Apply,
 }
 
+/// The refusal when both key sources are set.
+const ONE_KEY_SOURCE: &str =
+    "set only one of encryption.key_file and encryption.passphrase_command";
+
 /// Upper bound on worker and look-ahead counts: enough for any link, small enough to catch a typo.
 const MAX_PARALLEL: usize = 256;
 
@@ -206,6 +210,43 @@ pub(crate) const KEYS: &[Key] = &[
             d.config.fetch.timeout = parse_timeout(v)?;
             Ok(())
         },
+    },
+    Key {
+        name: "encryption.key_file",
+        env: "WALSHIP_ENCRYPTION_KEY_FILE",
+        flag: None,
+        apply: |d, v, _| {
+            let path = PathBuf::from(v.trim());
+            if !path.is_absolute() {
+                return Err("expected an absolute path to a key file (walship key init)".into());
+            }
+            if d.config.encryption.passphrase_command.is_some() {
+                return Err(ONE_KEY_SOURCE.into());
+            }
+            d.config.encryption.key_file = Some(path);
+            Ok(())
+        },
+    },
+    Key {
+        name: "encryption.passphrase_command",
+        env: "WALSHIP_ENCRYPTION_PASSPHRASE_COMMAND",
+        flag: None,
+        apply: |d, v, _| {
+            if v.trim().is_empty() {
+                return Err("expected a command that prints the passphrase".into());
+            }
+            if d.config.encryption.key_file.is_some() {
+                return Err(ONE_KEY_SOURCE.into());
+            }
+            d.config.encryption.passphrase_command = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Key {
+        name: "encryption.kms_key_id",
+        env: "WALSHIP_ENCRYPTION_KMS_KEY_ID",
+        flag: None,
+        apply: |_, _, _| Err("kms_key_id is not supported by this build yet; use key_file".into()),
     },
     Key {
         name: "backup.bundle_size",

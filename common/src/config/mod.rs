@@ -83,6 +83,8 @@ pub struct Config {
     pub stream: StreamConfig,
     /// `walship expire`'s policy (`[retention]`).
     pub retention: crate::retention::Policy,
+    /// `[encryption]`: client-side encryption keys (`docs/FORMAT.md`, "Encrypted objects").
+    pub encryption: EncryptionConfig,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -175,6 +177,30 @@ pub struct StreamConfig {
     /// before it gives up and exits (non-zero; nothing unstored was reported to the server).
     #[serde(serialize_with = "serialize_duration")]
     pub stop_timeout: Duration,
+}
+
+impl std::fmt::Debug for EncryptionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionConfig")
+            .field("key_file", &self.key_file)
+            .field(
+                "passphrase_command",
+                &self.passphrase_command.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+/// `[encryption]`: where the key-encryption keys come from. The paths and commands only: key
+/// material is never held in `Config` (it is read when the repository is opened).
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EncryptionConfig {
+    /// `encryption.key_file`: a keyring made by `walship key init`.
+    pub key_file: Option<PathBuf>,
+    /// `encryption.passphrase_command`: a command whose stdout is the passphrase. The command
+    /// is configuration, but it may hold the passphrase (`echo ...`): never printed.
+    #[serde(skip)]
+    pub passphrase_command: Option<String>,
 }
 
 /// The command-line layer: what the binary's flags set (only keys that have a flag). The
@@ -296,6 +322,7 @@ impl Default for Config {
                 stop_timeout: Duration::from_secs(20),
             },
             retention: crate::retention::Policy::default(),
+            encryption: EncryptionConfig::default(),
             config_file: None,
         }
     }

@@ -241,6 +241,7 @@ async fn prefetch_one(
         }
         Err(e) => return Err(RepoError::Storage(e).into()),
     };
+    let stored = repo.open_stored(&key, stored).await?;
     let mut permit = cpu.lock().await;
     let mut content = std::mem::take(&mut *permit);
     let decoded = run_blocking(move || {

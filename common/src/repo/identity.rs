@@ -23,6 +23,19 @@ pub struct RepoIdentity {
     pub pg_major: u32,
     /// The cluster's `wal_segment_size` in bytes.
     pub wal_segment_size: u32,
+    /// Present when the repository is encrypted (set at creation by a walship with a key, never
+    /// changed): `{"scheme": "walship-envelope-v1"}`. Absent in plain repositories, so their
+    /// `walship.json` is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<IdentityEncryption>,
+}
+
+/// How an encrypted repository is encrypted (`walship.json`'s `encryption`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityEncryption {
+    /// The object scheme; only `walship-envelope-v1` is read.
+    pub scheme: String,
 }
 
 impl RepoIdentity {
@@ -32,6 +45,15 @@ impl RepoIdentity {
     /// `RepoError::BadIdentity`.
     pub fn from_json(bytes: &[u8]) -> Result<RepoIdentity, String> {
         let identity: RepoIdentity = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if let Some(enc) = &identity.encryption
+            && enc.scheme != super::encryption::SCHEME
+        {
+            return Err(format!(
+                "encryption scheme {:?} is not one this walship reads (it reads {})",
+                enc.scheme,
+                super::encryption::SCHEME
+            ));
+        }
         if identity.format_version != IDENTITY_FORMAT_VERSION {
             return Err(format!(
                 "format_version {} is not one this walship reads (it reads {IDENTITY_FORMAT_VERSION}); a newer walship may have written it",
@@ -48,6 +70,7 @@ impl RepoIdentity {
             system_identifier,
             pg_major,
             wal_segment_size,
+            encryption: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! reads *contents* under keys (encoding, checksumming and verifying on the way), and keeps
 //! the repository's identity (`walship.json`) so that no command ever mixes two clusters.
 
+pub mod encryption;
 pub mod identity;
 pub mod layout;
 pub mod limits;
@@ -13,7 +14,8 @@ use bytes::Bytes;
 use crate::codec::{self, Codec, CodecError};
 use crate::storage::{AnyStorage, ObjectKey, PutOptions, Storage, StorageError};
 use crate::task::run_blocking;
-pub use identity::RepoIdentity;
+use encryption::{EncryptionError, RepoKeys};
+pub use identity::{IdentityEncryption, RepoIdentity};
 
 /// A repository: where WAL and backups live, and how objects are encoded there.
 #[derive(Debug, Clone)]
@@ -23,6 +25,8 @@ pub struct Repository {
     /// `walship.json` once read: it is create-only and never rewritten, so a process reads it
     /// once (an `--async` archive call needs it for every file it pushes).
     identity: std::sync::Arc<std::sync::OnceLock<RepoIdentity>>,
+    /// The encryption keys, when `[encryption]` is configured (`encryption.rs`).
+    keys: Option<std::sync::Arc<RepoKeys>>,
 }
 
 /// What went wrong with a repository, beyond plain storage errors.
@@ -73,6 +77,21 @@ pub enum RepoError {
         /// What the cluster at hand says.
         found: Box<RepoIdentity>,
     },
+    /// Encryption keys are missing, wrong or do not match the repository.
+    #[error(transparent)]
+    Encryption(Box<EncryptionError>),
+}
+
+impl From<EncryptionError> for RepoError {
+    fn from(err: EncryptionError) -> Self {
+        RepoError::Encryption(Box::new(err))
+    }
+}
+
+impl From<crate::crypto::KeyringError> for RepoError {
+    fn from(err: crate::crypto::KeyringError) -> Self {
+        EncryptionError::from(err).into()
+    }
 }
 
 impl RepoError {
@@ -103,7 +122,31 @@ impl Repository {
             storage,
             codec,
             identity: Default::default(),
+            keys: None,
         }
+    }
+
+    /// The same repository, encrypting new objects and decrypting with the keyring at
+    /// `key_file` (read on first use), or unencrypted for `None`.
+    pub fn with_key_file(mut self, key_file: Option<std::path::PathBuf>) -> Repository {
+        self.keys = key_file.map(|path| std::sync::Arc::new(RepoKeys::new(path)));
+        self
+    }
+
+    /// The same repository, with its keys derived from the passphrase `command` prints
+    /// (`[encryption] passphrase_command`), when set.
+    pub fn with_passphrase_command(mut self, command: Option<String>) -> Repository {
+        if let Some(command) = command {
+            self.keys = Some(std::sync::Arc::new(RepoKeys::from_passphrase_command(
+                command,
+            )));
+        }
+        self
+    }
+
+    /// The encryption keys, when configured.
+    pub fn keys(&self) -> Option<&RepoKeys> {
+        self.keys.as_deref()
     }
 
     /// The codec new objects are written with.
@@ -144,11 +187,31 @@ impl Repository {
     /// The repository's identity; a repository without one is an error, because a command
     /// that reads (fetch, restore) must never take "no walship.json" for "empty archive".
     pub async fn require_identity(&self) -> Result<RepoIdentity, RepoError> {
-        self.identity()
+        let identity = self
+            .identity()
             .await?
             .ok_or_else(|| RepoError::NotInitialised {
                 location: self.location().to_string(),
-            })
+            })?;
+        self.check_encryption(&identity)?;
+        Ok(identity)
+    }
+
+    /// Refuses a walship without keys on an encrypted repository, and one with keys on a
+    /// plain repository: objects are never mixed silently.
+    pub fn check_encryption(&self, identity: &RepoIdentity) -> Result<(), RepoError> {
+        match (&identity.encryption, &self.keys) {
+            (Some(enc), None) => Err(EncryptionError::NoKeyConfigured {
+                location: self.location().to_string(),
+                scheme: enc.scheme.clone(),
+            }
+            .into()),
+            (None, Some(_)) => Err(EncryptionError::NotEncrypted {
+                location: self.location().to_string(),
+            }
+            .into()),
+            _ => Ok(()),
+        }
     }
 
     /// Checks that the repository belongs to the cluster described by `found`, creating
@@ -158,6 +221,18 @@ impl Repository {
         let existing = match self.identity().await? {
             Some(existing) => existing,
             None => {
+                self.refuse_plain_creation().await?;
+                let mut found = found.clone();
+                if self.keys.is_some() {
+                    // Read the key file before the repository says it is encrypted.
+                    if let Some(keys) = self.keys.as_ref().filter(|k| k.is_key_file()) {
+                        keys.keyring()?;
+                    }
+                    found.encryption = Some(IdentityEncryption {
+                        scheme: encryption::SCHEME.to_string(),
+                    });
+                }
+                let found = &found;
                 let json =
                     serde_json::to_vec_pretty(found).map_err(|e| RepoError::BadIdentity {
                         location: self.location().to_string(),
@@ -176,6 +251,7 @@ impl Repository {
             }
         };
         self.check_identity(&existing, found)?;
+        self.check_encryption(&existing)?;
         Ok(existing)
     }
 
@@ -218,13 +294,14 @@ impl Repository {
         })
         .await
         .map_err(|e| self.corrupt(key, e))?;
+        let encoded = self.seal_stored(key, Bytes::from(encoded)).await?;
         let stored_len = encoded.len() as u64;
         let stored_crc32c = crc32c::crc32c(&encoded);
         let opts = PutOptions {
             if_absent,
             crc32c: Some(stored_crc32c),
         };
-        self.storage.put(key, Bytes::from(encoded), opts).await?;
+        self.storage.put(key, encoded, opts).await?;
         Ok(StoredObject {
             raw_len,
             raw_crc32c,
@@ -242,6 +319,7 @@ impl Repository {
             .storage
             .get_bytes(key, limits::stored_limit(limit))
             .await?;
+        let stored = self.open_stored(key, stored).await?;
         let decoded = run_blocking(move || codec::decode_to_vec(&stored, limit))
             .await
             .map_err(|e| self.corrupt(key, e))?;
@@ -278,7 +356,7 @@ impl Repository {
         }
     }
 
-    fn corrupt(&self, key: &ObjectKey, source: CodecError) -> RepoError {
+    pub(crate) fn corrupt(&self, key: &ObjectKey, source: CodecError) -> RepoError {
         RepoError::Corrupt {
             key: key.to_string(),
             location: self.location().to_string(),

@@ -182,12 +182,19 @@ impl TailStore {
         .await;
         self.encoder = encoder;
         let encoding = started.elapsed();
-        let stored_len = encoded.bytes.len() as u64;
+        // Sealed when the repository is encrypted; ownership checks then use the sealed bytes.
+        let sealed = repo.seal_stored(key, encoded.bytes).await?;
+        let stored_crc32c = if repo.keys().is_some() {
+            crc32c::crc32c(&sealed)
+        } else {
+            encoded.stored_crc32c
+        };
+        let stored_len = sealed.len() as u64;
         let opts = PutOptions {
             if_absent,
-            crc32c: Some(encoded.stored_crc32c),
+            crc32c: Some(stored_crc32c),
         };
-        repo.storage().put(key, encoded.bytes, opts).await?;
+        repo.storage().put(key, sealed, opts).await?;
         tracing::trace!(
             "{key}: {} bytes as {stored_len} (encoded in {encoding:?}, stored in {:?})",
             encoded.raw_len,
@@ -198,7 +205,7 @@ impl TailStore {
             raw_len: encoded.raw_len,
             raw_crc32c: encoded.raw_crc32c,
             stored_len,
-            stored_crc32c: Some(encoded.stored_crc32c),
+            stored_crc32c: Some(stored_crc32c),
         })
     }
 

@@ -128,16 +128,22 @@ pub(super) async fn check_wal(
             }
             Err(e) => return Err(e),
         };
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = CountingRead {
             inner: SyncIoBridge::new(stream),
-            count: 0,
+            count: count.clone(),
         };
         let partial = matches!(wal.name, ArchiveFileName::Partial(_));
         let location = repo.location().to_string();
+        let (opener, object, runtime) =
+            (repo.clone(), key.clone(), tokio::runtime::Handle::current());
         let (read, verdict) = tokio::task::spawn_blocking(move || {
-            let mut counted = counted;
-            let verdict = scan_segment(&mut counted, segment, partial, sysid);
-            (counted.count, verdict)
+            // A sealed object is opened (decrypted) first; refused as the codec would be.
+            let verdict = match opener.open_blocking(&object, counted, &runtime) {
+                Ok(input) => scan_segment(input, segment, partial, sysid),
+                Err(e) => Err(SegmentVerdict::Wal(format!("cannot open: {e}"))),
+            };
+            (count.load(std::sync::atomic::Ordering::Relaxed), verdict)
         })
         .await
         .map_err(|e| StorageError::Transient {
@@ -163,6 +169,14 @@ pub(super) async fn check_wal(
     let limit = limits::wal_content_limit(&wal.name);
     let Some(stored) = read_whole(repo, key, limits::stored_limit(limit), &mut out).await? else {
         return Ok(out);
+    };
+    // A sealed object is opened (decrypted) first.
+    let stored = match repo.open_stored(key, stored).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            out.problems.push(corrupt(key, format!("cannot open: {e}")));
+            return Ok(out);
+        }
     };
     let name = wal.name;
     let verdict = run_blocking(
@@ -302,20 +316,33 @@ pub(super) async fn check_bundle(
         .collect();
     files.sort();
     let raw_len = bundle.raw_len;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counted = CountingRead {
         inner: SyncIoBridge::new(stream),
-        count: 0,
+        count: count.clone(),
     };
     let location = repo.location().to_string();
     let key2 = key.clone();
-    let result = tokio::task::spawn_blocking(move || scan_bundle(counted, &files, raw_len))
-        .await
-        .map_err(|e| StorageError::Transient {
-            op: crate::storage::StorageOp::Get,
-            key: key.to_string(),
-            endpoint: location.clone(),
-            message: format!("checking thread failed: {e}"),
-        })?;
+    let (opener, runtime) = (repo.clone(), tokio::runtime::Handle::current());
+    let result = tokio::task::spawn_blocking(move || {
+        // A sealed bundle is opened (decrypted) first; one that cannot be is a problem of
+        // that object, never a storage failure.
+        let verdict = match opener.open_blocking(&key2, counted, &runtime) {
+            Ok(input) => scan_files(input, &files, raw_len),
+            Err(e) => Err(CodecError::CorruptPayload {
+                offset: 0,
+                detail: format!("cannot open: {e}"),
+            }),
+        };
+        (count.load(std::sync::atomic::Ordering::Relaxed), verdict)
+    })
+    .await
+    .map_err(|e| StorageError::Transient {
+        op: crate::storage::StorageOp::Get,
+        key: key.to_string(),
+        endpoint: location.clone(),
+        message: format!("checking thread failed: {e}"),
+    })?;
     let (read, verdict) = result;
     out.bytes += read;
     match verdict {
@@ -329,23 +356,14 @@ pub(super) async fn check_bundle(
                 });
             }
         }
-        Err(CodecError::Io(io)) => return Err(StorageError::from_read_error(io, &key2, &location)),
-        Err(e) => out.problems.push(corrupt(&key2, e)),
+        Err(CodecError::Io(io)) => return Err(StorageError::from_read_error(io, &key, &location)),
+        Err(e) => out.problems.push(corrupt(&key, e)),
     }
     Ok(out)
 }
 
 /// Streams a bundle's content past its files (sorted by offset), computing each one's
-/// crc32c; returns the stored bytes read and the files that disagree.
-fn scan_bundle<R: Read>(
-    mut counted: CountingRead<R>,
-    files: &[(u64, u64, u32, String)],
-    raw_len: u64,
-) -> (u64, Result<Vec<(String, String)>, CodecError>) {
-    let result = scan_files(&mut counted, files, raw_len);
-    (counted.count, result)
-}
-
+/// crc32c; returns the files that disagree.
 fn scan_files<R: Read>(
     input: R,
     files: &[(u64, u64, u32, String)],
@@ -425,15 +443,18 @@ impl<R: Read> Scan<R> {
     }
 }
 
+/// Counts the stored bytes read, into a counter the caller keeps (the reader itself moves
+/// into the repository's opener, which decrypts a sealed object).
 struct CountingRead<R> {
     inner: R,
-    count: u64,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<R: Read> Read for CountingRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }

@@ -9,6 +9,7 @@ pub mod expire;
 pub mod exporter;
 pub mod fetch;
 pub mod info;
+pub mod key;
 pub mod list;
 pub mod pin;
 pub mod restore;
@@ -171,6 +172,16 @@ pub fn run(cli: Cli) -> u8 {
             exit::FAILED,
             |ctx| check::run(ctx, args),
         ),
+        Command::Key(args) => match args.action {
+            key::KeyAction::Init { key_file } => key::init(&key_file),
+            action => with_context(
+                "key",
+                &cli.global,
+                Options::default(),
+                exit::FAILED,
+                |ctx| key::run(ctx, action),
+            ),
+        },
     }
 }
 
