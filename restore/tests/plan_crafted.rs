@@ -61,7 +61,12 @@ impl Crafted {
             "backup_label": "",
             "tablespace_map": null, "tablespaces": [], "pg_backup_manifest": null,
             "bytes_raw": 0, "bytes_stored": 0, "walship_version": "crafted",
-            "bundles": [], "files": [],
+            // Structurally whole (the plan checks it): one bundle holding global/pg_control.
+            "bundles": [{"name": "00000000", "raw_len": 8192, "stored_len": 8300}],
+            "files": [{
+                "path": "global/pg_control", "kind": "file", "size": 8192, "mode": 384,
+                "mtime": 0, "crc32c": 0, "bundle": 0, "offset": 0, "link_target": null,
+            }],
         });
         let manifest: BackupManifest = serde_json::from_value(json).unwrap();
         let key = layout::manifest_key(manifest.id);
@@ -617,8 +622,18 @@ fn wal_scan_matches_is_postgres_stop_rule() {
 async fn a_backup_of_another_cluster_is_refused_naming_both() {
     let c = Crafted::new().await;
     c.foreign_backup("20261122T100000Z").await;
+    // Chosen on its own, a backup of another cluster is skipped: there is none to use.
     let plan = c
         .plan(RecoveryTarget::Latest, TimelineChoice::Latest, None)
+        .await;
+    assert_eq!(kinds(&plan), [ProblemKind::NoBackup], "{:?}", plan.problems);
+    // Named with --backup, it is refused as another cluster's.
+    let plan = c
+        .plan(
+            RecoveryTarget::Latest,
+            TimelineChoice::Latest,
+            Some("20261122T100000Z"),
+        )
         .await;
     assert!(
         kinds(&plan).contains(&ProblemKind::OtherCluster),
