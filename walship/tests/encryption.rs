@@ -247,6 +247,14 @@ fn encrypted_archive_holds_no_plaintext_recovers_and_survives_rotate_and_rewrap(
     let new_key = key_file(&repo, "new.keys");
     let out = repo.walship(&["key", "rewrap", "--new-key-file", new_key.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
+    // Both changes to the keys are in the audit trail, with no key material.
+    let out = repo.walship(&["audit", "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let trail = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        trail.contains("\"key_rotate\"") && trail.contains("\"key_rewrap\""),
+        "{trail}"
+    );
     let wal_after: BTreeMap<_, _> = listing(&root)
         .into_iter()
         .filter(|(p, _)| p.starts_with(root.join("wal")))

@@ -87,6 +87,12 @@ pub fn run(ctx: Context, action: KeyAction) -> u8 {
             );
             return exit::USAGE;
         };
+        // Changes to the keys are audited; listing them is not.
+        let operation = match &action {
+            KeyAction::Rotate => Some("key_rotate"),
+            KeyAction::Rewrap { .. } => Some("key_rewrap"),
+            KeyAction::Init { .. } | KeyAction::List { .. } => None,
+        };
         let result = match action {
             KeyAction::Init { .. } => unreachable!("key init runs without a context"),
             KeyAction::List { json } => list(&repo, json).await,
@@ -100,10 +106,15 @@ pub fn run(ctx: Context, action: KeyAction) -> u8 {
             },
             KeyAction::Rewrap { new_key_file } => rewrap(&repo, new_key_file).await,
         };
-        match result {
+        let code = match result {
             Ok(()) => exit::SUCCESS,
             Err(e) => ctx.fail(exit::FAILED, e.as_ref()),
+        };
+        if let Some(operation) = operation {
+            // Key ids only (never key material) are in the command line and the figures.
+            super::audit::record(&ctx, &repo, operation, code, serde_json::Map::new()).await;
         }
+        code
     })
 }
 
