@@ -16,13 +16,7 @@ use walship_common::repo::limits::MANIFEST_MAX;
 
 #[test]
 fn restore_refuses_a_bundle_longer_than_its_manifest_says() {
-    let installs = pg_test_harness::installs_under_test();
-    let Some(install) = installs
-        .iter()
-        .find(|i| i.major == 15)
-        .or(installs.first())
-        .cloned()
-    else {
+    let Some(install) = support::pg15_or_first() else {
         return;
     };
     let repo = TestRepo::local();

@@ -14,13 +14,7 @@ use support::{TestRepo, archive_everything};
 
 #[test]
 fn restore_dry_run_refuses_a_wal_bomb_in_bounded_memory() {
-    let installs = pg_test_harness::installs_under_test();
-    let Some(install) = installs
-        .iter()
-        .find(|i| i.major == 15)
-        .or(installs.first())
-        .cloned()
-    else {
+    let Some(install) = support::pg15_or_first() else {
         return;
     };
     let repo = TestRepo::local();

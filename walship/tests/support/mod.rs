@@ -288,3 +288,14 @@ pub fn chown_tree_like(dir: &Path, like: &Path) {
         }
     }
 }
+
+/// The Postgres 15 install under test (the Debian tools referee 15), else the first one;
+/// `None` (after the harness's loud skip) when none is installed.
+pub fn pg15_or_first() -> Option<pg_test_harness::PgInstall> {
+    let installs = pg_test_harness::installs_under_test();
+    installs
+        .iter()
+        .find(|i| i.major == 15)
+        .or(installs.first())
+        .cloned()
+}
