@@ -45,12 +45,28 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<Response> {
+    request_with_headers(addr, method, path, &[], body, timeout)
+}
+
+/// [`request`] with extra request headers (`name`, `value`), e.g. the S3 object-lock headers.
+pub fn request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\
-         User-Agent: pg-test-harness\r\nConnection: close\r\n\r\n",
+         User-Agent: pg-test-harness\r\nConnection: close\r\n{extra}\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;

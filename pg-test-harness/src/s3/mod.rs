@@ -176,6 +176,38 @@ impl S3Server {
         http::request(self.addr(), method, path, body, HTTP_TIMEOUT)
     }
 
+    /// One raw, unsigned HTTP request with extra headers.
+    pub fn http_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<http::Response> {
+        http::request_with_headers(self.addr(), method, path, headers, body, HTTP_TIMEOUT)
+    }
+
+    /// Creates another bucket on this server with S3 Object Lock enabled (which also turns
+    /// versioning on) and returns its name. Object Lock can only be enabled when a bucket is
+    /// created, so tests of WORM repositories use this bucket instead of [`S3Server::bucket`].
+    pub fn create_object_lock_bucket(&self) -> anyhow::Result<String> {
+        let bucket = unique_bucket_name();
+        let response = self.http_with_headers(
+            "PUT",
+            &format!("/{bucket}"),
+            &[("x-amz-bucket-object-lock-enabled", "true")],
+            b"",
+        )?;
+        if response.status != 200 {
+            bail!(
+                "creating object-lock bucket {bucket}: {} {}",
+                response.status,
+                response.body_text()
+            );
+        }
+        Ok(bucket)
+    }
+
     /// Everything `weed` printed so far.
     pub fn log(&self) -> String {
         std::fs::read(self.log_path())
