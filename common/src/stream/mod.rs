@@ -55,7 +55,8 @@ pub struct StreamOptions {
     pub synchronous: bool,
     /// The longest time between two status replies.
     pub status_interval: Duration,
-    /// Reconnect when the server sends nothing (not even a keepalive) for this long.
+    /// Reconnect when the server sends nothing (not even a keepalive) for this long; at half
+    /// of it, a reply asking the server for a keepalive goes out, so an idle server answers.
     pub silence_timeout: Duration,
     /// Once cancelled, how long the uploader keeps trying to store what was received
     /// before it gives up ([`StreamError::StopTimeout`]).

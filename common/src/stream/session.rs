@@ -185,6 +185,7 @@ async fn receive(
     let mut tick = tokio::time::interval(opts.partial_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_message = Instant::now();
+    let mut pinged = false;
     let mut requested = false;
     metrics.set_connected(true);
     loop {
@@ -194,6 +195,22 @@ async fn receive(
             wal.send_status(&reply).await?;
             status.sent(now, &reply);
             requested = false;
+        }
+        let silent = last_message.elapsed();
+        if silent > opts.silence_timeout {
+            return Err(StreamError::Silent {
+                endpoint: endpoint.to_string(),
+                seconds: silent.as_secs(),
+            });
+        }
+        // Our regular replies keep the walsender from sending keepalives of its own, so an
+        // idle server is silent: ask it for one, once per silence.
+        if !pinged && silent > opts.silence_timeout / 2 {
+            let ping = StatusPolicy::ping(asm.position(), flush_lsn);
+            wal.send_status(&ping).await?;
+            status.sent(now, &ping);
+            pinged = true;
+            tracing::debug!("silent for {silent:?}: asked the server for a keepalive");
         }
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -211,6 +228,7 @@ async fn receive(
             event = wal.next_event(Duration::from_secs(1)) => match event? {
                 WalEvent::Message(ReplicationMessage::XLogData(x)) => {
                     last_message = Instant::now();
+                    pinged = false;
                     metrics.primary(x.wal_end);
                     let done = asm.push(x.data_start, x.data).map_err(|d| StreamError::Discontinuity {
                         endpoint: endpoint.to_string(),
@@ -234,18 +252,13 @@ async fn receive(
                 }
                 WalEvent::Message(ReplicationMessage::Keepalive(k)) => {
                     last_message = Instant::now();
+                    pinged = false;
                     metrics.primary(k.wal_end);
                     requested |= k.reply_requested;
                 }
-                WalEvent::Idle => {
-                    let silent = last_message.elapsed();
-                    if silent > opts.silence_timeout {
-                        return Err(StreamError::Silent {
-                            endpoint: endpoint.to_string(),
-                            seconds: silent.as_secs(),
-                        });
-                    }
-                }
+                // Silence is judged at the top of the loop: other branches (the tail tick)
+                // often win the race against the idle timeout.
+                WalEvent::Idle => {}
                 WalEvent::ServerDone => {
                     uploader_of(shared)?.tail(asm.tail());
                     // Outside the select's futures (they are dropped before an arm runs), so

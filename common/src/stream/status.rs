@@ -60,6 +60,17 @@ impl StatusPolicy {
         self.last_flush = status.flush;
     }
 
+    /// [`StatusPolicy::update`] that also asks the server to answer at once (with a
+    /// keepalive): how a receiver tells a silent, idle server from a dead connection. The
+    /// walsender sends keepalives on its own only when *we* have been quiet for half its
+    /// `wal_sender_timeout`, which our regular replies prevent.
+    pub fn ping(received: Lsn, flushed: Lsn) -> StandbyStatusUpdate {
+        StandbyStatusUpdate {
+            reply_requested: true,
+            ..Self::update(received, flushed)
+        }
+    }
+
     /// The reply for `received` and `flushed` (flush never claims more than was received).
     pub fn update(received: Lsn, flushed: Lsn) -> StandbyStatusUpdate {
         StandbyStatusUpdate {
