@@ -24,6 +24,13 @@
 //! resolution is never read. A chosen version that disappears (removed by version id) is
 //! resolved once more before the view says "not found".
 //!
+//! Servers: AWS S3 pages `ListObjectVersions` correctly. SeaweedFS 4.48 loses versions at a
+//! page boundary between a key and a longer key starting with it (`<segment>` and
+//! `<segment>.partial`) when they have several versions or delete markers (seen with boto3
+//! too): under a prefix holding more than a page (1000) of versions and markers, a segment can
+//! then be missing from the view. That shows as a gap (the restore plan refuses, `verify`
+//! names it), never as other bytes: a key read alone is listed on its own prefix, one page.
+//!
 //! Permissions: `s3:GetBucketVersioning`, `s3:ListBucketVersions` and `s3:GetObjectVersion`
 //! on the repository's bucket and prefix.
 //!
