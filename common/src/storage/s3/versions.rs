@@ -183,7 +183,7 @@ impl AsOfS3 {
                 let _ = picker.push(&full, listed(version));
             }
             match next_markers(&page) {
-                Some(next) => markers = Some(next),
+                Some(next) => markers = Some(advance(&call, markers, next)?),
                 None => break picker.finish(),
             }
         };
@@ -250,6 +250,22 @@ fn next_markers(
         key.to_owned(),
         page.next_version_id_marker().map(str::to_owned),
     ))
+}
+
+/// The markers of the next page, unless they are those of the page just read (a server that
+/// does not advance would make the listing loop forever).
+fn advance(
+    call: &super::errors::Call<'_>,
+    current: Option<(String, Option<String>)>,
+    next: (String, Option<String>),
+) -> Result<(String, Option<String>), StorageError> {
+    if current.as_ref() == Some(&next) {
+        return Err(call.permanent(format!(
+            "ListObjectVersions returned the same page marker twice ({:?}, version {:?})",
+            next.0, next.1
+        )));
+    }
+    Ok(next)
 }
 
 /// Folds a version listing (keys in listing order, the versions of one key together) into
@@ -416,7 +432,7 @@ impl Storage for AsOfS3 {
                 emit(picker.push(full, listed(version)), &mut out);
             }
             match next_markers(&page) {
-                Some(next) => markers = Some(next),
+                Some(next) => markers = Some(advance(&call, markers.take(), next)?),
                 None => {
                     emit(picker.finish(), &mut out);
                     break;
