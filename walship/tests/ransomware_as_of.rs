@@ -64,6 +64,15 @@ fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(out)))
 }
 
+/// A time between what was stored before the call and what is stored after it, in the
+/// whole seconds S3 records, as `--as-of` takes it.
+fn a_second_apart() -> String {
+    std::thread::sleep(Duration::from_millis(1100));
+    let t: DateTime<Utc> = Utc::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 /// The restored directory's prefetch spool origin, if a worker ran.
 fn spool_origin(data: &Path) -> Option<String> {
     fn find(dir: &Path) -> Option<std::path::PathBuf> {
@@ -97,6 +106,8 @@ fn restore_as_of_a_time_before_the_attack_brings_the_rows_back() {
     cluster.execute("create table drill (id serial primary key, payload text)");
     cluster
         .execute("insert into drill (payload) select md5(g::text) from generate_series(1, 500) g");
+    archive_everything(&cluster, Duration::from_secs(120));
+    let before_backup = a_second_apart();
     walship_backup(&cluster, &repo);
     for batch in 0..3 {
         cluster.execute(&format!(
@@ -115,12 +126,8 @@ fn restore_as_of_a_time_before_the_attack_brings_the_rows_back() {
     let listed = json(&repo.walship(&["list", "--json"]));
     let backup_id = listed[0]["id"].as_str().unwrap().to_string();
 
-    // T: after the backup and every WAL segment of interest, before the attack (S3 keeps
-    // whole seconds).
-    std::thread::sleep(Duration::from_millis(1100));
-    let as_of: DateTime<Utc> = Utc::now();
-    std::thread::sleep(Duration::from_millis(1100));
-    let as_of = as_of.to_rfc3339_opts(SecondsFormat::Secs, true);
+    // T: after the backup and every WAL segment of interest, before the attack.
+    let as_of = a_second_apart();
 
     // The attack, with the repository's own credentials: every current object deleted
     // (delete markers: the locked versions stay), walship.json and the manifest overwritten.
@@ -202,6 +209,26 @@ fn restore_as_of_a_time_before_the_attack_brings_the_rows_back() {
     assert!(
         report["problems"].as_array().unwrap().is_empty(),
         "{report:#}"
+    );
+
+    // As of a time before the backup, there is no backup to restore.
+    let early = dir.path().join("early");
+    let out = restore(
+        &repo,
+        &early,
+        &[
+            "--target-time",
+            &target,
+            "--as-of",
+            &before_backup,
+            "--dry-run",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("none usable"),
+        "{}",
+        describe(&out)
     );
 
     let to = dir.path().join("as-of");
