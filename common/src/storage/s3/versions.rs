@@ -28,8 +28,9 @@
 //! page boundary between a key and a longer key starting with it (`<segment>` and
 //! `<segment>.partial`) when they have several versions or delete markers (seen with boto3
 //! too): under a prefix holding more than a page (1000) of versions and markers, a segment can
-//! then be missing from the view. That shows as a gap (the restore plan refuses, `verify`
-//! names it), never as other bytes: a key read alone is listed on its own prefix, one page.
+//! then be missing from the view. walship writes each key once, so that shows as a gap (the
+//! restore plan refuses, `verify` names it), not as other bytes; a key read alone is listed
+//! on its own prefix, in one page.
 //!
 //! Permissions: `s3:GetBucketVersioning`, `s3:ListBucketVersions` and `s3:GetObjectVersion`
 //! on the repository's bucket and prefix.
