@@ -17,9 +17,11 @@
 //!
 //! Listing is `ListObjectVersions`, page by page; a key is emitted once the listing has moved
 //! past it (the versions of one key are listed together, newest first), so a page that ends
-//! inside one key's versions is handled. What the view remembers is one entry per key it has
-//! listed or read (the version chosen), so a `get` of a listed key costs one request; a key
-//! it has not listed is resolved with a `ListObjectVersions` on the key itself. Reads name the
+//! inside one key's versions is handled. What the view remembers is the version chosen for
+//! each key it has listed (a listing's caller holds as many keys anyway), so a `get` of a
+//! listed key costs one request; a key it has not listed is resolved, each time, with a
+//! `ListObjectVersions` on the key itself (one page: the key and the few longer keys starting
+//! with it), so `fetch` and its prefetch worker hold nothing per segment. Reads name the
 //! version (`GetObject`/`HeadObject` with `versionId`), so a version written after the
 //! resolution is never read. A chosen version that disappears (removed by version id) is
 //! resolved once more before the view says "not found".
@@ -76,7 +78,7 @@ pub struct AsOfS3 {
     inner: S3Storage,
     as_of: DateTime<Utc>,
     location: String,
-    /// The version chosen for each key listed or read so far.
+    /// The version chosen for each key listed so far.
     chosen: Mutex<HashMap<ObjectKey, Chosen>>,
 }
 
@@ -148,8 +150,8 @@ impl AsOfS3 {
         chosen.remove(key);
     }
 
-    /// The version of `key` the view shows: remembered, or found by listing the versions
-    /// of the key itself. `NotFound` when no version is at or before the time.
+    /// The version of `key` the view shows: remembered from a listing, or found by listing
+    /// the versions of the key itself. `NotFound` when no version is at or before the time.
     async fn resolve(&self, op: StorageOp, key: &ObjectKey) -> Result<Chosen, StorageError> {
         if let Some(chosen) = self.remembered(key) {
             return Ok(chosen);
@@ -188,11 +190,10 @@ impl AsOfS3 {
                 None => break picker.finish(),
             }
         };
+        // Not remembered: a key read alone is read once (the prefetch worker reads thousands
+        // of segments and must not grow with them).
         match found {
-            Some((_, chosen)) => {
-                self.remember(key, &chosen);
-                Ok(chosen)
-            }
+            Some((_, chosen)) => Ok(chosen),
             None => Err(StorageError::NotFound {
                 key: key.to_string(),
             }),
