@@ -72,6 +72,9 @@ pub struct RestoreRequest {
     pub walship: PathBuf,
     /// Arguments before `fetch` in `restore_command` (`--config`, `--repo`).
     pub global_args: Vec<String>,
+    /// Arguments of `fetch` in `restore_command` (`--as-of TIME`: the restored server reads
+    /// the repository as the restore did).
+    pub fetch_args: Vec<String>,
     /// Settings from the environment `restore_command` carries
     /// ([`recovery_conf::carried_env`]).
     pub env: Vec<(String, String)>,
@@ -122,6 +125,7 @@ pub async fn restore(
     opts.recovery = Some(RecoveryConfig {
         walship: request.walship.clone(),
         global_args: request.global_args.clone(),
+        fetch_args: request.fetch_args.clone(),
         env: request.env.clone(),
         allow_partial: matches!(spec.target, RecoveryTarget::Latest),
         target: spec.target.clone(),

@@ -41,6 +41,8 @@ pub struct RecoveryConfig {
     pub walship: PathBuf,
     /// Arguments before `fetch` (`--config FILE`, `--repo URL`).
     pub global_args: Vec<String>,
+    /// Arguments of `fetch` itself (`--as-of TIME`), before `%f %p`.
+    pub fetch_args: Vec<String>,
     /// Settings that came from the environment, set for the command (see [`carried_env`]).
     pub env: Vec<(String, String)>,
     /// Pass `--allow-partial` to fetch (recovery to the very end of the archive).
@@ -174,6 +176,7 @@ impl RecoveryConfig {
         words.push(shell_quote(&self.walship.to_string_lossy()));
         words.extend(self.global_args.iter().map(|a| shell_quote(a)));
         words.push("fetch".to_string());
+        words.extend(self.fetch_args.iter().map(|a| shell_quote(a)));
         if self.allow_partial {
             words.push("--allow-partial".to_string());
         }
@@ -306,6 +309,7 @@ mod tests {
         RecoveryConfig {
             walship: PathBuf::from("/usr/bin/walship"),
             global_args: vec!["--config".into(), "/etc/walship/it's.toml".into()],
+            fetch_args: Vec::new(),
             env: Vec::new(),
             allow_partial: false,
             target,
@@ -413,6 +417,13 @@ mod tests {
         assert_eq!(
             c.restore_command(),
             "AWS_REGION=eu-west-1 WALSHIP_S3_ENDPOINT=http://127.0.0.1:9000 /usr/bin/walship --repo s3://b/p fetch %f %p"
+        );
+        // `restore --as-of`: the restored server reads the same view of the repository.
+        c.fetch_args = vec!["--as-of".into(), "2026-12-05T14:48:09Z".into()];
+        c.env.clear();
+        assert_eq!(
+            c.restore_command(),
+            "/usr/bin/walship --repo s3://b/p fetch --as-of 2026-12-05T14:48:09Z %f %p"
         );
     }
 

@@ -86,6 +86,15 @@ impl Context {
     /// all its requests together end within `fetch.timeout` of the start of the process (the
     /// prefetch worker, which lives on, gets it per request).
     pub async fn open_repository(&self) -> Result<Repository, StorageError> {
+        self.open_repository_as_of(None).await
+    }
+
+    /// [`Context::open_repository`], or with `as_of` a read-only view of it as it was at that
+    /// time (`--as-of`), after asking the bucket whether it keeps older versions.
+    pub async fn open_repository_as_of(
+        &self,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Repository, StorageError> {
         let mut s3 = self.config.s3.to_options();
         match self.command {
             "fetch" => {
@@ -95,7 +104,10 @@ impl Context {
             "fetch-worker" => s3.retry.deadline = Some(self.config.fetch.timeout),
             _ => {}
         }
-        let storage = AnyStorage::open(&self.config.repo, &s3).await?;
+        let mut storage = AnyStorage::open(&self.config.repo, &s3).await?;
+        if let Some(time) = as_of {
+            storage = storage.as_of(time).await?;
+        }
         Ok(Repository::new(storage, self.config.compression)
             .with_key_file(self.config.encryption.key_file.clone())
             .with_passphrase_command(self.config.encryption.passphrase_command.clone()))

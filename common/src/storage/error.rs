@@ -149,6 +149,28 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// A write or removal through a read-only view of the repository (`--as-of`): refused
+    /// before anything is sent.
+    #[error(
+        "{op} {key} refused: {location} is a read-only view of the repository as it was; nothing is written or removed through it (run without --as-of to change the repository)"
+    )]
+    ReadOnly {
+        /// What was asked for.
+        op: StorageOp,
+        /// The key (the first one of a batch).
+        key: String,
+        /// The view's location, with its time.
+        location: String,
+    },
+    /// `--as-of` on storage that keeps no older versions (a local directory, an S3 bucket
+    /// whose versioning was never enabled).
+    #[error("cannot read {location} as it was at a time (--as-of): {reason}")]
+    NoVersions {
+        /// Where the repository is.
+        location: String,
+        /// Why it cannot be read as of a time.
+        reason: String,
+    },
     /// A key or prefix broke the key rules.
     #[error(transparent)]
     InvalidKey(#[from] InvalidKey),

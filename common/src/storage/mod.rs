@@ -9,6 +9,8 @@
 //!   [`faulty::FaultyStorage`] (injects failures, for tests).
 //! - [`AnyStorage`]: an enum over the backends plus the retry policy; callers need no
 //!   generics and never test which backend they have: [`Capabilities`] says what differs.
+//!   [`AnyStorage::as_of`] turns an S3 one into a read-only view of the repository as it
+//!   was at a time ([`s3::versions`], `--as-of`).
 //! - [`StorageError`]: `NotFound` is an answer, not a failure; `is_retryable` drives the one
 //!   retry layer ([`retry::RetryPolicy`]).
 //!
@@ -264,11 +266,13 @@ pub struct AnyStorage {
     retry: RetryPolicy,
 }
 
-/// The real backends.
+/// The real backends, and the read-only view of an S3 one as it was at a time
+/// ([`AnyStorage::as_of`]).
 #[derive(Debug, Clone)]
 pub(crate) enum Plain {
     Local(LocalStorage),
     S3(S3Storage),
+    AsOf(Arc<s3::versions::AsOfS3>),
 }
 
 /// What an [`AnyStorage`] holds: a real backend, or one wrapped in fault injection (which
@@ -325,7 +329,7 @@ macro_rules! dispatch_storage {
     };
 }
 
-dispatch_storage!(Plain { Local, S3 });
+dispatch_storage!(Plain { Local, S3, AsOf });
 dispatch_storage!(Backend { Plain, Faulty });
 
 impl AnyStorage {

@@ -170,6 +170,7 @@ async fn drill_in(
         },
         walship: request.walship.clone(),
         global_args: request.global_args.clone(),
+        fetch_args: Vec::new(),
         env: request.env.clone(),
         action: TargetAction::Promote,
         standby: false,

@@ -8,6 +8,7 @@ use walship_common::fetch::prefetch::{self, PrefetchPlan};
 use walship_common::fetch::{self, FetchOptions};
 use walship_common::pg::{ArchiveFileName, WalFileName, WalSegSize};
 
+use super::as_of::AsOfArg;
 use crate::context::Context;
 use crate::exit;
 
@@ -35,6 +36,9 @@ pub struct FetchArgs {
     /// Internal: run as the prefetch worker filling the spool directory DEST after NAME.
     #[arg(long, hide = true)]
     pub prefetch_worker: bool,
+    // `walship restore --as-of` writes it into restore_command.
+    #[command(flatten)]
+    pub as_of: AsOfArg,
 }
 
 /// Runs `walship fetch`.
@@ -50,7 +54,7 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
         allow_partial: config.fetch.allow_partial,
         spool_dir: config.fetch.spool_dir.clone(),
     };
-    let origin = origin_key(&ctx);
+    let origin = origin_key(&ctx, &args.as_of);
     if !args.prefetch_worker
         && let Some(delivered) = fetch::fetch_from_spool(&origin, &args.name, &args.dest, &opts)
     {
@@ -60,7 +64,7 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
         return exit::SUCCESS;
     }
     ctx.block_on(async {
-        let repo = match ctx.open_repository().await {
+        let repo = match ctx.open_repository_as_of(args.as_of.as_of).await {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::RECOVERY_MUST_STOP, &e),
         };
@@ -84,20 +88,24 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
 
 /// Which repository this call reads, as recorded with the spool's entries: the configured
 /// URL and, for S3, the endpoint (the same bucket name on another server is another
-/// repository).
-fn origin_key(ctx: &Context) -> String {
+/// repository), and the time of `--as-of` (the repository now and as it was are two).
+fn origin_key(ctx: &Context, as_of: &AsOfArg) -> String {
     let config = &ctx.config;
     let endpoint = config
         .s3
         .endpoint
         .clone()
         .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
-    match endpoint {
+    let mut origin = match endpoint {
         Some(endpoint) if config.repo.starts_with("s3://") => {
             format!("{} at {endpoint}", config.repo)
         }
         _ => config.repo.clone(),
+    };
+    if let Some(time) = as_of.as_of {
+        origin.push_str(&format!(" as of {}", time.to_rfc3339()));
     }
+    origin
 }
 
 /// Once a segment was found (in the spool or the repository): starts the prefetch worker
@@ -119,13 +127,19 @@ fn ensure_worker(
         return;
     };
     if !spool.worker_running() {
-        start_worker(ctx, &wal, spool.dir(), plan);
+        start_worker(ctx, &wal, spool.dir(), plan, &args.as_of);
     }
 }
 
 /// Starts the prefetch worker as a detached process (its own process group, no inherited
 /// output), so that this call returns to Postgres at once.
-fn start_worker(ctx: &Context, after: &WalFileName, spool: &std::path::Path, plan: PrefetchPlan) {
+fn start_worker(
+    ctx: &Context,
+    after: &WalFileName,
+    spool: &std::path::Path,
+    plan: PrefetchPlan,
+    as_of: &AsOfArg,
+) {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -138,6 +152,7 @@ fn start_worker(ctx: &Context, after: &WalFileName, spool: &std::path::Path, pla
             &plan.count.to_string(),
         ])
         .args(["--parallel", &plan.parallel.to_string()])
+        .args(as_of.words())
         .arg(after.to_string())
         .arg(spool)
         .stdin(Stdio::null())

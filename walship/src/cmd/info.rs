@@ -3,7 +3,8 @@
 use clap::Args;
 use walship_common::backup::{self, BackupError};
 
-use super::list::open_catalog;
+use super::as_of::AsOfArg;
+use super::list::open_catalog_as_of;
 use super::show;
 use crate::context::Context;
 use crate::exit;
@@ -19,12 +20,14 @@ pub struct InfoArgs {
     /// backup_manifest, backup label, tablespace map).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub as_of: AsOfArg,
 }
 
 /// Runs `walship info`.
 pub fn run(ctx: Context, args: InfoArgs) -> u8 {
     ctx.block_on(async {
-        let repo = match open_catalog(&ctx).await {
+        let repo = match open_catalog_as_of(&ctx, &args.as_of).await {
             Ok(repo) => repo,
             Err(code) => return code,
         };

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use walship_common::backup::{self, IncompleteBackup};
 
+use super::as_of::AsOfArg;
 use super::{retention_view, show};
 use crate::context::Context;
 use crate::exit;
@@ -38,12 +39,14 @@ pub struct ListArgs {
     /// only when no backup is running).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = walship_common::config::parse_duration_or_zero)]
     pub idle: Duration,
+    #[command(flatten)]
+    pub as_of: AsOfArg,
 }
 
 /// Runs `walship list`.
 pub fn run(ctx: Context, args: ListArgs) -> u8 {
     ctx.block_on(async {
-        let repo = match open_catalog(&ctx).await {
+        let repo = match open_catalog_as_of(&ctx, &args.as_of).await {
             Ok(repo) => repo,
             Err(code) => return code,
         };
@@ -126,8 +129,16 @@ fn print_incomplete(list: &[IncompleteBackup], json: bool, what: &str) {
 /// Opens the repository for reading the catalog: one without walship.json is a wrong URL,
 /// not an empty catalog. Errors are reported; the exit code is returned.
 pub async fn open_catalog(ctx: &Context) -> Result<walship_common::repo::Repository, u8> {
+    open_catalog_as_of(ctx, &AsOfArg { as_of: None }).await
+}
+
+/// [`open_catalog`], as it was at `--as-of` when given.
+pub async fn open_catalog_as_of(
+    ctx: &Context,
+    as_of: &AsOfArg,
+) -> Result<walship_common::repo::Repository, u8> {
     let repo = ctx
-        .open_repository()
+        .open_repository_as_of(as_of.as_of)
         .await
         .map_err(|e| ctx.fail(exit::FAILED, &e))?;
     repo.require_identity()

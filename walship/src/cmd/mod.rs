@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns parsed arguments into library calls and an exit code.
 
 pub mod archive;
+pub mod as_of;
 pub mod audit;
 pub mod backup;
 pub mod check;

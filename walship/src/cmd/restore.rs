@@ -18,6 +18,7 @@ use walship_restore::{
     TargetSpec, TimelineChoice,
 };
 
+use super::as_of::AsOfArg;
 use super::show;
 use crate::context::Context;
 use crate::exit;
@@ -110,6 +111,10 @@ pub struct RestoreArgs {
     /// Bundles downloaded at once [config: restore.parallel; default: 4]
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
+    // The restore_command written passes the same --as-of to walship fetch, so that
+    // recovery reads the same view.
+    #[command(flatten)]
+    pub as_of: AsOfArg,
 }
 
 /// `--target`.
@@ -228,7 +233,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         placement: args.dry_run.then(|| materialise.placement_request(&to)),
     };
     ctx.block_on(async {
-        let repo = match ctx.open_repository().await {
+        let repo = match ctx.open_repository_as_of(args.as_of.as_of).await {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
@@ -247,6 +252,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             materialise,
             walship,
             global_args,
+            fetch_args: args.as_of.words(),
             env,
             action: match args.target_action {
                 ActionArg::Promote => TargetAction::Promote,
@@ -298,7 +304,9 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             Err(e) => ctx.fail(exit::FAILED, &e),
         };
         figures.insert("duration_ms".into(), (started.elapsed().as_millis() as u64).into());
-        super::audit::record(&ctx, &repo, "restore", code, figures).await;
+        args.as_of
+            .record_audit(&ctx, &repo, "restore", code, figures)
+            .await;
         code
     })
 }

@@ -6,6 +6,7 @@ use clap::Args;
 use walship_common::catalog::BackupId;
 use walship_common::verify::{VerifyError, VerifyOptions, VerifyReport, verify};
 
+use super::as_of::AsOfArg;
 use super::show;
 use crate::context::Context;
 use crate::exit;
@@ -22,21 +23,24 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Warn when the newest complete backup is older than this.
+    /// Warn when the newest complete backup is older than this (at TIME with --as-of).
     #[arg(long, value_name = "DURATION", default_value = "26h", value_parser = humantime::parse_duration)]
     pub max_backup_age: Duration,
-    /// Warn when the newest archived WAL is older than this.
+    /// Warn when the newest archived WAL is older than this (at TIME with --as-of).
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
     pub max_wal_age: Duration,
     /// Objects read and checked at once (memory: one buffer per object in flight).
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub readers: usize,
+    // With --as-of, backup and WAL ages are measured at TIME.
+    #[command(flatten)]
+    pub as_of: AsOfArg,
 }
 
 /// Runs `walship verify`.
 pub fn run(ctx: Context, args: VerifyArgs) -> u8 {
     ctx.block_on(async {
-        let repo = match ctx.open_repository().await {
+        let repo = match ctx.open_repository_as_of(args.as_of.as_of).await {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::STORAGE_FAILED, &e),
         };
@@ -46,7 +50,8 @@ pub fn run(ctx: Context, args: VerifyArgs) -> u8 {
             max_backup_age: args.max_backup_age,
             max_wal_age: args.max_wal_age,
             parallel: args.readers,
-            now: chrono::Utc::now(),
+            // As of a time, "stale" means stale at that time.
+            now: args.as_of.as_of.unwrap_or_else(chrono::Utc::now),
         };
         let mut figures = serde_json::Map::new();
         let code = match verify(&repo, &opts).await {
@@ -64,7 +69,9 @@ pub fn run(ctx: Context, args: VerifyArgs) -> u8 {
             Err(e @ VerifyError::NoSuchBackup(_)) => ctx.fail(exit::NOT_FOUND, &e),
             Err(e) => ctx.fail(exit::STORAGE_FAILED, &e),
         };
-        super::audit::record(&ctx, &repo, "verify", code, figures).await;
+        args.as_of
+            .record_audit(&ctx, &repo, "verify", code, figures)
+            .await;
         code
     })
 }

@@ -26,6 +26,7 @@
 
 mod errors;
 mod upload;
+pub mod versions;
 
 use std::fmt;
 use std::ops::Range;
@@ -312,21 +313,24 @@ impl S3Storage {
         }
     }
 
+    /// Reads `key` (one `version`, or the current one), whole or a `range` of it.
     async fn get_object(
         &self,
         key: &ObjectKey,
         range: Option<Range<u64>>,
+        version: Option<&str>,
     ) -> Result<ObjectReader, StorageError> {
         let call = self.call(StorageOp::Get, key.as_str());
         let mut request = self
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()));
+            .key(self.full_key(key.as_str()))
+            .set_version_id(version.map(str::to_owned));
         if let Some(range) = &range {
             if range.end <= range.start {
                 // HTTP cannot ask for nothing; answer from head instead.
-                self.head(key).await?;
+                self.head_object(key, version).await?;
                 return Ok(ObjectReader::new(tokio::io::empty(), Some(0)));
             }
             request = request.range(format!("bytes={}-{}", range.start, range.end - 1));
@@ -341,6 +345,33 @@ impl S3Storage {
             }
             Err(err) => Err(call.error(err)),
         }
+    }
+
+    /// Size, CRC32C and time of `key` (one `version`, or the current one).
+    async fn head_object(
+        &self,
+        key: &ObjectKey,
+        version: Option<&str>,
+    ) -> Result<ObjectMeta, StorageError> {
+        let output = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key.as_str()))
+            .set_version_id(version.map(str::to_owned))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| self.call(StorageOp::Head, key.as_str()).error(e))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size: output
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            crc32c: output.checksum_crc32_c().and_then(decode_crc32c),
+            last_modified: to_system_time(output.last_modified()),
+        })
     }
 }
 
@@ -408,7 +439,7 @@ impl Storage for S3Storage {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<ObjectReader, StorageError> {
-        self.get_object(key, None).await
+        self.get_object(key, None, None).await
     }
 
     async fn get_range(
@@ -416,28 +447,11 @@ impl Storage for S3Storage {
         key: &ObjectKey,
         range: Range<u64>,
     ) -> Result<ObjectReader, StorageError> {
-        self.get_object(key, Some(range)).await
+        self.get_object(key, Some(range), None).await
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, StorageError> {
-        let output = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key.as_str()))
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await
-            .map_err(|e| self.call(StorageOp::Head, key.as_str()).error(e))?;
-        Ok(ObjectMeta {
-            key: key.clone(),
-            size: output
-                .content_length()
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0),
-            crc32c: output.checksum_crc32_c().and_then(decode_crc32c),
-            last_modified: to_system_time(output.last_modified()),
-        })
+        self.head_object(key, None).await
     }
 
     async fn list_after(
