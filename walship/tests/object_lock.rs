@@ -114,7 +114,10 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
     let out = local.walship(&["list"]);
     assert!(!out.status.success(), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("s3.object_lock") && err.contains("not on S3"), "{err}");
+    assert!(
+        err.contains("s3.object_lock") && err.contains("not on S3"),
+        "{err}"
+    );
 
     let (cluster, taken) = history(&install, &repo, 2, 2);
     let s3 = repo.s3.as_ref().unwrap();
@@ -143,7 +146,11 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
     }
     let audit = keys_of(&repo, "audit/");
     assert!(!audit.is_empty());
-    assert!(retention(s3, &bucket, &audit[0]).is_some(), "{} unlocked", audit[0]);
+    assert!(
+        retention(s3, &bucket, &audit[0]).is_some(),
+        "{} unlocked",
+        audit[0]
+    );
 
     // Deleting or overwriting a locked WAL or bundle version: the server refuses to delete
     // the version; an overwrite only adds a version, and the original stays readable.
@@ -154,7 +161,11 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
             .body;
         let version = versions(s3, &bucket, key)[0].clone();
         let del = s3
-            .http("DELETE", &format!("/{bucket}/cluster-a/{key}?versionId={version}"), b"")
+            .http(
+                "DELETE",
+                &format!("/{bucket}/cluster-a/{key}?versionId={version}"),
+                b"",
+            )
             .unwrap();
         assert_eq!(del.status, 403, "{key}: {}", del.body_text());
         let put = s3
@@ -162,12 +173,20 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
             .unwrap();
         assert_eq!(put.status, 200, "{}", put.body_text());
         let kept = s3
-            .http("GET", &format!("/{bucket}/cluster-a/{key}?versionId={version}"), b"")
+            .http(
+                "GET",
+                &format!("/{bucket}/cluster-a/{key}?versionId={version}"),
+                b"",
+            )
             .unwrap();
         assert_eq!(kept.status, 200);
         assert!(kept.body == original, "{key}: the locked version changed");
         let del = s3
-            .http("DELETE", &format!("/{bucket}/cluster-a/{key}?versionId={version}"), b"")
+            .http(
+                "DELETE",
+                &format!("/{bucket}/cluster-a/{key}?versionId={version}"),
+                b"",
+            )
             .unwrap();
         assert_eq!(del.status, 403, "{key}: {}", del.body_text());
     }
@@ -177,8 +196,16 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
     let out = expire(&repo, &["--now", &now, "--json"]);
     assert!(out.status.success(), "{}", describe(&out));
     let report = json(&out)["report"].clone();
-    assert_eq!(ids(&report["backups_kept_after_all"]), [a.id.clone()], "{report:#}");
-    assert_eq!(report["refused"][0]["key"], a_manifest.as_str(), "{report:#}");
+    assert_eq!(
+        ids(&report["backups_kept_after_all"]),
+        std::slice::from_ref(&a.id),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["refused"][0]["key"],
+        a_manifest.as_str(),
+        "{report:#}"
+    );
     assert_eq!(list(&repo).len(), 2);
 
     // Once the lock has passed, expire removes A and the WAL before B, every version.
@@ -193,7 +220,12 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
         assert!(out.status.success(), "{}", describe(&out));
         let report = json(&out)["report"].clone();
         let refused = report["refused"].as_array().unwrap();
-        if refused.is_empty() && report["backups_kept_after_all"].as_array().unwrap().is_empty() {
+        if refused.is_empty()
+            && report["backups_kept_after_all"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        {
             break report;
         }
         assert!(Instant::now() < deadline, "still refused: {report:#}");
@@ -204,7 +236,7 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
         .iter()
         .map(|x| x["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(listed, [b.id.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&b.id));
     for key in [&a_wal, &a_bundle, &a_manifest] {
         assert!(
             versions(s3, &bucket, key).is_empty(),
@@ -235,10 +267,16 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
         .unwrap()
         .and_utc();
     let now = now_arg(next_month.and_hms_opt(0, 30, 0).unwrap().and_utc());
-    let out = expire(&repo, &["--now", &now, "--force", "--monthly", "2", "--json"]);
+    let out = expire(
+        &repo,
+        &["--now", &now, "--force", "--monthly", "2", "--json"],
+    );
     assert!(out.status.success(), "{}", describe(&out));
     let value = json(&out);
-    assert_eq!(ids(&value["report"]["backups_removed"]), Vec::<String>::new());
+    assert_eq!(
+        ids(&value["report"]["backups_removed"]),
+        Vec::<String>::new()
+    );
     let exts = value["locks"]["extensions"].as_array().unwrap().clone();
     assert_eq!(exts.len(), 1, "{value:#}");
     assert_eq!(exts[0]["id"], b.id.as_str());
@@ -265,14 +303,20 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
     let out = repo.walship(&["check", "-d", &conn, "--timeout", "20s", "--json"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let checks = json(&out)["checks"].as_array().unwrap().clone();
-    let lock_item = checks.iter().find(|c| c["name"] == "s3.object_lock").unwrap();
+    let lock_item = checks
+        .iter()
+        .find(|c| c["name"] == "s3.object_lock")
+        .unwrap();
     assert_eq!(lock_item["ok"], true, "{text}");
     let plain_url = format!("s3://{plain_bucket}/cluster-a");
     std::fs::write(&repo.config, config_text(&plain_url, s3, "compliance")).unwrap();
     let out = repo.walship(&["check", "-d", &conn, "--timeout", "3s", "--json"]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let checks = json(&out)["checks"].as_array().unwrap().clone();
-    let lock_item = checks.iter().find(|c| c["name"] == "s3.object_lock").unwrap();
+    let lock_item = checks
+        .iter()
+        .find(|c| c["name"] == "s3.object_lock")
+        .unwrap();
     assert_eq!(lock_item["ok"], false);
     let detail = lock_item["detail"].as_str().unwrap();
     assert!(
@@ -282,6 +326,9 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
     let out = repo.walship(&["backup", "-d", &conn, "--checkpoint", "fast"]);
     assert!(!out.status.success(), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&plain_bucket) && err.contains("s3.object_lock"), "{err}");
+    assert!(
+        err.contains(&plain_bucket) && err.contains("s3.object_lock"),
+        "{err}"
+    );
     drop(cluster);
 }

@@ -215,7 +215,7 @@ impl Bundler {
         let lock = self
             .config
             .lock
-            .map(|policy| policy.lock_for(&key, std::time::SystemTime::now()));
+            .and_then(|policy| policy.lock_for(&key, std::time::SystemTime::now()));
         let (channel, task) = start_upload(&self.runtime, self.storage.clone(), key.clone(), lock);
         let seal = self.config.seal.as_ref().map(|(dek_id, dek)| BundleSeal {
             dek_id: *dek_id,

@@ -6,7 +6,8 @@
 //!
 //! | objects | locked until |
 //! |---|---|
-//! | `wal/` (segments, `.history`, `.partial`, `.backup`) | now + `retention.pitr_window` + margin |
+//! | `wal/` (segments, `.history`, `.backup`) | now + `retention.pitr_window` + margin |
+//! | `wal/**.partial` (the stream's tail) | not locked: it is overwritten every `stream.partial_interval`, and on a versioned bucket each overwrite would keep a locked copy for the whole window |
 //! | `backups/<id>/` (bundles, manifest, pin records) | now + the shortest time the policy keeps a new backup + margin |
 //! | everything else (`walship.json`, `keys/`, `audit/`, `drills/`) | now + the longest time the policy keeps anything + margin |
 //!
@@ -35,8 +36,10 @@ pub struct LockPolicy {
 /// Which lock duration a key falls under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockedKind {
-    /// Under `wal/`.
+    /// Under `wal/`, but not a `.partial`.
     Wal,
+    /// A `.partial` under `wal/`: never locked.
+    Partial,
     /// Under `backups/`.
     Backup,
     /// Anything else.
@@ -47,7 +50,9 @@ impl LockedKind {
     /// The kind of `key`.
     pub fn of(key: &ObjectKey) -> LockedKind {
         let key = key.as_str();
-        if key.starts_with("wal/") {
+        if key.starts_with("wal/") && key.ends_with(".partial") {
+            LockedKind::Partial
+        } else if key.starts_with("wal/") {
             LockedKind::Wal
         } else if key.starts_with("backups/") {
             LockedKind::Backup
@@ -58,17 +63,18 @@ impl LockedKind {
 }
 
 impl LockPolicy {
-    /// The lock a new object at `key`, written at `now`, gets.
-    pub fn lock_for(&self, key: &ObjectKey, now: SystemTime) -> ObjectLock {
+    /// The lock a new object at `key`, written at `now`, gets (`None`: none, a `.partial`).
+    pub fn lock_for(&self, key: &ObjectKey, now: SystemTime) -> Option<ObjectLock> {
         let duration = match LockedKind::of(key) {
+            LockedKind::Partial => return None,
             LockedKind::Wal => self.wal,
             LockedKind::Backup => self.backup,
             LockedKind::Other => self.other,
         };
-        ObjectLock {
+        Some(ObjectLock {
             mode: self.mode,
             retain_until: now + duration,
-        }
+        })
     }
 
     /// A lock in this policy's mode until `until`.
@@ -97,6 +103,7 @@ mod tests {
         let until = |key: &str| {
             policy
                 .lock_for(&ObjectKey::new(key).unwrap(), now)
+                .unwrap()
                 .retain_until
                 .duration_since(now)
                 .unwrap()
@@ -112,8 +119,13 @@ mod tests {
         assert_eq!(
             policy
                 .lock_for(&ObjectKey::new("drills/x").unwrap(), now)
-                .mode,
-            LockMode::Compliance
+                .map(|l| l.mode),
+            Some(LockMode::Compliance)
+        );
+        let partial = "wal/0000000100000000/000000010000000000000001.partial";
+        assert_eq!(
+            policy.lock_for(&ObjectKey::new(partial).unwrap(), now),
+            None
         );
     }
 }

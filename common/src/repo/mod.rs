@@ -146,7 +146,7 @@ impl Repository {
     /// the repository's objects passes it in [`PutOptions::lock`].
     pub fn lock_for(&self, key: &ObjectKey) -> Option<crate::storage::ObjectLock> {
         self.lock
-            .map(|policy| policy.lock_for(key, std::time::SystemTime::now()))
+            .and_then(|policy| policy.lock_for(key, std::time::SystemTime::now()))
     }
 
     /// The same repository, encrypting new objects and decrypting with the keyring at

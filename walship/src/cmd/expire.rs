@@ -197,7 +197,7 @@ pub async fn expire(
 
 /// Under `s3.object_lock`: the lock extensions the plan calls for, carried out unless
 /// `dry_run` (`retention::lock`); `None` without Object Lock.
-async fn lock_extensions(
+pub(super) async fn lock_extensions(
     repo: &Repository,
     inventory: &Inventory,
     plan: &Plan,
