@@ -298,7 +298,7 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
     assert_eq!(legal_hold(s3, &bucket, &b_manifest), "OFF");
 
     // check: ok on this bucket; refused on a bucket without Object Lock, naming it; backup
-    // refuses that bucket too.
+    // and archive refuse that bucket too.
     let conn = format!("host=127.0.0.1 port={} user=postgres", cluster.port());
     let out = repo.walship(&["check", "-d", &conn, "--timeout", "20s", "--json"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -328,6 +328,13 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&plain_bucket) && err.contains("s3.object_lock"),
+        "{err}"
+    );
+    let out = repo.walship(&["archive", "/nonexistent/000000010000000000000042"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&plain_bucket) && err.contains("does not have S3 Object Lock enabled"),
         "{err}"
     );
     drop(cluster);

@@ -194,9 +194,27 @@ impl S3Storage {
         }
     }
 
-    /// Every version and delete marker of `keys`: one ListObjectVersions walk under the
-    /// keys' common prefix, kept to the keys asked for.
+    /// Every version and delete marker of `keys`: per directory of keys (`wal/<16 hex>/`,
+    /// `backups/<id>/bundles/`, ...), one ListObjectVersions walk under the common prefix of
+    /// its keys, so that the listing stays about as long as the batch.
     async fn versions_of(
+        &self,
+        keys: &[ObjectKey],
+    ) -> Result<Vec<(ObjectKey, String)>, StorageError> {
+        let mut groups: std::collections::BTreeMap<&str, Vec<ObjectKey>> = Default::default();
+        for key in keys {
+            let dir = key.as_str().rsplit_once('/').map_or("", |(dir, _)| dir);
+            groups.entry(dir).or_default().push(key.clone());
+        }
+        let mut out = Vec::new();
+        for group in groups.values() {
+            out.extend(self.versions_under_common_prefix(group).await?);
+        }
+        Ok(out)
+    }
+
+    /// One ListObjectVersions walk under the common prefix of `keys`, kept to those keys.
+    async fn versions_under_common_prefix(
         &self,
         keys: &[ObjectKey],
     ) -> Result<Vec<(ObjectKey, String)>, StorageError> {
