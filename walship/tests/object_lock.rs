@@ -1,7 +1,8 @@
 //! S3 Object Lock on a real SeaweedFS (issue 23, test 1): every object walship creates is
 //! locked; the server refuses to delete a locked version; `expire` inside the lock skips and
 //! reports, and removes every version once the lock has passed; the backup that becomes a
-//! monthly one has its lock (and its WAL's) moved forward; `pin` is a legal hold; `check`,
+//! monthly one, or is pinned, has its lock (and its WAL's) moved forward; `pin` is a legal
+//! hold; `check`,
 //! `backup` and the configuration refuse what cannot be locked.
 //!
 //! The raw requests below are unsigned: SeaweedFS without identities accepts them with the
@@ -253,6 +254,26 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
         .into_iter()
         .find(|k| k.rsplit('/').next().unwrap().len() == 24 && segno(k) == b.start_lsn >> 20)
         .expect("B's first segment");
+    // pin is a legal hold on the backup's objects, and expire keeps the pinned backup and
+    // its WAL locked (rolling: now + a new backup's lock), though its own lock has passed.
+    let out = repo.walship(&["pin", &b.id, "--reason", "audit"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(legal_hold(s3, &bucket, &b_manifest), "ON");
+    assert_eq!(legal_hold(s3, &bucket, &b_bundle), "ON");
+    let expired_at = Utc::now();
+    let out = expire(&repo, &["--now", &now_arg(expired_at), "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let value = json(&out);
+    assert_eq!(
+        value["locks"]["extensions"][0]["id"],
+        b.id.as_str(),
+        "{value:#}"
+    );
+    let rolling = expired_at + chrono::Duration::seconds(MARGIN_SECS as i64);
+    for key in [&b_manifest, &b_bundle, &b_wal] {
+        let (_, until) = retention(s3, &bucket, key).unwrap();
+        assert!(until >= rolling, "{key}: {until} < {rolling}");
+    }
     let (_, before) = retention(s3, &bucket, &b_manifest).unwrap();
     let today = Utc::now().date_naive();
     let next_month = today
@@ -288,11 +309,7 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
         assert!(until > before, "{key}: not moved forward");
     }
 
-    // pin is a legal hold on the backup's objects; unpin releases it.
-    let out = repo.walship(&["pin", &b.id, "--reason", "audit"]);
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(legal_hold(s3, &bucket, &b_manifest), "ON");
-    assert_eq!(legal_hold(s3, &bucket, &b_bundle), "ON");
+    // unpin releases the legal hold.
     let out = repo.walship(&["unpin", &b.id]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(legal_hold(s3, &bucket, &b_manifest), "OFF");

@@ -22,9 +22,11 @@
 //! objects, and the WAL from its start to its stop (what restoring it needs), are locked
 //! until then plus the margin, the manifest last. A backup whose period is still open may be
 //! superseded by a newer one of the same period, so it is not extended yet (its own lock
-//! covers it until the period ends, given the margin rule above). `walship.json` and
-//! `keys/` are extended on every run to now + the longest duration. Pinned backups carry a
-//! legal hold instead (`pins.rs`). Extensions never shorten a lock (PutObjectRetention in
+//! covers it until the period ends, given the margin rule above). A pinned backup (which
+//! also carries a legal hold on its own objects: [`set_backup_legal_hold`]) and its WAL are
+//! extended on a rolling basis to now + a new backup's lock, renewed once less than that
+//! minus the margin is left. `walship.json` and `keys/` are extended on every run to now +
+//! the longest duration. Extensions never shorten a lock (PutObjectRetention in
 //! COMPLIANCE mode allows only extensions; walship does not even ask).
 
 use std::time::{Duration, SystemTime};
@@ -79,19 +81,29 @@ pub struct LockExtension {
     pub id: BackupId,
     /// Its objects and WAL are locked at least until then.
     pub until: DateTime<Utc>,
-    /// The calendar rules (of closed periods) that ask for it.
+    /// The rules that ask for it: calendar rules of closed periods, `pinned`.
     pub rules: Vec<Rule>,
 }
 
+impl LockExtension {
+    /// Rolling (pinned only): renewed each time less than `until - margin` is left, so
+    /// that not every run rewrites every pinned object's retention.
+    fn is_rolling(&self) -> bool {
+        self.rules == [Rule::Pinned]
+    }
+}
+
 /// The extensions `plan` calls for: one per kept backup held by a weekly, monthly or yearly
-/// rule whose period has ended at `plan.now`.
+/// rule whose period has ended at `plan.now`, or pinned (a rolling extension: now + a new
+/// backup's lock, renewed once less than that minus the margin is left).
 pub fn extensions(
     plan: &Plan,
     inventory: &Inventory,
     policy: &Policy,
-    margin: Duration,
+    lock: &LockPolicy,
 ) -> Vec<LockExtension> {
-    let margin = chrono::Duration::from_std(margin).unwrap_or(chrono::Duration::MAX);
+    let margin = chrono::Duration::from_std(lock.margin).unwrap_or(chrono::Duration::MAX);
+    let rolling = chrono::Duration::from_std(lock.backup).unwrap_or(chrono::Duration::MAX);
     let mut out = Vec::new();
     for kept in &plan.kept {
         let Some(stored) = inventory.backups.iter().find(|b| b.id() == kept.id) else {
@@ -100,6 +112,10 @@ pub fn extensions(
         let start = stored.manifest.start_time;
         let mut until: Option<DateTime<Utc>> = None;
         let mut rules = Vec::new();
+        if kept.rules.contains(&Rule::Pinned) {
+            until = plan.now.checked_add_signed(rolling);
+            rules.push(Rule::Pinned);
+        }
         for &rule in &kept.rules {
             let (period, count) = match rule {
                 Rule::Weekly => (Period::Week, policy.weekly),
@@ -199,7 +215,7 @@ pub async fn extend_locks(
     lock: &LockPolicy,
 ) -> Result<LockReport, StorageError> {
     let mut report = LockReport {
-        extensions: extensions(plan, inventory, policy, lock.margin),
+        extensions: extensions(plan, inventory, policy, lock),
         ..LockReport::default()
     };
     let storage = repo.storage();
@@ -207,12 +223,24 @@ pub async fn extend_locks(
         let Some(stored) = inventory.backups.iter().find(|b| b.id() == ext.id) else {
             continue;
         };
+        // A date already past (`--now` in the past) extends nothing, and S3 refuses it.
+        if ext.until <= Utc::now() {
+            continue;
+        }
         let target = lock.until(SystemTime::from(ext.until));
+        let enough = if ext.is_rolling() {
+            target
+                .retain_until
+                .checked_sub(lock.margin)
+                .unwrap_or(target.retain_until)
+        } else {
+            target.retain_until
+        };
         let manifest = layout::manifest_key(ext.id);
         if storage
             .lock_of(&manifest)
             .await?
-            .is_some_and(|l| l.retain_until >= target.retain_until)
+            .is_some_and(|l| l.retain_until >= enough)
         {
             report.backups_already_locked.push(ext.id);
             continue;

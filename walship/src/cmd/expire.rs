@@ -209,7 +209,7 @@ pub(super) async fn lock_extensions(
     };
     if dry_run {
         return Ok(Some(LockReport {
-            extensions: retention::lock::extensions(plan, inventory, policy, lock.margin),
+            extensions: retention::lock::extensions(plan, inventory, policy, lock),
             ..LockReport::default()
         }));
     }
