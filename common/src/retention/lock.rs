@@ -44,6 +44,10 @@ use crate::storage::{Extension, LockMode, ObjectKey, Storage, StorageError};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// The longest lock walship asks for: a century (a typo such as `yearly = 7000` is refused
+/// rather than locking objects for ever).
+const MAX_LOCK: Duration = Duration::from_secs(100 * 366 * 86_400);
+
 /// The lock durations for `mode` under `policy`, plus `margin`. Refused without a
 /// `pitr_window`: WAL would have no defined lock.
 pub fn lock_policy(
@@ -65,12 +69,20 @@ pub fn lock_policy(
         .max(days(policy.weekly, 7))
         .max(days(policy.monthly, 31))
         .max(days(policy.yearly, 366));
+    let other = longest.saturating_add(margin);
+    if other > MAX_LOCK {
+        return Err(format!(
+            "it would lock objects for {} (the longest retention rule plus s3.object_lock_margin); \
+             walship locks for at most 100 years",
+            humantime::format_duration(other)
+        ));
+    }
     Ok(LockPolicy {
         mode,
         margin,
         wal: pitr.saturating_add(margin),
         backup: backup.saturating_add(margin),
-        other: longest.saturating_add(margin),
+        other,
     })
 }
 
@@ -330,6 +342,13 @@ mod tests {
         };
         let err = lock_policy(LockMode::Governance, DAY, &no_window).unwrap_err();
         assert!(err.contains("retention.pitr_window"), "{err}");
+        let absurd = Policy {
+            pitr_window: Some(DAY),
+            yearly: 7000,
+            ..Policy::default()
+        };
+        let err = lock_policy(LockMode::Compliance, DAY, &absurd).unwrap_err();
+        assert!(err.contains("100 years"), "{err}");
     }
 
     #[test]
