@@ -314,6 +314,28 @@ fn object_lock_locks_every_object_refuses_deletes_expires_after_the_lock_and_ext
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(legal_hold(s3, &bucket, &b_manifest), "OFF");
 
+    // GOVERNANCE mode: a new object (here the next pin record) is locked in that mode, and
+    // without bypass rights its version cannot be deleted either.
+    std::fs::write(&repo.config, config_text(&repo.url, s3, "governance")).unwrap();
+    let out = repo.walship(&["pin", &b.id]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let record = keys_of(&repo, &format!("backups/{}/pins/", b.id))
+        .into_iter()
+        .max()
+        .unwrap();
+    let (mode, _) = retention(s3, &bucket, &record).expect("pin record locked");
+    assert_eq!(mode, "GOVERNANCE", "{record}");
+    let version = versions(s3, &bucket, &record)[0].clone();
+    let del = s3
+        .http(
+            "DELETE",
+            &format!("/{bucket}/cluster-a/{record}?versionId={version}"),
+            b"",
+        )
+        .unwrap();
+    assert_eq!(del.status, 403, "{record}: {}", del.body_text());
+    std::fs::write(&repo.config, config_text(&repo.url, s3, "compliance")).unwrap();
+
     // check: ok on this bucket; refused on a bucket without Object Lock, naming it; backup
     // and archive refuse that bucket too.
     let conn = format!("host=127.0.0.1 port={} user=postgres", cluster.port());
