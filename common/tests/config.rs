@@ -427,3 +427,43 @@ fn log_level_is_not_a_key_and_the_error_says_what_to_use() {
     assert!(message.contains("log_level"), "{message}");
     assert!(message.contains("-v"), "{message}");
 }
+
+#[test]
+fn object_lock_defaults_off_is_set_by_file_or_env_and_refused_where_it_cannot_work() {
+    let mut s = Setup::new();
+    s.env("WALSHIP_REPO", "s3://bucket/p");
+    let config = s.load().unwrap();
+    assert_eq!(config.s3.object_lock.as_str(), "off");
+    assert_eq!(config.s3.object_lock_margin, Duration::from_secs(86_400));
+    assert_eq!(config.lock_policy().unwrap(), None);
+
+    // On without a PITR window: refused, naming the missing key.
+    s.env("WALSHIP_S3_OBJECT_LOCK", "compliance");
+    let err = s.load().unwrap_err().to_string();
+    assert!(
+        err.contains("s3.object_lock") && err.contains("retention.pitr_window"),
+        "{err}"
+    );
+
+    // With one: the durations follow the policy and the margin.
+    s.env("WALSHIP_RETENTION_PITR_WINDOW", "7d")
+        .env("WALSHIP_RETENTION_DAILY", "14")
+        .env("WALSHIP_S3_OBJECT_LOCK_MARGIN", "2d");
+    let lock = s.load().unwrap().lock_policy().unwrap().unwrap();
+    assert_eq!(lock.wal, Duration::from_secs(9 * 86_400));
+    assert_eq!(lock.backup, Duration::from_secs(16 * 86_400));
+
+    // A local repository: refused, saying why.
+    s.env("WALSHIP_REPO", "file:///var/lib/walship");
+    let err = s.load().unwrap_err().to_string();
+    assert!(err.contains("not on S3"), "{err}");
+
+    // A value that is not a mode names the key and the choices.
+    s.env("WALSHIP_REPO", "s3://bucket/p")
+        .env("WALSHIP_S3_OBJECT_LOCK", "worm");
+    let err = s.load().unwrap_err().to_string();
+    assert!(
+        err.contains("s3.object_lock") && err.contains("off, governance or compliance"),
+        "{err}"
+    );
+}

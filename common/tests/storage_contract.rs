@@ -150,6 +150,7 @@ mod contract {
         let opts = PutOptions {
             if_absent: false,
             crc32c: Some(wrong),
+            lock: None,
         };
         let err = s.put(&k, body.clone(), opts).await.unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
@@ -160,6 +161,7 @@ mod contract {
         let right = PutOptions {
             if_absent: false,
             crc32c: Some(crc32c::crc32c(&body)),
+            lock: None,
         };
         s.put(&k, body.clone(), right).await.unwrap();
     }

@@ -105,12 +105,22 @@ impl Context {
             _ => {}
         }
         let mut storage = AnyStorage::open(&self.config.repo, &s3).await?;
+        // Checked when the configuration was loaded: Ok(None) when off.
+        let lock = self.config.lock_policy().ok().flatten();
+        // The commands that create WAL and backups refuse a bucket that would silently
+        // ignore the lock (once per process: two requests).
+        if lock.is_some() && matches!(self.command, "archive" | "backup" | "stream") {
+            storage
+                .require_object_lock(self.config.s3.object_lock.as_str())
+                .await?;
+        }
         if let Some(time) = as_of {
             storage = storage.as_of(time).await?;
         }
         Ok(Repository::new(storage, self.config.compression)
             .with_key_file(self.config.encryption.key_file.clone())
-            .with_passphrase_command(self.config.encryption.passphrase_command.clone()))
+            .with_passphrase_command(self.config.encryption.passphrase_command.clone())
+            .with_object_lock(lock))
     }
 
     /// Reports `err` (with its chain of causes) once on stderr and returns `code`.

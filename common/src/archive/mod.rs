@@ -552,6 +552,7 @@ async fn upload(repo: &Repository, prepared: Prepared) -> Result<Archived, Archi
             let opts = PutOptions {
                 if_absent: true,
                 crc32c: Some(stored.stored_crc32c),
+                lock: repo.lock_for(&key),
             };
             // The kill -9 test (walship/tests/archive_safety.rs) reads these two lines to
             // count the kills that landed while an upload was in flight.

@@ -55,6 +55,8 @@ pub struct BundlerConfig {
     pub codec: Codec,
     /// The data key bundles are sealed with, when the repository is encrypted.
     pub seal: Option<(crate::crypto::DekId, crate::crypto::SecretKey)>,
+    /// The Object Lock policy bundles are stored under, when `[s3] object_lock` is on.
+    pub lock: Option<crate::repo::lock::LockPolicy>,
 }
 
 struct OpenBundle {
@@ -210,7 +212,11 @@ impl Bundler {
             .map_err(|_| BackupError::Protocol("too many bundles".into()))?;
         let name = bundle_name(index);
         let key = layout::bundle_key(self.id, &name)?;
-        let (channel, task) = start_upload(&self.runtime, self.storage.clone(), key.clone());
+        let lock = self
+            .config
+            .lock
+            .and_then(|policy| policy.lock_for(&key, std::time::SystemTime::now()));
+        let (channel, task) = start_upload(&self.runtime, self.storage.clone(), key.clone(), lock);
         let seal = self.config.seal.as_ref().map(|(dek_id, dek)| BundleSeal {
             dek_id: *dek_id,
             dek: dek.clone(),

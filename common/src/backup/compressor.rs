@@ -400,7 +400,7 @@ mod tests {
         ];
         for (n, (codec, piece_len)) in cases.into_iter().enumerate() {
             let key = ObjectKey::new(format!("bundles/{n:08}")).unwrap();
-            let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
+            let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone(), None);
             let mut compressor = BundleCompressor::start(upload, codec, None).unwrap();
             fill(&mut compressor, &data, piece_len);
             assert_eq!(compressor.raw_len(), data.len() as u64);
@@ -424,7 +424,7 @@ mod tests {
         let data = content(5 * LZ4_BLOCK_LEN + 7);
 
         let key = ObjectKey::new("bundles/00000001").unwrap();
-        let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
+        let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone(), None);
         let mut compressor = BundleCompressor::start(upload, Codec::Lz4, None).unwrap();
         fill(&mut compressor, &data, 100_000);
         drop(compressor);
@@ -432,7 +432,7 @@ mod tests {
         assert!(runtime.block_on(storage.head(&key)).is_err());
 
         let key = ObjectKey::new("bundles/00000002").unwrap();
-        let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
+        let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone(), None);
         let mut compressor = BundleCompressor::start(upload, Codec::Lz4, None).unwrap();
         fill(&mut compressor, &data, 100_000);
         compressor.finish(crc32c::crc32c(&data) ^ 1).unwrap();
@@ -450,7 +450,7 @@ mod tests {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let storage = AnyStorage::from(LocalStorage::new(dir.path()).unwrap());
         let key = ObjectKey::new("bundles/00000000").unwrap();
-        let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone());
+        let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone(), None);
         let compressor = BundleCompressor::start(upload, Codec::Lz4, None).unwrap();
         let summary = compressor.finish(0).unwrap();
         assert_eq!(summary.raw_len, 0);

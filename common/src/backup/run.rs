@@ -103,6 +103,7 @@ pub async fn take_backup<S: BackupSource>(
             parallel: options.parallel,
             codec: options.codec,
             seal,
+            lock: repo.object_lock().copied(),
         },
         id,
         repo.storage().clone(),

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::io::StreamReader;
 
-use crate::storage::{AnyStorage, ObjectKey, ObjectMeta, PutOptions, Storage, StorageError};
+use crate::storage::{
+    AnyStorage, ObjectKey, ObjectLock, ObjectMeta, PutOptions, Storage, StorageError,
+};
 
 /// Chunks queued between the writer and the upload task.
 pub const CHANNEL_CHUNKS: usize = 4;
@@ -43,6 +45,7 @@ pub fn start_upload(
     runtime: &tokio::runtime::Handle,
     storage: AnyStorage,
     key: ObjectKey,
+    lock: Option<ObjectLock>,
 ) -> (ChannelWriter, UploadTask) {
     let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
     let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -52,7 +55,7 @@ pub fn start_upload(
     let task = runtime.spawn(async move {
         let reader = StreamReader::new(stream);
         storage
-            .put_stream(&key, reader, PutOptions::if_absent())
+            .put_stream(&key, reader, PutOptions::if_absent().with_lock(lock))
             .await
     });
     let writer = ChannelWriter {

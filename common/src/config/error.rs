@@ -95,6 +95,12 @@ pub enum ConfigError {
         /// The parser's message (with line and column).
         message: String,
     },
+    /// `s3.object_lock` is on where it cannot work.
+    #[error("s3.object_lock is on, but {reason}")]
+    ObjectLock {
+        /// What is missing.
+        reason: String,
+    },
     /// A `WALSHIP_*` environment variable is not valid UTF-8.
     #[error("environment variable {name} is not valid UTF-8")]
     EnvNotUnicode {

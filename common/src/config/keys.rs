@@ -140,6 +140,24 @@ pub(crate) const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "s3.object_lock",
+        env: "WALSHIP_S3_OBJECT_LOCK",
+        flag: None,
+        apply: |d, v, _| {
+            d.config.s3.object_lock = v.parse()?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.object_lock_margin",
+        env: "WALSHIP_S3_OBJECT_LOCK_MARGIN",
+        flag: None,
+        apply: |d, v, _| {
+            d.config.s3.object_lock_margin = parse_days(v)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "archive.async",
         env: "WALSHIP_ARCHIVE_ASYNC",
         flag: Some("--async"),

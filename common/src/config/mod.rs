@@ -18,6 +18,7 @@
 //! | `[s3] connect_timeout`, `operation_timeout` | `WALSHIP_S3_CONNECT_TIMEOUT`, ... | `10s`, `2m` |
 //! | `[s3] max_attempts`, `part_size` | `WALSHIP_S3_MAX_ATTEMPTS`, ... | `5`, `64MiB` |
 //! | `[s3] timeout` | `WALSHIP_S3_TIMEOUT` | `2m`: one storage request, retries included |
+//! | `[s3] object_lock`, `object_lock_margin` | `WALSHIP_S3_OBJECT_LOCK`, ... | `off` (`governance`, `compliance`), `1d` |
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
 //! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: all storage requests of one `walship fetch` |
@@ -113,6 +114,56 @@ pub struct S3Config {
     pub timeout: Duration,
     /// Multipart upload part size (5 MiB to 5 GiB).
     pub part_size: ByteSize,
+    /// `s3.object_lock`: put every new object under S3 Object Lock in this mode.
+    pub object_lock: ObjectLockSetting,
+    /// `s3.object_lock_margin`: added to every lock's duration (default 1 day).
+    #[serde(serialize_with = "serialize_duration")]
+    pub object_lock_margin: Duration,
+}
+
+/// `s3.object_lock`: `off`, `governance` or `compliance`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectLockSetting {
+    /// No Object Lock headers (the default).
+    #[default]
+    Off,
+    /// GOVERNANCE mode.
+    Governance,
+    /// COMPLIANCE mode.
+    Compliance,
+}
+
+impl ObjectLockSetting {
+    /// The name in the configuration (`off`, `governance`, `compliance`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectLockSetting::Off => "off",
+            ObjectLockSetting::Governance => "governance",
+            ObjectLockSetting::Compliance => "compliance",
+        }
+    }
+
+    /// The storage lock mode, `None` when off.
+    pub fn mode(self) -> Option<crate::storage::LockMode> {
+        match self {
+            ObjectLockSetting::Off => None,
+            ObjectLockSetting::Governance => Some(crate::storage::LockMode::Governance),
+            ObjectLockSetting::Compliance => Some(crate::storage::LockMode::Compliance),
+        }
+    }
+}
+
+impl std::str::FromStr for ObjectLockSetting {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "off" | "false" | "none" => Ok(ObjectLockSetting::Off),
+            "governance" => Ok(ObjectLockSetting::Governance),
+            "compliance" => Ok(ObjectLockSetting::Compliance),
+            _ => Err("expected off, governance or compliance".to_string()),
+        }
+    }
 }
 
 /// `walship archive` settings.
@@ -295,6 +346,8 @@ impl Default for Config {
                 max_attempts: 5,
                 part_size: ByteSize::mib(64),
                 timeout: Duration::from_secs(120),
+                object_lock: ObjectLockSetting::Off,
+                object_lock_margin: Duration::from_secs(86_400),
             },
             archive: ArchiveConfig {
                 r#async: false,
@@ -370,11 +423,44 @@ impl Config {
         check_repo(&repo, origin)?;
         let mut config = draft.config;
         config.s3.path_style = draft.path_style.unwrap_or(config.s3.endpoint.is_some());
+        check_object_lock(&repo, &config)?;
         Ok(Config {
             repo,
             config_file,
             ..config
         })
+    }
+}
+
+/// Refuses `s3.object_lock` where it cannot work: a local repository, or no retention
+/// policy to derive the lock durations from.
+fn check_object_lock(repo: &str, config: &Config) -> Result<(), ConfigError> {
+    if config.s3.object_lock == ObjectLockSetting::Off {
+        return Ok(());
+    }
+    if !repo.starts_with("s3://") {
+        return Err(ConfigError::ObjectLock {
+            reason: format!(
+                "the repository {} is not on S3: Object Lock needs an s3:// repository in a bucket                  created with Object Lock enabled; set s3.object_lock = \"off\" (WALSHIP_S3_OBJECT_LOCK=off)",
+                redact_userinfo(repo)
+            ),
+        });
+    }
+    config
+        .lock_policy()
+        .map(|_| ())
+        .map_err(|reason| ConfigError::ObjectLock { reason })
+}
+
+impl Config {
+    /// The Object Lock durations every new object gets, `Ok(None)` when `s3.object_lock` is
+    /// off; an error when it is on and the retention policy does not say how long to lock.
+    pub fn lock_policy(&self) -> Result<Option<crate::repo::lock::LockPolicy>, String> {
+        let Some(mode) = self.s3.object_lock.mode() else {
+            return Ok(None);
+        };
+        crate::retention::lock::lock_policy(mode, self.s3.object_lock_margin, &self.retention)
+            .map(Some)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod encryption;
 pub mod identity;
 pub mod layout;
 pub mod limits;
+pub mod lock;
 
 use bytes::Bytes;
 
@@ -27,6 +28,8 @@ pub struct Repository {
     identity: std::sync::Arc<std::sync::OnceLock<RepoIdentity>>,
     /// The encryption keys, when `[encryption]` is configured (`encryption.rs`).
     keys: Option<std::sync::Arc<RepoKeys>>,
+    /// The Object Lock every new object gets, when `[s3] object_lock` is on (`lock.rs`).
+    lock: Option<lock::LockPolicy>,
 }
 
 /// What went wrong with a repository, beyond plain storage errors.
@@ -123,7 +126,27 @@ impl Repository {
             codec,
             identity: Default::default(),
             keys: None,
+            lock: None,
         }
+    }
+
+    /// The same repository, putting every new object under `lock` (S3 Object Lock), or
+    /// none for `None`.
+    pub fn with_object_lock(mut self, lock: Option<lock::LockPolicy>) -> Repository {
+        self.lock = lock;
+        self
+    }
+
+    /// The Object Lock policy, when configured.
+    pub fn object_lock(&self) -> Option<&lock::LockPolicy> {
+        self.lock.as_ref()
+    }
+
+    /// The lock a new object at `key` gets now (`None` without Object Lock). Every put of
+    /// the repository's objects passes it in [`PutOptions::lock`].
+    pub fn lock_for(&self, key: &ObjectKey) -> Option<crate::storage::ObjectLock> {
+        self.lock
+            .and_then(|policy| policy.lock_for(key, std::time::SystemTime::now()))
     }
 
     /// The same repository, encrypting new objects and decrypting with the keyring at
@@ -300,6 +323,7 @@ impl Repository {
         let opts = PutOptions {
             if_absent,
             crc32c: Some(stored_crc32c),
+            lock: self.lock_for(key),
         };
         self.storage.put(key, encoded, opts).await?;
         Ok(StoredObject {
@@ -337,6 +361,7 @@ impl Repository {
         let opts = PutOptions {
             if_absent,
             crc32c: Some(crc32c::crc32c(&bytes)),
+            lock: self.lock_for(key),
         };
         self.storage.put(key, bytes, opts).await?;
         Ok(())

@@ -9,7 +9,10 @@
 //! 3. WAL, in batches of [`DELETE_BATCH`], only after every manifest that needed it is gone.
 //!
 //! An object the storage refuses to delete (Object Lock, legal hold, permissions) is
-//! reported and skipped, never forced; a refused manifest keeps its whole backup.
+//! reported and skipped, never forced; a refused manifest keeps its whole backup. Under
+//! `s3.object_lock` every version of a removed key is deleted (not only hidden behind a
+//! delete marker), so a refused version keeps its key listed and a later run, once the
+//! lock has passed, removes it.
 
 use crate::backup::IncompleteBackup;
 use crate::catalog::BackupId;
@@ -76,10 +79,7 @@ pub async fn execute(
             continue;
         }
         let manifest = layout::manifest_key(id);
-        let refused = repo
-            .storage()
-            .delete_many(std::slice::from_ref(&manifest))
-            .await?;
+        let refused = remove(repo, std::slice::from_ref(&manifest)).await?;
         if !refused.is_empty() {
             report.refused.extend(refused);
             report.backups_kept_after_all.push(id);
@@ -138,7 +138,7 @@ async fn delete_batches(
 ) -> Result<(), StorageError> {
     for batch in objects.chunks(DELETE_BATCH) {
         let keys: Vec<ObjectKey> = batch.iter().map(|(k, _)| k.clone()).collect();
-        let refused = repo.storage().delete_many(&keys).await?;
+        let refused = remove(repo, &keys).await?;
         count(
             report,
             batch
@@ -149,4 +149,16 @@ async fn delete_batches(
         report.refused.extend(refused);
     }
     Ok(())
+}
+
+/// Removes `keys`. Under Object Lock the bucket is versioned, and a plain delete would only
+/// hide an object behind a delete marker (its locked bytes stay, unreported): there every
+/// version of each key is removed, and a version the lock keeps is refused, reported and
+/// left for a later run.
+async fn remove(repo: &Repository, keys: &[ObjectKey]) -> Result<Vec<DeleteRefusal>, StorageError> {
+    if repo.object_lock().is_some() {
+        repo.storage().delete_all_versions(keys).await
+    } else {
+        repo.storage().delete_many(keys).await
+    }
 }

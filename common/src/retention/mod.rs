@@ -9,7 +9,9 @@
 //!   `wal/`, every manifest and pin record): the engine's input, also read by `list` and
 //!   `verify`.
 //! - [`execute`]: carrying out a plan (manifest first, then bundles; WAL last, in batches).
-//! - [`pins`]: create-only pin and unpin records.
+//! - [`pins`]: create-only pin and unpin records (and, under Object Lock, legal holds).
+//! - [`lock`]: S3 Object Lock durations derived from the policy, and the lock extensions a
+//!   plan calls for.
 //!
 //! **Invariants** (safety rules 7 and 8): nothing a kept backup, a pin or the PITR window
 //! needs is ever in a plan's removals; a backup in progress (no manifest yet) is never
@@ -18,6 +20,7 @@
 
 pub mod execute;
 pub mod inventory;
+pub mod lock;
 pub mod pins;
 pub mod plan;
 #[cfg(test)]

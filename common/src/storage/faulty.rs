@@ -109,6 +109,12 @@ impl FaultyStorage {
         &self.retry
     }
 
+    /// The backend it wraps (Object Lock calls go to it directly: no faults are injected
+    /// there).
+    pub(crate) fn inner(&self) -> &Plain {
+        &self.inner
+    }
+
     /// How many attempts of `op` on `key` (a list prefix for `List`) were made so far.
     pub fn attempts(&self, op: StorageOp, key: &str) -> u32 {
         let attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());

@@ -108,6 +108,15 @@ impl LocalStorage {
         if let Some(expected) = opts.crc32c.filter(|&e| e != crc) {
             return Err(Self::corrupt(key, expected, crc));
         }
+        if opts.lock.is_some() {
+            // Nothing is visible yet: the temporary file is removed when dropped.
+            return Err(StorageError::Permanent {
+                op: StorageOp::Put,
+                key: key.to_string(),
+                endpoint: path.display().to_string(),
+                message: "a local repository cannot hold S3 Object Lock retention".to_owned(),
+            });
+        }
         temp.persist(path, opts.if_absent).map_err(|e| {
             if e.is_already_exists() {
                 StorageError::AlreadyExists {

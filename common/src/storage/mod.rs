@@ -43,6 +43,7 @@ pub mod error;
 pub mod faulty;
 pub mod key;
 pub mod local;
+pub mod lock;
 pub mod retry;
 pub mod s3;
 pub mod stream;
@@ -60,6 +61,7 @@ pub use error::{StorageError, StorageOp};
 pub use faulty::{FaultPlan, FaultyStorage};
 pub use key::{InvalidKey, ObjectKey};
 pub use local::LocalStorage;
+pub use lock::{BucketLockStatus, Extension, LockMode, ObjectLock};
 pub use retry::RetryPolicy;
 pub use s3::{S3Credentials, S3Options, S3Storage};
 pub use stream::ObjectReader;
@@ -70,6 +72,10 @@ pub const LIST_PAGE: usize = 1000;
 /// Options of a put.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PutOptions {
+    /// S3 Object Lock for the new object version (`ObjectLockMode` and
+    /// `ObjectLockRetainUntilDate` on the PutObject or CreateMultipartUpload). A backend
+    /// without object locks refuses a put that asks for one.
+    pub lock: Option<ObjectLock>,
     /// Create only: if the key exists, fail with [`StorageError::AlreadyExists`] and leave
     /// it untouched. Of two concurrent creators exactly one succeeds where
     /// [`Capabilities::conditional_create`] is true.
@@ -86,7 +92,13 @@ impl PutOptions {
         PutOptions {
             if_absent: true,
             crc32c: None,
+            lock: None,
         }
+    }
+
+    /// The same options with `lock` set.
+    pub fn with_lock(self, lock: Option<ObjectLock>) -> PutOptions {
+        PutOptions { lock, ..self }
     }
 }
 

@@ -193,6 +193,7 @@ impl TailStore {
         let opts = PutOptions {
             if_absent,
             crc32c: Some(stored_crc32c),
+            lock: repo.lock_for(key),
         };
         repo.storage().put(key, sealed, opts).await?;
         tracing::trace!(

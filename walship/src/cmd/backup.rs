@@ -149,7 +149,20 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
             let expired = if ctx.config.backup.expire {
                 let policy = &ctx.config.retention;
                 match super::expire::expire(&repo, policy, chrono::Utc::now(), false).await {
-                    Ok((_, _, report)) => report,
+                    Ok((inventory, plan, report)) => {
+                        // Under Object Lock, what the policy now keeps longer is locked longer.
+                        let locked = super::expire::lock_extensions(
+                            &repo, &inventory, &plan, policy, false,
+                        );
+                        if let Err(e) = locked.await {
+                            eprintln!(
+                                "walship backup: backup {} is complete, but extending object locks failed: {e}",
+                                m.id
+                            );
+                            return exit::FAILED;
+                        }
+                        report
+                    }
                     Err(e) => {
                         eprintln!(
                             "walship backup: backup {} is complete, but expire failed: {e}",

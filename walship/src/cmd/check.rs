@@ -59,6 +59,9 @@ pub fn run(ctx: Context, args: CheckArgs) -> u8 {
             Ok(items) => items,
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
+        if repo.object_lock().is_some() {
+            items.push(object_lock_item(&ctx, &repo).await);
+        }
         let failed = items.iter().filter(|i| !i.ok).count();
         let mut figures = serde_json::Map::new();
         figures.insert("checks".into(), items.len().into());
@@ -105,4 +108,32 @@ pub fn run(ctx: Context, args: CheckArgs) -> u8 {
             exit::REFUSED
         }
     })
+}
+
+/// With `s3.object_lock` on: the bucket has Object Lock enabled and versioning on.
+async fn object_lock_item(ctx: &Context, repo: &walship_common::repo::Repository) -> CheckItem {
+    let setting = ctx.config.s3.object_lock.as_str();
+    let (ok, detail) = match repo.storage().require_object_lock(setting).await {
+        Ok(status) => (
+            true,
+            format!(
+                "bucket {} has Object Lock enabled and versioning on; new objects are locked in {} mode",
+                status.bucket,
+                setting.to_uppercase()
+            ),
+        ),
+        Err(e) => (false, e.to_string()),
+    };
+    CheckItem {
+        name: "s3.object_lock".into(),
+        ok,
+        detail,
+        fix: if ok {
+            String::new()
+        } else {
+            format!(
+                "use a bucket created with Object Lock enabled (it turns versioning on), or set s3.object_lock = \"off\" (it is \"{setting}\")"
+            )
+        },
+    }
 }

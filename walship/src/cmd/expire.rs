@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use walship_common::config::Options;
 use walship_common::repo::Repository;
+use walship_common::retention::lock::LockReport;
 use walship_common::retention::{
     self, ExpireReport, Inventory, Plan, PlanInputs, Policy, read_inventory,
 };
@@ -127,7 +128,26 @@ pub fn run(ctx: Context, args: ExpireArgs) -> u8 {
         figures.insert("dry_run".into(), args.dry_run.into());
         let code = match expire(&repo, &policy, now, args.dry_run).await {
             Ok((inventory, plan, report)) => {
-                print(&inventory, &plan, report.as_ref(), args.json);
+                // Under Object Lock: extend what the policy now keeps longer (after the
+                // removals, which never need it; a failure fails the run).
+                let locks =
+                    match lock_extensions(&repo, &inventory, &plan, &policy, args.dry_run).await {
+                        Ok(locks) => locks,
+                        Err(e) => {
+                            print(&inventory, &plan, report.as_ref(), args.json, None);
+                            return ctx.fail(exit::FAILED, &e);
+                        }
+                    };
+                print(
+                    &inventory,
+                    &plan,
+                    report.as_ref(),
+                    args.json,
+                    locks.as_ref(),
+                );
+                if let Some(l) = &locks {
+                    figures.insert("locks_extended".into(), l.objects_extended.into());
+                }
                 if let Some(r) = &report {
                     let removed: Vec<String> =
                         r.backups_removed.iter().map(|id| id.to_string()).collect();
@@ -175,7 +195,36 @@ pub async fn expire(
     Ok((inventory, plan, report))
 }
 
-fn print(inventory: &Inventory, plan: &Plan, report: Option<&ExpireReport>, json: bool) {
+/// Under `s3.object_lock`: the lock extensions the plan calls for, carried out unless
+/// `dry_run` (`retention::lock`); `None` without Object Lock.
+pub(super) async fn lock_extensions(
+    repo: &Repository,
+    inventory: &Inventory,
+    plan: &Plan,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<Option<LockReport>, walship_common::storage::StorageError> {
+    let Some(lock) = repo.object_lock() else {
+        return Ok(None);
+    };
+    if dry_run {
+        return Ok(Some(LockReport {
+            extensions: retention::lock::extensions(plan, inventory, policy, lock),
+            ..LockReport::default()
+        }));
+    }
+    retention::lock::extend_locks(repo, inventory, plan, policy, lock)
+        .await
+        .map(Some)
+}
+
+fn print(
+    inventory: &Inventory,
+    plan: &Plan,
+    report: Option<&ExpireReport>,
+    json: bool,
+    locks: Option<&LockReport>,
+) {
     let leftovers: Vec<_> = inventory.leftovers().iter().map(|i| i.id).collect();
     if json {
         let value = serde_json::json!({
@@ -183,6 +232,7 @@ fn print(inventory: &Inventory, plan: &Plan, report: Option<&ExpireReport>, json
             "leftovers": leftovers,
             "dry_run": report.is_none(),
             "report": report,
+            "locks": locks,
         });
         println!("{value}");
         return;
@@ -239,6 +289,23 @@ fn print(inventory: &Inventory, plan: &Plan, report: Option<&ExpireReport>, json
         plan.wal_removed.len(),
         show::size(plan.wal_bytes)
     );
+    if let Some(locks) = locks {
+        for ext in &locks.extensions {
+            let rules: Vec<&str> = ext.rules.iter().map(|r| r.as_str()).collect();
+            println!(
+                "lock of backup {} and its WAL extended to {} ({})",
+                ext.id,
+                ext.until.format("%Y-%m-%d %H:%M:%S UTC"),
+                rules.join(",")
+            );
+        }
+        if report.is_some() {
+            println!(
+                "object locks: {} extended, {} already long enough",
+                locks.objects_extended, locks.objects_already_locked
+            );
+        }
+    }
     match report {
         None => println!("dry run: nothing was removed"),
         Some(r) => {

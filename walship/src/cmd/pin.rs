@@ -3,6 +3,7 @@
 
 use clap::Args;
 use walship_common::backup::BackupError;
+use walship_common::retention::lock::set_backup_legal_hold;
 use walship_common::retention::{PinAction, PinError, set_pin};
 
 use super::list::open_catalog;
@@ -49,6 +50,22 @@ pub fn run(ctx: Context, backup: &str, action: PinAction, reason: Option<String>
         figures.insert("backup".into(), backup.into());
         let code = match set_pin(&repo, id, action, reason, chrono::Utc::now()).await {
             Ok((_, changed)) => {
+                // Under Object Lock a pin is also a legal hold on the backup's objects (set
+                // again when already pinned: it repairs an interrupted pin).
+                if repo.object_lock().is_some() {
+                    let on = action == PinAction::Pin;
+                    match set_backup_legal_hold(&repo, id, on).await {
+                        Ok(n) => println!(
+                            "{id}: legal hold {} on {n} objects",
+                            if on { "set" } else { "released" }
+                        ),
+                        Err(e) => {
+                            let code = ctx.fail(exit::FAILED, &e);
+                            super::audit::record(&ctx, &repo, operation, code, figures).await;
+                            return code;
+                        }
+                    }
+                }
                 let what = match (action, changed) {
                     (PinAction::Pin, true) => "pinned",
                     (PinAction::Pin, false) => "already pinned",

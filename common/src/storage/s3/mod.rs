@@ -25,6 +25,7 @@
 //! instance metadata) unless [`S3Options`] sets them.
 
 mod errors;
+pub(crate) mod lock;
 mod upload;
 pub mod versions;
 

@@ -1,6 +1,9 @@
 //! Uploads to S3: one `PutObject` for an object up to one part, multipart above, each
 //! request carrying our CRC32C.
 //!
+//! An Object Lock asked for in [`PutOptions::lock`] goes on the `PutObject`, or on the
+//! `CreateMultipartUpload` of a multipart upload (S3 applies it at completion).
+//!
 //! Multipart: create (declaring a full-object CRC32C), upload parts one at a time (memory
 //! is bounded by one part; each part is retried on its own), complete with the CRC32C of
 //! the whole object (combined from the parts' CRCs) and, for `if_absent`,
@@ -123,6 +126,11 @@ impl S3Storage {
         if conditional {
             request = request.if_none_match("*");
         }
+        if let Some(lock) = opts.lock {
+            request = request
+                .object_lock_mode(super::lock::sdk_mode(lock.mode))
+                .object_lock_retain_until_date(super::lock::sdk_time(lock.retain_until));
+        }
         let output = request
             .send()
             .await
@@ -202,15 +210,19 @@ impl S3Storage {
         let created = self
             .retry
             .run(StorageOp::Put, key.as_str(), || async {
-                self.client
+                let mut request = self
+                    .client
                     .create_multipart_upload()
                     .bucket(&self.bucket)
                     .key(&full_key)
                     .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                    .checksum_type(ChecksumType::FullObject)
-                    .send()
-                    .await
-                    .map_err(|e| create_call.error(e))
+                    .checksum_type(ChecksumType::FullObject);
+                if let Some(lock) = opts.lock {
+                    request = request
+                        .object_lock_mode(super::lock::sdk_mode(lock.mode))
+                        .object_lock_retain_until_date(super::lock::sdk_time(lock.retain_until));
+                }
+                request.send().await.map_err(|e| create_call.error(e))
             })
             .await?;
         let Some(upload_id) = created.upload_id().map(str::to_owned) else {
