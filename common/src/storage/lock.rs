@@ -88,6 +88,8 @@ impl AnyStorage {
                           object locks (set s3.object_lock = \"off\")"
                     .to_owned(),
             }),
+            // Locks, holds and version removals all change the bucket: never through a view.
+            Plain::AsOf(view) => Err(view.refuse(op, key)),
         }
     }
 

@@ -127,7 +127,7 @@ impl AsOfS3 {
         self.as_of
     }
 
-    fn refuse(&self, op: StorageOp, key: &str) -> StorageError {
+    pub(crate) fn refuse(&self, op: StorageOp, key: &str) -> StorageError {
         StorageError::ReadOnly {
             op,
             key: key.to_owned(),
