@@ -18,7 +18,8 @@
 //! [`restore`] runs them in order: plan, refuse on any problem, materialise.
 //!
 //! [`drill`] builds on it: restore into a scratch directory, start Postgres, check, measure
-//! RTO and RPO (`walship drill`); [`status`] summarises the repository (`walship status`).
+//! RTO and RPO (`walship drill`); [`status`] summarises the repository (`walship status`);
+//! both read the PITR window through [`window`].
 //!
 //! ```
 //! use walship_restore::target::{parse_target_time, RecoveryTarget};
@@ -46,6 +47,7 @@ pub mod status;
 pub mod target;
 pub mod timeline;
 pub mod wal_scan;
+pub mod window;
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! The repository's state on one screen (`walship status`): the oldest and newest complete
-//! backups, the PITR window along the newest timeline (from the oldest backup on its path to
-//! the newest commit the archive holds, found by the restore plan's WAL scan), the WAL per
+//! backups, the PITR window along the newest timeline ([`crate::window`]: from the oldest
+//! backup to the newest commit the archive holds, found by the restore plan's WAL scan), the WAL per
 //! timeline, the newest archived WAL and its age (the RPO right now), gaps, the size of
 //! everything, and the last drill.
 //!
@@ -17,8 +17,7 @@ use walship_common::storage::Storage;
 
 use crate::RestoreError;
 use crate::drill::report::{self, DrillReport};
-use crate::plan::{self, PlanRequest};
-use crate::target::{RecoveryTarget, TargetSpec, TimelineChoice};
+pub use crate::window::PitrWindow;
 
 /// One backup, briefly.
 #[derive(Debug, Clone, Serialize)]
@@ -44,20 +43,6 @@ pub struct TimelineWal {
     pub last: String,
     /// Complete segments archived.
     pub segments: u64,
-}
-
-/// The PITR window along the newest timeline.
-#[derive(Debug, Clone, Serialize)]
-pub struct PitrWindow {
-    /// The timeline.
-    pub timeline: TimelineId,
-    /// The earliest recoverable moment: the oldest backup on the path became consistent.
-    pub earliest: DateTime<Utc>,
-    /// The latest: the newest commit the archive holds (`None`: no commit after the newest
-    /// backup; its consistency point is then the latest).
-    pub latest: Option<DateTime<Utc>>,
-    /// `latest - earliest`, in seconds.
-    pub seconds: f64,
 }
 
 /// What `walship status` shows.
@@ -140,53 +125,23 @@ pub async fn status(repo: &Repository, now: DateTime<Utc>) -> Result<RepoStatus,
             newest = Some((t, name.to_string()));
         }
     }
-    let catalog = walship_common::backup::read_catalog(repo).await?;
-    let mut complete: Vec<_> = catalog
-        .complete
-        .iter()
-        .filter(|b| b.system_identifier == identity.system_identifier)
-        .collect();
-    complete.sort_by_key(|b| b.stop_time);
+    let walk = crate::window::walk(repo).await?;
+    let complete = &walk.complete;
+    let latest = &walk.latest;
     let brief = |b: &walship_common::catalog::BackupManifest| BackupBrief {
         id: b.id.to_string(),
         stop_time: b.stop_time,
         timeline: b.stop_timeline,
         bytes_stored: b.bytes_stored,
     };
-    let latest = plan::plan(
-        repo,
-        &PlanRequest {
-            spec: TargetSpec {
-                target: RecoveryTarget::Latest,
-                timeline: TimelineChoice::Latest,
-                exclusive: false,
-                backup: None,
-            },
-            resolve_lsn: false,
-            placement: None,
-        },
-    )
-    .await?;
-    let pitr_window = complete.first().map(|oldest| {
-        let latest_commit = latest.last_commit.as_ref().and_then(|c| c.time);
-        let end = latest_commit
-            .or(complete.last().map(|b| b.stop_time))
-            .unwrap_or(oldest.stop_time);
-        PitrWindow {
-            timeline: latest.target_timeline,
-            earliest: oldest.stop_time,
-            latest: latest_commit,
-            seconds: (end - oldest.stop_time).num_milliseconds() as f64 / 1000.0,
-        }
-    });
     let age = |t: DateTime<Utc>| (now - t).num_milliseconds() as f64 / 1000.0;
     Ok(RepoStatus {
         repository: repo.location().to_string(),
         system_identifier: identity.system_identifier.to_string(),
         pg_major: identity.pg_major,
         backups: complete.len(),
-        oldest_backup: complete.first().map(|b| brief(b)),
-        newest_backup: complete.last().map(|b| brief(b)),
+        oldest_backup: complete.first().map(&brief),
+        newest_backup: complete.last().map(brief),
         backup_age_seconds: complete.last().map(|b| age(b.stop_time)),
         timelines: per_timeline
             .into_iter()
@@ -200,7 +155,7 @@ pub async fn status(repo: &Repository, now: DateTime<Utc>) -> Result<RepoStatus,
         newest_wal_time: newest.as_ref().map(|(t, _)| *t),
         wal_age_seconds: newest.as_ref().map(|(t, _)| age(*t)),
         newest_wal: newest.map(|(_, n)| n),
-        pitr_window,
+        pitr_window: walk.window.clone(),
         gaps: latest.missing_segments.clone(),
         problems: latest.problems.iter().map(|p| p.message.clone()).collect(),
         repository_bytes,

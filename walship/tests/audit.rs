@@ -1,5 +1,6 @@
 //! The audit trail through the binary, on real Postgres 15 and a file:// repository: a
-//! backup, a restore and a drill each append one record, chained; no secret from the command
+//! backup, a restore, a drill, a pin, an unpin and an expire (not its --dry-run) each append
+//! one record, chained; no secret from the command
 //! line reaches a record; `audit --verify` passes, then names the record after it is edited,
 //! and after it is deleted.
 
@@ -34,7 +35,7 @@ fn verify(repo: &TestRepo) -> (std::process::Output, serde_json::Value) {
 }
 
 #[test]
-fn backup_restore_and_drill_are_audited_and_tampering_is_named() {
+fn each_operation_is_audited_and_tampering_is_named() {
     let install = pg_test_harness::installs()
         .into_iter()
         .find(|i| i.major == 15)
@@ -71,6 +72,22 @@ fn backup_restore_and_drill_are_audited_and_tampering_is_named() {
     assert!(out.status.success(), "restore: {}", describe(&out));
     let out = repo.walship(&["drill"]);
     assert!(out.status.success(), "drill: {}", describe(&out));
+    // pin, unpin and expire (not --dry-run) are recorded too.
+    let list = repo.walship(&["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let id = list.as_array().map_or(&list["backups"][0], |a| &a[0])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["pin", &id, "--reason", "audit test"],
+        vec!["unpin", &id],
+        vec!["expire", "--daily", "7", "--dry-run"],
+        vec!["expire", "--daily", "7"],
+    ] {
+        let out = repo.walship(&args);
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    }
 
     let (out, json) = verify(&repo);
     assert!(out.status.success(), "{}", describe(&out));
@@ -80,7 +97,10 @@ fn backup_restore_and_drill_are_audited_and_tampering_is_named() {
         .iter()
         .map(|r| r["record"]["operation"].as_str().unwrap())
         .collect();
-    assert_eq!(ops, ["backup", "restore", "drill"]);
+    assert_eq!(
+        ops,
+        ["backup", "restore", "drill", "pin", "unpin", "expire"]
+    );
     for r in list {
         let rec = &r["record"];
         assert_eq!(rec["result"], "ok", "{rec:#}");
@@ -97,8 +117,9 @@ fn backup_restore_and_drill_are_audited_and_tampering_is_named() {
     assert_eq!(list[1]["record"]["previous_key"], list[0]["key"]);
     assert_eq!(list[1]["record"]["previous_sha256"], list[0]["sha256"]);
     assert_eq!(list[2]["record"]["previous_key"], list[1]["key"]);
+    assert_eq!(list[5]["record"]["previous_key"], list[4]["key"]);
     let files = records(&repo);
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 6);
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         assert!(

@@ -1,6 +1,7 @@
 //! Repository metrics through the binary on real Postgres 15 and a file:// repository:
 //! `--metrics-textfile` on backup and drill, and `walship exporter`, each parsed by
-//! `promtool check metrics`, with values equal to what `list --json` says.
+//! `promtool check metrics`, with values equal to what `list --json` says; a real Prometheus
+//! scrapes the exporter and answers queries with those values.
 
 mod restore_support;
 mod support;
@@ -157,6 +158,27 @@ fn textfiles_and_exporter_pass_promtool_and_match_list() {
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(get(port, "/metrics").starts_with("HTTP/1.1 200"));
+
+    // A real Prometheus scrapes the exporter and answers queries with the values `list --json`
+    // reports (issue 21, test 2).
+    if let Some(prometheus) =
+        support::prometheus::Prometheus::start(&[("walship", format!("127.0.0.1:{port}"))])
+    {
+        let wait = Duration::from_secs(60);
+        assert_eq!(
+            prometheus.value("walship_backup_size_bytes{job=\"walship\"}", wait) as u64,
+            backup["bytes_stored"].as_u64().unwrap(),
+            "{backup:#}"
+        );
+        let last = prometheus.value("walship_backup_last_success_timestamp_seconds", wait);
+        assert!(
+            (last - stop.timestamp_micros() as f64 / 1e6).abs() < 0.001,
+            "Prometheus says {last}, list --json says the backup stopped at {stop}"
+        );
+        assert_eq!(prometheus.value("walship_restore_drill_success", wait), 1.0);
+        assert_eq!(prometheus.value("up{job=\"walship\"}", wait), 1.0);
+    }
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(exporter.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

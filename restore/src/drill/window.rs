@@ -1,6 +1,7 @@
-//! The moments a drill measures against: the PITR window `--target random` picks from
-//! (the oldest complete backup's consistency point to the newest commit the archive
-//! holds), and the time the archive last received WAL (the reference of the RPO).
+//! The moments a drill measures against: a random moment of the PITR window (the oldest
+//! complete backup's consistency point to the newest commit the archive holds, read by
+//! [`crate::window`], as `walship status` reads it) for `--target random`, and the time the
+//! archive last received WAL (the reference of the RPO).
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -9,8 +10,6 @@ use walship_common::storage::Storage;
 
 use super::DrillError;
 use crate::RestoreError;
-use crate::plan::{self, PlanRequest};
-use crate::target::{RecoveryTarget, TargetSpec, TimelineChoice};
 
 /// A uniformly random moment of the PITR window, from the oldest complete backup's stop
 /// time (the moment a time target may name, as the plan sees it) to just before the newest
@@ -27,41 +26,17 @@ pub async fn random_moment(repo: &Repository) -> Result<DateTime<Utc>, DrillErro
     Ok(start + chrono::Duration::microseconds(offset))
 }
 
-/// The window [`random_moment`] picks from.
+/// The window [`random_moment`] picks from ([`crate::window::walk`]), ending just before the
+/// newest commit.
 async fn pitr_window(repo: &Repository) -> Result<(DateTime<Utc>, DateTime<Utc>), DrillError> {
-    let identity = repo.require_identity().await.map_err(RestoreError::from)?;
-    let catalog = walship_common::backup::read_catalog(repo)
-        .await
-        .map_err(RestoreError::from)?;
-    let oldest = catalog
-        .complete
-        .iter()
-        .filter(|b| b.system_identifier == identity.system_identifier)
-        .map(|b| b.stop_time)
-        .min()
+    let walk = crate::window::walk(repo).await?;
+    let window = walk
+        .window
         .ok_or_else(|| DrillError::NoWindow("the repository holds no complete backup".into()))?;
-    let latest = plan::plan(
-        repo,
-        &PlanRequest {
-            spec: TargetSpec {
-                target: RecoveryTarget::Latest,
-                timeline: TimelineChoice::Latest,
-                exclusive: false,
-                backup: None,
-            },
-            resolve_lsn: false,
-            placement: None,
-        },
-    )
-    .await?;
-    let newest = latest
-        .last_commit
-        .as_ref()
-        .and_then(|c| c.time)
-        .ok_or_else(|| {
-            DrillError::NoWindow("the archive holds no commit after the newest backup".into())
-        })?;
-    Ok((oldest, newest - chrono::Duration::microseconds(1)))
+    let newest = window.latest.ok_or_else(|| {
+        DrillError::NoWindow("the archive holds no commit after the newest backup".into())
+    })?;
+    Ok((window.earliest, newest - chrono::Duration::microseconds(1)))
 }
 
 /// When the archive last received WAL: the newest modification time under `wal/`.

@@ -83,12 +83,9 @@ pub struct DrillArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// The walship binary restore_command runs (default: this one).
-    #[arg(long, value_name = "PATH")]
-    pub walship_path: Option<PathBuf>,
-    /// Bundles downloaded at once [config: restore.parallel; default: 4]
-    #[arg(long, value_name = "N")]
-    pub parallel: Option<usize>,
+    /// `--walship-path`, `--parallel`, as `walship restore` has them.
+    #[command(flatten)]
+    pub restore_command: super::restore::RestoreCommandArgs,
 }
 
 /// `--target`.
@@ -129,11 +126,10 @@ pub fn run(ctx: Context, args: DrillArgs) -> u8 {
         },
         None => None,
     };
-    let (walship, env, global_args) =
-        match super::restore::restore_command_parts(&ctx, args.walship_path.clone()) {
-            Ok(parts) => parts,
-            Err(message) => return usage(message),
-        };
+    let (walship, env, global_args) = match args.restore_command.parts(&ctx) {
+        Ok(parts) => parts,
+        Err(message) => return usage(message),
+    };
     let request = DrillRequest {
         target,
         to,

@@ -103,7 +103,7 @@ pub fn run(cli: Cli) -> u8 {
         ),
         Command::Restore(args) => {
             let options = Options {
-                restore_parallel: args.parallel.map(|n| n.to_string()),
+                restore_parallel: args.restore_command.parallel_option(),
                 ..Options::default()
             };
             with_context("restore", &cli.global, options, exit::FAILED, |ctx| {
@@ -138,7 +138,7 @@ pub fn run(cli: Cli) -> u8 {
         ),
         Command::Drill(args) => {
             let options = Options {
-                restore_parallel: args.parallel.map(|n| n.to_string()),
+                restore_parallel: args.restore_command.parallel_option(),
                 ..Options::default()
             };
             with_context("drill", &cli.global, options, exit::FAILED, |ctx| {

@@ -105,6 +105,15 @@ pub struct RestoreArgs {
     /// Print the plan or the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// `--walship-path`, `--parallel`.
+    #[command(flatten)]
+    pub restore_command: RestoreCommandArgs,
+}
+
+/// The flags of the restore that `walship restore` and `walship drill` both run: the walship
+/// the restored server's `restore_command` runs, and how many bundles are fetched at once.
+#[derive(Debug, Args)]
+pub struct RestoreCommandArgs {
     /// The walship binary restore_command runs (default: this one).
     #[arg(long, value_name = "PATH")]
     pub walship_path: Option<PathBuf>,
@@ -115,6 +124,22 @@ pub struct RestoreArgs {
     // recovery reads the same view.
     #[command(flatten)]
     pub as_of: AsOfArg,
+}
+
+impl RestoreCommandArgs {
+    /// `--parallel` as the configuration layer's `restore.parallel` option.
+    pub(crate) fn parallel_option(&self) -> Option<String> {
+        self.parallel.map(|n| n.to_string())
+    }
+
+    /// [`restore_command_parts`] for `--walship-path`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn parts(
+        &self,
+        ctx: &Context,
+    ) -> Result<(PathBuf, Vec<(String, String)>, Vec<String>), String> {
+        restore_command_parts(ctx, self.walship_path.clone())
+    }
 }
 
 /// `--target`.
@@ -213,7 +238,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
             "--owner {o} needs root: this restore runs as uid {euid}, and its files are that user's"
         ));
     }
-    let (walship, env, global_args) = match restore_command_parts(&ctx, args.walship_path.clone()) {
+    let (walship, env, global_args) = match args.restore_command.parts(&ctx) {
         Ok(parts) => parts,
         Err(message) => return usage(message),
     };
@@ -315,7 +340,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
 /// unless `walship_path`), the settings it carries from this environment, and the global
 /// arguments (`--config`, `--repo`) that make it read this repository.
 #[allow(clippy::type_complexity)]
-pub(crate) fn restore_command_parts(
+fn restore_command_parts(
     ctx: &Context,
     walship_path: Option<PathBuf>,
 ) -> Result<(PathBuf, Vec<(String, String)>, Vec<String>), String> {
