@@ -118,7 +118,7 @@ struct Pending {
     path: String,
     /// The `INCREMENTAL.*` path it comes from.
     incremental: String,
-    out: File,
+    /// Opened only while it is written (thousands of files may be rebuilt at once).
     out_path: PathBuf,
     incremental_dest: PathBuf,
     truncation: u32,
@@ -145,9 +145,15 @@ impl Pending {
         true
     }
 
-    fn write_block(&self, b: u32, block: &[u8]) -> Result<(), RestoreError> {
-        self.out
-            .write_all_at(block, u64::from(b) * BLCKSZ)
+    fn open(&self) -> Result<File, RestoreError> {
+        OpenOptions::new()
+            .write(true)
+            .open(&self.out_path)
+            .map_err(fs_err("open", &self.out_path))
+    }
+
+    fn write_block(&self, out: &File, b: u32, block: &[u8]) -> Result<(), RestoreError> {
+        out.write_all_at(block, u64::from(b) * BLCKSZ)
             .map_err(fs_err("write", &self.out_path))
     }
 }
@@ -259,7 +265,6 @@ fn start(
     let mut p = Pending {
         path,
         incremental: entry.path.clone(),
-        out,
         out_path,
         incremental_dest,
         truncation,
@@ -274,7 +279,7 @@ fn start(
             .read_exact(&mut block)
             .map_err(fs_err("read", &p.incremental_dest))?;
         p.take(*b);
-        p.write_block(*b, &block)?;
+        p.write_block(&out, *b, &block)?;
     }
     Ok(p)
 }
@@ -382,11 +387,12 @@ fn take_whole(
     progress: &ProgressFn,
 ) -> Result<(), CallbackError> {
     let usable = (size / BLCKSZ).min(u64::from(p.truncation)) as u32;
+    let out = p.open()?;
     let mut block = vec![0u8; BLCKSZ as usize];
     for b in 0..usable {
         reader.read_exact(&mut block)?;
         if p.take(b) {
-            p.write_block(b, &block)?;
+            p.write_block(&out, b, &block)?;
             progress(BLCKSZ);
         }
         if p.remaining == 0 {
@@ -421,11 +427,12 @@ fn take_incremental(
             ),
         }));
     }
+    let out = p.open()?;
     let mut block = vec![0u8; BLCKSZ as usize];
     for b in &header.blocks {
         reader.read_exact(&mut block)?;
         if p.take(*b) {
-            p.write_block(*b, &block)?;
+            p.write_block(&out, *b, &block)?;
             progress(BLCKSZ);
         }
     }
@@ -434,11 +441,13 @@ fn take_incremental(
 
 /// Makes a rebuilt file durable, checksums it, removes its `INCREMENTAL.*` file.
 fn finish(p: Pending) -> Result<NewEntry, RestoreError> {
-    set_mode_and_mtime(&p.out, &p.out_path, p.mtime)?;
+    let out = p.open()?;
+    set_mode_and_mtime(&out, &p.out_path, p.mtime)?;
     if let Some(owner) = p.owner {
-        owner.apply_to_file(&p.out, &p.out_path)?;
+        owner.apply_to_file(&out, &p.out_path)?;
     }
-    p.out.sync_all().map_err(fs_err("fsync", &p.out_path))?;
+    out.sync_all().map_err(fs_err("fsync", &p.out_path))?;
+    drop(out);
     let mut crc = 0u32;
     let mut size = 0u64;
     let mut buf = vec![0u8; 256 * 1024];

@@ -163,7 +163,7 @@ pub async fn materialise(
         message,
     };
     let placement = check_before_writing(manifest, dir, opts)?;
-    if manifest.is_incremental() != !opts.chain_below.is_empty() {
+    if manifest.is_incremental() == opts.chain_below.is_empty() {
         return Err(bad(format!(
             "an incremental backup is restored with its whole chain ({} older members given)",
             opts.chain_below.len()

@@ -245,6 +245,63 @@ fn chain_on(install: &PgInstall) {
         );
     }
     eprintln!("PG{major}: incremental chain restored, rows and relation files equal");
+    if major == 17 {
+        broken_chain_is_named(
+            &repo,
+            i1["id"].as_str().unwrap(),
+            i2["id"].as_str().unwrap(),
+        );
+    }
+}
+
+/// A parent bundle deleted: `verify` names the incremental that can no longer be restored;
+/// the parent's manifest gone: restore refuses the incremental, naming the parent.
+fn broken_chain_is_named(repo: &TestRepo, parent: &str, child: &str) {
+    let bundles = repo
+        .local_root()
+        .join("backups")
+        .join(parent)
+        .join("bundles");
+    let first = std::fs::read_dir(&bundles)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(&first).unwrap();
+    let out = repo.walship(&["verify", "--quick"]);
+    assert!(!out.status.success(), "verify: {}", describe(&out));
+    let text = describe(&out);
+    assert!(
+        text.contains(&format!(
+            "backup {child} cannot be restored: its chain member {parent}"
+        )),
+        "verify names the broken chain: {text}"
+    );
+    std::fs::remove_file(
+        repo.local_root()
+            .join("backups")
+            .join(parent)
+            .join("manifest.json"),
+    )
+    .unwrap();
+    let dir = pg_test_harness::test_dir("incr-broken");
+    let to = dir.path().join("data");
+    let out = restore(repo, &to, &["--backup", child, "--target", "immediate"]);
+    assert_eq!(out.status.code(), Some(4), "restore: {}", describe(&out));
+    assert!(
+        describe(&out).contains(&format!("needs its parent {parent}")),
+        "restore names the missing parent: {}",
+        describe(&out)
+    );
+    let out = repo.walship(&["verify", "--quick"]);
+    assert!(
+        describe(&out).contains(&format!(
+            "backup {child} cannot be restored: backup {child} needs its parent {parent}"
+        )),
+        "verify: {}",
+        describe(&out)
+    );
 }
 
 fn assert_no_incremental_files(dir: &Path) {

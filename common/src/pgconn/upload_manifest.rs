@@ -23,15 +23,13 @@ impl ReplicationClient {
         self.require_major("UPLOAD_MANIFEST", 17)?;
         self.send_query("UPLOAD_MANIFEST").await?;
         // The server answers CopyInResponse, or an error (then ReadyForQuery).
-        loop {
-            match self.recv().await? {
-                Backend::Message(Message::CopyInResponse(_)) => break,
-                Backend::Message(Message::ErrorResponse(body)) => {
-                    let error = ServerError::from_fields(body.fields());
-                    return Err(self.fail_after_error(error).await);
-                }
-                other => return Err(self.unexpected(&other, "UPLOAD_MANIFEST")),
+        match self.recv().await? {
+            Backend::Message(Message::CopyInResponse(_)) => {}
+            Backend::Message(Message::ErrorResponse(body)) => {
+                let error = ServerError::from_fields(body.fields());
+                return Err(self.fail_after_error(error).await);
             }
+            other => return Err(self.unexpected(&other, "UPLOAD_MANIFEST")),
         }
         for chunk in manifest.chunks(CHUNK) {
             frontend::CopyData::new(Bytes::copy_from_slice(chunk))
