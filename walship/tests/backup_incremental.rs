@@ -70,7 +70,11 @@ fn backup_ok(cluster: &Cluster, repo: &TestRepo, extra: &[&str]) -> serde_json::
 }
 
 fn rows(cluster: &Cluster) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = cluster
+        .query_rows("select 'db:' || datname from pg_database order by datname")
+        .into_iter()
+        .map(|r| r[0].clone().unwrap_or_default())
+        .collect();
     for table in ["t", "trunc_me", "newt", "marker"] {
         for r in cluster.query_rows(&format!(
             "select '{table}:' || id::text || ':' || v from {table} order by id"
@@ -92,14 +96,31 @@ fn incremental_chain_restores_on_17_and_18() {
         let Some(install) = install(major) else {
             continue;
         };
-        chain_on(&install);
+        let repo = TestRepo::local();
+        chain_on(&install, &repo);
+        if major == 17 {
+            broken_chain_is_named(&repo);
+        }
     }
 }
 
-fn chain_on(install: &PgInstall) {
+#[test]
+fn incremental_chain_restores_from_s3() {
+    let Some(install) = install(17) else {
+        return;
+    };
+    let Some(repo) = TestRepo::s3() else {
+        return;
+    };
+    chain_on(&install, &repo);
+}
+
+/// Full, workload, incremental, workload, incremental on `install` into `repo`; restores
+/// and compares (see the file's doc).
+fn chain_on(install: &PgInstall, repo: &TestRepo) {
     let major = install.major;
-    let repo = TestRepo::local();
-    let pg = cluster(install, &repo, true);
+    let pg = cluster(install, repo, true);
+    pg.execute("create database d_drop");
     pg.execute("create table t (id int primary key, v text)");
     pg.execute("insert into t select g, md5(g::text) from generate_series(1, 5000) g");
     pg.execute("create table trunc_me (id int, v text)");
@@ -109,7 +130,7 @@ fn chain_on(install: &PgInstall) {
     pg.execute("create table marker (id int, v text)");
     // WAL summaries exist only from the checkpoint after summarize_wal came on.
     pg.execute("checkpoint");
-    let full = backup_ok(&pg, &repo, &[]);
+    let full = backup_ok(&pg, repo, &[]);
     assert!(full.get("parent").is_none(), "PG{major}: {full}");
 
     // Workload 1: updates, inserts, a truncation, a table created and one dropped.
@@ -120,7 +141,9 @@ fn chain_on(install: &PgInstall) {
     pg.execute("create table newt (id int, v text)");
     pg.execute("insert into newt select g, md5(g::text) from generate_series(1, 2000) g");
     pg.execute("drop table gone");
-    let i1 = backup_ok(&pg, &repo, &["--incremental"]);
+    pg.execute("drop database d_drop");
+    pg.execute("create database d_new");
+    let i1 = backup_ok(&pg, repo, &["--incremental"]);
     assert_eq!(i1["parent"], full["id"], "PG{major}: {i1}");
     assert_eq!(i1["chain_depth"], 1, "PG{major}: {i1}");
     assert!(
@@ -136,7 +159,7 @@ fn chain_on(install: &PgInstall) {
     // incremental and the full taken after it (the byte comparison below).
     pg.execute("vacuum freeze");
     pg.execute("checkpoint");
-    let i2 = backup_ok(&pg, &repo, &["--incremental"]);
+    let i2 = backup_ok(&pg, repo, &["--incremental"]);
     assert_eq!(i2["parent"], i1["id"], "PG{major}: {i2}");
     assert_eq!(i2["chain_depth"], 2, "PG{major}: {i2}");
     let paths: Vec<String> = ["t", "trunc_me", "newt"]
@@ -150,7 +173,7 @@ fn chain_on(install: &PgInstall) {
     let want = rows(&pg);
     std::thread::sleep(Duration::from_millis(30));
     // A full backup after the target (so that the target needs the chain), then damage.
-    let f1 = backup_ok(&pg, &repo, &[]);
+    let f1 = backup_ok(&pg, repo, &[]);
     pg.execute("delete from t");
     pg.execute("delete from marker");
     archive_everything(&pg, Duration::from_secs(120));
@@ -169,7 +192,7 @@ fn chain_on(install: &PgInstall) {
     // --dry-run shows the chain and what each member costs.
     let dir = pg_test_harness::test_dir("incr-restored");
     let to = dir.path().join("data");
-    let dry = restore(&repo, &to, &["--target-time", &time, "--dry-run", "--json"]);
+    let dry = restore(repo, &to, &["--target-time", &time, "--dry-run", "--json"]);
     assert!(
         dry.status.success(),
         "PG{major}: dry run: {}",
@@ -192,7 +215,7 @@ fn chain_on(install: &PgInstall) {
         "PG{major}: {plan}"
     );
 
-    let out = restore(&repo, &to, &["--target-time", &time]);
+    let out = restore(repo, &to, &["--target-time", &time]);
     assert!(
         out.status.success(),
         "PG{major}: restore: {}",
@@ -226,7 +249,7 @@ fn chain_on(install: &PgInstall) {
     let to_full = dir_full.path().join("data");
     let f1_id = f1["id"].as_str().unwrap();
     let out = restore(
-        &repo,
+        repo,
         &to_full,
         &["--backup", f1_id, "--target", "immediate"],
     );
@@ -245,18 +268,28 @@ fn chain_on(install: &PgInstall) {
         );
     }
     eprintln!("PG{major}: incremental chain restored, rows and relation files equal");
-    if major == 17 {
-        broken_chain_is_named(
-            &repo,
-            i1["id"].as_str().unwrap(),
-            i2["id"].as_str().unwrap(),
-        );
-    }
 }
 
 /// A parent bundle deleted: `verify` names the incremental that can no longer be restored;
 /// the parent's manifest gone: restore refuses the incremental, naming the parent.
-fn broken_chain_is_named(repo: &TestRepo, parent: &str, child: &str) {
+fn broken_chain_is_named(repo: &TestRepo) {
+    let list = repo.walship(&["list", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&list.stdout).expect("list --json");
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["chain_depth"] == 2)
+        .map(|b| b["id"].as_str().unwrap())
+        .chain(
+            all.as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["chain_depth"] == 1)
+                .map(|b| b["id"].as_str().unwrap()),
+        )
+        .collect();
+    let (child, parent) = (ids[0], ids[1]);
     let bundles = repo
         .local_root()
         .join("backups")

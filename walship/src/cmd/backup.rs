@@ -274,8 +274,13 @@ async fn prepare_incremental(
         .await
         .map_err(|e| backup::BackupError::Connection(Box::new(e)))?;
     let catalog = backup::read_catalog(repo).await?;
-    let choice =
-        incremental::choose_parent(&catalog, from, system.systemid, ctx.config.backup.max_chain)?;
+    let choice = incremental::choose_parent(
+        &catalog,
+        from,
+        system.systemid,
+        system.timeline,
+        ctx.config.backup.max_chain,
+    )?;
     if let IncrementalChoice::Incremental { parent } = &choice {
         incremental::upload_parent_manifest(client, parent).await?;
     }
