@@ -200,6 +200,18 @@ pub async fn plan(repo: &Repository, request: &PlanRequest) -> Result<RestorePla
             );
         }
     }
+    if let (Some(placement), Some(manifest)) = (&request.placement, &plan.manifest)
+        && placement.delta
+        && manifest.is_incremental()
+    {
+        plan.refuse(
+            ProblemKind::BadManifest,
+            format!(
+                "backup {} is incremental: --delta cannot restore a chain yet; restore into an empty directory or with --force",
+                manifest.id
+            ),
+        );
+    }
     if let Some(placement) = &request.placement {
         let identity = repo.require_identity().await?;
         let mut problems = placement::check_data_dir(placement, identity.system_identifier);

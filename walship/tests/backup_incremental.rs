@@ -290,6 +290,25 @@ fn broken_chain_is_named(repo: &TestRepo) {
         )
         .collect();
     let (child, parent) = (ids[0], ids[1]);
+    // --delta does not restore chains yet: the plan says so.
+    let dir = pg_test_harness::test_dir("incr-delta");
+    let out = restore(
+        repo,
+        &dir.path().join("data"),
+        &[
+            "--backup",
+            child,
+            "--target",
+            "immediate",
+            "--delta",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        describe(&out).contains("--delta cannot restore a chain"),
+        "restore --delta: {}",
+        describe(&out)
+    );
     let bundles = repo
         .local_root()
         .join("backups")
