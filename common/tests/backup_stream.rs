@@ -119,6 +119,7 @@ fn options(wal_timeout: Duration) -> BackupOptions {
         codec: Codec::Lz4,
         wal_timeout,
         remove_incomplete: true,
+        chain: None,
     }
 }
 

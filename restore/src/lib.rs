@@ -11,7 +11,9 @@
 //!   ([`manifest_check`]) and where everything would go ([`placement`]: running servers,
 //!   non-empty directories, tablespace locations); every problem is listed in the
 //!   [`RestorePlan`].
-//! - [`materialise`] (with [`bundle`], [`paths`] and [`owner`]): build the directory,
+//! - [`materialise`] (with [`bundle`], [`paths`] and [`owner`]): build the directory
+//!   (for an incremental chain, [`chain`] rebuilds the `INCREMENTAL.*` files from the older
+//!   members, read with [`bundle_files`]),
 //!   the recovery configuration ([`recovery_conf`]: `recovery.signal` and the walship block
 //!   in `postgresql.auto.conf`), and `pg_control` last.
 //!
@@ -34,6 +36,8 @@
 #![deny(missing_docs)]
 
 pub mod bundle;
+pub mod bundle_files;
+pub mod chain;
 pub mod drill;
 pub mod error;
 pub mod manifest_check;
@@ -124,6 +128,7 @@ pub async fn restore(
     };
     let spec = &request.plan.spec;
     let mut opts = request.materialise.clone();
+    opts.chain_below = plan.chain_below.clone();
     opts.recovery = Some(RecoveryConfig {
         walship: request.walship.clone(),
         global_args: request.global_args.clone(),

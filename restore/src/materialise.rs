@@ -57,6 +57,9 @@ pub struct MaterialiseOptions {
     /// The recovery configuration, written durably before `global/pg_control`, the last
     /// file (`None`: the caller configures recovery itself).
     pub recovery: Option<RecoveryConfig>,
+    /// When the backup is an incremental: the older members of its chain, the full backup
+    /// first (see [`crate::chain`]); empty for a full backup.
+    pub chain_below: Vec<BackupManifest>,
 }
 
 impl MaterialiseOptions {
@@ -86,6 +89,8 @@ pub struct MaterialiseSummary {
     pub bytes_written: u64,
     /// Bundles fetched.
     pub bundles_fetched: u64,
+    /// Files rebuilt from an incremental chain.
+    pub files_reconstructed: u64,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
 }
@@ -158,6 +163,17 @@ pub async fn materialise(
         message,
     };
     let placement = check_before_writing(manifest, dir, opts)?;
+    if manifest.is_incremental() == opts.chain_below.is_empty() {
+        return Err(bad(format!(
+            "an incremental backup is restored with its whole chain ({} older members given)",
+            opts.chain_below.len()
+        )));
+    }
+    if opts.delta && manifest.is_incremental() {
+        return Err(bad(
+            "--delta cannot restore an incremental chain yet; restore into an empty directory or with --force".into(),
+        ));
+    }
     let dests = Destinations::new(&placement);
     let data_owner = dests.root_owner();
     let mut summary = MaterialiseSummary::default();
@@ -312,11 +328,29 @@ pub async fn materialise(
         }
     }
     drop(results);
-    owner::durable_write(
-        &dir.join("backup_label"),
-        manifest.backup_label.as_bytes(),
-        data_owner,
-    )?;
+    // An incremental chain: rebuild every INCREMENTAL.* file from the older members, and
+    // write the label without its INCREMENTAL FROM lines (as pg_combinebackup does).
+    let mut manifest_changes = BTreeMap::new();
+    let label = if manifest.is_incremental() {
+        let mut chain = opts.chain_below.clone();
+        chain.push(manifest.clone());
+        manifest_changes =
+            crate::chain::reconstruct(repo, &chain, &dests, progress.clone()).await?;
+        summary.files_reconstructed = manifest_changes.len() as u64;
+        let label = crate::chain::combined_backup_label(&manifest.backup_label);
+        manifest_changes.insert(
+            "backup_label".to_string(),
+            walship_common::pg::backup_manifest::NewEntry {
+                path: "backup_label".to_string(),
+                size: label.len() as u64,
+                crc32c: crc32c::crc32c(label.as_bytes()),
+            },
+        );
+        label
+    } else {
+        manifest.backup_label.clone()
+    };
+    owner::durable_write(&dir.join("backup_label"), label.as_bytes(), data_owner)?;
     let map_path = dir.join("tablespace_map");
     match &tablespace_map {
         Some(map) => owner::durable_write(&map_path, map.as_bytes(), data_owner)?,
@@ -328,12 +362,15 @@ pub async fn materialise(
     }
     // Postgres's own manifest, as pg_basebackup leaves it (the server ignores the file), so
     // that `pg_verifybackup` can check the restored files before the server starts.
+    // For a chain, the newest member's, rewritten for the rebuilt files.
     if let Some(pg_manifest) = &manifest.pg_backup_manifest {
-        owner::durable_write(
-            &dir.join(BACKUP_MANIFEST),
-            pg_manifest.as_bytes(),
-            data_owner,
-        )?;
+        let text = if manifest_changes.is_empty() {
+            pg_manifest.clone()
+        } else {
+            walship_common::pg::backup_manifest::rewrite(pg_manifest, &manifest_changes)
+                .map_err(|e| bad(e.to_string()))?
+        };
+        owner::durable_write(&dir.join(BACKUP_MANIFEST), text.as_bytes(), data_owner)?;
     }
     let control = control.ok_or_else(|| bad(format!("{PG_CONTROL} was not in its bundle")))?;
     if control_system_identifier(&control) != Some(manifest.system_identifier) {

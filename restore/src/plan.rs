@@ -159,9 +159,15 @@ pub struct RestorePlan {
     pub skipped_backups: Vec<SkippedBackup>,
     /// Why the restore cannot proceed; empty when it can.
     pub problems: Vec<Problem>,
+    /// For an incremental: its chain, the full backup first, with what restoring it reads
+    /// from each member; empty for a full backup.
+    pub chain: Vec<crate::chain::MemberRead>,
     /// The chosen backup's manifest.
     #[serde(skip)]
     pub manifest: Option<BackupManifest>,
+    /// For an incremental: the older members' manifests, the full first.
+    #[serde(skip)]
+    pub chain_below: Vec<BackupManifest>,
     /// The request.
     #[serde(skip)]
     pub spec: Option<TargetSpec>,
@@ -193,6 +199,18 @@ pub async fn plan(repo: &Repository, request: &PlanRequest) -> Result<RestorePla
                 format!("backup {}: bad manifest: {message}", manifest.id),
             );
         }
+    }
+    if let (Some(placement), Some(manifest)) = (&request.placement, &plan.manifest)
+        && placement.delta
+        && manifest.is_incremental()
+    {
+        plan.refuse(
+            ProblemKind::BadManifest,
+            format!(
+                "backup {} is incremental: --delta cannot restore a chain yet; restore into an empty directory or with --force",
+                manifest.id
+            ),
+        );
     }
     if let Some(placement) = &request.placement {
         let identity = repo.require_identity().await?;
@@ -247,7 +265,9 @@ async fn plan_backup(
         placement: None,
         skipped_backups: Vec::new(),
         problems: Vec::new(),
+        chain: Vec::new(),
         manifest: None,
+        chain_below: Vec::new(),
         spec: Some(spec.clone()),
         seg_size: Some(seg_size),
     };
@@ -287,10 +307,24 @@ async fn plan_backup(
             ),
         });
     }
+    // An incremental is usable only with its whole chain (every member down to the full).
+    let by_id: BTreeMap<BackupId, &BackupManifest> = all.iter().map(|m| (m.id, m)).collect();
+    let chain_of = |b: &BackupManifest| {
+        walship_common::backup::incremental::chain_in(&by_id, b.id)
+            .map(|chain| chain.into_iter().cloned().collect::<Vec<_>>())
+    };
+    for b in all.iter().filter(|b| ours(b)) {
+        if let Err(why) = chain_of(b) {
+            plan.skipped_backups.push(SkippedBackup {
+                id: b.id,
+                reason: format!("its incremental chain is broken: {why}"),
+            });
+        }
+    }
     plan.skipped_backups.sort_by_key(|b| b.id);
     let on_path: Vec<&BackupManifest> = all
         .iter()
-        .filter(|b| ours(b) && backup_on_path(&history, b))
+        .filter(|b| ours(b) && backup_on_path(&history, b) && chain_of(b).is_ok())
         .collect();
     let candidates: Vec<&BackupManifest> = match &spec.backup {
         Some(id) if catalog.unreadable_reason(*id).is_some() => {
@@ -304,6 +338,16 @@ async fn plan_backup(
             return Ok(plan);
         }
         Some(id) => match all.iter().find(|b| b.id == *id) {
+            Some(b) if chain_of(b).is_err() => {
+                plan.refuse(
+                    ProblemKind::NoBackup,
+                    format!(
+                        "backup {id} cannot be restored: its incremental chain is broken: {}",
+                        chain_of(b).err().unwrap_or_default()
+                    ),
+                );
+                return Ok(plan);
+            }
             Some(b) if backup_on_path(&history, b) => vec![b],
             Some(b) => {
                 plan.refuse(
@@ -389,6 +433,12 @@ async fn plan_backup(
                 None => oldest,
             };
         }
+    }
+    if chosen.is_incremental() {
+        let mut chain = chain_of(chosen).unwrap_or_default();
+        plan.chain = crate::chain::reads(&chain);
+        chain.pop();
+        plan.chain_below = chain;
     }
     judge(
         &mut plan, repo, &listing, &history, seg_size, &identity, chosen, &report, request,

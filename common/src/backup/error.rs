@@ -99,6 +99,16 @@ pub enum BackupError {
         /// What differed.
         reason: String,
     },
+    /// An incremental backup cannot be taken (server older than 17, `summarize_wal` off, a
+    /// parent missing or incomplete, the server refusing the parent's manifest or its WAL
+    /// summaries); nothing was stored.
+    #[error("{message}{}", hint.as_deref().map(|h| format!("\nhint: {h}")).unwrap_or_default())]
+    IncrementalRefused {
+        /// What is wrong.
+        message: String,
+        /// What to do (the server's hint, or ours).
+        hint: Option<String>,
+    },
     /// No backup has this id (or there is no backup at all, for `latest`).
     #[error("no backup {0} in the repository")]
     NotFound(String),
@@ -112,6 +122,7 @@ impl BackupError {
             self,
             BackupError::UnsafePath { .. }
                 | BackupError::RefusedEntry { .. }
+                | BackupError::IncrementalRefused { .. }
                 | BackupError::Repo(RepoError::OtherCluster { .. })
         )
     }

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::catalog::{BackupId, BackupManifest, MANIFEST_FORMAT_VERSION};
+use crate::catalog::{
+    BackupId, BackupManifest, INCREMENTAL_MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION,
+};
 use crate::repo::{Repository, layout, limits};
 use crate::storage::{ObjectKey, ObjectMeta, Storage};
 
@@ -121,13 +123,28 @@ pub async fn read_manifest(repo: &Repository, id: BackupId) -> Result<BackupMani
     let version: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     let format = version.get("format_version").and_then(|v| v.as_u64());
-    if format != Some(u64::from(MANIFEST_FORMAT_VERSION)) {
+    let known = [MANIFEST_FORMAT_VERSION, INCREMENTAL_MANIFEST_FORMAT_VERSION];
+    if !format.is_some_and(|f| known.iter().any(|k| u64::from(*k) == f)) {
         return Err(bad(format!(
-            "format_version {format:?} is not {MANIFEST_FORMAT_VERSION}, the one this build reads"
+            "format_version {format:?} is not one this build reads ({known:?})"
         )));
     }
     let manifest: BackupManifest =
         serde_json::from_value(version).map_err(|e| bad(e.to_string()))?;
+    // Version 2 is exactly the incremental one: a parent, a depth, and never a full's version.
+    let incremental = manifest.format_version == INCREMENTAL_MANIFEST_FORMAT_VERSION;
+    if incremental != manifest.parent.is_some() || incremental != (manifest.chain_depth > 0) {
+        return Err(bad(format!(
+            "format_version {} with parent {:?} and chain_depth {}",
+            manifest.format_version, manifest.parent, manifest.chain_depth
+        )));
+    }
+    if manifest.parent.is_some_and(|p| p >= id) {
+        return Err(bad(format!(
+            "its parent {:?} is not older than the backup",
+            manifest.parent
+        )));
+    }
     if manifest.id != id {
         return Err(bad(format!("it names backup {}", manifest.id)));
     }

@@ -11,6 +11,8 @@
 //! - [`bundler`] packs files back to back into compressed bundles of `backup.bundle_size`;
 //!   [`upload`] streams each bundle to storage while it is written, `backup.parallel` at a
 //!   time, with bounded memory.
+//! - [`incremental`] chooses the parent of an incremental (PG17+) and refuses what cannot
+//!   be one, before anything is stored.
 //! - [`wait_for_wal`] waits (bounded) until the WAL from start to stop LSN is archived.
 //! - [`run`] drives it all and writes the manifest last: a backup without a manifest does
 //!   not exist ([`listing`] reports its objects as incomplete and removes them).
@@ -24,6 +26,7 @@ pub mod entry_path;
 pub mod error;
 pub mod event;
 pub mod event_batch;
+pub mod incremental;
 pub mod listing;
 pub mod progress;
 pub mod run;

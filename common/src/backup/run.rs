@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use chrono::Utc;
 
-use crate::catalog::{BackupId, BackupManifest, MANIFEST_FORMAT_VERSION};
+use crate::catalog::{
+    BackupId, BackupManifest, INCREMENTAL_MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION,
+};
 use crate::codec::Codec;
 use crate::pg::segment::WalSegSize;
 use crate::repo::{RepoIdentity, Repository, layout};
@@ -40,6 +42,9 @@ pub struct BackupOptions {
     pub wal_timeout: Duration,
     /// Remove incomplete leftovers of earlier backups once this one is complete.
     pub remove_incomplete: bool,
+    /// For an incremental (`BASE_BACKUP (INCREMENTAL)` after `UPLOAD_MANIFEST`): its parent
+    /// and depth, recorded in the manifest.
+    pub chain: Option<super::incremental::ChainLink>,
 }
 
 /// A completed backup.
@@ -225,7 +230,10 @@ fn build_manifest(
         ..
     } = range;
     BackupManifest {
-        format_version: MANIFEST_FORMAT_VERSION,
+        format_version: match options.chain {
+            Some(_) => INCREMENTAL_MANIFEST_FORMAT_VERSION,
+            None => MANIFEST_FORMAT_VERSION,
+        },
         id,
         label: options.label.clone(),
         system_identifier: server.system_identifier,
@@ -248,6 +256,8 @@ fn build_manifest(
         walship_version: env!("CARGO_PKG_VERSION").to_string(),
         bundles: collected.bundles.clone(),
         files: collected.files.clone(),
+        parent: options.chain.map(|c| c.parent),
+        chain_depth: options.chain.map_or(0, |c| c.depth),
     }
 }
 
@@ -262,6 +272,23 @@ fn check_complete(manifest: &BackupManifest) -> Result<(), BackupError> {
         return Err(BackupError::Protocol(
             "the main archive held no global/pg_control".into(),
         ));
+    }
+    // The server marks an incremental's label; a mismatch means the server did not take
+    // the kind of backup the manifest would claim.
+    let marked = manifest
+        .backup_label
+        .lines()
+        .any(|l| l.starts_with("INCREMENTAL FROM LSN:"));
+    if marked != manifest.is_incremental() {
+        return Err(BackupError::Protocol(format!(
+            "the backup_label {} INCREMENTAL FROM LSN, but the backup was asked to be {}",
+            if marked { "has" } else { "lacks" },
+            if manifest.is_incremental() {
+                "incremental"
+            } else {
+                "full"
+            }
+        )));
     }
     Ok(())
 }

@@ -36,6 +36,7 @@ pub fn base_backup_options(
         verify_checksums: true,
         manifest: true,
         manifest_checksums: Some("CRC32C".to_string()),
+        incremental: false,
     }
 }
 

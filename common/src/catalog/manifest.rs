@@ -17,8 +17,14 @@ use super::backup_id::BackupId;
 use crate::lsn::Lsn;
 use crate::pg::timeline::TimelineId;
 
-/// The manifest format this build writes and reads.
+/// The manifest format of a full backup, written and read by every build.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// The manifest format of an incremental backup (PG17+ `BASE_BACKUP (INCREMENTAL)`): version
+/// 1 plus [`BackupManifest::parent`] and [`BackupManifest::chain_depth`]. A distinct version
+/// so that a build that does not know chains refuses the manifest (it would otherwise restore
+/// the `INCREMENTAL.*` files as they are: a data directory that looks whole and is not).
+pub const INCREMENTAL_MANIFEST_FORMAT_VERSION: u32 = 2;
 
 /// The manifest of one base backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +76,25 @@ pub struct BackupManifest {
     pub bundles: Vec<BundleInfo>,
     /// Every file, directory and link of the backup.
     pub files: Vec<FileEntry>,
+    /// The backup this one is an incremental of; `None` for a full backup (then absent from
+    /// the JSON, which stays format version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<BackupId>,
+    /// How many backups the chain has below this one: 0 for a full, the parent's + 1 for an
+    /// incremental.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chain_depth: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl BackupManifest {
+    /// True for an incremental backup (it needs its chain to be restored).
+    pub fn is_incremental(&self) -> bool {
+        self.parent.is_some()
+    }
 }
 
 /// A tablespace as `BASE_BACKUP` reported it.

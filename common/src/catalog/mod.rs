@@ -10,5 +10,6 @@ pub mod manifest;
 
 pub use backup_id::{BackupId, BackupIdError};
 pub use manifest::{
-    BackupManifest, BundleInfo, FileEntry, FileKind, MANIFEST_FORMAT_VERSION, TablespaceInfo,
+    BackupManifest, BundleInfo, FileEntry, FileKind, INCREMENTAL_MANIFEST_FORMAT_VERSION,
+    MANIFEST_FORMAT_VERSION, TablespaceInfo,
 };

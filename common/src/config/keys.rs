@@ -303,6 +303,15 @@ pub(crate) const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "backup.max_chain",
+        env: "WALSHIP_BACKUP_MAX_CHAIN",
+        flag: Some("--max-chain"),
+        apply: |d, v, _| {
+            d.config.backup.max_chain = parse_count(v, 1, 1000)?;
+            Ok(())
+        },
+    },
+    Key {
         name: "stream.slot",
         env: "WALSHIP_STREAM_SLOT",
         flag: Some("--slot"),
@@ -424,6 +433,7 @@ pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
         ("backup.parallel", text(&o.backup_parallel)),
         ("restore.parallel", text(&o.restore_parallel)),
         ("backup.expire", flag(&o.backup_expire)),
+        ("backup.max_chain", text(&o.backup_max_chain)),
         ("stream.slot", text(&o.stream_slot)),
         ("stream.partial_interval", text(&o.stream_partial_interval)),
         ("stream.application_name", text(&o.stream_application_name)),

@@ -22,7 +22,7 @@
 //! | `[archive] async`, `parallel`, `read_ahead` | `WALSHIP_ARCHIVE_ASYNC`, ... | `false`, `4`, `8` |
 //! | `[fetch] prefetch`, `parallel`, `spool_dir`, `allow_partial` | `WALSHIP_FETCH_PREFETCH`, ... | `8`, `4`, none, `false` |
 //! | `[fetch] timeout` | `WALSHIP_FETCH_TIMEOUT` | `30s`: all storage requests of one `walship fetch` |
-//! | `[backup] bundle_size`, `parallel`, `expire` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores, `false` |
+//! | `[backup] bundle_size`, `parallel`, `expire`, `max_chain` | `WALSHIP_BACKUP_BUNDLE_SIZE`, ... | `64MiB`, number of cores, `false`, `6` |
 //! | `[restore] parallel` | `WALSHIP_RESTORE_PARALLEL` | `4` |
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //! | `[stream] stop_timeout` | `WALSHIP_STREAM_STOP_TIMEOUT` | `20s`: after SIGTERM, give up storing |
@@ -205,6 +205,9 @@ pub struct BackupConfig {
     pub parallel: usize,
     /// Run `walship expire` after every successful backup.
     pub expire: bool,
+    /// `backup.max_chain`: most incrementals on top of one full; past it,
+    /// `backup --incremental` takes a full (and says so).
+    pub max_chain: u32,
 }
 
 /// `walship restore` settings.
@@ -278,6 +281,7 @@ pub struct Options {
     pub stream_application_name: Option<String>,
     pub stream_stop_timeout: Option<String>,
     pub backup_expire: Option<bool>,
+    pub backup_max_chain: Option<String>,
     pub retention_pitr_window: Option<String>,
     pub retention_daily: Option<String>,
     pub retention_weekly: Option<String>,
@@ -366,6 +370,7 @@ impl Default for Config {
                 // One upload per core by default: compression is the CPU cost of a backup.
                 parallel: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 expire: false,
+                max_chain: 6,
             },
             restore: RestoreConfig { parallel: 4 },
             stream: StreamConfig {
@@ -553,6 +558,7 @@ impl Options {
             stream_application_name: s(),
             stream_stop_timeout: s(),
             backup_expire: Some(true),
+            backup_max_chain: s(),
             retention_pitr_window: s(),
             retention_daily: s(),
             retention_weekly: s(),

@@ -6,6 +6,8 @@
 //! - [`segment`] — `WalSegSize`, `SegNo`, LSN <-> (segment, offset).
 //! - [`file_name`] — `WalFileName` and the `ArchiveFileName` classifier.
 //! - [`history`] — timeline history files and the lookups restore needs.
+//! - [`incremental_file`] — the `INCREMENTAL.*` files of a PG17+ incremental backup.
+//! - [`backup_manifest`] — rewriting Postgres's `backup_manifest` for a reconstructed directory.
 //! - [`version`] — the supported majors and their `XLOG_PAGE_MAGIC`.
 //! - [`page_header`] — `XLogPageHeaderData` / `XLogLongPageHeaderData`.
 //! - [`segment_check`] — `validate_segment` (or `SegmentValidator`, piece by piece), whether
@@ -13,8 +15,10 @@
 //! - [`wal_record`] — one `XLogRecord`: header, CRC, commit/abort/restore-point decoding.
 //! - [`wal_reader`] — `WalReader`, records in order across pages and segments.
 
+pub mod backup_manifest;
 pub mod file_name;
 pub mod history;
+pub mod incremental_file;
 pub mod page_header;
 pub mod segment;
 pub mod segment_check;

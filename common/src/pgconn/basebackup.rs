@@ -42,6 +42,9 @@ pub struct BaseBackupOptions {
     pub manifest: bool,
     /// The manifest's file checksum algorithm (`CRC32C`, `SHA256`, ...); `None` = server default.
     pub manifest_checksums: Option<String>,
+    /// `INCREMENTAL` (PG17+): an incremental backup against the manifest uploaded earlier in
+    /// the session with [`ReplicationClient::upload_manifest`].
+    pub incremental: bool,
 }
 
 impl Default for BaseBackupOptions {
@@ -57,6 +60,7 @@ impl Default for BaseBackupOptions {
             verify_checksums: true,
             manifest: true,
             manifest_checksums: None,
+            incremental: false,
         }
     }
 }
@@ -106,6 +110,9 @@ impl BaseBackupOptions {
             }
         } else if major >= 13 {
             opts.push("MANIFEST 'no'".into());
+        }
+        if self.incremental {
+            opts.push("INCREMENTAL".into());
         }
         if new {
             opts.push("TARGET 'client'".into());
@@ -391,6 +398,7 @@ mod tests {
             verify_checksums: false,
             manifest: true,
             manifest_checksums: Some("CRC32C".into()),
+            incremental: false,
         };
         assert_eq!(
             opts.command(14),

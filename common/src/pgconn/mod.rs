@@ -65,6 +65,7 @@ mod query;
 mod replication;
 mod stream_messages;
 mod tls;
+mod upload_manifest;
 mod walstream;
 mod wire;
 

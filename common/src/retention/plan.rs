@@ -16,6 +16,8 @@
 //! 4. `daily`/`weekly`/`monthly`/`yearly`: in each of the N most recent calendar buckets that
 //!    hold a backup, the newest one is kept.
 //! 5. `min_backups`: the newest N backups are kept (pins elsewhere do not count towards them).
+//! 6. `chain_parent`: the parent of a kept incremental is kept, and so on down to its full
+//!    backup (an incremental restores only with its whole chain).
 //!
 //! WAL: for every timeline `T`, every object on `T` or an ancestor of `T`, from `T`'s *floor*
 //! on (its anchor's start with a PITR window, else the start of the newest backup on its path;
@@ -63,6 +65,8 @@ pub struct BackupSummary {
     pub pinned: bool,
     /// Bytes stored under `backups/<id>/`.
     pub bytes: u64,
+    /// For an incremental: the backup it was taken against (restoring it needs that one).
+    pub parent: Option<BackupId>,
 }
 
 impl BackupSummary {
@@ -78,6 +82,7 @@ impl BackupSummary {
             stop_timeline: m.stop_timeline,
             pinned,
             bytes,
+            parent: m.parent,
         }
     }
 
@@ -300,6 +305,17 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
     for b in sorted.iter().rev().take(min) {
         if !rules.contains_key(&b.id) {
             rules.entry(b.id).or_default().insert(Rule::MinBackups);
+        }
+    }
+
+    // A kept incremental keeps its whole chain: newest first, so that a parent kept this
+    // way keeps its own parent in turn (parents are always older).
+    for b in sorted.iter().rev() {
+        if let Some(parent) = b.parent
+            && rules.contains_key(&b.id)
+            && sorted.iter().any(|p| p.id == parent)
+        {
+            rules.entry(parent).or_default().insert(Rule::ChainParent);
         }
     }
 

@@ -33,6 +33,7 @@ fn backup(start: DateTime<Utc>, start_seg: u64, tli: u32) -> BackupSummary {
         stop_timeline: TimelineId(tli),
         pinned: false,
         bytes: 1000,
+        parent: None,
     }
 }
 
@@ -138,6 +139,46 @@ fn min_backups_and_pins_hold_and_no_backups_removes_no_wal() {
         now,
     });
     assert!(empty.is_empty());
+}
+
+#[test]
+fn a_kept_incremental_keeps_its_whole_chain() {
+    // Ten daily backups; 3..=6 are incrementals chained on 2 (3 on 2, 4 on 3, ...).
+    let (mut backups, wal) = daily_history(10);
+    for i in 3..=6 {
+        backups[i].parent = Some(backups[i - 1].id);
+    }
+    // Keep only the newest backup of its day and the pinned incremental 5.
+    backups[5].pinned = true;
+    let policy = Policy {
+        daily: 1,
+        min_backups: Some(1),
+        ..Policy::default()
+    };
+    let now = backups.last().unwrap().stop_time;
+    let p = plan(PlanInputs {
+        backups: &backups,
+        wal: &wal,
+        histories: &[],
+        seg_size: seg_size(),
+        policy: &policy,
+        now,
+    });
+    for i in [2, 3, 4] {
+        assert_eq!(
+            p.rules_of(backups[i].id),
+            Some(&[Rule::ChainParent][..]),
+            "backup {i} is in the chain of the pinned incremental: {p:?}"
+        );
+    }
+    assert!(p.rules_of(backups[5].id).is_some());
+    // 6 is an incremental nobody keeps; 0, 1, 7, 8 are not in any kept chain.
+    for i in [0, 1, 6, 7, 8] {
+        assert!(
+            p.rules_of(backups[i].id).is_none(),
+            "backup {i} is not needed: {p:?}"
+        );
+    }
 }
 
 #[test]

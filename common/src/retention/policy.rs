@@ -178,6 +178,8 @@ pub enum Rule {
     MinBackups,
     /// It ended after the time the policy was evaluated at (`expire --now` in the past).
     AfterNow,
+    /// A kept incremental backup is built on it (directly or through other incrementals).
+    ChainParent,
 }
 
 impl Rule {
@@ -192,6 +194,7 @@ impl Rule {
             Rule::Yearly => "yearly",
             Rule::MinBackups => "min_backups",
             Rule::AfterNow => "after_now",
+            Rule::ChainParent => "chain_parent",
         }
     }
 }

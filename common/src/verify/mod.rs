@@ -248,12 +248,56 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
             .extend(check_continuity(&names, &histories, floor, seg_size));
         orphans(&inv, floor, &mut report);
     }
+    chains(&inv, &backups, &mut report);
     freshness(&inv, opts, &mut report);
     report.problems.sort();
     report.problems.dedup();
     report.sound = report.problems.is_empty();
     report.checked.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// An incremental restores only with its whole chain: a member that is missing, or that
+/// has a problem of its own, makes it (and every later member) unrestorable; say so for each.
+fn chains(inv: &crate::retention::Inventory, checked: &[&StoredBackup], report: &mut VerifyReport) {
+    let by_id: BTreeMap<BackupId, &crate::catalog::BackupManifest> =
+        inv.backups.iter().map(|b| (b.id(), &b.manifest)).collect();
+    let troubled: BTreeSet<String> = report
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::BadManifest { backup, .. }
+            | Problem::BundleSize { backup, .. }
+            | Problem::FileMismatch { backup, .. }
+            | Problem::PgManifestMismatch { backup, .. }
+            | Problem::BackupWalMissing { backup, .. } => Some(backup.clone()),
+            Problem::MissingObject { key } | Problem::CorruptObject { key, .. } => key
+                .strip_prefix(layout::BACKUPS_PREFIX)
+                .and_then(|rest| rest.split('/').next())
+                .map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    let mut broken = Vec::new();
+    for b in checked.iter().filter(|b| b.manifest.is_incremental()) {
+        let backup = b.id().to_string();
+        match crate::backup::incremental::chain_in(&by_id, b.id()) {
+            Err(message) => broken.push(Problem::BrokenChain { backup, message }),
+            Ok(chain) => {
+                for member in &chain[..chain.len() - 1] {
+                    let id = member.id.to_string();
+                    if troubled.contains(&id) {
+                        broken.push(Problem::BrokenChain {
+                            backup: backup.clone(),
+                            message: format!("its chain member {id} has problems (listed above)"),
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    report.problems.extend(broken);
 }
 
 fn orphans(inv: &crate::retention::Inventory, floor: Option<SegNo>, report: &mut VerifyReport) {

@@ -110,6 +110,14 @@ pub enum Problem {
         /// How many of its segments are missing.
         missing: usize,
     },
+    /// An incremental backup cannot be restored: a member of its chain is missing, incomplete,
+    /// unreadable, or has problems of its own (listed separately).
+    BrokenChain {
+        /// The incremental.
+        backup: String,
+        /// Which member, and what is wrong with it.
+        message: String,
+    },
 }
 
 /// Worth a look, but the repository is sound.
@@ -255,6 +263,9 @@ impl fmt::Display for Problem {
                 f,
                 "backup {backup}: {missing} WAL segments between its start and stop are missing, first {segment}"
             ),
+            Problem::BrokenChain { backup, message } => {
+                write!(f, "backup {backup} cannot be restored: {message}")
+            }
         }
     }
 }

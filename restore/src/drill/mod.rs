@@ -167,6 +167,7 @@ async fn drill_in(
             owner: request.os_user,
             parallel: request.parallel.max(1),
             recovery: None,
+            chain_below: Vec::new(),
         },
         walship: request.walship.clone(),
         global_args: request.global_args.clone(),

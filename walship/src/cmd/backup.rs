@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use walship_common::backup::incremental::{self, ChainLink, IncrementalChoice};
 use walship_common::backup::{self, BackupOptions, Progress};
+use walship_common::catalog::BackupId;
 use walship_common::pgconn::{ConnParams, ReplicationClient};
 
 use super::show;
@@ -65,6 +67,17 @@ pub struct BackupArgs {
     /// [config: backup.expire]
     #[arg(long)]
     pub expire: bool,
+    /// Take a block-level incremental backup (PostgreSQL 17+, `summarize_wal = on`) on top
+    /// of the newest complete backup, or of `--from`. Past `backup.max_chain` incrementals,
+    /// or with no backup yet, a full backup is taken instead (and the summary says so).
+    #[arg(long)]
+    pub incremental: bool,
+    /// The parent of the incremental backup (a backup id; default: the newest complete one).
+    #[arg(long, value_name = "ID", requires = "incremental")]
+    pub from: Option<String>,
+    /// Most incrementals on top of one full [config: backup.max_chain, default 6]
+    #[arg(long, value_name = "N")]
+    pub max_chain: Option<u32>,
 }
 
 /// `--checkpoint`.
@@ -89,13 +102,21 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
         Ok(p) => p.with_fallback_application_name("walship"),
         Err(e) => return ctx.fail(exit::USAGE, &e),
     };
-    let options = BackupOptions {
+    let mut options = BackupOptions {
         label: args.label.clone(),
         bundle_size: ctx.config.backup.bundle_size.0,
         parallel: ctx.config.backup.parallel,
         codec: ctx.config.compression,
         wal_timeout: args.wal_timeout,
         remove_incomplete: !args.keep_incomplete,
+        chain: None,
+    };
+    let from = match args.from.as_deref().map(str::parse::<BackupId>).transpose() {
+        Ok(from) => from,
+        Err(e) => {
+            eprintln!("walship backup: --from: {e}");
+            return exit::USAGE;
+        }
     };
     if let Some(rate) = args.max_rate
         && !(32..=1_048_576).contains(&rate)
@@ -105,7 +126,7 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
         );
         return exit::USAGE;
     }
-    let bb = backup::base_backup_options(
+    let mut bb = backup::base_backup_options(
         &args.label,
         matches!(args.checkpoint, CheckpointArg::Fast),
         args.max_rate,
@@ -125,6 +146,24 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
                 Ok(id) => id,
                 Err(e) => return ctx.fail(exit::FAILED, &e),
             };
+            let mut full_instead = None;
+            if args.incremental {
+                match prepare_incremental(&ctx, &repo, &mut client, from).await {
+                    Ok(IncrementalChoice::Incremental { parent }) => {
+                        options.chain = Some(ChainLink {
+                            parent: parent.id,
+                            depth: parent.chain_depth + 1,
+                        });
+                        bb.incremental = true;
+                    }
+                    Ok(IncrementalChoice::Full { reason }) => {
+                        eprintln!("walship backup: taking a full backup instead of an incremental: {reason}");
+                        full_instead = Some(reason);
+                    }
+                    Err(e) if e.is_refusal() => return ctx.fail(exit::REFUSED, &e),
+                    Err(e) => return ctx.fail(exit::FAILED, &e),
+                }
+            }
             let progress = Arc::new(Progress::default());
             let ticker = std::io::stderr()
                 .is_terminal()
@@ -138,6 +177,10 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
                 ticker.abort();
                 eprintln!();
             }
+            let result = match options.chain {
+                Some(_) => result.map_err(incremental::explain_refusal),
+                None => result,
+            };
             let outcome = match result {
                 Ok(outcome) => outcome,
                 Err(e) if e.is_refusal() => return ctx.fail(exit::REFUSED, &e),
@@ -186,6 +229,9 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
             if args.json {
                 let mut summary = show::summary_json(m);
                 if let Some(obj) = summary.as_object_mut() {
+                    if let Some(reason) = &full_instead {
+                        obj.insert("full_instead_of_incremental".into(), reason.clone().into());
+                    }
                     obj.insert(
                         "removed_incomplete".into(),
                         outcome.removed_incomplete.len().into(),
@@ -196,8 +242,12 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
                 }
                 println!("{summary}");
             } else {
+                let kind = match m.parent {
+                    Some(parent) => format!(" incremental of {parent} (chain depth {})", m.chain_depth),
+                    None => String::new(),
+                };
                 println!(
-                    "backup {}: {} ({} stored) in {}, LSN {} to {}, timeline {}",
+                    "backup {}{kind}: {} ({} stored) in {}, LSN {} to {}, timeline {}",
                     m.id,
                     show::size(m.bytes_raw),
                     show::size(m.bytes_stored),
@@ -223,12 +273,42 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
     })
 }
 
+/// `--incremental`: checks the server (17+, `summarize_wal`), chooses the parent and
+/// uploads its `backup_manifest` on `client`, before anything is stored.
+async fn prepare_incremental(
+    ctx: &Context,
+    repo: &walship_common::repo::Repository,
+    client: &mut ReplicationClient,
+    from: Option<BackupId>,
+) -> Result<IncrementalChoice, backup::BackupError> {
+    incremental::check_server(client).await?;
+    let system = client
+        .identify_system()
+        .await
+        .map_err(|e| backup::BackupError::Connection(Box::new(e)))?;
+    let catalog = backup::read_catalog(repo).await?;
+    let choice = incremental::choose_parent(
+        &catalog,
+        from,
+        system.systemid,
+        system.timeline,
+        ctx.config.backup.max_chain,
+    )?;
+    if let IncrementalChoice::Incremental { parent } = &choice {
+        incremental::upload_parent_manifest(client, parent).await?;
+    }
+    Ok(choice)
+}
+
 /// What the audit record of a backup says it made.
 fn backup_figures(
     m: &walship_common::catalog::BackupManifest,
 ) -> serde_json::Map<String, serde_json::Value> {
     let mut f = serde_json::Map::new();
     f.insert("backup".into(), m.id.to_string().into());
+    if let Some(parent) = m.parent {
+        f.insert("parent".into(), parent.to_string().into());
+    }
     f.insert("bytes_raw".into(), m.bytes_raw.into());
     f.insert("bytes_stored".into(), m.bytes_stored.into());
     f.insert("duration_ms".into(), m.duration_ms.into());

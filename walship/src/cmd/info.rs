@@ -57,6 +57,13 @@ pub fn run(ctx: Context, args: InfoArgs) -> u8 {
         for (name, value) in show::TABLE_HEADER.iter().zip(row.iter()) {
             println!("{:<14}{value}", format!("{}:", name.to_lowercase()));
         }
+        match m.parent {
+            Some(parent) => {
+                println!("{:<14}{parent}", "parent:");
+                println!("{:<14}{}", "chain depth:", m.chain_depth);
+            }
+            None => println!("{:<14}full backup", "kind:"),
+        }
         println!("{:<14}{}", "system id:", m.system_identifier);
         println!("{:<14}{} ({})", "postgres:", m.pg_major, m.pg_version_num);
         println!("{:<14}{}", "files:", m.files.len());

@@ -81,6 +81,7 @@ pub fn run(cli: Cli) -> u8 {
                 backup_bundle_size: args.bundle_size.clone(),
                 backup_parallel: args.parallel.map(|n| n.to_string()),
                 backup_expire: args.expire.then_some(true),
+                backup_max_chain: args.max_chain.map(|n| n.to_string()),
                 ..Options::default()
             };
             with_context("backup", &cli.global, options, exit::FAILED, |ctx| {

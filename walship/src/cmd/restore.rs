@@ -251,6 +251,7 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         owner,
         parallel: ctx.config.restore.parallel.max(1),
         recovery: None,
+        chain_below: Vec::new(),
     };
     let plan_request = PlanRequest {
         spec,
@@ -415,6 +416,18 @@ fn print_plan(plan: &RestorePlan, json: bool) {
             show::size(b.bytes_stored)
         ),
         None => println!("  backup:         none usable"),
+    }
+    for m in &plan.chain {
+        let kind = match m.parent {
+            Some(parent) => format!("incremental of {parent}"),
+            None => "full".to_string(),
+        };
+        println!(
+            "  chain member:   {} ({kind}): reads {} bundles, {} stored",
+            m.id,
+            m.bundles,
+            show::size(m.bytes_stored)
+        );
     }
     for r in &plan.wal_ranges {
         println!(

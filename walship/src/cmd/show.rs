@@ -84,7 +84,14 @@ pub fn table_row(m: &BackupManifest) -> [String; 9] {
         size(m.bytes_raw),
         size(m.bytes_stored),
         duration_ms(m.duration_ms),
-        m.label.clone(),
+        match m.parent {
+            // The chain, where the operator reads the backup's name.
+            Some(parent) => format!(
+                "{} [incremental of {parent}, depth {}]",
+                m.label, m.chain_depth
+            ),
+            None => m.label.clone(),
+        },
     ]
 }
 

@@ -274,6 +274,8 @@ pub fn store_copy(
         walship_version: "test".to_string(),
         bundles,
         files,
+        parent: None,
+        chain_depth: 0,
     };
     put_manifest(rt, repository, &manifest);
     manifest

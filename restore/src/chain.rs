@@ -1,0 +1,493 @@
+//! Restoring an incremental chain (PostgreSQL 17+): a full backup plus incrementals, each
+//! taken against the one before. [`crate::materialise`] writes the newest member's files as
+//! they are, `INCREMENTAL.*` files included; [`reconstruct`] then turns each
+//! `INCREMENTAL.<name>` into `<name>`, block by block, as pg_combinebackup's reconstruct.c
+//! does:
+//!
+//! - the output is `max(truncation_block_length, highest listed block + 1)` blocks long (the
+//!   newest member's header: a truncation is honoured, older blocks past it never return);
+//! - a block the newest incremental lists comes from it;
+//! - every other block below `truncation_block_length` comes from the newest older member
+//!   that has it: an older incremental's listed blocks, else the whole file of the nearest
+//!   member that has one (blocks past that file's end stay zero, as Postgres zero-fills
+//!   blocks no backup mentions); the walk stops at the first whole file;
+//! - a file of the newest member that is not incremental is whole already, and a file the
+//!   newest member's manifest does not list is not restored at all (dropped relations).
+//!
+//! Older members are read bundle by bundle, each streamed once with only its needed files
+//! handed over ([`crate::bundle_files`]); memory is one bit per block of each file being
+//! rebuilt plus fixed buffers. Each rebuilt file is fsynced, given the newest member's mtime
+//! and owner, its CRC-32C computed for the rewritten `backup_manifest`, and the
+//! `INCREMENTAL.*` file removed.
+//!
+//! **Invariant:** a file that cannot be rebuilt (a member lacks it, a header is malformed, a
+//! bundle is corrupt) is an error: the restore stops before `pg_control` exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+
+use serde::Serialize;
+use walship_common::catalog::{BackupId, BackupManifest, FileEntry, FileKind};
+use walship_common::fsutil::FsError;
+use walship_common::pg::backup_manifest::NewEntry;
+use walship_common::pg::incremental_file::{
+    BLCKSZ, IncrementalHeader, incremental_path, reconstructed_path,
+};
+use walship_common::repo::Repository;
+
+use crate::bundle::{ProgressFn, set_mode_and_mtime};
+use crate::bundle_files::{CallbackError, FileReader, WantedFile, read_files_blocking};
+use crate::error::RestoreError;
+use crate::owner::Owner;
+use crate::paths::Destinations;
+
+/// What restoring a chain reads from one member (`--dry-run` shows it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberRead {
+    /// The member.
+    pub id: BackupId,
+    /// Its parent (`None` for the full backup).
+    pub parent: Option<BackupId>,
+    /// Bundles read from it.
+    pub bundles: usize,
+    /// Their stored bytes: all of the newest member's, and at most this much of an older
+    /// one's (a bundle is read only when it holds a file the newer members do not complete).
+    pub bytes_stored: u64,
+}
+
+/// The members of `chain` (full first, newest last) and what restoring it reads from each.
+pub fn reads(chain: &[BackupManifest]) -> Vec<MemberRead> {
+    let Some(newest) = chain.last() else {
+        return Vec::new();
+    };
+    let mut out = vec![MemberRead {
+        id: newest.id,
+        parent: newest.parent,
+        bundles: newest.bundles.len(),
+        bytes_stored: newest.bundles.iter().map(|b| b.stored_len).sum(),
+    }];
+    let mut needed: BTreeSet<String> = newest
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::File)
+        .filter_map(|f| reconstructed_path(&f.path))
+        .collect();
+    for member in chain.iter().rev().skip(1) {
+        let files = file_index(member);
+        let mut bundles = BTreeSet::new();
+        needed.retain(|path| {
+            if let Some(f) = files.get(path.as_str()) {
+                bundles.extend(f.bundle);
+                false
+            } else {
+                if let Some(f) = files.get(incremental_path(path).as_str()) {
+                    bundles.extend(f.bundle);
+                }
+                true
+            }
+        });
+        out.push(MemberRead {
+            id: member.id,
+            parent: member.parent,
+            bundles: bundles.len(),
+            bytes_stored: bundles
+                .iter()
+                .filter_map(|i| member.bundles.get(*i as usize))
+                .map(|b| b.stored_len)
+                .sum(),
+        });
+    }
+    out.reverse();
+    out
+}
+
+fn file_index(m: &BackupManifest) -> BTreeMap<&str, &FileEntry> {
+    m.files
+        .iter()
+        .filter(|f| f.kind == FileKind::File)
+        .map(|f| (f.path.as_str(), f))
+        .collect()
+}
+
+/// One file being rebuilt.
+struct Pending {
+    /// Its path in the backup (`base/5/16384`).
+    path: String,
+    /// The `INCREMENTAL.*` path it comes from.
+    incremental: String,
+    /// Opened only while it is written (thousands of files may be rebuilt at once).
+    out_path: PathBuf,
+    incremental_dest: PathBuf,
+    truncation: u32,
+    /// One bit per block below `truncation`: already written.
+    filled: Vec<u64>,
+    /// Blocks below `truncation` not yet written.
+    remaining: u32,
+    mtime: i64,
+    owner: Option<Owner>,
+}
+
+impl Pending {
+    fn is_filled(&self, b: u32) -> bool {
+        self.filled[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+
+    /// Marks `b` filled; true when it was not (and is below the truncation length).
+    fn take(&mut self, b: u32) -> bool {
+        if b >= self.truncation || self.is_filled(b) {
+            return false;
+        }
+        self.filled[(b / 64) as usize] |= 1 << (b % 64);
+        self.remaining -= 1;
+        true
+    }
+
+    fn open(&self) -> Result<File, RestoreError> {
+        OpenOptions::new()
+            .write(true)
+            .open(&self.out_path)
+            .map_err(fs_err("open", &self.out_path))
+    }
+
+    fn write_block(&self, out: &File, b: u32, block: &[u8]) -> Result<(), RestoreError> {
+        out.write_all_at(block, u64::from(b) * BLCKSZ)
+            .map_err(fs_err("write", &self.out_path))
+    }
+}
+
+fn fs_err(action: &'static str, path: &std::path::Path) -> impl FnOnce(io::Error) -> RestoreError {
+    let path = path.to_path_buf();
+    move |source| {
+        RestoreError::Fs(FsError {
+            action,
+            path,
+            source,
+        })
+    }
+}
+
+/// Rebuilds every `INCREMENTAL.*` file of the newest member of `chain` (already written
+/// under `dests`) from the older members; see the module doc. Returns, for the rewritten
+/// `backup_manifest`, each incremental path's new entry.
+pub async fn reconstruct(
+    repo: &Repository,
+    chain: &[BackupManifest],
+    dests: &Destinations,
+    progress: ProgressFn,
+) -> Result<BTreeMap<String, NewEntry>, RestoreError> {
+    let repo = repo.clone();
+    let chain = chain.to_vec();
+    let dests = dests.clone();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        reconstruct_blocking(&repo, &runtime, &chain, &dests, &progress)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+fn reconstruct_blocking(
+    repo: &Repository,
+    runtime: &tokio::runtime::Handle,
+    chain: &[BackupManifest],
+    dests: &Destinations,
+    progress: &ProgressFn,
+) -> Result<BTreeMap<String, NewEntry>, RestoreError> {
+    let Some(newest) = chain.last() else {
+        return Ok(BTreeMap::new());
+    };
+    let backup = newest.id.to_string();
+    let mut pending = Vec::new();
+    for entry in newest.files.iter().filter(|f| f.kind == FileKind::File) {
+        let Some(path) = reconstructed_path(&entry.path) else {
+            continue;
+        };
+        pending.push(start(&backup, entry, path, dests)?);
+    }
+    for member in chain.iter().rev().skip(1) {
+        fill_from(repo, runtime, member, &mut pending, progress)?;
+    }
+    let mut changes = BTreeMap::new();
+    for p in pending {
+        changes.insert(p.incremental.clone(), finish(p)?);
+    }
+    Ok(changes)
+}
+
+/// Opens the newest member's incremental file, creates the output at its full length
+/// (zeros) and writes the blocks the newest member carries.
+fn start(
+    backup: &str,
+    entry: &FileEntry,
+    path: String,
+    dests: &Destinations,
+) -> Result<Pending, RestoreError> {
+    let bad = |message: String| RestoreError::BadManifest {
+        backup: backup.to_string(),
+        message,
+    };
+    let (incremental_dest, _) = dests
+        .of(backup, &entry.path)?
+        .ok_or_else(|| bad(format!("{} cannot be a file", entry.path)))?;
+    let (out_path, owner) = dests
+        .of(backup, &path)?
+        .ok_or_else(|| bad(format!("{path} cannot be a file")))?;
+    let input = File::open(&incremental_dest).map_err(fs_err("open", &incremental_dest))?;
+    let mut reader = BufReader::with_capacity(256 * 1024, input);
+    let header =
+        IncrementalHeader::read(&mut reader).map_err(|e| bad(format!("{}: {e}", entry.path)))?;
+    if header.file_length() != entry.size {
+        return Err(bad(format!(
+            "{}: its header describes {} bytes, the file has {}",
+            entry.path,
+            header.file_length(),
+            entry.size
+        )));
+    }
+    let out = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&out_path)
+        .map_err(fs_err("create", &out_path))?;
+    if let Some(owner) = owner {
+        owner.apply_to_file(&out, &out_path)?;
+    }
+    let blocks = header.reconstructed_blocks();
+    out.set_len(u64::from(blocks) * BLCKSZ)
+        .map_err(fs_err("extend", &out_path))?;
+    let truncation = header.truncation_block_length;
+    let mut p = Pending {
+        path,
+        incremental: entry.path.clone(),
+        out_path,
+        incremental_dest,
+        truncation,
+        filled: vec![0; truncation.div_ceil(64) as usize],
+        remaining: truncation,
+        mtime: entry.mtime,
+        owner,
+    };
+    let mut block = vec![0u8; BLCKSZ as usize];
+    for b in &header.blocks {
+        reader
+            .read_exact(&mut block)
+            .map_err(fs_err("read", &p.incremental_dest))?;
+        p.take(*b);
+        p.write_block(&out, *b, &block)?;
+    }
+    Ok(p)
+}
+
+/// Fills what `member` can give to the files still missing blocks.
+fn fill_from(
+    repo: &Repository,
+    runtime: &tokio::runtime::Handle,
+    member: &BackupManifest,
+    pending: &mut [Pending],
+    progress: &ProgressFn,
+) -> Result<(), RestoreError> {
+    let files = file_index(member);
+    // bundle -> [(pending index, entry, whole?)]
+    let mut by_bundle: BTreeMap<u32, Vec<(usize, &FileEntry, bool)>> = BTreeMap::new();
+    for (i, p) in pending.iter().enumerate() {
+        if p.remaining == 0 {
+            continue;
+        }
+        let (entry, whole) = match files.get(p.path.as_str()) {
+            Some(e) => (*e, true),
+            None => match files.get(incremental_path(&p.path).as_str()) {
+                Some(e) => (*e, false),
+                None => {
+                    return Err(RestoreError::BadManifest {
+                        backup: member.id.to_string(),
+                        message: format!(
+                            "{} needs blocks of {} from this older member of its chain, which has neither it nor {}",
+                            p.incremental,
+                            p.path,
+                            incremental_path(&p.path)
+                        ),
+                    });
+                }
+            },
+        };
+        let Some(bundle) = entry.bundle else {
+            return Err(RestoreError::BadManifest {
+                backup: member.id.to_string(),
+                message: format!("file {} has no bundle", entry.path),
+            });
+        };
+        by_bundle.entry(bundle).or_default().push((i, entry, whole));
+    }
+    for (bundle, mut jobs) in by_bundle {
+        jobs.sort_by_key(|(_, e, _)| e.offset);
+        let info =
+            member
+                .bundles
+                .get(bundle as usize)
+                .ok_or_else(|| RestoreError::BadManifest {
+                    backup: member.id.to_string(),
+                    message: format!("bundle index {bundle} is not in the manifest"),
+                })?;
+        let wanted: Vec<WantedFile> = jobs
+            .iter()
+            .map(|(_, e, _)| WantedFile {
+                path: e.path.clone(),
+                offset: e.offset.unwrap_or(0),
+                size: e.size,
+                crc32c: e.crc32c.unwrap_or(0),
+            })
+            .collect();
+        if jobs
+            .iter()
+            .any(|(_, e, _)| e.offset.is_none() || e.crc32c.is_none())
+        {
+            return Err(RestoreError::BadManifest {
+                backup: member.id.to_string(),
+                message: format!("a file of bundle {} has no offset or crc32c", info.name),
+            });
+        }
+        read_files_blocking(
+            repo,
+            runtime,
+            member.id,
+            &info.name,
+            info.raw_len,
+            &wanted,
+            |j, reader| {
+                let (i, entry, whole) = jobs[j];
+                let p = &mut pending[i];
+                if whole {
+                    take_whole(p, entry.size, reader, progress)
+                } else {
+                    take_incremental(p, &member.id, entry, reader, progress)
+                }
+            },
+        )?;
+    }
+    // A whole file ends the walk for its output: what it lacks is zeros.
+    for p in pending.iter_mut() {
+        if p.remaining > 0 && files.contains_key(p.path.as_str()) {
+            p.remaining = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Blocks of a whole file below the truncation length that are still missing.
+fn take_whole(
+    p: &mut Pending,
+    size: u64,
+    reader: &mut FileReader<'_>,
+    progress: &ProgressFn,
+) -> Result<(), CallbackError> {
+    let usable = (size / BLCKSZ).min(u64::from(p.truncation)) as u32;
+    let out = p.open()?;
+    let mut block = vec![0u8; BLCKSZ as usize];
+    for b in 0..usable {
+        reader.read_exact(&mut block)?;
+        if p.take(b) {
+            p.write_block(&out, b, &block)?;
+            progress(BLCKSZ);
+        }
+        if p.remaining == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Blocks an older incremental carries that are still missing.
+fn take_incremental(
+    p: &mut Pending,
+    member: &BackupId,
+    entry: &FileEntry,
+    reader: &mut FileReader<'_>,
+    progress: &ProgressFn,
+) -> Result<(), CallbackError> {
+    let header = IncrementalHeader::read(reader).map_err(|e| {
+        CallbackError::Other(RestoreError::BadManifest {
+            backup: member.to_string(),
+            message: format!("{}: {e}", entry.path),
+        })
+    })?;
+    if header.file_length() != entry.size {
+        return Err(CallbackError::Other(RestoreError::BadManifest {
+            backup: member.to_string(),
+            message: format!(
+                "{}: its header describes {} bytes, the manifest says {}",
+                entry.path,
+                header.file_length(),
+                entry.size
+            ),
+        }));
+    }
+    let out = p.open()?;
+    let mut block = vec![0u8; BLCKSZ as usize];
+    for b in &header.blocks {
+        reader.read_exact(&mut block)?;
+        if p.take(*b) {
+            p.write_block(&out, *b, &block)?;
+            progress(BLCKSZ);
+        }
+    }
+    Ok(())
+}
+
+/// Makes a rebuilt file durable, checksums it, removes its `INCREMENTAL.*` file.
+fn finish(p: Pending) -> Result<NewEntry, RestoreError> {
+    let out = p.open()?;
+    set_mode_and_mtime(&out, &p.out_path, p.mtime)?;
+    if let Some(owner) = p.owner {
+        owner.apply_to_file(&out, &p.out_path)?;
+    }
+    out.sync_all().map_err(fs_err("fsync", &p.out_path))?;
+    drop(out);
+    let mut crc = 0u32;
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut f = File::open(&p.out_path).map_err(fs_err("open", &p.out_path))?;
+    loop {
+        let n = f.read(&mut buf).map_err(fs_err("read", &p.out_path))?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+    }
+    fs::remove_file(&p.incremental_dest).map_err(fs_err("remove", &p.incremental_dest))?;
+    Ok(NewEntry {
+        path: p.path,
+        size,
+        crc32c: crc,
+    })
+}
+
+/// The newest member's `backup_label` for the rebuilt directory: without the
+/// `INCREMENTAL FROM LSN`/`INCREMENTAL FROM TLI` lines (Postgres refuses to start on a label
+/// that has them: it is a backup to combine, not a data directory).
+pub fn combined_backup_label(label: &str) -> String {
+    label
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("INCREMENTAL FROM "))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_loses_its_incremental_lines_only() {
+        let label = "START WAL LOCATION: 0/4000028 (file 000000010000000000000004)\nCHECKPOINT LOCATION: 0/4000080\nBACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-01-01 00:00:00 UTC\nLABEL: x\nSTART TIMELINE: 1\nINCREMENTAL FROM LSN: 0/2000028\nINCREMENTAL FROM TLI: 1\n";
+        let out = combined_backup_label(label);
+        assert!(!out.contains("INCREMENTAL"));
+        assert!(out.ends_with("START TIMELINE: 1\n"));
+        assert_eq!(out.lines().count(), 7);
+    }
+}
