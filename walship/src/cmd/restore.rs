@@ -108,6 +108,10 @@ pub struct RestoreArgs {
     /// `--walship-path`, `--parallel`.
     #[command(flatten)]
     pub restore_command: RestoreCommandArgs,
+    // The restore_command written passes the same --as-of to walship fetch, so that
+    // recovery reads the same view.
+    #[command(flatten)]
+    pub as_of: AsOfArg,
 }
 
 /// The flags of the restore that `walship restore` and `walship drill` both run: the walship
@@ -120,10 +124,6 @@ pub struct RestoreCommandArgs {
     /// Bundles downloaded at once [config: restore.parallel; default: 4]
     #[arg(long, value_name = "N")]
     pub parallel: Option<usize>,
-    // The restore_command written passes the same --as-of to walship fetch, so that
-    // recovery reads the same view.
-    #[command(flatten)]
-    pub as_of: AsOfArg,
 }
 
 impl RestoreCommandArgs {
