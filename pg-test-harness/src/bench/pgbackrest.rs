@@ -2,7 +2,7 @@
 //! machine's cores, a stanza created against a running cluster, and its commands run as the
 //! cluster user: `archive-push` (synchronous or asynchronous: `archive-async`, spool
 //! directory) for `bench archive`; the same as an `archive_command`, `backup --type=full` and
-//! `restore` for `bench backup` and `bench restore`.
+//! `restore` for `bench backup` and `bench restore`; `verify` for `bench verify`.
 //!
 //! `stanza-create` connects to the cluster and checks that `pg1-path` is its data directory.
 //! `archive-push` then reads only `pg1-path/global/pg_control` (system identifier, version)
@@ -102,6 +102,12 @@ impl PgBackRest {
                 "restore",
             ],
         )
+    }
+
+    /// `pgbackrest verify --output=text` of the stanza's repository (every backup file and
+    /// WAL segment read and checked against its checksum), as the cluster user.
+    pub fn verify(&self) -> Command {
+        self.command("stanza.conf", &["--output=text", "verify"])
     }
 
     /// `pgbackrest info --output=json` of the stanza, parsed.
