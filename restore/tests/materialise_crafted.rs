@@ -7,6 +7,8 @@
 //! `global/pg_control` (the directory Postgres refuses to start). Runs in milliseconds; the
 //! same code on real backups is covered by `walship/tests/restore_*.rs`.
 
+mod crafted_support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,9 +16,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use walship_common::Lsn;
 use walship_common::catalog::{BackupManifest, FileKind};
-use walship_common::codec::Codec;
-use walship_common::repo::{RepoIdentity, Repository, layout};
-use walship_common::storage::{AnyStorage, LocalStorage, Storage};
+use walship_common::repo::{Repository, layout};
+use walship_common::storage::Storage;
 use walship_restore::materialise::{BACKUP_MANIFEST, PG_CONTROL, materialise};
 use walship_restore::{
     MaterialiseOptions, MaterialiseSummary, ProblemKind, RecoveryConfig, RecoveryTarget,
@@ -75,12 +76,7 @@ struct Crafted {
 
 impl Crafted {
     async fn new() -> Crafted {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = AnyStorage::from(LocalStorage::new(dir.path().join("repo")).unwrap());
-        let repo = Repository::new(storage, Codec::Lz4);
-        repo.ensure_identity(&RepoIdentity::new(SYSTEM_ID, 15, SEG))
-            .await
-            .unwrap();
+        let (dir, repo) = crafted_support::local_repo(SYSTEM_ID, SEG).await;
         Crafted { dir, repo }
     }
 
