@@ -8,9 +8,18 @@
 //! The backups are taken exactly as `bench backup` takes them; pgbench then writes the
 //! segments, which the cluster archives into every repository; once all are archived the
 //! primary stops, and each verify is one measured child process (wall, CPU, peak RSS). Both
+//! read their repository cold: before each verify, the page cache of that repository's files
+//! (walship's directory, SeaweedFS's data directory, pgBackRest's repository) is dropped, as
+//! for a repository written long ago (walship drops its own objects' pages when it stores
+//! them; pgBackRest and SeaweedFS do not, so without this the peers would read from memory
+//! and walship's filesystem repository from disk). Both
 //! must find their repository sound: walship's `--json` report says `sound` and counts the
 //! backup and the segments, pgBackRest exits 0 and calls its backup `valid`; otherwise the bench
 //! fails rather than time a verify that stopped early.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -79,13 +88,22 @@ pub fn run(args: &[String]) -> Result<()> {
     db.cluster.stop(StopMode::Fast);
     db.sample_load();
 
+    let file_root = db
+        .file_repo
+        .local_root()
+        .context("no filesystem repository")?;
+    drop_page_cache(file_root)?;
     let walship_file = walship_verify(&db, &db.file_repo, "file", segments)?;
     db.sample_load();
-    let walship_s3 = match &db.s3_repo {
-        Some(repo) => Some(walship_verify(&db, repo, "s3", segments)?),
-        None => None,
+    let walship_s3 = match (&db.s3_repo, &s3) {
+        (Some(repo), Some(s3)) => {
+            drop_page_cache(&s3.data_dir())?;
+            Some(walship_verify(&db, repo, "s3", segments)?)
+        }
+        _ => None,
     };
     db.sample_load();
+    drop_page_cache(&db.peer.as_ref().context("pgbackrest is not set up")?.repo())?;
     let pgbackrest = pgbackrest_verify(&db)?;
     db.sample_load();
     let report = VerifyBenchReport {
@@ -99,6 +117,30 @@ pub fn run(args: &[String]) -> Result<()> {
         load: db.load.clone(),
     };
     print!("{}", report.render());
+    Ok(())
+}
+
+/// Writes back and drops from the page cache every file under `dir`, so that the next read of
+/// it comes from disk (`posix_fadvise(DONTNEED)` per file: nothing outside `dir` is touched).
+fn drop_page_cache(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            drop_page_cache(&path)?;
+        } else if kind.is_file() {
+            let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+            file.sync_all()?;
+            nix::fcntl::posix_fadvise(
+                file.as_raw_fd(),
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )
+            .with_context(|| format!("drop the cached pages of {}", path.display()))?;
+        }
+    }
     Ok(())
 }
 
