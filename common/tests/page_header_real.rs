@@ -4,9 +4,12 @@
 //! segments, and real `.history` files parse, lead to the right timelines, and are
 //! byte-identical to what `TimelineHistory::child` writes.
 
+mod pg_support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use pg_support::lsn;
 use pg_test_harness::{
     Cluster, PgInstall, StopMode, chown_to_owner_recursive, installs_under_test,
 };
@@ -24,12 +27,6 @@ fn cluster(install: &PgInstall, seg_mib: Option<u32>) -> Cluster {
         builder = builder.initdb_arg(&format!("--wal-segsize={mib}"));
     }
     builder.start()
-}
-
-fn lsn(pg: &Cluster, sql: &str) -> Lsn {
-    let text = pg.query_string(sql);
-    text.parse()
-        .unwrap_or_else(|e| panic!("PG{}: `{sql}` gave {text:?}: {e}", pg.install().major))
 }
 
 fn sysid(pg: &Cluster) -> u64 {

@@ -2,6 +2,10 @@
 //! the object format reader, backup manifests, the tar stream parser, connection strings and
 //! URIs, and the configuration file. Each must never panic on arbitrary or damaged input, and
 //! where the format has a printer, parse-then-print (or print-then-parse) is the identity.
+//! Memory is bounded, measured by a counting allocator (this test binary's global allocator,
+//! counting per thread): a decompression bomb is refused within its limit, an object and a
+//! tar entry claiming gigabytes are streamed, and history files, manifests, connection strings
+//! and config files take memory in proportion to their input, whatever it holds.
 //! Archive file names have theirs next to the code (`common/src/pg/file_name_tests.rs`), and
 //! the object codec's round trips are in `codec.rs`.
 
@@ -17,6 +21,87 @@ use walship_common::config::{Config, Options, Sources};
 use walship_common::pg::TimelineId;
 use walship_common::pg::history::TimelineHistory;
 use walship_common::pgconn::conninfo::parse_settings;
+
+/// A global allocator that forwards to the system's and counts, per thread, the bytes held
+/// and their peak: a test measures what one parse on its own thread took, whatever other
+/// tests run beside it.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// The counting allocator.
+    pub struct Counting;
+
+    thread_local! {
+        static HELD: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn count(bytes: isize) {
+        // `try_with`: a thread being torn down may still free memory.
+        let _ = HELD.try_with(|held| {
+            let now = held.get() + bytes;
+            held.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    // The workspace denies unsafe code; a global allocator cannot be written without it. Every
+    // call goes to `System` unchanged, the counting touches only const-initialised
+    // thread-locals (no allocation, no destructor), and this is a test binary.
+    #[allow(unsafe_code)]
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: the caller's contract for `alloc`, passed on unchanged.
+            let ptr = unsafe { System.alloc(layout) };
+            if !ptr.is_null() {
+                count(layout.size() as isize);
+            }
+            ptr
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: as `alloc`.
+            let ptr = unsafe { System.alloc_zeroed(layout) };
+            if !ptr.is_null() {
+                count(layout.size() as isize);
+            }
+            ptr
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from this allocator, that is from `System`, with `layout`.
+            unsafe { System.dealloc(ptr, layout) };
+            count(-(layout.size() as isize));
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: as `dealloc`, and the caller's contract for `realloc`.
+            let new = unsafe { System.realloc(ptr, layout, new_size) };
+            if !new.is_null() {
+                count(new_size as isize - layout.size() as isize);
+            }
+            new
+        }
+    }
+
+    /// Runs `f` and returns its result and the most bytes this thread held at once while it
+    /// ran, above what it held before.
+    pub fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = HELD.with(Cell::get);
+        PEAK.with(|peak| peak.set(before));
+        let out = f();
+        let peak = PEAK.with(Cell::get) - before;
+        (out, peak.max(0) as usize)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting::Counting = counting::Counting;
+
+use counting::peak_during;
+
+const MIB: usize = 1 << 20;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -555,5 +640,145 @@ proptest! {
         let again = load_file(&printed).map_err(|e| TestCaseError::fail(format!("{e}\n{printed}")))?;
         let strip = |c: Config| Config { config_file: None, ..c };
         prop_assert_eq!(strip(again), strip(first));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded memory, measured
+
+/// A genuine object much larger than any buffer is read as a stream: the reader holds the
+/// decompressor's state (an lz4 block compressed and decompressed: 8 MiB), the same for 8 MiB
+/// of content as for 32 MiB, never the content.
+#[test]
+fn a_large_object_is_streamed_in_bounded_memory() {
+    // Incompressible enough: a 1 MiB pseudo-random block, each copy marked with its number.
+    let mut state = 0x9E37_79B9_u32;
+    let block: Vec<u8> = (0..MIB)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    for codec in CODECS {
+        let mut peaks = Vec::new();
+        for size in [8 * MIB, 32 * MIB] {
+            let mut content = Vec::with_capacity(size);
+            for copy in 0..size / MIB {
+                content.extend_from_slice(&block);
+                content[copy * MIB] = copy as u8;
+            }
+            let stored = encode_to_vec(&content, codec).unwrap();
+            drop(content);
+            let (read, peak) = peak_during(|| {
+                let mut reader = ObjectReader::new(&stored[..]).unwrap();
+                std::io::copy(&mut reader, &mut std::io::sink()).unwrap()
+            });
+            assert_eq!(read, size as u64);
+            assert!(
+                peak < 9 * MIB,
+                "{codec:?}: the reader held {peak} bytes for {size} of content"
+            );
+            peaks.push(peak);
+        }
+        assert!(
+            peaks[1] <= peaks[0] + 64 * 1024,
+            "{codec:?}: memory grew with the content: {peaks:?}"
+        );
+    }
+}
+
+#[test]
+fn the_counting_allocator_sees_what_a_parse_holds() {
+    // The measurement itself: 3 MiB held at once is seen, freed memory is not counted twice.
+    let ((), peak) = peak_during(|| {
+        let a = vec![1u8; MIB];
+        let b = vec![2u8; 2 * MIB];
+        drop((a, b));
+        let c = vec![3u8; MIB];
+        drop(c);
+    });
+    assert!((3 * MIB..3 * MIB + 4096).contains(&peak), "{peak}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// A decompression bomb (64 MiB of one byte value stored in a few KiB) is refused by a
+    /// reader limited to 1 MiB without ever holding much more than that limit, read whole or
+    /// streamed.
+    #[test]
+    fn a_decompression_bomb_is_refused_within_its_limit(codec in 1usize..3, byte in any::<u8>()) {
+        let stored = encode_to_vec(&vec![byte; 64 * MIB], CODECS[codec]).unwrap();
+        prop_assert!(stored.len() < MIB, "{} bytes stored", stored.len());
+        let (decoded, peak) = peak_during(|| decode_to_vec(&stored, MIB as u64));
+        prop_assert!(decoded.is_err());
+        prop_assert!(peak < 3 * MIB, "decode_to_vec held {peak} bytes");
+        let (streamed, peak) = peak_during(|| {
+            let mut reader = ObjectReader::new(&stored[..])?.with_limit(MIB as u64)?;
+            std::io::copy(&mut reader, &mut std::io::sink()).map_err(Into::into)
+        });
+        let streamed: Result<u64, walship_common::codec::CodecError> = streamed;
+        prop_assert!(streamed.is_err());
+        prop_assert!(peak < 3 * MIB, "the streaming reader held {peak} bytes");
+    }
+
+    /// A tar entry whose header claims up to 64 GiB is passed through as it arrives: the
+    /// parser holds a header's worth, not the data (here 16 MiB of it in 64 KiB pieces).
+    #[test]
+    fn a_tar_entry_claiming_gigabytes_is_streamed_not_buffered(claimed in (16u64 << 20)..(64u64 << 30)) {
+        static PIECE: [u8; 64 * 1024] = [0u8; 64 * 1024];
+        let mut header = tar::Header::new_ustar();
+        header.set_path("base/1/huge").unwrap();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(claimed);
+        header.set_mode(0o600);
+        header.set_cksum();
+        let header = Bytes::copy_from_slice(header.as_bytes());
+        let (seen, peak) = peak_during(|| {
+            let mut parser = TarStream::new();
+            let mut seen = 0u64;
+            let pieces = std::iter::once(header.clone())
+                .chain((0..256).map(|_| Bytes::from_static(&PIECE)));
+            for mut input in pieces {
+                while let Some(item) = parser.next_item(&mut input).unwrap() {
+                    if let TarItem::Data(d) = item {
+                        seen += d.len() as u64;
+                    }
+                }
+            }
+            seen
+        });
+        prop_assert_eq!(seen, 256 * 64 * 1024);
+        prop_assert!(peak < 64 * 1024, "the tar parser held {peak} bytes");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// History files, manifests (as JSON text), connection strings and config files: whatever
+    /// they hold (valid or not), a parse takes memory in proportion to the input.
+    #[test]
+    fn text_parsers_take_memory_in_proportion_to_their_input(
+        unit in prop_oneof![
+            "[0-9A-F/\t x]{1,40}\n",
+            "[{}\\[\\]\":,0-9a-z_ ]{1,40}",
+            "[a-z_]{1,8}=('[^']{0,20}'|[a-z0-9]{1,8}) ",
+            "\\[[a-z]{1,6}\\]\n[a-z_]{1,10} = \"[a-z0-9/:]{0,30}\"\n",
+        ],
+        repeat in 1usize..20_000,
+    ) {
+        let input = unit.repeat(repeat);
+        let bound = 16 * input.len() + 64 * 1024;
+        let (_, peak) = peak_during(|| TimelineHistory::parse(TimelineId(2), input.as_bytes()).map(drop));
+        prop_assert!(peak < bound, "history: {peak} bytes for {} of input", input.len());
+        let (_, peak) = peak_during(|| serde_json::from_str::<BackupManifest>(&input).map(drop));
+        prop_assert!(peak < bound, "manifest: {peak} bytes for {} of input", input.len());
+        let (_, peak) = peak_during(|| parse_settings(&input).map(drop));
+        prop_assert!(peak < bound, "conninfo: {peak} bytes for {} of input", input.len());
+        let (_, peak) = peak_during(|| load_file(&input).map(drop));
+        prop_assert!(peak < bound, "config: {peak} bytes for {} of input", input.len());
     }
 }

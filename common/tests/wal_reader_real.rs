@@ -4,18 +4,17 @@
 //! the commit timestamp the server reports, and reading stops cleanly at the end of WAL or
 //! at a corrupted record.
 
+mod pg_support;
+
 use std::process::Command;
 
+use pg_support::lsn;
 use pg_test_harness::{Cluster, PgInstall, client_tool, installs_under_test};
 use walship_common::Lsn;
 use walship_common::pg::page_header::XLOG_BLCKSZ;
 use walship_common::pg::{
     EndReason, RecordKind, SegNo, TimelineId, WalFileName, WalReader, WalRecord, WalSegSize,
 };
-
-fn lsn(pg: &Cluster, sql: &str) -> Lsn {
-    pg.query_string(sql).parse().unwrap()
-}
 
 /// A cluster with two-phase commit and commit timestamps on, and WAL kept.
 fn cluster(install: &PgInstall) -> Cluster {

@@ -5,14 +5,15 @@
 //! only). Runs in milliseconds; the WAL-reading half of the plan is covered on real servers by
 //! `walship/tests/restore_*.rs`.
 
+mod crafted_support;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use walship_common::Lsn;
 use walship_common::catalog::{BackupId, BackupManifest};
-use walship_common::codec::Codec;
 use walship_common::pg::{ArchiveFileName, TimelineHistory, TimelineId, WalFileName, WalSegSize};
-use walship_common::repo::{RepoIdentity, Repository, layout};
-use walship_common::storage::{AnyStorage, LocalStorage, Storage};
+use walship_common::repo::{Repository, layout};
+use walship_common::storage::Storage;
 use walship_restore::plan::plan;
 use walship_restore::target::parse_target_time;
 use walship_restore::timeline::{ArchiveListing, backup_on_path};
@@ -34,12 +35,7 @@ struct Crafted {
 
 impl Crafted {
     async fn new() -> Crafted {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = AnyStorage::from(LocalStorage::new(dir.path().join("repo")).unwrap());
-        let repo = Repository::new(storage, Codec::Lz4);
-        repo.ensure_identity(&RepoIdentity::new(SYSTEM_ID, 15, SEG))
-            .await
-            .unwrap();
+        let (dir, repo) = crafted_support::local_repo(SYSTEM_ID, SEG).await;
         Crafted { _dir: dir, repo }
     }
 

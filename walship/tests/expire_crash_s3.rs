@@ -1,7 +1,7 @@
 //! `walship expire` killed at random points leaves a repository `verify` calls sound and the
 //! next run finishes; an object the storage refuses to delete is skipped and reported;
-//! `expire`, `verify` and `backup --expire` on SeaweedFS; the speed aim for removing 100,000
-//! segments from SeaweedFS (ignored: run by hand).
+//! `expire`, `verify` and `backup --expire` on SeaweedFS. The speed aim for removing 100,000
+//! segments from SeaweedFS is `bench expire` (pg-test-harness).
 
 mod lifecycle_support;
 mod restore_support;
@@ -9,7 +9,7 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lifecycle_support::*;
 use support::{TestRepo, describe, walship_bin};
@@ -220,73 +220,4 @@ fn expire_and_verify_on_seaweedfs() {
     drop(cluster);
     // The gap lay before the new backup: expired with the rest, the repository is sound.
     assert_sound(&repo, "S3 after backup --expire");
-}
-
-/// The aim for `expire`'s speed: 100,000 expired segments removed from SeaweedFS in
-/// under 60 s (one listing, DeleteObjects 1,000 keys a call). A crafted repository (one
-/// manifest, 100,000 tiny WAL objects: `expire` reads neither), so it runs without Postgres.
-/// Slow to set up (the uploads): run by hand with `--ignored`; figures in BENCHMARKS.md.
-#[test]
-#[ignore]
-fn expire_removes_100k_segments_from_seaweedfs_within_a_minute() {
-    use futures::StreamExt;
-    use walship_common::pg::{SegNo, TimelineId, WalFileName, WalSegSize};
-    use walship_common::repo::{RepoIdentity, layout};
-    use walship_common::storage::{PutOptions, Storage};
-
-    const SEGMENTS: u64 = 100_000;
-    let Some(repo) = TestRepo::s3() else { return };
-    let rt = restore_support::runtime();
-    let r = restore_support::open_repo(&rt, &repo);
-    let size = WalSegSize::from_mib(16).unwrap();
-    let started = Instant::now();
-    rt.block_on(async {
-        r.ensure_identity(&RepoIdentity::new(7, 15, 16 << 20))
-            .await
-            .unwrap();
-        futures::stream::iter(1..=SEGMENTS)
-            .map(|segno| {
-                let r = &r;
-                async move {
-                    let name = WalFileName::new(TimelineId(1), SegNo(segno), size).unwrap();
-                    let key = layout::wal_key(&name.into());
-                    r.storage()
-                        .put(&key, bytes::Bytes::from_static(b"x"), PutOptions::default())
-                        .await
-                        .unwrap();
-                }
-            })
-            .buffer_unordered(64)
-            .collect::<Vec<()>>()
-            .await;
-        let start = (SEGMENTS + 1) << 24;
-        let manifest = serde_json::json!({
-            "format_version": 1, "id": "20261122T140300Z", "label": "crafted",
-            "system_identifier": "7", "pg_major": 15, "pg_version_num": 150000,
-            "wal_segment_size": 16777216, "start_timeline": 1, "stop_timeline": 1,
-            "start_lsn": format!("{:X}/{:X}", start >> 32, start & 0xFFFF_FFFF),
-            "stop_lsn": format!("{:X}/{:X}", start >> 32, (start & 0xFFFF_FFFF) + 100),
-            "start_time": "2026-11-22T14:03:00Z", "stop_time": "2026-11-22T14:03:01Z",
-            "duration_ms": 1000, "backup_label": "", "tablespace_map": null, "tablespaces": [],
-            "pg_backup_manifest": null, "bytes_raw": 0, "bytes_stored": 0,
-            "walship_version": "test", "bundles": [], "files": [],
-        });
-        let id = "20261122T140300Z".parse().unwrap();
-        r.put_content(
-            &layout::manifest_key(id),
-            serde_json::to_vec(&manifest).unwrap().into(),
-            true,
-        )
-        .await
-        .unwrap();
-    });
-    eprintln!("set up {SEGMENTS} objects in {:?}", started.elapsed());
-    let started = Instant::now();
-    let out = expire(&repo, &["--daily", "1", "--json"]);
-    let took = started.elapsed();
-    assert!(out.status.success(), "{}", describe(&out));
-    let report = json(&out)["report"].clone();
-    assert_eq!(report["wal_objects_removed"], SEGMENTS, "{report:#}");
-    eprintln!("expire removed {SEGMENTS} segments from SeaweedFS in {took:?}");
-    assert!(took < Duration::from_secs(60), "{took:?}");
 }

@@ -3,7 +3,8 @@
 //! the length and crc32c of everything it handed out, and that nothing follows.
 //!
 //! Memory: the decompressor's state only (a zstd window, at most 2^27 bytes, zstd's default
-//! limit, an lz4 block of at most 4 MiB); chunks are not buffered. How much content it hands
+//! limit; an lz4 block of at most 4 MiB, held compressed and decompressed: 8 MiB, measured in
+//! `common/tests/parsers_prop.rs`); chunks are not buffered. How much content it hands
 //! out is bounded by [`ObjectReader::with_limit`].
 
 use std::io::{self, BufReader, Read};

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod backup;
 pub mod backup_db;
+pub mod expire;
 pub mod fetch;
 mod measure;
 mod peers;
@@ -18,6 +19,7 @@ pub mod restore;
 pub mod stats;
 pub mod stream;
 mod table;
+pub mod verify;
 pub mod wal_load;
 pub mod walship_bin;
 
@@ -74,6 +76,16 @@ pub const BENCHES: &[Bench] = &[
         name: "stream",
         about: "walship stream under pgbench: repository lag, --synchronous vs pg_receivewal, RSS [--seconds N] [--clients N] [--no-s3]",
         run: stream::run,
+    },
+    Bench {
+        name: "expire",
+        about: "walship expire removing 100,000 expired segments from SeaweedFS (aim: under 60 s) [--segments N]",
+        run: expire::run,
+    },
+    Bench {
+        name: "verify",
+        about: "walship verify (file, S3) vs pgbackrest verify of a full backup of a pgbench database plus 64 segments [--scale N] [--segments N] [--no-s3]",
+        run: verify::run,
     },
 ];
 

@@ -2,7 +2,7 @@
 //! machine's cores, a stanza created against a running cluster, and its commands run as the
 //! cluster user: `archive-push` (synchronous or asynchronous: `archive-async`, spool
 //! directory) for `bench archive`; the same as an `archive_command`, `backup --type=full` and
-//! `restore` for `bench backup` and `bench restore`.
+//! `restore` for `bench backup` and `bench restore`; `verify` for `bench verify`.
 //!
 //! `stanza-create` connects to the cluster and checks that `pg1-path` is its data directory.
 //! `archive-push` then reads only `pg1-path/global/pg_control` (system identifier, version)
@@ -100,6 +100,22 @@ impl PgBackRest {
                 "--type=immediate",
                 "--target-action=promote",
                 "restore",
+            ],
+        )
+    }
+
+    /// `pgbackrest verify` of the stanza's repository (every backup file and WAL segment read
+    /// and checked against its checksum), as the cluster user; it exits non-zero when it finds
+    /// an error. `--output=text --verbose` prints its results (`archiveId: ..., total WAL
+    /// checked`, `backup: ..., status: valid`): without them 2.45 prints nothing.
+    pub fn verify(&self) -> Command {
+        self.command(
+            "stanza.conf",
+            &[
+                "--log-level-console=info",
+                "--output=text",
+                "--verbose",
+                "verify",
             ],
         )
     }

@@ -90,7 +90,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// `walship backup --checkpoint fast` of `cluster` into `repo`.
-fn back_up(cluster: &Cluster, repo: &WalshipRepo, walship: &Path) -> Result<()> {
+pub(super) fn back_up(cluster: &Cluster, repo: &WalshipRepo, walship: &Path) -> Result<()> {
     eprintln!("bench: walship backup to {}", repo.url);
     let conn = format!("host=127.0.0.1 port={} user=postgres", cluster.port());
     let out = repo
