@@ -150,6 +150,8 @@ pub enum Command {
     /// flags, 3 the repository or storage failed.
     #[command(verbatim_doc_comment)]
     Expire(crate::cmd::expire::ExpireArgs),
+    // Help text: the doc comment of the argument struct.
+    Copy(crate::cmd::copy::CopyArgs),
     Pin(crate::cmd::pin::PinArgs),
     Unpin(crate::cmd::pin::UnpinArgs),
     // Help text: the doc comment of the argument struct.
