@@ -33,6 +33,10 @@ pub struct GlobalArgs {
     /// Configuration file [env: WALSHIP_CONFIG; default: /etc/walship/walship.toml if present]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// fetch and restore: a repository to read when the ones before it are unreachable;
+    /// repeatable, tried in order [config: fallback_repos; default: none]
+    #[arg(long = "fallback-repo", global = true, value_name = "URL")]
+    pub fallback_repo: Vec<String>,
     /// More log output (-v info, -vv debug, -vvv trace). Logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

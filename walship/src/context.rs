@@ -37,6 +37,9 @@ impl Context {
         let started = std::time::Instant::now();
         options.config = global.config.clone();
         options.repo = global.repo.clone();
+        if !global.fallback_repo.is_empty() {
+            options.fallback_repos = Some(global.fallback_repo.join(","));
+        }
         let mut passthrough = Vec::new();
         if let Some(config) = &global.config {
             passthrough.push(OsString::from("--config"));
@@ -95,7 +98,28 @@ impl Context {
             "fetch-worker" => s3.retry.deadline = Some(self.config.fetch.timeout),
             _ => {}
         }
-        let storage = AnyStorage::open(&self.config.repo, &s3).await?;
+        self.open_repository_at(&self.config.repo, s3).await
+    }
+
+    /// Opens the `n`th fallback repository (`fallback_repos`) with the settings of the
+    /// configured one; for `fetch` its requests get a `fetch.timeout` of their own from now,
+    /// so that an unreachable repository before it cannot use up its time.
+    pub async fn open_fallback(&self, n: usize) -> Option<Result<Repository, StorageError>> {
+        let url = self.config.fallback_repos.get(n)?;
+        let mut s3 = self.config.s3.to_options();
+        if self.command == "fetch" {
+            s3.retry.deadline = Some(self.config.fetch.timeout);
+            s3.retry.not_after = Some(std::time::Instant::now() + self.config.fetch.timeout);
+        }
+        Some(self.open_repository_at(url, s3).await)
+    }
+
+    async fn open_repository_at(
+        &self,
+        url: &str,
+        s3: walship_common::storage::S3Options,
+    ) -> Result<Repository, StorageError> {
+        let storage = AnyStorage::open(url, &s3).await?;
         Ok(Repository::new(storage, self.config.compression)
             .with_key_file(self.config.encryption.key_file.clone())
             .with_passphrase_command(self.config.encryption.passphrase_command.clone()))

@@ -334,6 +334,11 @@ pub(crate) fn restore_command_parts(
         ]);
     }
     global_args.extend(["--repo".to_string(), ctx.config.repo.clone()]);
+    // Fallbacks however they were set (flag, environment, file): the restored server reads
+    // them even if the environment it runs in differs.
+    for fallback in &ctx.config.fallback_repos {
+        global_args.extend(["--fallback-repo".to_string(), fallback.clone()]);
+    }
     Ok((walship, env, global_args))
 }
 
