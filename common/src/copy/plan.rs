@@ -241,7 +241,7 @@ mod tests {
         let partial = meta("wal/0000000100000000/000000010000000000000002.partial", 7);
         let source_wal = vec![wal(1), partial.clone()];
         let target_wal = vec![
-            meta(&wal(1).key.to_string(), 99),
+            meta(wal(1).key.as_str(), 99),
             meta(partial.key.as_str(), 3),
         ];
         let p = plan(&Listings {
