@@ -98,12 +98,12 @@ fn copies_to_a_second_server_and_a_directory_that_restore_alone_after_a_kill() {
     }
     archive_everything(&cluster, Duration::from_secs(300));
 
-    // kill -9 during a copy to the directory, one object at a time.
+    // kill -9 during a copy to the directory.
     let local_wal = local.local_root().join("wal");
     let mut child = Command::new(walship_bin())
         .arg("--config")
         .arg(&source.config)
-        .args(["copy", "--to", &local.url, "--parallel", "1"])
+        .args(["copy", "--to", &local.url])
         .envs(source.env())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -240,10 +240,7 @@ mod tests {
         let seg_size = WalSegSize::new(SEG).unwrap();
         let partial = meta("wal/0000000100000000/000000010000000000000002.partial", 7);
         let source_wal = vec![wal(1), partial.clone()];
-        let target_wal = vec![
-            meta(wal(1).key.as_str(), 99),
-            meta(partial.key.as_str(), 3),
-        ];
+        let target_wal = vec![meta(wal(1).key.as_str(), 99), meta(partial.key.as_str(), 3)];
         let p = plan(&Listings {
             seg_size,
             source_keys: &[],

@@ -27,7 +27,8 @@ use crate::exit;
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct CopyArgs {
-    /// The target repository (s3://bucket/prefix or file:///path) [config: copy; default: none]
+    /// The target repository (s3://bucket/prefix or file:///path); without it, every
+    /// [[copy]] entry of the config
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
     /// The target's S3 endpoint, when it is not the source's (another server or provider)
@@ -36,10 +37,6 @@ pub struct CopyArgs {
     /// The target's S3 region, when it is not the source's
     #[arg(long, value_name = "REGION", requires = "to")]
     pub to_region: Option<String>,
-    /// Objects copied at once; each holds at most about one S3 part (s3.part_size) in memory
-    #[arg(long, value_name = "N", default_value_t = 8,
-          value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub parallel: u16,
     /// Say what would be copied, copy nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -65,8 +62,8 @@ pub fn run(ctx: Context, args: CopyArgs) -> u8 {
         return exit::USAGE;
     }
     let opts = CopyOptions {
-        parallel: usize::from(args.parallel),
         dry_run: args.dry_run,
+        ..CopyOptions::default()
     };
     ctx.block_on(async {
         let repo = match ctx.open_repository().await {
