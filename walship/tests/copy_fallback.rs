@@ -1,7 +1,7 @@
 //! Fallback repositories (issue 23, test 4): `fetch` and the `restore_command` that
 //! `restore --fallback-repo` writes read the next repository when the primary is
 //! unreachable. With the primary (SeaweedFS) stopped and a `walship copy` of it as fallback,
-//! recovery completes with the rows equal; with the primary stopped and the fallback missing
+//! `restore` reads the fallback and recovery completes with the rows equal; with the primary stopped and the fallback missing
 //! a segment, `fetch` exits above 125 and Postgres stops rather than promote.
 
 mod restore_support;
@@ -55,27 +55,29 @@ fn recovery_reads_the_fallback_when_the_primary_is_down_and_stops_when_both_fail
     // The copy ran as this test's user; fetch runs as the cluster's.
     support::chown_tree_like(fallback.local_root(), fallback.dir.path());
 
-    // Both directories restored while the primary is up; then it goes away.
-    let dirs: Vec<_> = (0..2)
-        .map(|_| {
-            let dir = pg_test_harness::test_dir("fallback-restored");
-            let to = dir.path().join("data");
-            let out = restore(
-                &primary,
-                &to,
-                &["--target-time", &time, "--fallback-repo", &fallback.url],
-            );
-            assert!(out.status.success(), "restore: {}", describe(&out));
-            let conf = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
-            assert!(
-                conf.contains(&format!("--fallback-repo {}", fallback.url))
-                    || conf.contains(&format!("--fallback-repo '{}'", fallback.url)),
-                "{conf}"
-            );
-            (dir, to)
-        })
-        .collect();
+    let restore_to = |primary: &TestRepo, what: &str| {
+        let dir = pg_test_harness::test_dir("fallback-restored");
+        let to = dir.path().join("data");
+        let out = restore(
+            &primary,
+            &to,
+            &["--target-time", &time, "--fallback-repo", &fallback.url],
+        );
+        assert!(out.status.success(), "restore ({what}): {}", describe(&out));
+        let conf = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
+        assert!(
+            conf.contains(&format!("--fallback-repo {}", fallback.url))
+                || conf.contains(&format!("--fallback-repo '{}'", fallback.url)),
+            "{conf}"
+        );
+        (dir, to)
+    };
+    // One directory restored while the primary is up; then it goes away, and the other is
+    // restored from the fallback.
+    let broken_dir = restore_to(&primary, "primary up");
     primary.s3.as_mut().unwrap().stop();
+    let good_dir = restore_to(&primary, "primary down");
+    let dirs = [good_dir, broken_dir];
 
     // fetch itself: primary unreachable, the fallback delivers.
     let dest = primary.dir.path().join("fetched");
