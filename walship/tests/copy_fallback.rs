@@ -59,7 +59,7 @@ fn recovery_reads_the_fallback_when_the_primary_is_down_and_stops_when_both_fail
         let dir = pg_test_harness::test_dir("fallback-restored");
         let to = dir.path().join("data");
         let out = restore(
-            &primary,
+            primary,
             &to,
             &["--target-time", &time, "--fallback-repo", &fallback.url],
         );
