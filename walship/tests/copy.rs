@@ -5,7 +5,8 @@
 //! One copy to the local directory is killed with SIGKILL midway and rerun: afterwards both
 //! targets hold exactly the source's objects, byte for byte, and a further run copies
 //! nothing. Server A is then stopped, and each target restores to a recorded time on its own
-//! with the rows equal.
+//! with the rows equal. Last, the directory runs its own retention (`expire`), and a further
+//! copy does not bring back what it removed.
 
 mod restore_support;
 mod support;
@@ -165,7 +166,6 @@ fn copies_to_a_second_server_and_a_directory_that_restore_alone_after_a_kill() {
     // The first server is gone; each target restores to the time on its own. (The copy ran
     // as this test's user; the restored server's fetch runs as the cluster's.)
     support::chown_tree_like(local.local_root(), local.dir.path());
-    drop(cluster);
     source.s3.as_mut().unwrap().stop();
     for target in [&second, &local] {
         let dir = pg_test_harness::test_dir("copy-restored");
@@ -180,6 +180,48 @@ fn copies_to_a_second_server_and_a_directory_that_restore_alone_after_a_kill() {
         let restored = start_restored(&install, &to);
         assert_eq!(rows(&restored), want, "restored from {}", target.url);
     }
+
+    // The target keeps its own retention, and a copy does not bring back what it removed.
+    source.s3.as_mut().unwrap().restart();
+    let first_backup = first[0]["backups"][0].as_str().unwrap().to_string();
+    walship_backup(&cluster, &source);
+    archive_everything(&cluster, Duration::from_secs(120));
+    let out = source.walship(&["copy", "--json"]);
+    assert!(out.status.success(), "copy: {}", describe(&out));
+    let out = local.walship(&["expire", "--daily", "1", "--json"]);
+    assert!(
+        out.status.success(),
+        "expire on the target: {}",
+        describe(&out)
+    );
+    let manifest = |id: &str| {
+        local
+            .local_root()
+            .join("backups")
+            .join(id)
+            .join("manifest.json")
+    };
+    assert!(
+        !manifest(&first_backup).exists(),
+        "expire kept {first_backup}: {}",
+        describe(&out)
+    );
+    let out = source.walship(&["copy", "--to", &local.url, "--json"]);
+    assert!(
+        out.status.success(),
+        "copy after expire: {}",
+        describe(&out)
+    );
+    let report = &reports(&out)[0];
+    assert_eq!(report["copied_objects"], 0, "{report}");
+    assert!(
+        report["skipped_by_target_retention"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(
+        !manifest(&first_backup).exists(),
+        "the copy brought {first_backup} back"
+    );
 }
 
 /// Every file under `dir` (relative paths), empty when it does not exist.

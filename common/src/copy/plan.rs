@@ -79,14 +79,15 @@ fn complete_backups(listing: &[ObjectMeta]) -> BTreeMap<BackupId, (Vec<ObjectMet
         .collect()
 }
 
-/// Position of a WAL object for the retention horizon: a segment's number, `None` for
-/// history files and anything else.
+/// Position of a WAL object for the retention horizon: the number of its segment (a
+/// `.partial`'s, a backup history file's start segment), `None` for timeline history files,
+/// which retention keeps.
 fn segment_position(key: &ObjectKey, seg_size: WalSegSize) -> Option<u64> {
     let name = key.as_str().rsplit('/').next()?;
-    match ArchiveFileName::parse(name, seg_size).ok()? {
-        ArchiveFileName::Segment(w) | ArchiveFileName::Partial(w) => Some(w.segno().0),
-        _ => None,
-    }
+    ArchiveFileName::parse(name, seg_size)
+        .ok()?
+        .segment()
+        .map(|w| w.segno().0)
 }
 
 /// Compares the listings.
