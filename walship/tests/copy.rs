@@ -150,10 +150,27 @@ fn copies_to_a_second_server_and_a_directory_that_restore_alone_after_a_kill() {
     assert_eq!(contents(&rt, &local), want_objects, "local directory");
 
     // Resumable and idempotent: nothing left to copy.
-    let out = source.walship(&["copy", "--json"]);
+    let textfile = source.dir.path().join("copy.prom");
+    let out = source.walship(&[
+        "copy",
+        "--json",
+        "--metrics-textfile",
+        textfile.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "copy again: {}", describe(&out));
     for report in reports(&out) {
         assert_eq!(report["copied_objects"], 0, "{report}");
+    }
+    // The copy lag, per target, for node_exporter's textfile collector.
+    let metrics = std::fs::read_to_string(&textfile).unwrap();
+    for target in [&second, &local] {
+        let line = format!("target=\"{}\"}} 0.0", target.url);
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("walship_copy_lag_bytes{") && l.ends_with(&line)),
+            "{metrics}"
+        );
     }
     // Audited in the source's trail.
     let out = source.walship(&["audit", "--json"]);

@@ -4,6 +4,7 @@
 use clap::Args;
 use walship_common::config::CopyTarget;
 use walship_common::copy::{self, CopyOptions, CopyReport};
+use walship_common::metrics;
 use walship_common::storage::AnyStorage;
 
 use crate::context::Context;
@@ -40,6 +41,11 @@ pub struct CopyArgs {
     /// Say what would be copied, copy nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Write the copy lag of every target to this file afterwards, atomically, for
+    /// node_exporter's textfile collector (walship_copy_lag_bytes, walship_copy_lag_seconds,
+    /// walship_copy_last_success_timestamp_seconds)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<std::path::PathBuf>,
     /// Print one JSON report per target (copied objects and bytes, copy lag)
     #[arg(long)]
     pub json: bool,
@@ -71,6 +77,7 @@ pub fn run(ctx: Context, args: CopyArgs) -> u8 {
             Err(e) => return ctx.fail(exit::FAILED, &e),
         };
         let mut code = exit::SUCCESS;
+        let mut lags = Vec::new();
         for target in &targets {
             let started = std::time::Instant::now();
             let result = match open_target(&ctx, target).await {
@@ -100,8 +107,28 @@ pub fn run(ctx: Context, args: CopyArgs) -> u8 {
                 }
                 super::audit::record(&ctx, &repo, "copy", this, figures).await;
             }
+            lags.push(metrics::CopyLagFigures {
+                repository: repo.location().to_string(),
+                target: walship_common::redact::redact_userinfo(&target.repo),
+                lag_bytes: result.as_ref().ok().map(|r| r.lag.bytes),
+                lag_seconds: result.as_ref().ok().and_then(|r| r.lag.seconds),
+                last_success: result.is_ok().then(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64()
+                }),
+            });
             if this != exit::SUCCESS {
                 code = this;
+            }
+        }
+        if let Some(path) = &args.metrics_textfile
+            && !args.dry_run
+        {
+            let text = metrics::render_copy_lag(&lags);
+            if let Err(e) = walship_common::fsutil::write_file_atomic(path, text.as_bytes()) {
+                ctx.fail(exit::FAILED, &e);
             }
         }
         code
