@@ -15,7 +15,10 @@
 //!   useless without the operator's key) are copied with it.
 //! - Every put is create-only; a key already on the target with the same bytes is fine, with
 //!   different bytes it is [`CopyError::Conflict`] naming the key and nothing is overwritten
-//!   (except a stream's `.partial` tail, which its writer replaces too).
+//!   (except a stream's `.partial` tail, which its writer replaces too). "Already there" is
+//!   decided from the listings' sizes (a `head` per object every run would cost more than the
+//!   copy); stored checksums are compared when sizes differ or a put meets an object that
+//!   appeared meanwhile.
 //! - A backup's manifest is copied after all its other objects, and backups oldest first, so
 //!   an interrupted copy never leaves something that looks complete and is not. A rerun
 //!   copies only what is missing.
