@@ -24,7 +24,7 @@
 //!   copies only what is missing.
 //! - The target's `walship.json` is the source's (same cluster); a target of another
 //!   cluster is refused before anything is copied.
-//! - Memory is bounded: objects are streamed (at most about one S3 part per object in
+//! - Memory is bounded: objects are streamed (at most one S3 part per object in
 //!   flight) and at most [`CopyOptions::parallel`] objects move at once.
 
 mod lag;
@@ -55,7 +55,7 @@ pub struct CopyOptions {
 impl Default for CopyOptions {
     fn default() -> Self {
         CopyOptions {
-            parallel: 8,
+            parallel: 16,
             dry_run: false,
         }
     }

@@ -51,6 +51,9 @@ pub struct CopyArgs {
     pub json: bool,
 }
 
+/// The largest S3 part a copy uploads.
+const COPY_PART_SIZE: usize = 16 << 20;
+
 /// Runs `walship copy`.
 pub fn run(ctx: Context, args: CopyArgs) -> u8 {
     let targets = match &args.to {
@@ -141,6 +144,9 @@ async fn open_target(
     target: &CopyTarget,
 ) -> Result<AnyStorage, walship_common::storage::StorageError> {
     let mut s3 = ctx.config.s3.to_options();
+    // Each object in flight holds at most one part: smaller parts bound the copy's memory
+    // (objects are WAL segments and 64 MiB bundles; 16 MiB parts cost no throughput).
+    s3.part_size = s3.part_size.min(COPY_PART_SIZE);
     if let Some(endpoint) = &target.endpoint {
         s3.endpoint = Some(endpoint.clone());
         s3.force_path_style = Some(true);
