@@ -28,6 +28,7 @@ pub mod catalog;
 pub mod check;
 pub mod codec;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod fetch;
 pub mod fsutil;

@@ -467,3 +467,62 @@ fn object_lock_defaults_off_is_set_by_file_or_env_and_refused_where_it_cannot_wo
         "{err}"
     );
 }
+
+#[test]
+fn copy_targets_and_fallback_repositories_from_file_environment_and_flags() {
+    let mut s = Setup::new();
+    s.default_file(
+        r#"
+repo = "s3://primary/p"
+fallback_repos = ["s3://dr-bucket/p", "file:///mnt/offsite/p"]
+
+[[copy]]
+repo = "s3://dr-bucket/p"
+region = "us-west-2"
+endpoint = "https://s3.us-west-2.amazonaws.com"
+
+[[copy]]
+repo = "file:///mnt/offsite/p"
+"#,
+    );
+    let config = s.load().unwrap();
+    assert_eq!(
+        config.fallback_repos,
+        ["s3://dr-bucket/p", "file:///mnt/offsite/p"]
+    );
+    assert_eq!(config.copy.len(), 2);
+    assert_eq!(config.copy[0].repo, "s3://dr-bucket/p");
+    assert_eq!(config.copy[0].region.as_deref(), Some("us-west-2"));
+    assert_eq!(
+        config.copy[0].endpoint.as_deref(),
+        Some("https://s3.us-west-2.amazonaws.com")
+    );
+    assert_eq!(config.copy[1].repo, "file:///mnt/offsite/p");
+    assert_eq!(config.copy[1].endpoint, None);
+
+    // The environment replaces the file's lists; the flag replaces both.
+    s.env("WALSHIP_FALLBACK_REPOS", "s3://env-a/p, s3://env-b/p")
+        .env("WALSHIP_COPY", "file:///env/copy");
+    let config = s.load().unwrap();
+    assert_eq!(config.fallback_repos, ["s3://env-a/p", "s3://env-b/p"]);
+    assert_eq!(config.copy.len(), 1);
+    assert_eq!(config.copy[0].repo, "file:///env/copy");
+    s.sources.options.fallback_repos = Some("s3://flag-a/p".to_string());
+    assert_eq!(s.load().unwrap().fallback_repos, ["s3://flag-a/p"]);
+
+    // Each URL is checked as `repo` is, credentials never echoed.
+    s.sources.options.fallback_repos = Some("s3://AKIA:secret@bucket/p".to_string());
+    let err = s.load().unwrap_err().to_string();
+    assert!(
+        err.contains("fallback_repos") && !err.contains("AKIA"),
+        "{err}"
+    );
+    s.sources.options.fallback_repos = None;
+    s.file(
+        "bad.toml",
+        "repo = \"s3://primary/p\"\n[[copy]]\nrepo = \"s3://b/p\"\nbucket = \"x\"\n",
+    );
+    s.sources.options.config = Some(s.dir.path().join("bad.toml"));
+    let err = s.load().unwrap_err().to_string();
+    assert!(err.contains("bucket"), "{err}");
+}

@@ -155,6 +155,7 @@ fn recovery() -> RecoveryConfig {
     RecoveryConfig {
         walship: PathBuf::from("/usr/bin/walship"),
         global_args: vec!["--repo".into(), "file:///srv/repo".into()],
+        fetch_args: Vec::new(),
         env: Vec::new(),
         allow_partial: false,
         target: RecoveryTarget::Immediate,

@@ -37,6 +37,9 @@ impl Context {
         let started = std::time::Instant::now();
         options.config = global.config.clone();
         options.repo = global.repo.clone();
+        if !global.fallback_repo.is_empty() {
+            options.fallback_repos = Some(global.fallback_repo.join(","));
+        }
         let mut passthrough = Vec::new();
         if let Some(config) = &global.config {
             passthrough.push(OsString::from("--config"));
@@ -104,7 +107,34 @@ impl Context {
             "fetch-worker" => s3.retry.deadline = Some(self.config.fetch.timeout),
             _ => {}
         }
-        let mut storage = AnyStorage::open(&self.config.repo, &s3).await?;
+        self.open_repository_at(&self.config.repo, s3, as_of).await
+    }
+
+    /// Opens the `n`th fallback repository (`fallback_repos`) with the settings of the
+    /// configured one (and the same `--as-of` view); for `fetch` its requests get a
+    /// `fetch.timeout` of their own from now, so that an unreachable repository before it
+    /// cannot use up its time.
+    pub async fn open_fallback(
+        &self,
+        n: usize,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Option<Result<Repository, StorageError>> {
+        let url = self.config.fallback_repos.get(n)?;
+        let mut s3 = self.config.s3.to_options();
+        if self.command == "fetch" {
+            s3.retry.deadline = Some(self.config.fetch.timeout);
+            s3.retry.not_after = Some(std::time::Instant::now() + self.config.fetch.timeout);
+        }
+        Some(self.open_repository_at(url, s3, as_of).await)
+    }
+
+    async fn open_repository_at(
+        &self,
+        url: &str,
+        s3: walship_common::storage::S3Options,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Repository, StorageError> {
+        let mut storage = AnyStorage::open(url, &s3).await?;
         // Checked when the configuration was loaded: Ok(None) when off.
         let lock = self.config.lock_policy().ok().flatten();
         // The commands that create WAL and backups refuse a bucket that would silently

@@ -66,6 +66,24 @@ pub(crate) fn values(path: &Path, text: &str) -> Result<Vec<(&'static Key, Strin
     let mut out = Vec::new();
     for (name, value) in &table {
         match value {
+            toml::Value::Array(entries) if name == "copy" => {
+                out.push(copy_entries(path, entries)?);
+            }
+            toml::Value::Array(urls) if name == "fallback_repos" => {
+                let text: Vec<String> = urls
+                    .iter()
+                    .map(|u| match u {
+                        toml::Value::String(s) => Ok(s.clone()),
+                        other => Err(invalid(
+                            path,
+                            "fallback_repos",
+                            other,
+                            "expected a list of URLs",
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?;
+                out.push(scalar(path, name, &toml::Value::String(text.join("\n")))?);
+            }
             toml::Value::Table(section) if SECTIONS.contains(&name.as_str()) => {
                 for (leaf, value) in section {
                     out.push(scalar(path, &format!("{name}.{leaf}"), value)?);
@@ -83,6 +101,61 @@ pub(crate) fn values(path: &Path, text: &str) -> Result<Vec<(&'static Key, Strin
         }
     }
     Ok(out)
+}
+
+fn invalid(path: &Path, key: &'static str, value: &toml::Value, reason: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        key,
+        origin: Origin::File(path.to_path_buf()),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// `[[copy]]` tables (`repo`, optional `endpoint` and `region`) as the `copy` key's text:
+/// one `URL;endpoint=...;region=...` line per table.
+fn copy_entries(
+    path: &Path,
+    entries: &[toml::Value],
+) -> Result<(&'static Key, String), ConfigError> {
+    let mut lines = Vec::new();
+    for entry in entries {
+        let bad = |reason: &str| invalid(path, "copy", entry, reason);
+        let toml::Value::Table(table) = entry else {
+            return Err(bad("expected [[copy]] tables with repo = \"URL\""));
+        };
+        let mut line = String::new();
+        for field in ["repo", "endpoint", "region"] {
+            match table.get(field) {
+                Some(toml::Value::String(v)) if field == "repo" => line.push_str(v),
+                Some(toml::Value::String(v)) => line.push_str(&format!(";{field}={v}")),
+                Some(_) => return Err(bad("expected strings")),
+                None if field == "repo" => return Err(bad("a [[copy]] entry needs repo")),
+                None => {}
+            }
+        }
+        if let Some(other) = table
+            .keys()
+            .find(|k| !["repo", "endpoint", "region"].contains(&k.as_str()))
+        {
+            return Err(bad(&format!(
+                "unknown [[copy]] key {other:?} (repo, endpoint, region)"
+            )));
+        }
+        lines.push(line);
+    }
+    let Some(key) = key("copy") else {
+        return Err(bad_table(path));
+    };
+    Ok((key, lines.join("\n")))
+}
+
+fn bad_table(path: &Path) -> ConfigError {
+    ConfigError::UnknownKey {
+        key: "copy".to_string(),
+        file: path.to_path_buf(),
+        hint: String::new(),
+    }
 }
 
 /// The known key `name` and its value as text.

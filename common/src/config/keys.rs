@@ -410,7 +410,73 @@ pub(crate) const KEYS: &[Key] = &[
             Ok(())
         },
     },
+    Key {
+        name: "fallback_repos",
+        env: "WALSHIP_FALLBACK_REPOS",
+        flag: Some("--fallback-repo"),
+        apply: |d, v, o| {
+            d.config.fallback_repos = parse_repo_list(v, o)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "copy",
+        env: "WALSHIP_COPY",
+        flag: None,
+        apply: |d, v, o| {
+            d.config.copy = parse_copy_targets(v, o)?;
+            Ok(())
+        },
+    },
 ];
+
+/// A list of repository URLs separated by commas or new lines (URLs hold neither), each
+/// checked as `repo` is.
+fn parse_repo_list(text: &str, origin: &Origin) -> Result<Vec<String>, String> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            super::check_repo(u, origin.clone())
+                .map(|()| u.to_string())
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// `[[copy]]` entries: `URL[;endpoint=URL][;region=NAME]`, separated by commas or new lines
+/// (the file's tables arrive in this form; `WALSHIP_COPY` is usually just URLs).
+fn parse_copy_targets(text: &str, origin: &Origin) -> Result<Vec<super::CopyTarget>, String> {
+    let mut out = Vec::new();
+    for entry in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let mut parts = entry.split(';').map(str::trim);
+        let repo = parse_repo_list(parts.next().unwrap_or_default(), origin)?
+            .pop()
+            .ok_or("a [[copy]] entry needs repo = \"URL\"")?;
+        let mut target = super::CopyTarget {
+            repo,
+            endpoint: None,
+            region: None,
+        };
+        for part in parts {
+            match part.split_once('=') {
+                Some(("endpoint", v)) => target.endpoint = Some(parse_endpoint(v)?),
+                Some(("region", v)) => target.region = Some(parse_word(v, 64)?),
+                _ => {
+                    return Err(format!(
+                        "unknown [[copy]] setting {part:?} (repo, endpoint, region)"
+                    ));
+                }
+            }
+        }
+        out.push(target);
+    }
+    Ok(out)
+}
 
 /// The key named `name` (`s3.endpoint`).
 pub(crate) fn key(name: &str) -> Option<&'static Key> {
@@ -445,6 +511,7 @@ pub(crate) fn flag_values(o: &Options) -> Vec<(&'static str, String)> {
         ("retention.yearly", text(&o.retention_yearly)),
         ("retention.min_backups", text(&o.retention_min_backups)),
         ("retention.timezone", text(&o.retention_timezone)),
+        ("fallback_repos", text(&o.fallback_repos)),
     ];
     all.into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, v)))

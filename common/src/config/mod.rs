@@ -27,6 +27,8 @@
 //! | `[stream] slot`, `partial_interval`, `application_name` | `WALSHIP_STREAM_SLOT`, ... | `walship`, `1s`, `walship` |
 //! | `[stream] stop_timeout` | `WALSHIP_STREAM_STOP_TIMEOUT` | `20s`: after SIGTERM, give up storing |
 //! | `[retention] pitr_window`, `daily`, `weekly`, `monthly`, `yearly` | `WALSHIP_RETENTION_PITR_WINDOW`, ... | none (`expire` refuses without one) |
+//! | `fallback_repos` | `WALSHIP_FALLBACK_REPOS` (comma-separated) | none: `fetch` and `restore` read only `repo` |
+//! | `[[copy]] repo`, `endpoint`, `region` | `WALSHIP_COPY` (comma-separated URLs) | none: `copy` needs `--to` |
 //! | `[retention] min_backups`, `timezone` | `WALSHIP_RETENTION_MIN_BACKUPS`, ... | `1`, `UTC` (or `+02:00`, or a zone name, `Europe/Paris`) |
 //!
 //! # Secrets
@@ -86,8 +88,25 @@ pub struct Config {
     pub retention: crate::retention::Policy,
     /// `[encryption]`: client-side encryption keys (`docs/FORMAT.md`, "Encrypted objects").
     pub encryption: EncryptionConfig,
+    /// Repositories `fetch` and `restore` read, in order, when the one before is
+    /// unreachable (`fallback_repos`).
+    pub fallback_repos: Vec<String>,
+    /// The second repositories `walship copy` (without `--to`) copies to (`[[copy]]`).
+    pub copy: Vec<CopyTarget>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+}
+
+/// One `[[copy]]` entry: a target repository and, when it is on another S3 server or region,
+/// that server's endpoint and region (credentials still come from the AWS chain).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CopyTarget {
+    /// The target's URL.
+    pub repo: String,
+    /// Its S3 endpoint, when not the source's.
+    pub endpoint: Option<String>,
+    /// Its S3 region, when not the source's.
+    pub region: Option<String>,
 }
 
 /// S3 client settings (credentials are never here: they come from the AWS chain).
@@ -289,6 +308,8 @@ pub struct Options {
     pub retention_yearly: Option<String>,
     pub retention_min_backups: Option<String>,
     pub retention_timezone: Option<String>,
+    /// `--fallback-repo`, repeated: the URLs joined by commas.
+    pub fallback_repos: Option<String>,
 }
 
 /// Everything the configuration is made from. Tests build one by hand (an environment map, a
@@ -381,6 +402,8 @@ impl Default for Config {
             },
             retention: crate::retention::Policy::default(),
             encryption: EncryptionConfig::default(),
+            fallback_repos: Vec::new(),
+            copy: Vec::new(),
             config_file: None,
         }
     }
@@ -496,7 +519,7 @@ fn apply(
 
 /// Checks the repository URL's shape (storage parses it fully); refuses credentials in it
 /// without echoing the URL.
-fn check_repo(repo: &str, origin: Origin) -> Result<(), ConfigError> {
+pub(crate) fn check_repo(repo: &str, origin: Origin) -> Result<(), ConfigError> {
     let invalid = |origin: Origin, reason: &str| ConfigError::InvalidValue {
         key: "repo",
         origin,
@@ -566,6 +589,7 @@ impl Options {
             retention_yearly: s(),
             retention_min_backups: s(),
             retention_timezone: s(),
+            fallback_repos: s(),
         }
     }
 }

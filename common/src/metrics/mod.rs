@@ -9,6 +9,8 @@
 //! consistency point to the newest archived WAL object's time (`walship status` reads the
 //! WAL for the exact newest commit).
 
+mod copy_lag;
+
 use std::sync::atomic::AtomicU64;
 
 use chrono::{DateTime, Utc};
@@ -21,6 +23,8 @@ use prometheus_client::registry::Registry;
 use crate::pg::{ArchiveFileName, WalSegSize};
 use crate::repo::{Repository, layout};
 use crate::storage::Storage;
+
+pub use copy_lag::{CopyLagFigures, render_copy_lag};
 
 /// The last drill, as its report says.
 #[derive(Debug, Clone, Copy, PartialEq)]

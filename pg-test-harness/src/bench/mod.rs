@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod backup;
 pub mod backup_db;
+pub mod copy;
 pub mod expire;
 pub mod fetch;
 mod measure;
@@ -71,6 +72,11 @@ pub const BENCHES: &[Bench] = &[
         name: "plan",
         about: "walship restore --dry-run against an archive of 500+ (1 MiB) segments, file and S3 [--segments N] [--no-s3]",
         run: plan::run,
+    },
+    Bench {
+        name: "copy",
+        about: "walship copy between two SeaweedFS servers: MB/s of stored bytes, peak RSS [--segments N]",
+        run: copy::run,
     },
     Bench {
         name: "stream",

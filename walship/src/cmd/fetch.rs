@@ -72,18 +72,70 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
             return run_worker(&ctx, &repo, &args, &origin, plan).await;
         }
         let found = |name| ensure_worker(&ctx, name, &args, &opts, plan);
-        match fetch::fetch(&repo, &args.name, &args.dest, &opts, found).await {
+        let first = fetch::fetch(&repo, &args.name, &args.dest, &opts, found).await;
+        let mut failures = Vec::new();
+        match first {
             Ok(delivered) => {
                 tracing::info!("delivered {} ({:?})", delivered.name, delivered.source);
-                exit::SUCCESS
+                return exit::SUCCESS;
             }
-            Err(e) if e.is_not_found() => {
-                tracing::info!("{e}");
-                exit::NOT_FOUND
-            }
-            Err(e) => ctx.fail(exit::RECOVERY_MUST_STOP, &e),
+            Err(e) if e.is_not_found() => tracing::info!("{e}"),
+            Err(e) => failures.push((repo.location().to_string(), e.to_string())),
         }
+        // Fallback repositories, in order (`fallback_repos`, `--fallback-repo`).
+        let mut n = 0;
+        while let Some(opened) = ctx.open_fallback(n, args.as_of.as_of).await {
+            n += 1;
+            let fallback = match opened {
+                Ok(fallback) => fallback,
+                Err(e) => {
+                    failures.push((format!("fallback repository {n}"), e.to_string()));
+                    continue;
+                }
+            };
+            match fetch::fetch(&fallback, &args.name, &args.dest, &opts, |_| {}).await {
+                Ok(delivered) => {
+                    tracing::warn!(
+                        "delivered {} from the fallback repository {} ({:?})",
+                        delivered.name,
+                        fallback.location(),
+                        delivered.source
+                    );
+                    return exit::SUCCESS;
+                }
+                Err(e) if e.is_not_found() => tracing::info!("{e}"),
+                Err(e) => failures.push((fallback.location().to_string(), e.to_string())),
+            }
+        }
+        // "Absent" only when every repository answered that it lacks the file; with one
+        // unreachable, Postgres must stop rather than end recovery early. One exception:
+        // a timeline history file that every reachable repository lacks. Postgres asks for
+        // the next timeline's history at every start and every promotion, so without the
+        // exception no recovery could complete while the primary is down; a wrong "absent"
+        // there cannot end replay early (segments still stop it), and a timeline id the
+        // unreachable repository already used is refused by `archive` later, not overwritten.
+        let answered_absent = failures.len() < n + 1;
+        if failures.is_empty() || (answered_absent && is_history(&args.name)) {
+            if !failures.is_empty() {
+                tracing::warn!(
+                    "{} is absent from every reachable repository; {} repositories were unreachable",
+                    args.name,
+                    failures.len()
+                );
+            }
+            return exit::NOT_FOUND;
+        }
+        for (location, error) in &failures {
+            eprintln!("walship fetch: error: {}: {location}: {error}", args.name);
+        }
+        exit::RECOVERY_MUST_STOP
     })
+}
+
+/// Whether `name` is a timeline history file (`00000002.history`).
+fn is_history(name: &str) -> bool {
+    name.strip_suffix(".history")
+        .is_some_and(|tli| tli.len() == 8 && tli.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Which repository this call reads, as recorded with the spool's entries: the configured

@@ -5,6 +5,7 @@ pub mod as_of;
 pub mod audit;
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod drill;
 pub mod expire;
 pub mod exporter;
@@ -123,6 +124,13 @@ pub fn run(cli: Cli) -> u8 {
                 expire::run(ctx, args)
             })
         }
+        Command::Copy(args) => with_context(
+            "copy",
+            &cli.global,
+            Options::default(),
+            exit::FAILED,
+            |ctx| copy::run(ctx, args),
+        ),
         Command::Pin(args) => with_context(
             "pin",
             &cli.global,

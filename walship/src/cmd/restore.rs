@@ -259,9 +259,9 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
         placement: args.dry_run.then(|| materialise.placement_request(&to)),
     };
     ctx.block_on(async {
-        let repo = match ctx.open_repository_as_of(args.as_of.as_of).await {
+        let repo = match open_reachable(&ctx, args.as_of.as_of).await {
             Ok(repo) => repo,
-            Err(e) => return ctx.fail(exit::FAILED, &e),
+            Err(code) => return code,
         };
         if args.dry_run {
             return match walship_restore::plan::plan(&repo, &plan_request).await {
@@ -337,6 +337,46 @@ pub fn run(ctx: Context, args: RestoreArgs) -> u8 {
     })
 }
 
+/// The repository to restore from: the configured one, or, when it cannot be reached (its
+/// `walship.json` cannot be read for any reason but absence), the first fallback repository
+/// (`fallback_repos`) that can. Errors are reported; the exit code is returned.
+async fn open_reachable(
+    ctx: &Context,
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<walship_common::repo::Repository, u8> {
+    let repo = ctx
+        .open_repository_as_of(as_of)
+        .await
+        .map_err(|e| ctx.fail(exit::FAILED, &e))?;
+    let primary_error = match repo.require_identity().await {
+        Ok(_) => return Ok(repo),
+        Err(e) if e.is_not_found() || ctx.config.fallback_repos.is_empty() => {
+            return Err(ctx.fail(exit::FAILED, &e));
+        }
+        Err(e) => e,
+    };
+    let mut n = 0;
+    while let Some(opened) = ctx.open_fallback(n, as_of).await {
+        n += 1;
+        let Ok(fallback) = opened else { continue };
+        match fallback.require_identity().await {
+            Ok(_) => {
+                eprintln!(
+                    "walship restore: warning: {} cannot be read ({primary_error}); restoring from the fallback repository {}",
+                    repo.location(),
+                    fallback.location()
+                );
+                return Ok(fallback);
+            }
+            Err(e) => eprintln!(
+                "walship restore: warning: the fallback repository {} cannot be read either: {e}",
+                fallback.location()
+            ),
+        }
+    }
+    Err(ctx.fail(exit::FAILED, &primary_error))
+}
+
 /// What the restored server's `restore_command` is made of: the walship binary (this one
 /// unless `walship_path`), the settings it carries from this environment, and the global
 /// arguments (`--config`, `--repo`) that make it read this repository.
@@ -368,6 +408,11 @@ fn restore_command_parts(
         ]);
     }
     global_args.extend(["--repo".to_string(), ctx.config.repo.clone()]);
+    // Fallbacks however they were set (flag, environment, file): the restored server reads
+    // them even if the environment it runs in differs.
+    for fallback in &ctx.config.fallback_repos {
+        global_args.extend(["--fallback-repo".to_string(), fallback.clone()]);
+    }
     Ok((walship, env, global_args))
 }
 
