@@ -113,6 +113,14 @@ pub struct S3Config {
     pub timeout: Duration,
     /// Multipart upload part size (5 MiB to 5 GiB).
     pub part_size: ByteSize,
+    /// `s3.sse`: server-side encryption the bucket applies to every object walship writes
+    /// (`AES256` or `aws:kms`); unset sends no header (the bucket's default applies).
+    pub sse: Option<crate::storage::ServerSideEncryption>,
+    /// `s3.sse_kms_key_id`: the KMS key of `s3.sse = "aws:kms"` (unset: the account's
+    /// default `aws/s3` key).
+    pub sse_kms_key_id: Option<String>,
+    /// `s3.ca_file`: PEM certificates trusted for an `https` endpoint, besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `walship archive` settings.
@@ -294,6 +302,9 @@ impl Default for Config {
                 operation_timeout: Duration::from_secs(120),
                 max_attempts: 5,
                 part_size: ByteSize::mib(64),
+                sse: None,
+                sse_kms_key_id: None,
+                ca_file: None,
                 timeout: Duration::from_secs(120),
             },
             archive: ArchiveConfig {
@@ -490,6 +501,9 @@ impl S3Config {
             connect_timeout: self.connect_timeout,
             operation_timeout: self.operation_timeout,
             part_size: usize::try_from(self.part_size.0).unwrap_or(defaults.part_size),
+            sse: self.sse,
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            ca_file: self.ca_file.clone(),
             retry: crate::storage::RetryPolicy {
                 max_attempts: self.max_attempts,
                 deadline: Some(self.timeout),

@@ -59,7 +59,7 @@ pub use faulty::{FaultPlan, FaultyStorage};
 pub use key::{InvalidKey, ObjectKey};
 pub use local::LocalStorage;
 pub use retry::RetryPolicy;
-pub use s3::{S3Credentials, S3Options, S3Storage};
+pub use s3::{S3Credentials, S3Options, S3Storage, ServerSideEncryption};
 pub use stream::ObjectReader;
 
 /// How many keys [`Storage::list`] asks for per page.
