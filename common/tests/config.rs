@@ -427,3 +427,43 @@ fn log_level_is_not_a_key_and_the_error_says_what_to_use() {
     assert!(message.contains("log_level"), "{message}");
     assert!(message.contains("-v"), "{message}");
 }
+
+#[test]
+fn server_side_encryption_and_ca_file_reach_the_s3_options() {
+    let mut s = Setup::new();
+    s.default_file(
+        "repo = \"s3://b/p\"\n[s3]\nsse = \"aws:kms\"\nsse_kms_key_id = \"alias/walship\"\nca_file = \"/etc/walship/ca.pem\"\n",
+    );
+    let config = s.load().unwrap();
+    let opts = config.s3.to_options();
+    assert_eq!(
+        opts.sse,
+        Some(walship_common::storage::ServerSideEncryption::AwsKms)
+    );
+    assert_eq!(opts.sse_kms_key_id.as_deref(), Some("alias/walship"));
+    assert_eq!(
+        opts.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/walship/ca.pem"))
+    );
+    s.env("WALSHIP_S3_SSE", "AES256");
+    assert_eq!(
+        s.load().unwrap().s3.sse,
+        Some(walship_common::storage::ServerSideEncryption::Aes256)
+    );
+    for (var, bad) in [
+        ("WALSHIP_S3_SSE", "aes256"),
+        ("WALSHIP_S3_CA_FILE", "relative/ca.pem"),
+    ] {
+        s.env(var, bad);
+        let err = s.load().unwrap_err().to_string();
+        assert!(err.contains(var), "{err}");
+        s.sources.env.remove(var);
+    }
+    // No setting: no header, the system's roots only.
+    s.default_file("repo = \"s3://b/p\"\n");
+    let opts = s.load().unwrap().s3.to_options();
+    assert_eq!(
+        (opts.sse, opts.sse_kms_key_id, opts.ca_file),
+        (None, None, None)
+    );
+}

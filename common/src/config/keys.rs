@@ -277,7 +277,9 @@ pub(crate) const KEYS: &[Key] = &[
         name: "encryption.kms_key_id",
         env: "WALSHIP_ENCRYPTION_KMS_KEY_ID",
         flag: None,
-        apply: |_, _, _| Err("kms_key_id is not supported by this build yet; use key_file".into()),
+        apply: |_, _, _| {
+            Err("AWS KMS is not supported by this walship (kms_key_id is refused, never ignored); use key_file (walship key init) or passphrase_command".into())
+        },
     },
     Key {
         name: "backup.bundle_size",

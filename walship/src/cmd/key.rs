@@ -21,6 +21,10 @@ use crate::exit;
 /// host. `init` creates a key file; `rotate` adds a new active key (and data key) to it;
 /// `rewrap` wraps every data key under a new key without rewriting any data, so that the old
 /// key can be retired. Nothing here prints key material.
+///
+/// The key-encryption keys come from `[encryption] key_file` (WALSHIP_ENCRYPTION_KEY_FILE)
+/// or `passphrase_command` (WALSHIP_ENCRYPTION_PASSPHRASE_COMMAND). AWS KMS is not
+/// supported: `kms_key_id` (WALSHIP_ENCRYPTION_KMS_KEY_ID) is refused with an error.
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// What to do.

@@ -5,6 +5,7 @@
 
 pub mod bounded;
 pub mod crafted;
+pub mod keys;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
