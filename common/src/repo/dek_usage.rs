@@ -53,7 +53,7 @@ impl Repository {
                 .await?;
             let done = page.len() < LIST_PAGE;
             after = page.last().map(|m| m.key.clone());
-            let wanted = page.into_iter().filter(|m| counted(m));
+            let wanted = page.into_iter().filter(counted);
             let mut seen = futures::stream::iter(wanted)
                 .map(|meta| self.first_bytes(meta))
                 .buffer_unordered(PARALLEL_READS);
