@@ -313,8 +313,8 @@ fn encrypted_backup_on_s3_restores_to_a_time_and_refuses_without_the_key() {
 }
 
 /// `passphrase_command`: WAL archived with a key derived from a command's output is fetched
-/// back with it; another passphrase stops recovery (exit 200); a failing command is reported
-/// without its text or output, even with `-vv`.
+/// back with it; a tampered or truncated object, or another passphrase, stops recovery (exit
+/// 200); a failing command is reported without its text or output, even with `-vv`.
 #[test]
 fn passphrase_command_encrypts_and_never_shows_the_passphrase() {
     let Some(install) = install_15() else { return };
@@ -365,6 +365,46 @@ fn passphrase_command_encrypts_and_never_shows_the_passphrase() {
     assert_eq!(std::fs::metadata(&dest).unwrap().len(), 1 << 20);
     assert!(!describe(&out).contains(passphrase), "{}", describe(&out));
     std::fs::remove_file(&dest).unwrap();
+
+    // Tampered objects through the binary: a flipped ciphertext byte, and the object cut at
+    // every chunk boundary before its final chunk (after the 96 header bytes, and after each
+    // sealed chunk that is not the last), are refused with exit 200 (never "absent"), naming
+    // the object, nothing delivered.
+    let stored_path = stored
+        .keys()
+        .find(|p| p.file_name().and_then(|n| n.to_str()) == Some(segment.as_str()))
+        .unwrap()
+        .clone();
+    let original = std::fs::read(&stored_path).unwrap();
+    let mut boundaries = vec![96];
+    loop {
+        let at = *boundaries.last().unwrap();
+        let word = u32::from_le_bytes(original[at..at + 4].try_into().unwrap());
+        let end = at + 4 + (word & 0x7fff_ffff) as usize;
+        if word & (1 << 31) != 0 {
+            assert_eq!(end, original.len(), "nothing follows the final chunk");
+            break;
+        }
+        boundaries.push(end);
+    }
+    let mut flipped = original.clone();
+    flipped[96 + 4 + 10] ^= 0x20;
+    let mut cases = vec![("a flipped byte".to_string(), flipped)];
+    for cut in &boundaries {
+        cases.push((format!("cut at {cut}"), original[..*cut].to_vec()));
+    }
+    for (what, bytes) in cases {
+        std::fs::write(&stored_path, bytes).unwrap();
+        let out = repo.walship(&["fetch", &segment, dest.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(200), "{what}: {}", describe(&out));
+        assert!(
+            describe(&out).contains(&segment),
+            "{what}: {}",
+            describe(&out)
+        );
+        assert!(!dest.exists(), "{what}: nothing may be delivered");
+    }
+    std::fs::write(&stored_path, &original).unwrap();
 
     with_command("printf another-passphrase-entirely");
     let out = repo.walship(&["-vv", "fetch", &segment, dest.to_str().unwrap()]);
