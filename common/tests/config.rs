@@ -467,3 +467,20 @@ fn server_side_encryption_and_ca_file_reach_the_s3_options() {
         (None, None, None)
     );
 }
+
+#[test]
+fn kms_key_id_is_refused_never_ignored() {
+    let mut s = Setup::new();
+    s.default_file(
+        "repo = \"s3://b/p\"\n[encryption]\nkms_key_id = \"arn:aws:kms:eu-west-1:1:key/x\"\n",
+    );
+    let err = s.load().unwrap_err().to_string();
+    assert!(
+        err.contains("encryption.kms_key_id") && err.contains("not supported"),
+        "{err}"
+    );
+    s.default_file("repo = \"s3://b/p\"\n");
+    s.env("WALSHIP_ENCRYPTION_KMS_KEY_ID", "alias/x");
+    let err = s.load().unwrap_err().to_string();
+    assert!(err.contains("WALSHIP_ENCRYPTION_KMS_KEY_ID"), "{err}");
+}
