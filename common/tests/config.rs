@@ -526,3 +526,60 @@ repo = "file:///mnt/offsite/p"
     let err = s.load().unwrap_err().to_string();
     assert!(err.contains("bucket"), "{err}");
 }
+
+#[test]
+fn server_side_encryption_and_ca_file_reach_the_s3_options() {
+    let mut s = Setup::new();
+    s.default_file(
+        "repo = \"s3://b/p\"\n[s3]\nsse = \"aws:kms\"\nsse_kms_key_id = \"alias/walship\"\nca_file = \"/etc/walship/ca.pem\"\n",
+    );
+    let config = s.load().unwrap();
+    let opts = config.s3.to_options();
+    assert_eq!(
+        opts.sse,
+        Some(walship_common::storage::ServerSideEncryption::AwsKms)
+    );
+    assert_eq!(opts.sse_kms_key_id.as_deref(), Some("alias/walship"));
+    assert_eq!(
+        opts.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/walship/ca.pem"))
+    );
+    s.env("WALSHIP_S3_SSE", "AES256");
+    assert_eq!(
+        s.load().unwrap().s3.sse,
+        Some(walship_common::storage::ServerSideEncryption::Aes256)
+    );
+    for (var, bad) in [
+        ("WALSHIP_S3_SSE", "aes256"),
+        ("WALSHIP_S3_CA_FILE", "relative/ca.pem"),
+    ] {
+        s.env(var, bad);
+        let err = s.load().unwrap_err().to_string();
+        assert!(err.contains(var), "{err}");
+        s.sources.env.remove(var);
+    }
+    // No setting: no header, the system's roots only.
+    s.default_file("repo = \"s3://b/p\"\n");
+    let opts = s.load().unwrap().s3.to_options();
+    assert_eq!(
+        (opts.sse, opts.sse_kms_key_id, opts.ca_file),
+        (None, None, None)
+    );
+}
+
+#[test]
+fn kms_key_id_is_refused_never_ignored() {
+    let mut s = Setup::new();
+    s.default_file(
+        "repo = \"s3://b/p\"\n[encryption]\nkms_key_id = \"arn:aws:kms:eu-west-1:1:key/x\"\n",
+    );
+    let err = s.load().unwrap_err().to_string();
+    assert!(
+        err.contains("encryption.kms_key_id") && err.contains("not supported"),
+        "{err}"
+    );
+    s.default_file("repo = \"s3://b/p\"\n");
+    s.env("WALSHIP_ENCRYPTION_KMS_KEY_ID", "alias/x");
+    let err = s.load().unwrap_err().to_string();
+    assert!(err.contains("WALSHIP_ENCRYPTION_KMS_KEY_ID"), "{err}");
+}

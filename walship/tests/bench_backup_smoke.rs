@@ -27,7 +27,7 @@ fn has_pgbackrest() -> bool {
 fn bench_backup_runs_at_scale_1() {
     let s3 = pg_test_harness::s3_under_test();
     let walship = Path::new(env!("CARGO_BIN_EXE_walship"));
-    let report = run_backup(SCALE, s3.as_ref(), Some(walship))
+    let report = run_backup(SCALE, s3.as_ref(), Some(walship), true)
         .unwrap_or_else(|e| panic!("bench backup --scale {SCALE}: {e:#}"));
     println!("{}", report.render());
     assert_eq!(report.scale, SCALE);
@@ -53,7 +53,7 @@ fn bench_backup_runs_at_scale_1() {
 fn bench_restore_runs_at_scale_1() {
     let s3 = pg_test_harness::s3_under_test();
     let walship = Path::new(env!("CARGO_BIN_EXE_walship"));
-    let report = run_restore(SCALE, 2, s3.as_ref(), Some(walship))
+    let report = run_restore(SCALE, 2, s3.as_ref(), Some(walship), true)
         .unwrap_or_else(|e| panic!("bench restore --scale {SCALE}: {e:#}"));
     println!("{}", report.render());
     assert_eq!(report.rounds, 2);

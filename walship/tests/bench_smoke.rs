@@ -1,6 +1,7 @@
 //! The `bench archive` benchmark still works: 4 real segments pushed through this build's
 //! `walship archive` (sync and `--async`, filesystem and SeaweedFS) and through pgBackRest
-//! when it is installed. Speed is not checked here (debug build); the bench checks each
+//! when it is installed; with `--encrypt` (as here), also into an encrypted repository and
+//! pgBackRest with `aes-256-cbc`. Speed is not checked here (debug build); the bench checks each
 //! pushed segment's exit code and fetches the last one back.
 
 use std::path::Path;
@@ -19,7 +20,7 @@ fn assert_series(what: &str, series: &Series) {
 fn bench_archive_runs_on_four_segments() {
     let s3 = pg_test_harness::s3_under_test();
     let walship = Path::new(env!("CARGO_BIN_EXE_walship"));
-    let report: ArchiveReport = run_archive(SEGMENTS, s3.as_ref(), Some(walship))
+    let report: ArchiveReport = run_archive(SEGMENTS, s3.as_ref(), Some(walship), true)
         .unwrap_or_else(|e| panic!("bench archive --segments {SEGMENTS}: {e:#}"));
     println!("{}", report.render());
     assert_eq!(report.segments, SEGMENTS);
@@ -43,7 +44,22 @@ fn bench_archive_runs_on_four_segments() {
         stored > 0 && stored < SEGMENTS as u64 * 16 * 1024 * 1024 * 2,
         "{stored}"
     );
+    // --encrypt: walship into an encrypted repository, and pgBackRest with aes-256-cbc.
+    assert_series(
+        "sync, filesystem, encrypted",
+        report
+            .sync_fs_encrypted
+            .as_ref()
+            .expect("encrypted series ran"),
+    );
     if pg_test_harness::bench::find_peer("pgbackrest").is_some() {
+        assert_series(
+            "pgbackrest sync aes-256-cbc",
+            report
+                .peer_sync_encrypted
+                .as_ref()
+                .expect("pgbackrest aes-256-cbc ran"),
+        );
         assert_series(
             "pgbackrest sync",
             report.peer_sync.as_ref().expect("pgbackrest ran"),
@@ -55,7 +71,10 @@ fn bench_archive_runs_on_four_segments() {
     }
     let text = report.render();
     assert!(
-        text.contains("aims:") && text.contains("latency p99 ms"),
+        text.contains("aims:")
+            && text.contains("latency p99 ms")
+            && text.contains("walship unencrypted")
+            && text.contains("aes-256-cbc"),
         "{text}"
     );
 }

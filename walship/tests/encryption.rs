@@ -13,41 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pg_test_harness::{Cluster, PgInstall, StopMode};
+use support::keys::{configure_key, contains, key_file, secret_of};
 use support::{TestRepo, archive_everything, describe, low_level_copy, wait_until};
 
 const MARKER: &str = "walship-plaintext-marker-7d3f";
-
-/// Creates a key file with `walship key init`, owned by the cluster's OS user (the test
-/// directory's owner), so that archive_command and restore_command can read it.
-fn key_file(repo: &TestRepo, name: &str) -> PathBuf {
-    let path = repo.dir.path().join(name);
-    let out = repo.walship(&["key", "init", "--key-file", path.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let owner = std::fs::metadata(repo.dir.path()).unwrap();
-    nix::unistd::chown(
-        &path,
-        Some(nix::unistd::Uid::from_raw(owner.uid())),
-        Some(nix::unistd::Gid::from_raw(owner.gid())),
-    )
-    .unwrap();
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().mode() & 0o777,
-        0o600,
-        "key file mode"
-    );
-    path
-}
-
-/// Points the repository's config file at `key_file` (or at no key file).
-fn configure_key(repo: &TestRepo, key_file: Option<&Path>) {
-    let text = std::fs::read_to_string(&repo.config).unwrap();
-    let base = text.split("[encryption]").next().unwrap().to_string();
-    let text = match key_file {
-        Some(path) => format!("{base}[encryption]\nkey_file = \"{}\"\n", path.display()),
-        None => base,
-    };
-    std::fs::write(&repo.config, text).unwrap();
-}
 
 /// Every regular file under `dir`, with its size and mtime.
 fn listing(dir: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
@@ -65,10 +34,6 @@ fn listing(dir: &Path) -> BTreeMap<PathBuf, (u64, i64, i64)> {
         }
     }
     out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn install_15() -> Option<PgInstall> {
@@ -168,14 +133,7 @@ fn encrypted_archive_holds_no_plaintext_recovers_and_survives_rotate_and_rewrap(
     let identity = std::fs::read_to_string(root.join("walship.json")).unwrap();
     assert!(identity.contains("walship-envelope-v1"), "{identity}");
     // Key material never reaches the repository.
-    let key_text = std::fs::read_to_string(&first_key).unwrap();
-    let secret = key_text
-        .split("\"key\": \"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
+    let secret = secret_of(&first_key);
     for path in stored.keys() {
         assert!(!contains(&std::fs::read(path).unwrap(), secret.as_bytes()));
     }
@@ -238,6 +196,27 @@ fn encrypted_archive_holds_no_plaintext_recovers_and_survives_rotate_and_rewrap(
     assert!(out.status.success(), "{}", describe(&out));
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["deks"].as_array().unwrap().len(), 2, "{listed}");
+    // Each data key protects objects, and together they protect exactly the sealed objects
+    // the repository holds (walship.json and keys/ are plain and not counted).
+    let sealed = listing(&root)
+        .keys()
+        .filter(|p| !p.starts_with(root.join("keys")) && !p.ends_with("walship.json"))
+        .filter(|p| walship_common::codec::is_envelope(&std::fs::read(p).unwrap()))
+        .count() as u64;
+    let counts: Vec<u64> = listed["deks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["objects"].as_u64().unwrap())
+        .collect();
+    assert!(counts.iter().all(|&n| n > 0), "{listed}");
+    assert_eq!(counts.iter().sum::<u64>(), sealed, "{listed}");
+    assert_eq!(listed["damaged_objects"], 0, "{listed}");
+    let out = repo.walship(&["key", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for n in &counts {
+        assert!(text.contains(&format!("{n} object(s)")), "{text}");
+    }
 
     // Rewrap under a brand-new key file; no data object changes.
     let wal_before: BTreeMap<_, _> = listing(&root)
@@ -313,16 +292,9 @@ fn encrypted_backup_on_s3_restores_to_a_time_and_refuses_without_the_key() {
     assert!(out.status.success(), "{}", describe(&out));
     // The recovery configuration names the key file, never key material.
     let auto = std::fs::read_to_string(to.join("postgresql.auto.conf")).unwrap();
-    let key_text = std::fs::read_to_string(&key).unwrap();
-    let secret = key_text
-        .split("\"key\": \"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
-    assert!(!auto.contains(secret));
-    assert!(!describe(&out).contains(secret));
+    let secret = secret_of(&key);
+    assert!(!auto.contains(&secret));
+    assert!(!describe(&out).contains(&secret));
     let mut restored = start_restored(&install, &to);
     let found: i64 = restored
         .query_string("select count(*) from t")
@@ -341,8 +313,8 @@ fn encrypted_backup_on_s3_restores_to_a_time_and_refuses_without_the_key() {
 }
 
 /// `passphrase_command`: WAL archived with a key derived from a command's output is fetched
-/// back with it; another passphrase stops recovery (exit 200); a failing command is reported
-/// without its text or output, even with `-vv`.
+/// back with it; a tampered or truncated object, or another passphrase, stops recovery (exit
+/// 200); a failing command is reported without its text or output, even with `-vv`.
 #[test]
 fn passphrase_command_encrypts_and_never_shows_the_passphrase() {
     let Some(install) = install_15() else { return };
@@ -393,6 +365,46 @@ fn passphrase_command_encrypts_and_never_shows_the_passphrase() {
     assert_eq!(std::fs::metadata(&dest).unwrap().len(), 1 << 20);
     assert!(!describe(&out).contains(passphrase), "{}", describe(&out));
     std::fs::remove_file(&dest).unwrap();
+
+    // Tampered objects through the binary: a flipped ciphertext byte, and the object cut at
+    // every chunk boundary before its final chunk (after the 96 header bytes, and after each
+    // sealed chunk that is not the last), are refused with exit 200 (never "absent"), naming
+    // the object, nothing delivered.
+    let stored_path = stored
+        .keys()
+        .find(|p| p.file_name().and_then(|n| n.to_str()) == Some(segment.as_str()))
+        .unwrap()
+        .clone();
+    let original = std::fs::read(&stored_path).unwrap();
+    let mut boundaries = vec![96];
+    loop {
+        let at = *boundaries.last().unwrap();
+        let word = u32::from_le_bytes(original[at..at + 4].try_into().unwrap());
+        let end = at + 4 + (word & 0x7fff_ffff) as usize;
+        if word & (1 << 31) != 0 {
+            assert_eq!(end, original.len(), "nothing follows the final chunk");
+            break;
+        }
+        boundaries.push(end);
+    }
+    let mut flipped = original.clone();
+    flipped[96 + 4 + 10] ^= 0x20;
+    let mut cases = vec![("a flipped byte".to_string(), flipped)];
+    for cut in &boundaries {
+        cases.push((format!("cut at {cut}"), original[..*cut].to_vec()));
+    }
+    for (what, bytes) in cases {
+        std::fs::write(&stored_path, bytes).unwrap();
+        let out = repo.walship(&["fetch", &segment, dest.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(200), "{what}: {}", describe(&out));
+        assert!(
+            describe(&out).contains(&segment),
+            "{what}: {}",
+            describe(&out)
+        );
+        assert!(!dest.exists(), "{what}: nothing may be delivered");
+    }
+    std::fs::write(&stored_path, &original).unwrap();
 
     with_command("printf another-passphrase-entirely");
     let out = repo.walship(&["-vv", "fetch", &segment, dest.to_str().unwrap()]);

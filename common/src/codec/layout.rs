@@ -47,46 +47,23 @@ pub struct RawSummary {
 impl ObjectHeader {
     /// The header's 32 bytes.
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut out = [0u8; HEADER_LEN];
-        out[0..8].copy_from_slice(&MAGIC);
-        out[8..10].copy_from_slice(&self.version.to_le_bytes());
-        out[10] = self.codec.id();
-        out[11] = self.codec.parameter();
-        let mut flags = 0;
-        if let Some(summary) = self.summary {
-            flags |= FLAG_SUMMARY_IN_HEADER;
-            out[16..24].copy_from_slice(&summary.len.to_le_bytes());
-            out[24..28].copy_from_slice(&summary.crc32c.to_le_bytes());
-        }
-        out[12..16].copy_from_slice(&flags.to_le_bytes());
-        let crc = crc32c::crc32c(&out[..28]);
-        out[28..32].copy_from_slice(&crc.to_le_bytes());
-        out
+        let (flags, len, crc) = match self.summary {
+            Some(summary) => (FLAG_SUMMARY_IN_HEADER, summary.len, summary.crc32c),
+            None => (0, 0, 0),
+        };
+        encode_header(
+            self.version,
+            [self.codec.id(), self.codec.parameter()],
+            flags,
+            len,
+            crc,
+        )
     }
 
     /// Validates and parses a header: magic, then version (so that a future format is reported
     /// as such), then the header checksum, then flags and codec.
     pub(crate) fn decode(bytes: &[u8; HEADER_LEN]) -> Result<ObjectHeader, CodecError> {
-        let magic: [u8; 8] = take(bytes, 0);
-        if magic != MAGIC {
-            return Err(CodecError::BadMagic { found: magic });
-        }
-        let version = u16::from_le_bytes(take(bytes, 8));
-        if version != FORMAT_VERSION {
-            return Err(CodecError::UnsupportedVersion {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let stored_crc = u32::from_le_bytes(take(bytes, 28));
-        let computed_crc = crc32c::crc32c(&bytes[..28]);
-        if stored_crc != computed_crc {
-            return Err(CodecError::HeaderChecksumMismatch {
-                expected: computed_crc,
-                found: stored_crc,
-            });
-        }
-        let flags = u32::from_le_bytes(take(bytes, 12));
+        let (version, flags) = check_common(bytes)?;
         if flags & !KNOWN_FLAGS != 0 {
             return Err(CodecError::UnsupportedFlags {
                 flags: flags & !KNOWN_FLAGS,
@@ -109,29 +86,31 @@ impl ObjectHeader {
     }
 }
 
-/// The 32-byte header of an encrypted envelope: codec 0, flags `ENCRYPTED` only, no summary,
-/// so that nothing about the content is readable (`docs/FORMAT.md`, "Envelope layout").
-pub fn envelope_header() -> [u8; HEADER_LEN] {
+/// The 32 bytes of a header, checksum included: the one place the layout is written, for
+/// plain objects and envelopes alike.
+fn encode_header(
+    version: u16,
+    codec: [u8; 2],
+    flags: u32,
+    raw_len: u64,
+    raw_crc: u32,
+) -> [u8; HEADER_LEN] {
     let mut out = [0u8; HEADER_LEN];
     out[0..8].copy_from_slice(&MAGIC);
-    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out[12..16].copy_from_slice(&FLAG_ENCRYPTED.to_le_bytes());
+    out[8..10].copy_from_slice(&version.to_le_bytes());
+    out[10..12].copy_from_slice(&codec);
+    out[12..16].copy_from_slice(&flags.to_le_bytes());
+    out[16..24].copy_from_slice(&raw_len.to_le_bytes());
+    out[24..28].copy_from_slice(&raw_crc.to_le_bytes());
     let crc = crc32c::crc32c(&out[..28]);
     out[28..32].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// True when `first` (an object's first bytes, at least 16) starts an encrypted envelope: the
-/// object magic with the `ENCRYPTED` flag. Says nothing about validity; the opener checks that.
-pub fn is_envelope(first: &[u8]) -> bool {
-    first.len() >= 16
-        && first[0..8] == MAGIC
-        && u32::from_le_bytes(take(first, 12)) & FLAG_ENCRYPTED != 0
-}
-
-/// Validates an envelope's 32-byte header: exactly [`envelope_header`]'s bytes, checked field
-/// by field so that the error says what differs.
-pub fn check_envelope_header(bytes: &[u8; HEADER_LEN]) -> Result<(), CodecError> {
+/// The checks every header passes, plain or envelope, in the order that gives the most useful
+/// error: magic, then version (so that a future format is reported as such), then the header
+/// checksum. Returns the version and the flags.
+fn check_common(bytes: &[u8; HEADER_LEN]) -> Result<(u16, u32), CodecError> {
     let magic: [u8; 8] = take(bytes, 0);
     if magic != MAGIC {
         return Err(CodecError::BadMagic { found: magic });
@@ -151,7 +130,27 @@ pub fn check_envelope_header(bytes: &[u8; HEADER_LEN]) -> Result<(), CodecError>
             found: stored_crc,
         });
     }
-    let flags = u32::from_le_bytes(take(bytes, 12));
+    Ok((version, u32::from_le_bytes(take(bytes, 12))))
+}
+
+/// The 32-byte header of an encrypted envelope: codec 0, flags `ENCRYPTED` only, no summary,
+/// so that nothing about the content is readable (`docs/FORMAT.md`, "Envelope layout").
+pub fn envelope_header() -> [u8; HEADER_LEN] {
+    encode_header(FORMAT_VERSION, [0, 0], FLAG_ENCRYPTED, 0, 0)
+}
+
+/// True when `first` (an object's first bytes, at least 16) starts an encrypted envelope: the
+/// object magic with the `ENCRYPTED` flag. Says nothing about validity; the opener checks that.
+pub fn is_envelope(first: &[u8]) -> bool {
+    first.len() >= 16
+        && first[0..8] == MAGIC
+        && u32::from_le_bytes(take(first, 12)) & FLAG_ENCRYPTED != 0
+}
+
+/// Validates an envelope's 32-byte header: the checks of every header, then exactly
+/// [`envelope_header`]'s fields, so that the error says what differs.
+pub fn check_envelope_header(bytes: &[u8; HEADER_LEN]) -> Result<(), CodecError> {
+    let (_, flags) = check_common(bytes)?;
     if flags != FLAG_ENCRYPTED {
         return Err(CodecError::UnsupportedFlags { flags });
     }

@@ -158,6 +158,37 @@ pub(crate) const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "s3.sse",
+        env: "WALSHIP_S3_SSE",
+        flag: None,
+        apply: |d, v, _| {
+            d.config.s3.sse = Some(v.trim().parse()?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.sse_kms_key_id",
+        env: "WALSHIP_S3_SSE_KMS_KEY_ID",
+        flag: None,
+        apply: |d, v, _| {
+            let id = v.trim();
+            if id.is_empty() || id.len() > 2048 || id.chars().any(char::is_control) {
+                return Err("expected a KMS key id, alias or ARN".into());
+            }
+            d.config.s3.sse_kms_key_id = Some(id.to_string());
+            Ok(())
+        },
+    },
+    Key {
+        name: "s3.ca_file",
+        env: "WALSHIP_S3_CA_FILE",
+        flag: None,
+        apply: |d, v, _| {
+            d.config.s3.ca_file = Some(parse_absolute_path(v)?);
+            Ok(())
+        },
+    },
+    Key {
         name: "archive.async",
         env: "WALSHIP_ARCHIVE_ASYNC",
         flag: Some("--async"),
@@ -264,7 +295,9 @@ pub(crate) const KEYS: &[Key] = &[
         name: "encryption.kms_key_id",
         env: "WALSHIP_ENCRYPTION_KMS_KEY_ID",
         flag: None,
-        apply: |_, _, _| Err("kms_key_id is not supported by this build yet; use key_file".into()),
+        apply: |_, _, _| {
+            Err("AWS KMS is not supported by this walship (kms_key_id is refused, never ignored); use key_file (walship key init) or passphrase_command".into())
+        },
     },
     Key {
         name: "backup.bundle_size",

@@ -138,6 +138,14 @@ pub struct S3Config {
     /// `s3.object_lock_margin`: added to every lock's duration (default 1 day).
     #[serde(serialize_with = "serialize_duration")]
     pub object_lock_margin: Duration,
+    /// `s3.sse`: server-side encryption the bucket applies to every object walship writes
+    /// (`AES256` or `aws:kms`); unset sends no header (the bucket's default applies).
+    pub sse: Option<crate::storage::ServerSideEncryption>,
+    /// `s3.sse_kms_key_id`: the KMS key of `s3.sse = "aws:kms"` (unset: the account's
+    /// default `aws/s3` key).
+    pub sse_kms_key_id: Option<String>,
+    /// `s3.ca_file`: PEM certificates trusted for an `https` endpoint, besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `s3.object_lock`: `off`, `governance` or `compliance`.
@@ -370,6 +378,9 @@ impl Default for Config {
                 operation_timeout: Duration::from_secs(120),
                 max_attempts: 5,
                 part_size: ByteSize::mib(64),
+                sse: None,
+                sse_kms_key_id: None,
+                ca_file: None,
                 timeout: Duration::from_secs(120),
                 object_lock: ObjectLockSetting::Off,
                 object_lock_margin: Duration::from_secs(86_400),
@@ -606,6 +617,9 @@ impl S3Config {
             connect_timeout: self.connect_timeout,
             operation_timeout: self.operation_timeout,
             part_size: usize::try_from(self.part_size.0).unwrap_or(defaults.part_size),
+            sse: self.sse,
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            ca_file: self.ca_file.clone(),
             retry: crate::storage::RetryPolicy {
                 max_attempts: self.max_attempts,
                 deadline: Some(self.timeout),

@@ -37,11 +37,17 @@ impl Drop for SecretKey {
     }
 }
 
-/// `N` random bytes from the operating system's CSPRNG (aws-lc). Failure to get randomness
-/// is not recoverable and must never fall back to anything weaker, hence the panic.
+/// `N` random bytes from the kernel's CSPRNG (`getrandom(2)`, through rand's `OsRng`). Not
+/// aws-lc's generator: its first use in a process seeds a CPU-jitter entropy source that
+/// costs some 20-50 ms of CPU, paid by every `walship archive` call (one salt per object);
+/// measured in BENCHMARKS.md. Failure to get randomness is not recoverable and must never
+/// fall back to anything weaker, hence the panic.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use rand::TryRngCore;
     let mut out = [0u8; N];
-    aws_lc_rs::rand::fill(&mut out).expect("the system random number generator failed");
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut out)
+        .expect("the system random number generator failed");
     out
 }
 

@@ -4,11 +4,14 @@
 //! reads *contents* under keys (encoding, checksumming and verifying on the way), and keeps
 //! the repository's identity (`walship.json`) so that no command ever mixes two clusters.
 
+mod dek_usage;
 pub mod encryption;
 pub mod identity;
 pub mod layout;
 pub mod limits;
 pub mod lock;
+
+pub use dek_usage::DekUsage;
 
 use bytes::Bytes;
 

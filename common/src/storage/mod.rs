@@ -63,7 +63,7 @@ pub use key::{InvalidKey, ObjectKey};
 pub use local::LocalStorage;
 pub use lock::{BucketLockStatus, Extension, LockMode, ObjectLock};
 pub use retry::RetryPolicy;
-pub use s3::{S3Credentials, S3Options, S3Storage};
+pub use s3::{S3Credentials, S3Options, S3Storage, ServerSideEncryption};
 pub use stream::ObjectReader;
 
 /// How many keys [`Storage::list`] asks for per page.

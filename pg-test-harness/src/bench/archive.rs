@@ -28,6 +28,10 @@ pub const DEFAULT_SEGMENTS: usize = 64;
 const AIM_SYNC_RATIO: f64 = 0.5;
 const AIM_ASYNC_MB_S: f64 = 200.0;
 const AIM_RSS_MIB: f64 = 64.0;
+/// Issue 22's aims: encrypted at most 1.1x walship's own unencrypted time, and still at most
+/// 0.5x pgBackRest's with `repo-cipher-type=aes-256-cbc`.
+const AIM_ENCRYPTED_OWN_RATIO: f64 = 1.1;
+const AIM_ENCRYPTED_PEER_RATIO: f64 = 0.5;
 
 /// What `bench archive` measured.
 #[derive(Debug)]
@@ -48,6 +52,10 @@ pub struct ArchiveReport {
     pub peer_async: Option<Series>,
     /// `pgbackrest version`, when used.
     pub peer_version: Option<String>,
+    /// With `--encrypt`: walship, one call per segment, encrypted filesystem repository.
+    pub sync_fs_encrypted: Option<Series>,
+    /// With `--encrypt`: pgbackrest archive-push, synchronous, `aes-256-cbc` repository.
+    pub peer_sync_encrypted: Option<Series>,
 }
 
 /// One series of pushes and the size of what it stored (None on S3).
@@ -59,7 +67,7 @@ pub struct Series {
     pub stored_bytes: Option<u64>,
 }
 
-/// The `archive` bench: `bench archive [--segments N] [--no-s3] [--walship PATH]`.
+/// The `archive` bench: `bench archive [--segments N] [--no-s3] [--walship PATH] [--encrypt]`.
 pub fn run(args: &[String]) -> Result<()> {
     let args = BenchArgs::parse(args)?;
     let s3 = s3_unless(args.no_s3)?;
@@ -67,6 +75,7 @@ pub fn run(args: &[String]) -> Result<()> {
         args.segments.unwrap_or(DEFAULT_SEGMENTS),
         s3.as_ref(),
         args.walship.as_deref(),
+        args.encrypt,
     )?;
     print!("{}", report.render());
     Ok(())
@@ -74,11 +83,14 @@ pub fn run(args: &[String]) -> Result<()> {
 
 /// Runs every series on `segments` fresh segments and returns the measurements: walship to a
 /// filesystem repository and, when given, to `s3`; pgBackRest when installed. `walship` is the
-/// binary to run (None: build it beside this executable).
+/// binary to run (None: build it beside this executable). With `encrypt`, also the sync
+/// series of walship into an encrypted filesystem repository and of pgBackRest into an
+/// `aes-256-cbc` one, on the same segments.
 pub fn run_archive(
     segments: usize,
     s3: Option<&S3Server>,
     walship: Option<&Path>,
+    encrypt: bool,
 ) -> Result<ArchiveReport> {
     let walship = walship_binary(walship)?;
     let install = wal_load::bench_install()?;
@@ -102,20 +114,53 @@ pub fn run_archive(
             }
         }
     });
+    let encrypted_peer = match find_peer("pgbackrest") {
+        Some(tool) if encrypt => {
+            let dir = work.path().join("pgbackrest-cipher");
+            match PgBackRest::create_encrypted(&tool.path, &dir, &cluster) {
+                Ok(peer) => Some(peer),
+                Err(e) => {
+                    eprintln!("bench archive: SKIP pgbackrest aes-256-cbc: {e:#}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     cluster.stop(StopMode::Fast);
     move_segments(cluster.data_dir(), &scratch, &names)?;
     drop(cluster);
 
+    let sync_fs = walship_series(&walship, &pg_wal, &names, work.path(), None, false, false)?;
+    // Right after the unencrypted sync series, so that both see the same machine load.
+    let sync_fs_encrypted = if encrypt {
+        Some(walship_series(
+            &walship,
+            &pg_wal,
+            &names,
+            work.path(),
+            None,
+            false,
+            true,
+        )?)
+    } else {
+        None
+    };
     let mut report = ArchiveReport {
         segments,
-        sync_fs: walship_series(&walship, &pg_wal, &names, work.path(), None, false)?,
-        async_fs: walship_series(&walship, &pg_wal, &names, work.path(), None, true)?,
+        sync_fs,
+        async_fs: walship_series(&walship, &pg_wal, &names, work.path(), None, true, false)?,
         sync_s3: None,
         async_s3: None,
         peer_sync: None,
         peer_async: None,
         peer_version: None,
+        sync_fs_encrypted,
+        peer_sync_encrypted: None,
     };
+    if let Some(peer) = &encrypted_peer {
+        report.peer_sync_encrypted = Some(peer_series(peer, &scratch, &names, false)?);
+    }
     if let Some((peer, version)) = &peer {
         report.peer_sync = Some(peer_series(peer, &scratch, &names, false)?);
         report.peer_async = Some(peer_series(peer, &scratch, &names, true)?);
@@ -129,6 +174,7 @@ pub fn run_archive(
             work.path(),
             Some(s3),
             false,
+            false,
         )?);
         report.async_s3 = Some(walship_series(
             &walship,
@@ -137,6 +183,7 @@ pub fn run_archive(
             work.path(),
             Some(s3),
             true,
+            false,
         )?);
     }
     Ok(report)
@@ -210,8 +257,8 @@ fn push_like_postgres(
     Ok(runs)
 }
 
-/// One walship series into a fresh repository (filesystem, or `s3` under a fresh prefix),
-/// checked by fetching the last segment back.
+/// One walship series into a fresh repository (filesystem, or `s3` under a fresh prefix;
+/// encrypted with `encrypted`), checked by fetching the last segment back.
 fn walship_series(
     walship: &Path,
     pg_wal: &Path,
@@ -219,12 +266,21 @@ fn walship_series(
     work: &Path,
     s3: Option<&S3Server>,
     async_mode: bool,
+    encrypted: bool,
 ) -> Result<Series> {
-    let mode = if async_mode { "async" } else { "sync" };
+    let mode = match (async_mode, encrypted) {
+        (true, false) => "async",
+        (false, false) => "sync",
+        (true, true) => "async-encrypted",
+        (false, true) => "sync-encrypted",
+    };
     let repo = match s3 {
         Some(s3) => WalshipRepo::s3(work, s3, &format!("bench-{mode}"))?,
         None => WalshipRepo::local(work, &format!("repo-{mode}"))?,
     };
+    if encrypted {
+        repo.encrypt(walship)?;
+    }
     let what = format!("walship archive {mode} to {}", repo.url);
     eprintln!("bench archive: {what}");
     let runs = push_like_postgres(pg_wal, names, &what, |path| {
@@ -357,6 +413,28 @@ impl ArchiveReport {
             out.push_str(&table.render());
             out.push('\n');
         }
+        if let Some(encrypted) = &self.sync_fs_encrypted {
+            let mut table = BenchTable::new(
+                &format!(
+                    "archive sync, encrypted: {n} x 16 MiB segments, walship unencrypted as the peer"
+                ),
+                "walship plain",
+            );
+            add_rows(&mut table, "filesystem", encrypted, Some(&self.sync_fs));
+            out.push_str(&table.render());
+            out.push('\n');
+            if let Some(peer) = &self.peer_sync_encrypted {
+                let mut table = BenchTable::new(
+                    &format!(
+                        "archive sync, encrypted: {n} x 16 MiB segments, vs pgbackrest aes-256-cbc"
+                    ),
+                    &format!("{peer_name} aes-256-cbc"),
+                );
+                add_rows(&mut table, "filesystem", encrypted, Some(peer));
+                out.push_str(&table.render());
+                out.push('\n');
+            }
+        }
         if self.peer_async.is_some() {
             out.push_str(
                 "note: pgbackrest async CPU and RSS count only its archive-push calls, not the \
@@ -378,6 +456,25 @@ impl ArchiveReport {
                 ));
             }
             None => out.push_str("  sync time per segment vs pgbackrest: pgbackrest not run\n"),
+        }
+        if let Some(encrypted) = &self.sync_fs_encrypted {
+            let ratio = encrypted.runs.mean_ms() / self.sync_fs.runs.mean_ms();
+            out.push_str(&format!(
+                "  encrypted sync time per segment <= {AIM_ENCRYPTED_OWN_RATIO}x walship unencrypted (filesystem): {ratio:.2}x -> {}\n",
+                met(ratio <= AIM_ENCRYPTED_OWN_RATIO)
+            ));
+            match &self.peer_sync_encrypted {
+                Some(peer) => {
+                    let ratio = encrypted.runs.mean_ms() / peer.runs.mean_ms();
+                    out.push_str(&format!(
+                        "  encrypted sync time per segment <= {AIM_ENCRYPTED_PEER_RATIO}x pgbackrest aes-256-cbc (filesystem): {ratio:.2}x -> {}\n",
+                        met(ratio <= AIM_ENCRYPTED_PEER_RATIO)
+                    ));
+                }
+                None => {
+                    out.push_str("  encrypted sync vs pgbackrest aes-256-cbc: pgbackrest not run\n")
+                }
+            }
         }
         for (repo, series) in [
             ("filesystem", Some(&self.async_fs)),

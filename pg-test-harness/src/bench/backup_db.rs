@@ -44,6 +44,8 @@ pub struct BenchDb {
     pub file_repo: WalshipRepo,
     /// walship's SeaweedFS repository, when an S3 server was given.
     pub s3_repo: Option<WalshipRepo>,
+    /// With `--encrypt`: walship's encrypted filesystem repository (`[encryption] key_file`).
+    pub encrypted_repo: Option<WalshipRepo>,
     /// pgBackRest (stanza created, archiving), when installed and usable.
     pub peer: Option<PgBackRest>,
     /// `pgbackrest version`, when used.
@@ -70,8 +72,14 @@ pub struct Run {
 
 impl BenchDb {
     /// Creates the cluster, loads pgbench at `scale`, sets up the repositories (S3 when `s3`
-    /// is given, pgBackRest when installed) and starts archiving into all of them.
-    pub fn create(scale: usize, s3: Option<&S3Server>, walship: Option<&Path>) -> Result<BenchDb> {
+    /// is given, an encrypted filesystem repository with `encrypt`, pgBackRest when installed)
+    /// and starts archiving into all of them.
+    pub fn create(
+        scale: usize,
+        s3: Option<&S3Server>,
+        walship: Option<&Path>,
+        encrypt: bool,
+    ) -> Result<BenchDb> {
         let walship = walship_binary(walship)?;
         let install = wal_load::bench_install()?;
         let work = crate::test_dir("bench-backup");
@@ -94,6 +102,13 @@ impl BenchDb {
             Some(s3) => Some(WalshipRepo::s3(work.path(), s3, "bench-backup")?),
             None => None,
         };
+        let encrypted_repo = if encrypt {
+            let repo = WalshipRepo::local(work.path(), "repo-file-encrypted")?;
+            repo.encrypt(&walship)?;
+            Some(repo)
+        } else {
+            None
+        };
         let (peer, peer_version) = match find_peer("pgbackrest") {
             Some(tool) => {
                 match PgBackRest::create(&tool.path, &work.path().join("pgbackrest"), &cluster) {
@@ -112,6 +127,11 @@ impl BenchDb {
                 .iter()
                 .map(|r| r.shell_command(&walship, "archive %p")),
         );
+        commands.extend(
+            encrypted_repo
+                .iter()
+                .map(|r| r.shell_command(&walship, "archive %p")),
+        );
         commands.extend(peer.iter().map(PgBackRest::archive_command));
         let archive_command = commands.join(" && ");
         cluster.execute(&format!(
@@ -126,6 +146,7 @@ impl BenchDb {
             walship,
             file_repo,
             s3_repo,
+            encrypted_repo,
             peer,
             peer_version,
             scale,

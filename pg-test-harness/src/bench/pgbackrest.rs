@@ -24,12 +24,32 @@ const STANZA: &str = "bench";
 pub struct PgBackRest {
     program: PathBuf,
     dir: PathBuf,
+    /// `repo1-cipher-pass` when the repository is encrypted (`repo1-cipher-type=aes-256-cbc`).
+    cipher_pass: Option<String>,
 }
 
 impl PgBackRest {
     /// Sets up `dir` (writable by the cluster user) with repository, spool, log and lock
     /// directories, and creates the stanza against the running `cluster`.
     pub fn create(program: &Path, dir: &Path, cluster: &Cluster) -> Result<PgBackRest> {
+        PgBackRest::create_with(program, dir, cluster, None)
+    }
+
+    /// [`PgBackRest::create`] with an encrypted repository: `repo1-cipher-type=aes-256-cbc`
+    /// and a random `repo1-cipher-pass` (pgBackRest's client-side encryption, fixed when the
+    /// stanza is created).
+    pub fn create_encrypted(program: &Path, dir: &Path, cluster: &Cluster) -> Result<PgBackRest> {
+        use rand::distr::{Alphanumeric, SampleString};
+        let pass = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        PgBackRest::create_with(program, dir, cluster, Some(pass))
+    }
+
+    fn create_with(
+        program: &Path,
+        dir: &Path,
+        cluster: &Cluster,
+        cipher_pass: Option<String>,
+    ) -> Result<PgBackRest> {
         for sub in ["repo", "spool", "log", "lock"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
@@ -37,6 +57,7 @@ impl PgBackRest {
         let peer = PgBackRest {
             program: program.to_path_buf(),
             dir: dir.to_path_buf(),
+            cipher_pass,
         };
         peer.write_conf(
             "stanza.conf",
@@ -187,6 +208,14 @@ impl PgBackRest {
             std::thread::available_parallelism().map_or(2, |n| n.get()),
             pg_path.display(),
         );
+        let text = match &self.cipher_pass {
+            Some(pass) => text.replacen(
+                "[global]\n",
+                &format!("[global]\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={pass}\n"),
+                1,
+            ),
+            None => text,
+        };
         let path = d.join(name);
         std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
     }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::backup::{BackupReport, add_rows, back_up_with_every_tool};
+use super::backup::{BackupReport, add_rows, back_up_with_every_tool, encrypted_verdict};
 use super::backup_db::{AIM_RSS_MIB, BenchDb, DEFAULT_SCALE, Run, load_range};
 use super::fetch::recover;
 use super::walship_bin::{BenchArgs, WalshipRepo, s3_unless, tree_bytes};
@@ -46,6 +46,8 @@ pub struct RestoreReport {
     pub walship_file: Run,
     /// `walship restore` from SeaweedFS; None with `--no-s3`.
     pub walship_s3: Option<Run>,
+    /// With `--encrypt`: `walship restore` from the encrypted filesystem repository.
+    pub walship_file_encrypted: Option<Run>,
     /// `pgbackrest restore`; None when pgBackRest is not usable.
     pub pgbackrest: Option<Run>,
     /// `pgbackrest version`, when used.
@@ -61,7 +63,8 @@ pub struct RestoreReport {
     pub load: Vec<f64>,
 }
 
-/// The `restore` bench: `bench restore [--scale N] [--rounds N] [--no-s3] [--walship PATH]`.
+/// The `restore` bench: `bench restore [--scale N] [--rounds N] [--no-s3] [--walship PATH]
+/// [--encrypt]`.
 pub fn run(args: &[String]) -> Result<()> {
     let args = BenchArgs::parse(args)?;
     let s3 = s3_unless(args.no_s3)?;
@@ -70,6 +73,7 @@ pub fn run(args: &[String]) -> Result<()> {
         args.rounds.unwrap_or(DEFAULT_ROUNDS),
         s3.as_ref(),
         args.walship.as_deref(),
+        args.encrypt,
     )?;
     print!("{}", report.render());
     Ok(())
@@ -82,8 +86,9 @@ pub fn run_restore(
     rounds: usize,
     s3: Option<&S3Server>,
     walship: Option<&Path>,
+    encrypt: bool,
 ) -> Result<RestoreReport> {
-    let mut db = BenchDb::create(scale, s3, walship)?;
+    let mut db = BenchDb::create(scale, s3, walship, encrypt)?;
     let backups = back_up_with_every_tool(&mut db)?;
     db.archive_all()?;
     db.cluster.stop(StopMode::Fast);
@@ -92,11 +97,16 @@ pub fn run_restore(
     let mut recoveries = Vec::new();
     let plan = walship_plan(&db)?;
     let (mut walship_file, mut walship_s3, mut pgbackrest) = (None, None, None);
+    let mut walship_file_encrypted = None;
     for round in 1..=rounds.max(1) {
         eprintln!("bench: restore round {round} of {rounds}");
         let run = walship_restore(&db, &db.file_repo, "file", &mut recoveries)?;
         keep_fastest(&mut walship_file, run);
         db.sample_load();
+        if let Some(repo) = &db.encrypted_repo {
+            let run = walship_restore(&db, repo, "file-encrypted", &mut recoveries)?;
+            keep_fastest(&mut walship_file_encrypted, run);
+        }
         if let Some(repo) = &db.s3_repo {
             let run = walship_restore(&db, repo, "s3", &mut recoveries)?;
             keep_fastest(&mut walship_s3, run);
@@ -114,6 +124,7 @@ pub fn run_restore(
         data_bytes: db.data_bytes,
         walship_file,
         walship_s3,
+        walship_file_encrypted,
         pgbackrest,
         pgbackrest_version: db.peer_version.clone(),
         plan,
@@ -235,6 +246,24 @@ impl RestoreReport {
             add_rows(&mut table, "SeaweedFS S3", s3, pgbackrest, self.data_bytes);
         }
         let mut out = table.render().replace("stored MiB", "restored MiB");
+        if let Some(encrypted) = &self.walship_file_encrypted {
+            let mut table = BenchTable::new(
+                &format!(
+                    "restore, encrypted, scale {} ({gib:.2} GiB): walship encrypted vs unencrypted",
+                    self.scale
+                ),
+                "walship plain",
+            );
+            add_rows(
+                &mut table,
+                "filesystem",
+                encrypted,
+                Some(&self.walship_file),
+                self.data_bytes,
+            );
+            out.push('\n');
+            out.push_str(&table.render().replace("stored MiB", "restored MiB"));
+        }
         out.push_str(&format!(
             "walship restore --dry-run (plan only, filesystem): {:.2} s\n",
             self.plan.as_secs_f64()
@@ -273,6 +302,9 @@ impl RestoreReport {
                 }
                 None => out.push_str("  walship restore time vs pgbackrest: pgbackrest not run\n"),
             }
+        }
+        if let Some(encrypted) = &self.walship_file_encrypted {
+            out.push_str(&encrypted_verdict("restore", encrypted, &self.walship_file));
         }
         let rss = [Some(&self.walship_file), self.walship_s3.as_ref()]
             .into_iter()

@@ -72,7 +72,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let s3 = s3_unless(args.no_s3)?;
     let scale = args.scale.unwrap_or(DEFAULT_SCALE);
     let segments = args.segments.unwrap_or(DEFAULT_SEGMENTS);
-    let mut db = BenchDb::create(scale, s3.as_ref(), args.walship.as_deref())?;
+    let mut db = BenchDb::create(scale, s3.as_ref(), args.walship.as_deref(), false)?;
     if db.peer.is_none() {
         bail!("pgbackrest is not installed or not usable: nothing to compare walship verify with");
     }

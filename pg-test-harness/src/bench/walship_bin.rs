@@ -80,6 +80,29 @@ impl WalshipRepo {
         Ok(WalshipRepo { url, config, env })
     }
 
+    /// Makes this (new, empty) repository encrypted: `walship key init` creates a key file
+    /// beside the config (given to the cluster user, who runs archive and fetch) and the
+    /// config names it (`[encryption] key_file`).
+    pub fn encrypt(&self, walship: &Path) -> Result<()> {
+        let key_file = self.config.with_extension("keys");
+        let out = Command::new(walship)
+            .args(["key", "init", "--key-file"])
+            .arg(&key_file)
+            .output()
+            .context("run walship key init")?;
+        if !out.status.success() {
+            bail!("walship key init: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        crate::chown_to_owner_recursive(&key_file)?;
+        let mut text = std::fs::read_to_string(&self.config)?;
+        text.push_str(&format!(
+            "[encryption]\nkey_file = \"{}\"\n",
+            key_file.display()
+        ));
+        std::fs::write(&self.config, text)?;
+        Ok(())
+    }
+
     /// The root directory of a filesystem repository; None on S3.
     pub fn local_root(&self) -> Option<&Path> {
         self.url.strip_prefix("file://").map(Path::new)
@@ -172,6 +195,9 @@ pub struct BenchArgs {
     pub keep: bool,
     /// `--scale N` (pgbench scale of the backup and restore benches).
     pub scale: Option<usize>,
+    /// `--encrypt`: also measure walship with client-side encryption (and pgBackRest with
+    /// `repo-cipher-type=aes-256-cbc` where it is the peer), in the same run.
+    pub encrypt: bool,
 }
 
 /// A SeaweedFS server for a bench's S3 series, or none with `--no-s3`.
@@ -201,8 +227,9 @@ impl BenchArgs {
                 "--walship" => out.walship = Some(PathBuf::from(value()?)),
                 "--no-s3" => out.no_s3 = true,
                 "--keep" => out.keep = true,
+                "--encrypt" => out.encrypt = true,
                 other => bail!(
-                    "unknown argument {other:?} (known: --segments N, --rounds N, --scale N, --walship PATH, --no-s3, --keep)"
+                    "unknown argument {other:?} (known: --segments N, --rounds N, --scale N, --walship PATH, --no-s3, --keep, --encrypt)"
                 ),
             }
         }
@@ -235,8 +262,10 @@ mod tests {
             "/x",
             "--scale",
             "3",
+            "--encrypt",
         ]))
         .unwrap();
+        assert!(a.encrypt);
         assert_eq!(a.segments, Some(4));
         assert_eq!(a.scale, Some(3));
         assert!(a.no_s3);

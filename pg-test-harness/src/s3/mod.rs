@@ -14,7 +14,7 @@ mod weed;
 pub use weed::{WeedPorts, weed_binary};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -49,12 +49,31 @@ pub struct S3Server {
     ports: WeedPorts,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Certificate and key of the HTTPS listener, when one is opened.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl S3Server {
     /// Starts SeaweedFS `weed mini` on loopback with free ports and telemetry off, waits until it
     /// answers, and creates the bucket. Fails when `weed` is missing or does not come up.
     pub fn start() -> anyhow::Result<S3Server> {
+        S3Server::start_inner(None)
+    }
+
+    /// [`S3Server::start`], also serving S3 over HTTPS on [`S3Server::https_endpoint`] with the
+    /// PEM certificate `cert` (for 127.0.0.1) and its private key `key` (`-s3.cert.file`,
+    /// `-s3.key.file`); the plain HTTP endpoint stays open.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> anyhow::Result<S3Server> {
+        S3Server::start_inner(Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    /// `https://127.0.0.1:PORT`: the HTTPS listener (serving only after
+    /// [`S3Server::start_with_tls`]).
+    pub fn https_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports.s3_https)
+    }
+
+    fn start_inner(tls: Option<(PathBuf, PathBuf)>) -> anyhow::Result<S3Server> {
         let weed = weed_binary().context(
             "SeaweedFS `weed` not found ($WEED_BIN, <test deps>/seaweedfs/bin/weed, PATH); \
              run scripts/setup-test-deps",
@@ -75,6 +94,7 @@ impl S3Server {
             ports: WeedPorts::allocate(),
             dir,
             child: None,
+            tls,
         };
         for attempt in 1..=PORT_ATTEMPTS {
             server.endpoint = format!("http://127.0.0.1:{}", server.ports.s3);
@@ -236,7 +256,11 @@ impl S3Server {
 
     /// Spawns weed and waits for it; `create_bucket` on first start only.
     fn launch(&mut self, create_bucket: bool) -> anyhow::Result<()> {
-        let args = self.ports.mini_args(&self.data_dir(), self.dir.path());
+        let mut args = self.ports.mini_args(&self.data_dir(), self.dir.path());
+        if let Some((cert, key)) = &self.tls {
+            args.push(format!("-s3.cert.file={}", cert.display()));
+            args.push(format!("-s3.key.file={}", key.display()));
+        }
         let child = weed::spawn(&self.weed, &args, &self.log_path())
             .with_context(|| format!("spawning {} {}", self.weed.display(), args.join(" ")))?;
         self.child = Some(child);

@@ -21,6 +21,10 @@ use crate::exit;
 /// host. `init` creates a key file; `rotate` adds a new active key (and data key) to it;
 /// `rewrap` wraps every data key under a new key without rewriting any data, so that the old
 /// key can be retired. Nothing here prints key material.
+///
+/// The key-encryption keys come from `[encryption] key_file` (WALSHIP_ENCRYPTION_KEY_FILE)
+/// or `passphrase_command` (WALSHIP_ENCRYPTION_PASSPHRASE_COMMAND). AWS KMS is not
+/// supported: `kms_key_id` (WALSHIP_ENCRYPTION_KMS_KEY_ID) is refused with an error.
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// What to do.
@@ -37,7 +41,9 @@ pub enum KeyAction {
         #[arg(long, value_name = "PATH")]
         key_file: PathBuf,
     },
-    /// List the repository's data keys and the key-encryption keys that wrap them.
+    /// List the repository's data keys, the key-encryption keys that wrap them, and how many
+    /// objects each protects (counted from every object's header: one small ranged read per
+    /// object, no decryption).
     List {
         /// Print JSON.
         #[arg(long)]
@@ -134,13 +140,21 @@ async fn wrapped_keys(repo: &Repository) -> Result<BTreeMap<DekId, Vec<KekId>>, 
 async fn list(repo: &Repository, json: bool) -> Result<(), BoxError> {
     let identity = repo.require_identity().await?;
     let ring = repo.keyring(repo.keys().expect("checked")).await?;
-    let by_dek = wrapped_keys(repo).await?;
+    let mut by_dek = wrapped_keys(repo).await?;
+    let usage = repo.dek_usage().await?;
+    // A data key objects name but `keys/` lacks (its wrapped copies removed): listed with no
+    // wrapping key, since those objects cannot be read by anyone.
+    for dek in usage.by_dek.keys() {
+        by_dek.entry(*dek).or_default();
+    }
+    let objects = |dek: &DekId| usage.by_dek.get(dek).copied().unwrap_or(0);
     if json {
         let rows: Vec<_> = by_dek
             .iter()
             .map(|(dek, keks)| {
                 serde_json::json!({
                     "dek_id": dek.to_string(),
+                    "objects": objects(dek),
                     "wrapped_by": keks.iter().map(|k| serde_json::json!({
                         "kek_id": k.to_string(),
                         "in_key_file": ring.get(k).is_some(),
@@ -154,6 +168,8 @@ async fn list(repo: &Repository, json: bool) -> Result<(), BoxError> {
             "key_file": ring.path(),
             "active_kek": ring.active().id.to_string(),
             "deks": rows,
+            "plain_objects": usage.plain,
+            "damaged_objects": usage.damaged,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -177,7 +193,24 @@ async fn list(repo: &Repository, json: bool) -> Result<(), BoxError> {
                 format!("{k}{mark}")
             })
             .collect();
-        println!("data key {dek}: wrapped by {}", shown.join(", "));
+        let wrapped = if shown.is_empty() {
+            "NOT WRAPPED by any key (its objects cannot be read)".to_string()
+        } else {
+            format!("wrapped by {}", shown.join(", "))
+        };
+        println!("data key {dek}: {} object(s), {wrapped}", objects(dek));
+    }
+    if usage.plain > 0 {
+        println!(
+            "{} object(s) not encrypted (audit records, pins and drill reports are stored plain)",
+            usage.plain
+        );
+    }
+    if usage.damaged > 0 {
+        println!(
+            "{} object(s) with a damaged encryption header (run `walship verify`)",
+            usage.damaged
+        );
     }
     Ok(())
 }

@@ -26,8 +26,11 @@
 
 mod errors;
 pub(crate) mod lock;
+mod server_side;
 mod upload;
 pub mod versions;
+
+pub use server_side::ServerSideEncryption;
 
 use std::fmt;
 use std::ops::Range;
@@ -114,6 +117,13 @@ pub struct S3Options {
     pub conditional_create: bool,
     /// Retry policy for every call.
     pub retry: RetryPolicy,
+    /// Server-side encryption of every object written (`s3.sse`); `None` sends no header.
+    pub sse: Option<ServerSideEncryption>,
+    /// The KMS key of [`ServerSideEncryption::AwsKms`] (`s3.sse_kms_key_id`).
+    pub sse_kms_key_id: Option<String>,
+    /// A PEM file of certificate authorities trusted for an `https` endpoint, besides the
+    /// system's (`s3.ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for S3Options {
@@ -130,6 +140,9 @@ impl Default for S3Options {
             list_page_size: 1000,
             conditional_create: true,
             retry: RetryPolicy::default(),
+            sse: None,
+            sse_kms_key_id: None,
+            ca_file: None,
         }
     }
 }
@@ -190,6 +203,9 @@ pub struct S3Storage {
     conditional_create: bool,
     /// Retries the pieces of streaming uploads, which the caller cannot retry.
     retry: RetryPolicy,
+    /// Server-side encryption headers of every object written.
+    sse: Option<ServerSideEncryption>,
+    sse_kms_key_id: Option<String>,
 }
 
 impl S3Storage {
@@ -220,6 +236,11 @@ impl S3Storage {
                 "list page size {} is not 1 to 1000",
                 opts.list_page_size
             )));
+        }
+        if opts.sse_kms_key_id.is_some() && opts.sse != Some(ServerSideEncryption::AwsKms) {
+            return Err(invalid(
+                "s3.sse_kms_key_id is set but s3.sse is not \"aws:kms\"".to_string(),
+            ));
         }
 
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -271,6 +292,10 @@ impl S3Storage {
         if let Some(endpoint) = &endpoint {
             config = config.endpoint_url(endpoint);
         }
+        if let Some(ca_file) = &opts.ca_file {
+            config =
+                config.http_client(server_side::https_client_trusting(ca_file).map_err(invalid)?);
+        }
         if sdk.region().is_none() {
             config = config.region(Region::new("us-east-1"));
         }
@@ -297,6 +322,8 @@ impl S3Storage {
             list_page_size: opts.list_page_size,
             conditional_create: opts.conditional_create,
             retry: opts.retry.clone(),
+            sse: opts.sse,
+            sse_kms_key_id: opts.sse_kms_key_id.clone(),
         })
     }
 

@@ -122,7 +122,9 @@ impl S3Storage {
             .key(self.full_key(key.as_str()))
             .content_length(i64::try_from(size).unwrap_or(i64::MAX))
             .checksum_crc32_c(encode_crc32c(crc))
-            .body(ByteStream::from(body));
+            .body(ByteStream::from(body))
+            .set_server_side_encryption(self.sse.map(|s| s.header()))
+            .set_ssekms_key_id(self.sse_kms_key_id.clone());
         if conditional {
             request = request.if_none_match("*");
         }
@@ -216,7 +218,9 @@ impl S3Storage {
                     .bucket(&self.bucket)
                     .key(&full_key)
                     .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                    .checksum_type(ChecksumType::FullObject);
+                    .checksum_type(ChecksumType::FullObject)
+                    .set_server_side_encryption(self.sse.map(|s| s.header()))
+                    .set_ssekms_key_id(self.sse_kms_key_id.clone());
                 if let Some(lock) = opts.lock {
                     request = request
                         .object_lock_mode(super::lock::sdk_mode(lock.mode))
