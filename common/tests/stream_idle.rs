@@ -2,6 +2,8 @@
 //! walsender from sending keepalives of its own, so an idle server says nothing. The
 //! receiver must ask for a keepalive before its silence timeout, not reconnect every minute.
 
+// The stream future's type is deep (every storage call's future holds the S3 backend's):
+// rustc's default query depth of 128 is not enough to lay it out.
 #![recursion_limit = "256"]
 
 mod pgconn_support;
