@@ -66,9 +66,15 @@ fn bench_restore_runs_at_scale_1() {
     if let Some(run) = &report.pgbackrest {
         assert_run("pgbackrest restore", run);
     }
+    let encrypted = report
+        .walship_file_encrypted
+        .as_ref()
+        .expect("--encrypt restores from the encrypted repository too");
+    assert_run("walship restore, filesystem, encrypted", encrypted);
     // Every restored directory was started and checked by Postgres.
-    // Two rounds, each tool taking its turn in each.
-    let expected = 2 * (1 + usize::from(s3.is_some()) + usize::from(has_pgbackrest()));
+    // Two rounds, each series (plain and encrypted filesystem, S3, pgBackRest) taking its
+    // turn in each.
+    let expected = 2 * (2 + usize::from(s3.is_some()) + usize::from(has_pgbackrest()));
     assert_eq!(report.recoveries.len(), expected, "{:?}", report.recoveries);
     let text = report.render();
     assert!(
