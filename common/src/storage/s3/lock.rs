@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{
-    Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHold, ObjectLockLegalHoldStatus,
-    ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode,
+    ObjectLockEnabled, ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockMode,
+    ObjectLockRetention, ObjectLockRetentionMode,
 };
 
 use super::S3Storage;
@@ -278,29 +278,9 @@ impl S3Storage {
         let call = self.call(StorageOp::Delete, keys[0].as_str());
         let mut refused = Vec::new();
         for batch in versions.chunks(DELETE_BATCH) {
-            let objects = batch
-                .iter()
-                .map(|(k, v)| {
-                    ObjectIdentifier::builder()
-                        .key(self.full_key(k.as_str()))
-                        .version_id(v)
-                        .build()
-                        .map_err(|e| call.permanent(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let delete = Delete::builder()
-                .set_objects(Some(objects))
-                .quiet(true)
-                .build()
-                .map_err(|e| call.permanent(e.to_string()))?;
             let out = self
-                .client
-                .delete_objects()
-                .bucket(&self.bucket)
-                .delete(delete)
-                .send()
-                .await
-                .map_err(|e| call.error(e))?;
+                .delete_objects(&call, batch.iter().map(|(k, v)| (k, Some(v.as_str()))))
+                .await?;
             for err in out.errors() {
                 if err.code() == Some("NoSuchKey") || err.code() == Some("NoSuchVersion") {
                     continue;

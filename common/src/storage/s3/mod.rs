@@ -332,6 +332,37 @@ impl S3Storage {
         format!("{}{}", self.prefix, key)
     }
 
+    /// One quiet DeleteObjects request for `objects` (each key with the version to remove,
+    /// or `None` for the current one): only the objects that failed come back.
+    pub(crate) async fn delete_objects<'k>(
+        &self,
+        call: &Call<'_>,
+        objects: impl Iterator<Item = (&'k ObjectKey, Option<&'k str>)>,
+    ) -> Result<aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput, StorageError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let objects = objects
+            .map(|(key, version)| {
+                ObjectIdentifier::builder()
+                    .key(self.full_key(key.as_str()))
+                    .set_version_id(version.map(str::to_owned))
+                    .build()
+                    .map_err(|e| call.permanent(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| call.permanent(e.to_string()))?;
+        self.client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| call.error(e))
+    }
+
     fn call<'a>(&'a self, op: StorageOp, key: &'a str) -> Call<'a> {
         Call {
             op,
@@ -559,33 +590,13 @@ impl Storage for S3Storage {
         &self,
         keys: &[ObjectKey],
     ) -> Result<Vec<super::DeleteRefusal>, StorageError> {
-        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         let Some(first) = keys.first() else {
             return Ok(Vec::new());
         };
         let call = self.call(StorageOp::Delete, first.as_str());
-        let objects = keys
-            .iter()
-            .map(|k| {
-                ObjectIdentifier::builder()
-                    .key(self.full_key(k.as_str()))
-                    .build()
-                    .map_err(|e| call.permanent(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let delete = Delete::builder()
-            .set_objects(Some(objects))
-            .quiet(true)
-            .build()
-            .map_err(|e| call.permanent(e.to_string()))?;
         let out = self
-            .client
-            .delete_objects()
-            .bucket(&self.bucket)
-            .delete(delete)
-            .send()
-            .await
-            .map_err(|e| call.error(e))?;
+            .delete_objects(&call, keys.iter().map(|k| (k, None)))
+            .await?;
         let mut refused = Vec::new();
         for err in out.errors() {
             let full = err.key().unwrap_or_default();
