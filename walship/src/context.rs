@@ -71,15 +71,33 @@ impl Context {
     /// Runs a future to completion on the command's runtime (started on first use; if it
     /// cannot start, the process exits with the command's failure code).
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.block_on_with(true, future)
+    }
+
+    /// [`Context::block_on`] on a runtime whose only thread is the caller's: the thread that
+    /// waits for the network is the one that handles what arrives, with no hand-over to a
+    /// worker thread per read. For `backup`, whose receive loop wakes for every few dozen
+    /// KiB the server sends: a multi-thread runtime made 36,000-160,000 context switches
+    /// for a 0.75 GiB backup and this one 6,000-60,000, for about 30 % less CPU (measured
+    /// in BENCHMARKS.md). CPU-heavy work must stay on threads of its own (the bundler's
+    /// blocking thread and compressors), as it does in `backup`.
+    pub fn block_on_current_thread<F: Future>(&self, future: F) -> F::Output {
+        self.block_on_with(false, future)
+    }
+
+    fn block_on_with<F: Future>(&self, multi_thread: bool, future: F) -> F::Output {
         let runtime = self.runtime.get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap_or_else(|e| {
-                    eprintln!("walship {}: start the async runtime: {e}", self.command);
-                    std::process::exit(i32::from(self.failure))
-                })
+            let mut builder = if multi_thread {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(2);
+                builder
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+            };
+            builder.enable_all().build().unwrap_or_else(|e| {
+                eprintln!("walship {}: start the async runtime: {e}", self.command);
+                std::process::exit(i32::from(self.failure))
+            })
         });
         runtime.block_on(future)
     }

@@ -153,6 +153,9 @@ impl BenchDb {
             load: Vec::new(),
             work,
         };
+        // Flush the load now: otherwise the first tool's `--checkpoint fast` writes the whole
+        // freshly loaded database to disk and the tools after it find nothing to write.
+        db.cluster.execute("checkpoint");
         db.archive_all()?;
         let data = db.cluster.data_dir();
         db.data_bytes = tree_bytes(data)? - tree_bytes(&data.join("pg_wal"))?;

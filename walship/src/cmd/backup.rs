@@ -131,7 +131,7 @@ pub fn run(ctx: Context, args: BackupArgs) -> u8 {
         matches!(args.checkpoint, CheckpointArg::Fast),
         args.max_rate,
     );
-    ctx.block_on(async {
+    ctx.block_on_current_thread(async {
         let repo = match ctx.open_repository().await {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::FAILED, &e),
