@@ -35,7 +35,7 @@ use crate::crypto::{DekId, SealingWriter, SecretKey};
 use crate::storage::ObjectKey;
 
 /// Raw bytes per batch: whole lz4 blocks, so that only a bundle's last block is short.
-pub const BATCH_BYTES: usize = 16 * LZ4_BLOCK_LEN;
+pub const BATCH_BYTES: usize = 4 * LZ4_BLOCK_LEN;
 /// Batches each channel holds: with the one being filled, the one being compressed and the
 /// one being written, the memory bound per bundle (besides the upload's own).
 pub const QUEUE_BATCHES: usize = 1;
