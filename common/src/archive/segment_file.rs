@@ -5,7 +5,9 @@
 //! each) round-robin to `compressors` threads, each making an independent lz4 block, and the
 //! calling thread takes the blocks back in the same rotation, so they join the frame in file
 //! order: a sync push (the call Postgres waits for) compresses on every core. Other codecs
-//! compress [`READ_CHUNK`] pieces on the calling thread, overlapping the reader.
+//! compress [`READ_CHUNK`] pieces on the calling thread, overlapping the reader. In an
+//! encrypted repository the encoded object is sealed as it is written ([`SealingWriter`]),
+//! with the data key looked up while the storage answers the HEAD for the segment.
 //!
 //! The raw segment is never held whole: a call holds a few recycled chunks and the compressed
 //! object, so no 16 MiB buffer has to be faulted in and zeroed per file, and an `--async`
