@@ -467,6 +467,10 @@ struct Prepared {
     key: ObjectKey,
     /// `Err(outcome)`: nothing to upload.
     encoded: Result<(Bytes, StoredObject), ArchiveOutcome>,
+    /// True when `encoded` is already sealed for an encrypted repository (the segment fast
+    /// path seals as it compresses); false when [`upload`] still passes it through
+    /// [`Repository::seal_stored`] (a no-op for a plain repository).
+    sealed: bool,
 }
 
 /// Compares a checked file with what the repository holds under its name and, if nothing,
@@ -487,6 +491,7 @@ async fn prepare(repo: &Repository, checked: Checked) -> Result<Prepared, Archiv
         receipt,
         key,
         encoded,
+        sealed: false,
     })
 }
 
@@ -538,16 +543,23 @@ async fn upload(repo: &Repository, prepared: Prepared) -> Result<Archived, Archi
         receipt,
         key,
         encoded,
+        sealed,
     } = prepared;
     let outcome = match encoded {
         Err(outcome) => outcome,
         Ok((bytes, stored)) => {
-            // Sealed here, the one place every archived file passes (no-op when unencrypted).
-            let bytes = repo.seal_stored(&key, bytes).await?;
-            let stored = StoredObject {
-                stored_len: bytes.len() as u64,
-                stored_crc32c: crc32c::crc32c(&bytes),
-                ..stored
+            // Sealed here, the one place every archived file passes (no-op when unencrypted),
+            // unless the segment fast path sealed it as it compressed.
+            let (bytes, stored) = if sealed {
+                (bytes, stored)
+            } else {
+                let bytes = repo.seal_stored(&key, bytes).await?;
+                let stored = StoredObject {
+                    stored_len: bytes.len() as u64,
+                    stored_crc32c: crc32c::crc32c(&bytes),
+                    ..stored
+                };
+                (bytes, stored)
             };
             let opts = PutOptions {
                 if_absent: true,

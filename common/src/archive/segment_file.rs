@@ -5,7 +5,9 @@
 //! each) round-robin to `compressors` threads, each making an independent lz4 block, and the
 //! calling thread takes the blocks back in the same rotation, so they join the frame in file
 //! order: a sync push (the call Postgres waits for) compresses on every core. Other codecs
-//! compress [`READ_CHUNK`] pieces on the calling thread, overlapping the reader.
+//! compress [`READ_CHUNK`] pieces on the calling thread, overlapping the reader. In an
+//! encrypted repository the encoded object is sealed as it is written ([`SealingWriter`]),
+//! with the data key looked up while the storage answers the HEAD for the segment.
 //!
 //! The raw segment is never held whole: a call holds a few recycled chunks and the compressed
 //! object, so no 16 MiB buffer has to be faulted in and zeroed per file, and an `--async`
@@ -25,6 +27,7 @@ use bytes::Bytes;
 use super::pushed::Receipt;
 use super::{ArchiveError, Prepared};
 use crate::codec::{self, Codec, LZ4_BLOCK_LEN, Lz4Block, ObjectSummary, ObjectWriter};
+use crate::crypto::{DekId, SealingWriter, SecretKey};
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
 use crate::pg::segment::WalSegSize;
 use crate::pg::segment_check::{SegmentError, SegmentHeaderInfo, SegmentReport, SegmentValidator};
@@ -86,14 +89,27 @@ pub(super) async fn prepare_new_segment(
     };
     let name = ArchiveFileName::Segment(wal);
     let key = layout::wal_key(&name);
-    match repo.storage().head(&key).await {
+    // The data key (in an encrypted repository: the key file, a listing of `keys/` and the
+    // wrapped key, once per process) is looked up while the storage answers the HEAD, so the
+    // segment is sealed as it is compressed, with no second pass and no second buffer.
+    let (head, seal) = tokio::join!(repo.storage().head(&key), Box::pin(repo.sealing_key()));
+    match head {
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(RepoError::Storage(e).into()),
         Ok(_) => return Ok(None),
     }
+    // A key that cannot be had now is asked for again by `upload`, after the checks of the
+    // file: a refusal of the file itself still comes first, with its own exit code.
+    let seal = seal.ok().flatten().map(|(id, dek)| Seal {
+        id,
+        dek,
+        object: key.to_string(),
+    });
+    let sealed = seal.is_some();
     let codec = repo.codec();
     let owned = path.to_path_buf();
-    let segment = run_blocking(move || read_and_encode(&owned, wal, codec, compressors)).await?;
+    let segment =
+        run_blocking(move || read_and_encode(&owned, wal, codec, compressors, seal)).await?;
     let found = RepoIdentity::new(
         segment.header.system_identifier,
         segment.header.major(),
@@ -105,7 +121,16 @@ pub(super) async fn prepare_new_segment(
         receipt: segment.receipt,
         key,
         encoded: Ok((segment.encoded, segment.stored)),
+        sealed,
     }))
+}
+
+/// The data key a segment is sealed with as it is encoded, and the object's key (part of
+/// every chunk's AAD).
+struct Seal {
+    id: DekId,
+    dek: SecretKey,
+    object: String,
 }
 
 /// The size and crc32c of the file at `path`, read in chunks (for comparing with a receipt).
@@ -124,12 +149,14 @@ pub(super) async fn file_receipt(path: &Path) -> Result<Receipt, ArchiveError> {
 }
 
 /// Reads, checks and encodes the segment file at `path` (see the module doc) with
-/// `compressors` threads compressing (lz4 only; other codecs use one).
+/// `compressors` threads compressing (lz4 only; other codecs use one), sealing the encoded
+/// object as it is written when `seal` is given.
 fn read_and_encode(
     path: &Path,
     wal: WalFileName,
     codec: Codec,
     compressors: usize,
+    seal: Option<Seal>,
 ) -> Result<EncodedSegment, ArchiveError> {
     let seg_bytes = wal.seg_size().as_u64();
     let len = std::fs::metadata(path)
@@ -146,9 +173,24 @@ fn read_and_encode(
         ));
     }
     let mut out = Vec::with_capacity(seg_bytes as usize / 4 + codec::HEADER_LEN);
-    let (crc, report, summary) = match codec {
-        Codec::Lz4 => encode_lz4_blocks(path, wal, compressors.max(1), &mut out)?,
-        codec => encode_stream(path, wal, codec, &mut out)?,
+    let (crc, report, summary) = match seal {
+        None => encode_into(path, wal, codec, compressors, &mut out)?.0,
+        Some(seal) => {
+            let sealer = SealingWriter::new(&mut out, seal.id, &seal.dek, &seal.object)
+                .map_err(|source| read_error(path, source))?;
+            let ((crc, report, summary), sealer) =
+                encode_into(path, wal, codec, compressors, sealer)?;
+            // What is stored is the envelope: its own length and crc32c.
+            let (_, stored_len, stored_crc32c) = sealer
+                .finish_counted()
+                .map_err(|source| read_error(path, source))?;
+            let summary = ObjectSummary {
+                stored_len,
+                stored_crc32c,
+                ..summary
+            };
+            (crc, report, summary)
+        }
     };
     Ok(EncodedSegment {
         receipt: Receipt {
@@ -170,14 +212,28 @@ fn read_and_encode(
 /// stored object's summary.
 type Encoded = (u32, SegmentReport, ObjectSummary);
 
-/// Encodes with one compressor, on this thread, while a reading thread checks and
-/// checksums the next chunk.
-fn encode_stream(
+/// Encodes the segment into `sink` with the codec's pipeline; returns the sink.
+fn encode_into<W: io::Write>(
     path: &Path,
     wal: WalFileName,
     codec: Codec,
-    out: &mut Vec<u8>,
-) -> Result<Encoded, ArchiveError> {
+    compressors: usize,
+    sink: W,
+) -> Result<(Encoded, W), ArchiveError> {
+    match codec {
+        Codec::Lz4 => encode_lz4_blocks(path, wal, compressors.max(1), sink),
+        codec => encode_stream(path, wal, codec, sink),
+    }
+}
+
+/// Encodes with one compressor, on this thread, while a reading thread checks and
+/// checksums the next chunk.
+fn encode_stream<W: io::Write>(
+    path: &Path,
+    wal: WalFileName,
+    codec: Codec,
+    out: W,
+) -> Result<(Encoded, W), ArchiveError> {
     let mut writer = ObjectWriter::new(out, codec).map_err(|e| encode_error(path, e))?;
     let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(CHUNKS_IN_FLIGHT);
     let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 1);
@@ -198,8 +254,10 @@ fn encode_stream(
     });
     let (crc, report) = checked?;
     encoded.map_err(|source| read_error(path, source))?;
-    let summary = writer.finish().map_err(|e| encode_error(path, e))?;
-    Ok((crc, report, summary))
+    let (summary, out) = writer
+        .finish_into_inner()
+        .map_err(|e| encode_error(path, e))?;
+    Ok(((crc, report, summary), out))
 }
 
 /// A compressor's output for one chunk: the chunk (to recycle) and its block.
@@ -209,12 +267,12 @@ type Compressed = (Vec<u8>, Result<Lz4Block, codec::CodecError>);
 /// `compressors` threads at once: the reading thread deals chunk `i` to compressor
 /// `i % compressors`, and this thread takes the blocks back in the same rotation, so they
 /// reach the frame in file order.
-fn encode_lz4_blocks(
+fn encode_lz4_blocks<W: io::Write>(
     path: &Path,
     wal: WalFileName,
     compressors: usize,
-    out: &mut Vec<u8>,
-) -> Result<Encoded, ArchiveError> {
+    out: W,
+) -> Result<(Encoded, W), ArchiveError> {
     let mut writer = ObjectWriter::with_lz4_blocks(out).map_err(|e| encode_error(path, e))?;
     let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(2 * compressors + 1);
     let (checked, encoded) = std::thread::scope(|scope| {
@@ -256,10 +314,10 @@ fn encode_lz4_blocks(
     });
     let (crc, report) = checked?;
     encoded.map_err(|source| read_error(path, source))?;
-    let (summary, _) = writer
+    let (summary, out) = writer
         .finish_with_crc(crc)
         .map_err(|e| encode_error(path, e))?;
-    Ok((crc, report, summary))
+    Ok(((crc, report, summary), out))
 }
 
 /// A compressing thread of [`encode_lz4_blocks`]: compresses each chunk it is dealt into a
@@ -397,7 +455,7 @@ mod tests {
         let (_dir, path) = write_temp(&bytes);
         let codecs = [Codec::Lz4, Codec::None, Codec::Zstd { level: 1 }];
         for (codec, compressors) in codecs.into_iter().flat_map(|c| [(c, 1), (c, 2), (c, 3)]) {
-            let encoded = read_and_encode(&path, wal, codec, compressors).unwrap();
+            let encoded = read_and_encode(&path, wal, codec, compressors, None).unwrap();
             let what = format!("{codec} with {compressors} compressors");
             assert_eq!(
                 codec::decode_to_vec(&encoded.encoded, u64::MAX).unwrap(),
@@ -408,6 +466,33 @@ mod tests {
             assert_eq!(encoded.receipt.size, bytes.len() as u64, "{what}");
             assert_eq!(encoded.stored.stored_len, encoded.encoded.len() as u64);
             assert_eq!(encoded.header.system_identifier, SYSID);
+
+            // Sealed as it is encoded: the envelope opens into the same object, and the
+            // stored figures are the envelope's.
+            let dek = SecretKey::generate();
+            let object = "wal/0000000100000000/000000010000000000000003";
+            let seal = Seal {
+                id: DekId::generate(),
+                dek: dek.clone(),
+                object: object.into(),
+            };
+            let sealed = read_and_encode(&path, wal, codec, compressors, Some(seal)).unwrap();
+            assert!(codec::is_envelope(&sealed.encoded), "{what}");
+            assert_eq!(
+                crate::crypto::open_to_vec(&sealed.encoded, &dek, object, u64::MAX).unwrap(),
+                bytes,
+                "{what}"
+            );
+            assert_eq!(sealed.stored.stored_len, sealed.encoded.len() as u64);
+            assert_eq!(
+                sealed.stored.stored_crc32c,
+                crc32c::crc32c(&sealed.encoded),
+                "{what}"
+            );
+            assert_eq!(
+                (sealed.stored.raw_len, sealed.stored.raw_crc32c),
+                (encoded.stored.raw_len, encoded.stored.raw_crc32c)
+            );
         }
     }
 
@@ -419,7 +504,7 @@ mod tests {
         bytes[last_page..last_page + 2].copy_from_slice(&[0, 0]);
         let (_dir, path) = write_temp(&bytes);
         for compressors in [1, 2, 3] {
-            let err = read_and_encode(&path, wal, Codec::Lz4, compressors).err();
+            let err = read_and_encode(&path, wal, Codec::Lz4, compressors, None).err();
             assert!(
                 matches!(err, Some(ArchiveError::NotTheSegment { .. })),
                 "{compressors} compressors: {err:?}"
@@ -432,7 +517,9 @@ mod tests {
         let wal = name(1, 3);
         let bytes = segment(wal);
         let (_dir, path) = write_temp(&bytes[..bytes.len() - 1]);
-        let err = read_and_encode(&path, wal, Codec::Lz4, 2).err().unwrap();
+        let err = read_and_encode(&path, wal, Codec::Lz4, 2, None)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains(&wal.to_string()), "{err}");
         assert!(matches!(
             err,

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::record::{AUDIT_PREFIX, AuditRecord, RECORD_LIMIT};
-use crate::repo::{RepoError, Repository};
+use crate::repo::{RepoError, Repository, is_damaged_record};
 use crate::storage::{ObjectKey, Storage, StorageError};
 
 /// One record as stored.
@@ -12,8 +12,10 @@ use crate::storage::{ObjectKey, Storage, StorageError};
 pub struct ListedRecord {
     /// Its key.
     pub key: String,
-    /// The sha256 (hex) of its bytes.
-    pub sha256: String,
+    /// The sha256 (hex) of its content: the record's JSON as written, before the codec and
+    /// encryption (in a plain repository, the bytes as stored). `None` when the record cannot
+    /// be read (damaged or forged: `record` says why).
+    pub sha256: Option<String>,
     /// The record, or why it does not parse.
     pub record: Result<AuditRecord, String>,
 }
@@ -48,12 +50,13 @@ async fn keys(repo: &Repository) -> Result<Vec<ObjectKey>, StorageError> {
     Ok(keys)
 }
 
-/// Appends `record` to the trail: chains it to the newest record (its key and sha256) and
-/// stores it create-only. Returns its key.
+/// Appends `record` to the trail: chains it to the newest record (its key and the sha256 of
+/// its JSON) and stores it create-only ([`Repository::put_record`]: sealed in an encrypted
+/// repository). Returns its key.
 pub async fn append(repo: &Repository, mut record: AuditRecord) -> Result<ObjectKey, RepoError> {
     let all = keys(repo).await?;
     if let Some(previous) = all.last() {
-        let bytes = repo.get_plain(previous, RECORD_LIMIT).await?;
+        let bytes = repo.get_record(previous, RECORD_LIMIT).await?;
         record.previous_key = Some(previous.to_string());
         record.previous_sha256 = Some(sha256_hex(&bytes));
     }
@@ -61,7 +64,7 @@ pub async fn append(repo: &Repository, mut record: AuditRecord) -> Result<Object
     let mut attempts = 0;
     loop {
         let key = record.key(rand::random()).map_err(StorageError::from)?;
-        match repo.put_plain(&key, json.clone(), true).await {
+        match repo.put_record(&key, json.clone(), true).await {
             Ok(()) => return Ok(key),
             Err(RepoError::Storage(e)) if e.is_already_exists() && attempts < 3 => attempts += 1,
             Err(e) => return Err(e),
@@ -69,16 +72,27 @@ pub async fn append(repo: &Repository, mut record: AuditRecord) -> Result<Object
     }
 }
 
-/// Every record, oldest first.
+/// Every record, oldest first. A record that is damaged, forged or sealed with a key nobody
+/// holds is listed with the reason ([`is_damaged_record`]); a repository or key file that
+/// cannot be read, or a walship without the key of an encrypted repository, is an error.
 pub async fn list(repo: &Repository) -> Result<Vec<ListedRecord>, RepoError> {
+    repo.check_keys().await?;
     let mut out = Vec::new();
     for key in keys(repo).await? {
-        let bytes = repo.get_plain(&key, RECORD_LIMIT).await?;
-        out.push(ListedRecord {
-            key: key.to_string(),
-            sha256: sha256_hex(&bytes),
-            record: serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
-        });
+        let listed = match repo.get_record(&key, RECORD_LIMIT).await {
+            Ok(bytes) => ListedRecord {
+                key: key.to_string(),
+                sha256: Some(sha256_hex(&bytes)),
+                record: serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+            },
+            Err(e) if is_damaged_record(&e) => ListedRecord {
+                key: key.to_string(),
+                sha256: None,
+                record: Err(e.to_string()),
+            },
+            Err(e) => return Err(e),
+        };
+        out.push(listed);
     }
     Ok(out)
 }
@@ -90,13 +104,14 @@ pub async fn newest_success(
     repo: &Repository,
     operation: &str,
 ) -> Result<Option<AuditRecord>, RepoError> {
+    repo.check_keys().await?;
     let infix = format!("-{operation}-");
     for key in keys(repo).await?.iter().rev() {
         let name = key.as_str().rsplit('/').next().unwrap_or_default();
         if !name.contains(&infix) {
             continue;
         }
-        let bytes = repo.get_plain(key, RECORD_LIMIT).await?;
+        let bytes = repo.get_record(key, RECORD_LIMIT).await?;
         if let Ok(record) = serde_json::from_slice::<AuditRecord>(&bytes)
             && record.operation == operation
             && record.exit_code == 0
@@ -108,8 +123,10 @@ pub async fn newest_success(
 }
 
 /// Checks the chain of `records` (oldest first, as [`list`] returns them): each record's
-/// `previous_key` exists and its bytes still hash to `previous_sha256`; only the oldest
-/// record starts a chain; every record parses. Returns every problem, naming the record.
+/// `previous_key` exists and its JSON still hashes to `previous_sha256`; only the oldest
+/// record starts a chain; every record reads and parses (in an encrypted repository a record
+/// altered, renamed or swapped with another fails its authentication and is named here).
+/// Returns every problem, naming the record.
 pub fn verify(records: &[ListedRecord]) -> Vec<AuditProblem> {
     let mut problems = Vec::new();
     let by_key: std::collections::HashMap<&str, &ListedRecord> =
@@ -139,12 +156,14 @@ pub fn verify(records: &[ListedRecord]) -> Vec<AuditProblem> {
                     key: previous.clone(),
                     message: format!("was removed (record {} chains to it)", listed.key),
                 }),
-                Some(found) if Some(&found.sha256) != sha.as_ref() => {
+                // Unreadable: already named as such above.
+                Some(found) if found.sha256.is_none() => {}
+                Some(found) if found.sha256.as_ref() != sha.as_ref() => {
                     problems.push(AuditProblem {
                         key: previous.clone(),
                         message: format!(
                             "was altered: its sha256 is {}, record {} recorded {}",
-                            found.sha256,
+                            found.sha256.as_deref().unwrap_or("none"),
                             listed.key,
                             sha.as_deref().unwrap_or("none")
                         ),
@@ -175,12 +194,12 @@ mod tests {
             record.time += chrono::Duration::seconds(i as i64);
             if let Some(prev) = out.last() {
                 record.previous_key = Some(prev.key.clone());
-                record.previous_sha256 = Some(prev.sha256.clone());
+                record.previous_sha256 = prev.sha256.clone();
             }
             let bytes = serde_json::to_vec_pretty(&record).unwrap();
             out.push(ListedRecord {
                 key: record.key(7).unwrap().to_string(),
-                sha256: sha256_hex(&bytes),
+                sha256: Some(sha256_hex(&bytes)),
                 record: Ok(record),
             });
         }
@@ -205,10 +224,21 @@ mod tests {
     #[test]
     fn an_altered_record_is_named() {
         let mut records = chain();
-        records[0].sha256 = sha256_hex(b"edited");
+        records[0].sha256 = Some(sha256_hex(b"edited"));
         let problems = verify(&records);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].key, records[0].key);
         assert!(problems[0].message.contains("altered"));
+    }
+
+    #[test]
+    fn an_unreadable_record_is_named_once() {
+        let mut records = chain();
+        records[1].sha256 = None;
+        records[1].record = Err("object audit/x is corrupt: decrypt chunk 0".into());
+        let problems = verify(&records);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, records[1].key);
+        assert!(problems[0].message.contains("decrypt"));
     }
 }

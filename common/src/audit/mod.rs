@@ -2,11 +2,15 @@
 //!
 //! Every backup, restore and drill (and, as they land, expire, verify, pin/unpin, copy and
 //! key operations) appends an [`AuditRecord`] under
-//! `audit/<YYYY>/<timestamp>-<host>-<operation>-<random>.json` (plain JSON, never
-//! overwritten, so the trail works under Object Lock). Each record holds the sha256 of the
-//! record before it (by key order, which is time order) and that record's key: [`verify`]
-//! names a record that was removed or altered. What a hash chain cannot show without an
-//! outside anchor: the removal of the newest records.
+//! `audit/<YYYY>/<timestamp>-<host>-<operation>-<random>.json` (never overwritten, so the
+//! trail works under Object Lock): plain JSON in a plain repository, sealed like every object
+//! in an encrypted one ([`crate::repo::Repository::put_record`]). Each record holds the
+//! sha256 of the record before it (of its JSON, before any codec or encryption; by key
+//! order, which is time order) and that record's key: [`verify`] names a record that was
+//! removed or altered. In an encrypted repository the envelope also authenticates each
+//! record under its own key, so an altered, renamed or swapped record does not even open.
+//! What a hash chain cannot show without an outside anchor: the removal of the newest
+//! records.
 //!
 //! - [`record`]: the record, its key, [`AuditRecord::now`] (time, OS user, host, version).
 //! - [`args`]: the command line with secrets removed (passwords in connection strings,

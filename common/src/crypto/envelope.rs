@@ -138,6 +138,7 @@ pub struct SealingWriter<W: Write> {
     key: LessSafeKey,
     aad: Vec<u8>,
     aad_base: usize,
+    /// The chunk being filled: at most [`PLAIN_CHUNK`] bytes, with room for the tag.
     buf: Vec<u8>,
     index: u64,
 }
@@ -166,18 +167,20 @@ impl<W: Write> SealingWriter<W> {
         })
     }
 
-    fn seal(&mut self, plain_len: usize, last: bool) -> io::Result<()> {
-        let mut sealed: Vec<u8> = self.buf.drain(..plain_len).collect();
+    /// Seals the buffered chunk (all of `buf`) in place, writes it out and empties `buf`,
+    /// which keeps its capacity: no allocation and no copy beyond the one into `buf`.
+    fn seal(&mut self, last: bool) -> io::Result<()> {
         let aad = chunk_aad(&mut self.aad, self.aad_base, self.index, last);
         self.key
-            .seal_in_place_append_tag(nonce(self.index), aad, &mut sealed)
+            .seal_in_place_append_tag(nonce(self.index), aad, &mut self.buf)
             .map_err(|_| io::Error::other("AES-256-GCM sealing failed"))?;
-        let word = (sealed.len() as u32 | if last { FINAL_BIT } else { 0 }).to_le_bytes();
+        let word = (self.buf.len() as u32 | if last { FINAL_BIT } else { 0 }).to_le_bytes();
         self.inner.write_all(&word)?;
-        self.inner.write_all(&sealed)?;
-        self.crc = crc32c::crc32c_append(crc32c::crc32c_append(self.crc, &word), &sealed);
-        self.written += (word.len() + sealed.len()) as u64;
+        self.inner.write_all(&self.buf)?;
+        self.crc = crc32c::crc32c_append(crc32c::crc32c_append(self.crc, &word), &self.buf);
+        self.written += (word.len() + self.buf.len()) as u64;
         self.index += 1;
+        self.buf.clear();
         Ok(())
     }
 
@@ -189,8 +192,7 @@ impl<W: Write> SealingWriter<W> {
     /// [`SealingWriter::finish`], also returning the stored length and crc32c of the whole
     /// envelope (what the storage holds).
     pub fn finish_counted(mut self) -> io::Result<(W, u64, u32)> {
-        let len = self.buf.len();
-        self.seal(len, true)?;
+        self.seal(true)?;
         self.inner.flush()?;
         Ok((self.inner, self.written, self.crc))
     }
@@ -198,11 +200,16 @@ impl<W: Write> SealingWriter<W> {
 
 impl<W: Write> Write for SealingWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        // Keep at least one byte back, so that `finish` always has the final chunk to seal
-        // (an empty final chunk only for empty content).
-        while self.buf.len() > PLAIN_CHUNK {
-            self.seal(PLAIN_CHUNK, false)?;
+        let mut rest = data;
+        while !rest.is_empty() {
+            // A full chunk is sealed only once more bytes follow it, so that `finish` always
+            // has the final chunk to seal (an empty final chunk only for empty content).
+            if self.buf.len() == PLAIN_CHUNK {
+                self.seal(false)?;
+            }
+            let take = (PLAIN_CHUNK - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
         }
         Ok(data.len())
     }

@@ -176,3 +176,58 @@ fn finish_counted_reports_the_stored_bytes() {
     assert_eq!(len, out.len() as u64);
     assert_eq!(crc, crc32c::crc32c(&out));
 }
+
+/// The plaintext length of each sealed chunk of `stored`.
+fn chunk_plain_lens(stored: &[u8]) -> Vec<usize> {
+    chunk_starts(stored)
+        .iter()
+        .map(|&at| {
+            let word = u32::from_le_bytes(stored[at..at + 4].try_into().unwrap());
+            (word & !FINAL_BIT) as usize - TAG_LEN
+        })
+        .collect()
+}
+
+/// The layout FORMAT.md fixes: every chunk but the last holds exactly 256 KiB, the last holds
+/// the rest (1 to 256 KiB; 0 only for empty content), whatever sizes the writes came in.
+#[test]
+fn chunk_layout_does_not_depend_on_write_sizes() {
+    let dek = SecretKey::generate();
+    for len in [
+        0,
+        1,
+        PLAIN_CHUNK,
+        PLAIN_CHUNK + 1,
+        2 * PLAIN_CHUNK,
+        2 * PLAIN_CHUNK + 7,
+    ] {
+        let plain = content(len);
+        let mut layouts = Vec::new();
+        for piece in [len.max(1), 1000, PLAIN_CHUNK - 1, PLAIN_CHUNK + 3] {
+            let mut sealer = SealingWriter::new(Vec::new(), DekId::generate(), &dek, KEY).unwrap();
+            for part in plain.chunks(piece) {
+                sealer.write_all(part).unwrap();
+            }
+            let stored = sealer.finish().unwrap();
+            let mut source = &stored[..];
+            let header = EnvelopeHeader::read(&mut source).unwrap();
+            let mut opened = Vec::new();
+            OpeningReader::new(source, &header, &dek, KEY)
+                .read_to_end(&mut opened)
+                .unwrap();
+            assert_eq!(opened, plain, "len {len}, writes of {piece}");
+            layouts.push(chunk_plain_lens(&stored));
+        }
+        let want: Vec<usize> = if len == 0 {
+            vec![0]
+        } else {
+            let full = (len - 1) / PLAIN_CHUNK;
+            let mut v = vec![PLAIN_CHUNK; full];
+            v.push(len - full * PLAIN_CHUNK);
+            v
+        };
+        for layout in layouts {
+            assert_eq!(layout, want, "len {len}");
+        }
+    }
+}

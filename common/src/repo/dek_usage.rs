@@ -24,8 +24,8 @@ pub struct DekUsage {
     /// Objects whose envelope header names each data key.
     pub by_dek: BTreeMap<DekId, u64>,
     /// Objects that are not encrypted, besides `walship.json` and the wrapped keys under
-    /// `keys/` (which are never encrypted, and not counted): the audit trail, pins and drill
-    /// reports, which are plain JSON by design, and anything else found.
+    /// `keys/` (which are never encrypted, and not counted): records written by a walship
+    /// before audit records, pins and drill reports were sealed, or objects planted there.
     pub plain: u64,
     /// Objects that carry the encrypted flag but whose envelope header does not parse
     /// (truncated or damaged): `walship verify` names them.

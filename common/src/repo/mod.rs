@@ -10,8 +10,10 @@ pub mod identity;
 pub mod layout;
 pub mod limits;
 pub mod lock;
+mod records;
 
 pub use dek_usage::DekUsage;
+pub use records::is_damaged_record;
 
 use bytes::Bytes;
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::backup::{BackupError, read_manifest};
 use crate::catalog::BackupId;
-use crate::repo::{RepoError, Repository, layout, limits};
+use crate::repo::{RepoError, Repository, is_damaged_record, layout, limits};
 use crate::storage::{ObjectKey, Storage};
 
 /// The pin record format this build writes and reads.
@@ -27,7 +27,7 @@ pub enum PinAction {
     Unpin,
 }
 
-/// One pin record (`backups/<id>/pins/<seq>.json`, plain JSON).
+/// One pin record (`backups/<id>/pins/<seq>.json`: JSON, sealed in an encrypted repository).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PinRecord {
     /// [`PIN_FORMAT_VERSION`].
@@ -69,7 +69,9 @@ pub fn current_pin(records: &[(u32, PinRecord)]) -> Option<&PinRecord> {
         .filter(|r| r.action == PinAction::Pin)
 }
 
-/// Reads the pin records among `keys` (a backup's listing).
+/// Reads the pin records among `keys` (a backup's listing). A damaged or forged record (in
+/// an encrypted repository: one that does not open, or a plain one) is
+/// [`PinError::BadRecord`] naming it, so that `verify` reports it and `expire` stops.
 pub async fn read_pin_records(
     repo: &Repository,
     keys: &[ObjectKey],
@@ -79,7 +81,16 @@ pub async fn read_pin_records(
         let Some(seq) = layout::pin_seq_of(key) else {
             continue;
         };
-        let bytes = repo.get_plain(key, limits::PIN_RECORD_MAX).await?;
+        let bytes = match repo.get_record(key, limits::PIN_RECORD_MAX).await {
+            Ok(bytes) => bytes,
+            Err(e) if is_damaged_record(&e) => {
+                return Err(PinError::BadRecord {
+                    key: key.to_string(),
+                    message: e.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let record: PinRecord =
             serde_json::from_slice(&bytes).map_err(|e| PinError::BadRecord {
                 key: key.to_string(),
@@ -145,7 +156,7 @@ pub async fn set_pin(
             message: e.to_string(),
         })?;
         match repo
-            .put_plain(&layout::pin_key(id, seq), Bytes::from(json), true)
+            .put_record(&layout::pin_key(id, seq), Bytes::from(json), true)
             .await
         {
             Ok(()) => return Ok((record, true)),

@@ -147,11 +147,13 @@ impl DrillReport {
             .expect("a drill id is a valid key")
     }
 
-    /// Stores the report as plain JSON, create-only (an existing report is never replaced).
+    /// Stores the report, create-only (an existing report is never replaced): plain JSON in
+    /// a plain repository, sealed in an encrypted one ([`Repository::put_record`]: its checks
+    /// may name table data).
     pub async fn store(&self, repo: &Repository) -> Result<ObjectKey, RepoError> {
         let key = self.key();
         let json = serde_json::to_vec_pretty(self).unwrap_or_default();
-        repo.put_plain(&key, Bytes::from(json), true).await?;
+        repo.put_record(&key, Bytes::from(json), true).await?;
         Ok(key)
     }
 }
@@ -159,6 +161,7 @@ impl DrillReport {
 /// The newest drill report in the repository, if any (by id, which starts with the time).
 pub async fn newest(repo: &Repository) -> Result<Option<DrillReport>, RepoError> {
     use walship_common::storage::Storage;
+    repo.check_keys().await?;
     let objects = repo.storage().list(DRILLS_PREFIX).await?;
     let Some(newest) = objects
         .iter()
@@ -167,6 +170,6 @@ pub async fn newest(repo: &Repository) -> Result<Option<DrillReport>, RepoError>
     else {
         return Ok(None);
     };
-    let bytes = repo.get_plain(&newest.key, REPORT_LIMIT).await?;
+    let bytes = repo.get_record(&newest.key, REPORT_LIMIT).await?;
     Ok(serde_json::from_slice(&bytes).ok())
 }

@@ -202,7 +202,7 @@ async fn list(repo: &Repository, json: bool) -> Result<(), BoxError> {
     }
     if usage.plain > 0 {
         println!(
-            "{} object(s) not encrypted (audit records, pins and drill reports are stored plain)",
+            "{} object(s) not encrypted: an encrypted repository refuses to read them (written by a walship before records were encrypted, or planted)",
             usage.plain
         );
     }
