@@ -16,58 +16,8 @@ use std::time::Duration;
 use pg_test_harness::{Cluster, PgInstall};
 use restore_support::verify::verify_restored;
 use restore_support::{restore, start_restored, utc_now};
+use support::incremental::{backup, backup_ok, cluster, install};
 use support::{TestRepo, archive_everything, describe};
-
-fn install(major: u32) -> Option<PgInstall> {
-    let found = pg_test_harness::installs()
-        .into_iter()
-        .find(|i| i.major == major);
-    if found.is_none() {
-        pg_test_harness::ci::skip_or_fail(&format!("PostgreSQL {major} is not installed"));
-    }
-    found
-}
-
-fn cluster(install: &PgInstall, repo: &TestRepo, summarize: bool) -> Cluster {
-    Cluster::builder(install)
-        .initdb_arg("--wal-segsize=1")
-        .setting("archive_mode", "on")
-        .setting(
-            "archive_command",
-            &format!("'{}'", repo.archive_command("")),
-        )
-        .setting("checkpoint_timeout", "'1h'")
-        .setting("autovacuum", "off")
-        .setting("summarize_wal", if summarize { "on" } else { "off" })
-        .start()
-}
-
-/// `walship backup --json <extra>`; the output.
-fn backup(cluster: &Cluster, repo: &TestRepo, extra: &[&str]) -> std::process::Output {
-    let conn = format!("host=127.0.0.1 port={} user=postgres", cluster.port());
-    let mut args = vec![
-        "backup",
-        "-d",
-        &conn,
-        "--checkpoint",
-        "fast",
-        "--json",
-        "--wal-timeout",
-        "60s",
-    ];
-    args.extend_from_slice(extra);
-    repo.walship(&args)
-}
-
-fn backup_ok(cluster: &Cluster, repo: &TestRepo, extra: &[&str]) -> serde_json::Value {
-    let out = backup(cluster, repo, extra);
-    assert!(
-        out.status.success(),
-        "walship backup {extra:?}: {}",
-        describe(&out)
-    );
-    serde_json::from_slice(&out.stdout).expect("backup --json")
-}
 
 fn rows(cluster: &Cluster) -> Vec<String> {
     let mut out: Vec<String> = cluster

@@ -2,12 +2,14 @@
 //! backed up by this build's `walship backup` (filesystem and SeaweedFS), pg_basebackup and
 //! pgBackRest (when installed), and restored by `walship restore` and `pgbackrest restore`,
 //! each restore started by Postgres and its rows checked by the bench. Speed is not checked
-//! here (debug build, tiny database); that every series ran and measured something is.
+//! here (debug build, tiny database); that every series ran and measured something is. And
+//! `bench backup --incremental` (PostgreSQL 17+): full, incremental, full, both restores checked.
 
 use std::path::Path;
 
 use pg_test_harness::bench::backup::run_backup;
 use pg_test_harness::bench::backup_db::Run;
+use pg_test_harness::bench::incremental::run_incremental;
 use pg_test_harness::bench::restore::run_restore;
 
 const SCALE: usize = 1;
@@ -79,6 +81,40 @@ fn bench_restore_runs_at_scale_1() {
     let text = report.render();
     assert!(
         text.contains("aims:") && text.contains("restored MiB"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_backup_incremental_runs_at_scale_1() {
+    if !pg_test_harness::installs().iter().any(|i| i.major >= 17) {
+        pg_test_harness::ci::skip_or_fail("bench backup --incremental needs PostgreSQL 17+");
+        return;
+    }
+    let walship = Path::new(env!("CARGO_BIN_EXE_walship"));
+    let report = run_incremental(SCALE, 1, Some(walship))
+        .unwrap_or_else(|e| panic!("bench backup --incremental --scale {SCALE}: {e:#}"));
+    println!("{}", report.render());
+    assert!(report.major >= 17, "{}", report.major);
+    assert_eq!(report.updated_rows, 2_000);
+    for (what, run) in [
+        ("full", &report.full),
+        ("incremental", &report.incremental),
+        ("full after", &report.full_after),
+        ("chain restore", &report.chain_restore),
+        ("full restore", &report.full_restore),
+    ] {
+        assert_run(what, run);
+    }
+    assert!(
+        report.incremental.stored_bytes < report.full.stored_bytes,
+        "{report:?}"
+    );
+    // Both restores were started by Postgres and held the updated rows.
+    assert_eq!(report.recoveries.len(), 2, "{:?}", report.recoveries);
+    let text = report.render();
+    assert!(
+        text.contains("incremental stored bytes <=") && text.contains("chain restore time <="),
         "{text}"
     );
 }

@@ -24,7 +24,8 @@
 //! with no backup on its path, from the beginning), is kept, so the archive's end, a backup in
 //! progress and the window stay whole on every branch. Below the floors, a kept backup keeps
 //! the segments from its start to its stop LSN on its timeline and every lower one
-//! (over-approximating its ancestors is cheap and safe). A timeline after 1 without a
+//! (over-approximating its ancestors is cheap and safe); a kept incremental keeps them from
+//! its chain's full on, so WAL is unbroken across each kept chain. A timeline after 1 without a
 //! `.history` has an unknown ancestry: then no WAL at all is removed (the plan names it).
 //! Timeline `.history` files are never removed (a few bytes each, and a timeline's ancestry
 //! must stay readable). Everything else is removed.
@@ -459,7 +460,7 @@ impl<'a> WalNeeds<'a> {
                 .map(|b| {
                     (
                         b.stop_timeline.max(b.start_timeline),
-                        SegNo::containing(b.start_lsn, seg_size),
+                        SegNo::containing(chain_start(b, kept), seg_size),
                         SegNo::containing(b.stop_lsn, seg_size),
                     )
                 })
@@ -486,6 +487,24 @@ impl<'a> WalNeeds<'a> {
                 .iter()
                 .any(|&(top, first, last)| tli <= top && first <= segno && segno <= last)
     }
+}
+
+/// Where the WAL a kept backup keeps begins: its own start, or for an incremental the start
+/// of the oldest kept member of its chain (its full, since a kept incremental keeps its whole
+/// chain). WAL then runs unbroken across each kept chain: a time between its members stays
+/// reachable, and `verify`, which expects WAL from the oldest backup on, finds no gap there.
+fn chain_start(b: &BackupSummary, kept: &[&BackupSummary]) -> Lsn {
+    let mut start = b.start_lsn;
+    let mut next = b.parent;
+    // Parents are older; the bound stops a malformed loop.
+    for _ in 0..kept.len() {
+        let Some(parent) = next.and_then(|id| kept.iter().find(|k| k.id == id)) else {
+            break;
+        };
+        start = start.min(parent.start_lsn);
+        next = parent.parent;
+    }
+    start
 }
 
 fn ranges(removed: &[WalObject]) -> Vec<WalRange> {

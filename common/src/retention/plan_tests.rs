@@ -179,6 +179,18 @@ fn a_kept_incremental_keeps_its_whole_chain() {
             "backup {i} is not needed: {p:?}"
         );
     }
+    // The WAL from the chain's full (2, segment 9) to the pinned incremental's stop (5,
+    // segment 22) stays whole, between the members too; the WAL between 0 and 2 goes.
+    let removed: Vec<u64> = p
+        .wal_removed
+        .iter()
+        .filter_map(|w| w.name.segment().map(|s| s.segno().0))
+        .collect();
+    assert!(
+        removed.iter().all(|&s| !(9..=22).contains(&s)),
+        "WAL inside the kept chain removed: {removed:?}"
+    );
+    assert!(removed.contains(&3) && removed.contains(&7), "{removed:?}");
 }
 
 #[test]

@@ -61,6 +61,18 @@ pub struct BenchDb {
     work: tempfile::TempDir,
 }
 
+/// What the bench database runs on: the install, settings beyond the benches' own, and
+/// whether pgBackRest (when installed) archives and backs up beside walship.
+#[derive(Debug)]
+pub struct DbSetup {
+    /// The Postgres install.
+    pub install: PgInstall,
+    /// Further settings (name, already-quoted value).
+    pub settings: Vec<(&'static str, &'static str)>,
+    /// Set up pgBackRest when it is installed.
+    pub peers: bool,
+}
+
 /// One measured backup or restore, and what it stored.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -80,16 +92,36 @@ impl BenchDb {
         walship: Option<&Path>,
         encrypt: bool,
     ) -> Result<BenchDb> {
+        let setup = DbSetup {
+            install: wal_load::bench_install()?,
+            settings: Vec::new(),
+            peers: true,
+        };
+        BenchDb::create_with(setup, scale, s3, walship, encrypt)
+    }
+
+    /// [`BenchDb::create`] on `setup`'s install, with its extra settings, and pgBackRest only
+    /// when `setup.peers`.
+    pub fn create_with(
+        setup: DbSetup,
+        scale: usize,
+        s3: Option<&S3Server>,
+        walship: Option<&Path>,
+        encrypt: bool,
+    ) -> Result<BenchDb> {
         let walship = walship_binary(walship)?;
-        let install = wal_load::bench_install()?;
+        let install = setup.install;
         let work = crate::test_dir("bench-backup");
-        let cluster = Cluster::builder(&install)
+        let mut builder = Cluster::builder(&install)
             .setting("archive_mode", "on")
             .setting("archive_command", "'/bin/true'")
             .setting("max_wal_size", "'2GB'")
             .setting("checkpoint_timeout", "'30min'")
-            .setting("synchronous_commit", "off")
-            .start();
+            .setting("synchronous_commit", "off");
+        for (name, value) in &setup.settings {
+            builder = builder.setting(name, value);
+        }
+        let cluster = builder.start();
         let mut load = vec![loadavg()];
         eprintln!("bench: PG{} pgbench -i -s {scale}...", install.major);
         let s = scale.to_string();
@@ -109,7 +141,7 @@ impl BenchDb {
         } else {
             None
         };
-        let (peer, peer_version) = match find_peer("pgbackrest") {
+        let (peer, peer_version) = match find_peer("pgbackrest").filter(|_| setup.peers) {
             Some(tool) => {
                 match PgBackRest::create(&tool.path, &work.path().join("pgbackrest"), &cluster) {
                     Ok(peer) => (Some(peer), Some(tool.version)),
@@ -191,12 +223,22 @@ impl BenchDb {
     /// shows it, and its manifest holds every file of Postgres's own `backup_manifest` with
     /// the same size. The stored size is the manifest's `bytes_stored`.
     pub fn walship_backup(&self, repo: &WalshipRepo, what: &str) -> Result<Run> {
-        eprintln!("bench: walship backup to {}", repo.url);
+        Ok(self.walship_backup_with(repo, what, &[])?.0)
+    }
+
+    /// [`BenchDb::walship_backup`] with `extra` arguments (e.g. `--incremental`); also
+    /// returns the backup's `--json` summary.
+    pub fn walship_backup_with(
+        &self,
+        repo: &WalshipRepo,
+        what: &str,
+        extra: &[&str],
+    ) -> Result<(Run, Value)> {
+        eprintln!("bench: walship backup {extra:?} to {}", repo.url);
         let conn = format!("host=127.0.0.1 port={} user=postgres", self.cluster.port());
-        let mut cmd = repo.command(
-            &self.walship,
-            &["backup", "-d", &conn, "--checkpoint", "fast", "--json"],
-        );
+        let mut args = vec!["backup", "-d", &conn, "--checkpoint", "fast", "--json"];
+        args.extend_from_slice(extra);
+        let mut cmd = repo.command(&self.walship, &args);
         let (run, stdout) = self.measured(&mut cmd, &format!("walship-backup-{what}"))?;
         let summary: Value = serde_json::from_str(&stdout)
             .with_context(|| format!("walship backup --json printed {stdout:?}"))?;
@@ -220,7 +262,7 @@ impl BenchDb {
         let stored_bytes = manifest["bytes_stored"]
             .as_u64()
             .with_context(|| format!("backup {id} has no bytes_stored"))?;
-        Ok(Run { run, stored_bytes })
+        Ok((Run { run, stored_bytes }, summary))
     }
 
     /// `pgbackrest backup --type=full`, measured, checked with `pgbackrest info` (one more full

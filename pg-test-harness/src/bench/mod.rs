@@ -12,6 +12,7 @@ pub mod backup_db;
 pub mod copy;
 pub mod expire;
 pub mod fetch;
+pub mod incremental;
 mod measure;
 mod peers;
 mod pgbackrest;
@@ -60,7 +61,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "backup",
-        about: "walship backup (file, S3) vs pg_basebackup -Ft client-lz4 and pgbackrest backup --type=full of a pgbench database [--scale N] [--no-s3]",
+        about: "walship backup (file, S3) vs pg_basebackup -Ft client-lz4 and pgbackrest backup --type=full of a pgbench database [--scale N] [--no-s3]; with --incremental (PG17+): an incremental after 2% of rows changed vs its full, and the chain's restore vs a full's [--scale N] [--rounds N]",
         run: backup::run,
     },
     Bench {

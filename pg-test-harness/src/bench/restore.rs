@@ -135,7 +135,7 @@ pub fn run_restore(
 }
 
 /// Keeps the faster of `best` and `run` (by wall time).
-fn keep_fastest(best: &mut Option<Run>, run: Run) {
+pub(super) fn keep_fastest(best: &mut Option<Run>, run: Run) {
     if best.as_ref().is_none_or(|b| run.run.wall < b.run.wall) {
         *best = Some(run);
     }
@@ -159,11 +159,22 @@ fn walship_restore(
     what: &str,
     recoveries: &mut Vec<(String, Duration)>,
 ) -> Result<Run> {
-    eprintln!("bench: walship restore from {}", repo.url);
+    walship_restore_with(db, repo, what, &[], recoveries)
+}
+
+/// [`walship_restore`] with `extra` arguments (e.g. `--backup ID`).
+pub(super) fn walship_restore_with(
+    db: &BenchDb,
+    repo: &WalshipRepo,
+    what: &str,
+    extra: &[&str],
+    recoveries: &mut Vec<(String, Duration)>,
+) -> Result<Run> {
+    eprintln!("bench: walship restore {extra:?} from {}", repo.url);
     let to = db.work().join(format!("restored-{what}"));
     let wrapper = repo.wrapper_script(&db.walship, &db.work().join(format!("walship-{what}")))?;
     let (to_arg, wrapper_arg) = (to.to_string_lossy(), wrapper.to_string_lossy());
-    let args = [
+    let mut args = vec![
         "restore",
         "--target",
         "immediate",
@@ -172,6 +183,7 @@ fn walship_restore(
         "--walship-path",
         &wrapper_arg,
     ];
+    args.extend_from_slice(extra);
     let mut cmd = repo.command(&db.walship, &args);
     let (run, _) = db.measured(&mut cmd, &format!("walship-restore-{what}"))?;
     let stored_bytes = tree_bytes(&to)?;

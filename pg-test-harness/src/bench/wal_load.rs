@@ -93,7 +93,16 @@ pub fn switch_wal(cluster: &Cluster) -> Result<u64> {
 
 /// pgbench against `cluster`'s `postgres` database over TCP, as the cluster owner.
 pub fn pgbench_command(cluster: &Cluster, args: &[&str]) -> std::process::Command {
-    let mut cmd = cluster.pg_command("pgbench");
+    // The npm-packaged servers (17, 18) ship no pgbench: Debian's client one (15) then
+    // loads and drives them over the protocol as well.
+    let mut cmd = if cluster.install().has_tool("pgbench") {
+        cluster.pg_command("pgbench")
+    } else {
+        let mut cmd = std::process::Command::new(crate::client_tool("pgbench"));
+        cmd.current_dir(std::env::temp_dir());
+        cluster.run_as_owner(&mut cmd);
+        cmd
+    };
     cmd.args(["-h", "127.0.0.1", "-p", &cluster.port().to_string()])
         .args(["-U", "postgres"])
         .args(args)

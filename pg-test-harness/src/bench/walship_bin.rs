@@ -198,6 +198,9 @@ pub struct BenchArgs {
     /// `--encrypt`: also measure walship with client-side encryption (and pgBackRest with
     /// `repo-cipher-type=aes-256-cbc` where it is the peer), in the same run.
     pub encrypt: bool,
+    /// `--incremental`: `bench backup` measures an incremental backup (PostgreSQL 17+)
+    /// against its full, and the chain's restore against a full's.
+    pub incremental: bool,
 }
 
 /// A SeaweedFS server for a bench's S3 series, or none with `--no-s3`.
@@ -228,8 +231,9 @@ impl BenchArgs {
                 "--no-s3" => out.no_s3 = true,
                 "--keep" => out.keep = true,
                 "--encrypt" => out.encrypt = true,
+                "--incremental" => out.incremental = true,
                 other => bail!(
-                    "unknown argument {other:?} (known: --segments N, --rounds N, --scale N, --walship PATH, --no-s3, --keep, --encrypt)"
+                    "unknown argument {other:?} (known: --segments N, --rounds N, --scale N, --walship PATH, --no-s3, --keep, --encrypt, --incremental)"
                 ),
             }
         }
@@ -263,9 +267,10 @@ mod tests {
             "--scale",
             "3",
             "--encrypt",
+            "--incremental",
         ]))
         .unwrap();
-        assert!(a.encrypt);
+        assert!(a.encrypt && a.incremental);
         assert_eq!(a.segments, Some(4));
         assert_eq!(a.scale, Some(3));
         assert!(a.no_s3);

@@ -5,6 +5,7 @@
 
 pub mod bounded;
 pub mod crafted;
+pub mod incremental;
 pub mod keys;
 pub mod prometheus;
 
