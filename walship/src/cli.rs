@@ -128,7 +128,10 @@ pub enum Command {
     /// Every object decodes and its checksums match; every backup's files are in its bundles
     /// at the stated offset, size and crc32c and agree with Postgres's backup_manifest; its WAL
     /// from start to stop is present; WAL is continuous on every timeline from the oldest
-    /// backup on (gaps named as ranges); every timeline's .history and its parents' exist.
+    /// backup on, or with a [retention] policy configured from the floor it keeps (older
+    /// backups kept by a calendar rule or a pin need only their own WAL, so the gaps expire
+    /// leaves between them are not problems); gaps are named as ranges; every timeline's
+    /// .history and its parents' exist.
     /// Stale backups or WAL, incomplete backups and orphaned objects are warnings.
     ///
     /// Exit codes:

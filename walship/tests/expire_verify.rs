@@ -5,7 +5,8 @@
 //! first moment with the recorded rows, and the promoted copy's timeline keeps its own window;
 //! `verify` calls the result sound, then names each kind of damage (flipped byte in WAL,
 //! bundle, manifest; deleted segment; deleted bundle; missing `.history`; truncated object;
-//! unreadable pin record); a healthy repository is sound on every major.
+//! unreadable pin record); the gap expire leaves after a pinned backup is sound under the
+//! configured policy; a healthy repository is sound on every major.
 //! Crashes, S3 and speed: `expire_crash_s3.rs`.
 
 mod lifecycle_support;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lifecycle_support::*;
 use restore_support::{archiving_cluster, restore, start_restored_with, walship_backup};
-use support::{TestRepo, archive_everything, describe, walship_bin};
+use support::{TestRepo, archive_everything, describe, switch_wal, walship_bin};
 
 #[test]
 fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damage() {
@@ -417,6 +418,72 @@ fn expire_keeps_the_window_pins_hold_kept_backups_restore_and_verify_names_damag
     let out = repo.walship(&["verify", "--backup", "20000101T000000Z"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_sound(&repo, "after every repair");
+}
+
+/// A backup kept only by a pin (or a calendar rule) keeps just its own WAL, so `expire`
+/// leaves a gap between it and the window's anchor. With the policy in the config, `verify`
+/// judges continuity from the floor the policy keeps and calls the result sound; without a
+/// policy it cannot tell that gap from a loss, and names it.
+#[test]
+fn the_gap_expire_leaves_after_a_pinned_backup_is_sound_under_the_policy() {
+    let Some(install) = pg15() else { return };
+    let repo = TestRepo::local();
+    let root = repo.local_root().to_path_buf();
+    let (cluster, taken) = history(&install, &repo, 3, 3);
+    // WAL well past the newest backup, so a segment can go missing inside the window.
+    for _ in 0..3 {
+        cluster.execute("insert into t values (0)");
+        switch_wal(&cluster);
+    }
+    archive_everything(&cluster, Duration::from_secs(120));
+    let out = repo.walship(&["pin", &taken[0].id, "--reason", "kept for audit"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let with_policy = repo.config.with_file_name("with-policy.toml");
+    let base = std::fs::read_to_string(&repo.config).unwrap();
+    std::fs::write(
+        &with_policy,
+        format!("{base}\n[retention]\npitr_window = \"1s\"\n"),
+    )
+    .unwrap();
+    // The newest backup ended over a second ago (history waits after each): it anchors
+    // the window; the first stays pinned; the second goes, with the WAL around it.
+    let out = walship_at(&with_policy, &["expire", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        ids(&json(&out)["report"]["backups_removed"]),
+        std::slice::from_ref(&taken[1].id)
+    );
+    let gap = taken[1].start_lsn >> 20;
+    assert!(
+        segment_objects(&root).iter().all(|k| segno(k) != gap),
+        "expire kept the segment where the removed backup started"
+    );
+
+    let out = walship_at(&with_policy, &["verify", "--json", "--max-wal-age", "1h"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(json(&out)["sound"], true);
+    assert_problem(&repo, &[], "wal_gap", "");
+
+    // Under the policy, a segment lost inside the window is still a problem.
+    let inside = segment_objects(&root)
+        .into_iter()
+        .filter(|k| segno(k) > (taken[2].start_lsn >> 20) + 1)
+        .min_by_key(|k| segno(k))
+        .expect("WAL after the anchor's stop");
+    std::fs::remove_file(root.join(&inside)).unwrap();
+    let out = walship_at(&with_policy, &["verify", "--json", "--max-wal-age", "1h"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    assert!(
+        json(&out)["problems"].to_string().contains("wal_gap"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]

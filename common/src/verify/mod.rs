@@ -33,7 +33,7 @@ use crate::pg::file_name::{ArchiveFileName, WalFileName};
 use crate::pg::segment::SegNo;
 use crate::pg::timeline::TimelineId;
 use crate::repo::{Repository, layout};
-use crate::retention::{InventoryError, StoredBackup, read_inventory_tolerant};
+use crate::retention::{InventoryError, PlanInputs, Policy, StoredBackup, read_inventory_tolerant};
 use crate::storage::StorageError;
 
 /// What to check.
@@ -51,6 +51,11 @@ pub struct VerifyOptions {
     pub parallel: usize,
     /// The time ages are measured from.
     pub now: DateTime<Utc>,
+    /// The configured retention policy, if any. With one, WAL must be continuous from the
+    /// floor the policy keeps (evaluated at `now`); below it, backups kept by a calendar rule
+    /// or a pin need only their own WAL, so the gaps `expire` leaves between them are not
+    /// problems. Without one, WAL must be continuous from the oldest backup's start.
+    pub policy: Option<Policy>,
 }
 
 /// Why verification could not finish.
@@ -243,9 +248,16 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
         .min();
     if opts.backup.is_none() {
         let names: Vec<ArchiveFileName> = inv.wal.iter().map(|w| w.name).collect();
-        report
-            .problems
-            .extend(check_continuity(&names, &histories, floor, seg_size));
+        let continuous_from = match &opts.policy {
+            Some(policy) => policy_floor(&inv, policy, opts.now).or(floor),
+            None => floor,
+        };
+        report.problems.extend(check_continuity(
+            &names,
+            &histories,
+            continuous_from,
+            seg_size,
+        ));
         orphans(&inv, floor, &mut report);
     }
     chains(&inv, &backups, &mut report);
@@ -255,6 +267,34 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
     report.sound = report.problems.is_empty();
     report.checked.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The lowest WAL floor `policy` keeps at `now` (see `retention::plan`): WAL is unbroken
+/// from there on. `None` when the policy is not set, there is no backup, or a timeline's
+/// ancestry is unknown (then `expire` removes no WAL, so the oldest backup's start applies).
+fn policy_floor(
+    inv: &crate::retention::Inventory,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<SegNo> {
+    if !policy.is_set() {
+        return None;
+    }
+    let backups = inv.summaries();
+    let wal = inv.wal_objects();
+    let plan = crate::retention::plan(PlanInputs {
+        backups: &backups,
+        wal: &wal,
+        histories: &inv.histories,
+        seg_size: inv.seg_size,
+        policy,
+        now,
+    });
+    if !plan.unknown_timelines.is_empty() {
+        return None;
+    }
+    let lowest = plan.wal_floors.values().min()?;
+    Some(SegNo::containing(*lowest, inv.seg_size))
 }
 
 /// An incremental restores only with its whole chain: a member that is missing, or that

@@ -52,6 +52,8 @@ pub fn run(ctx: Context, args: VerifyArgs) -> u8 {
             parallel: args.readers,
             // As of a time, "stale" means stale at that time.
             now: args.as_of.as_of.unwrap_or_else(chrono::Utc::now),
+            // WAL continuity is judged from the floor the configured policy keeps.
+            policy: Some(ctx.config.retention.clone()).filter(|p| p.is_set()),
         };
         let mut figures = serde_json::Map::new();
         let code = match verify(&repo, &opts).await {
