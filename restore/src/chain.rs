@@ -14,8 +14,9 @@
 //! - a file of the newest member that is not incremental is whole already, and a file the
 //!   newest member's manifest does not list is not restored at all (dropped relations).
 //!
-//! Older members are read bundle by bundle, each streamed once with only its needed files
-//! handed over ([`crate::bundle_files`]); memory is one bit per block of each file being
+//! Older members are read bundle by bundle (`parallel` bundles at once, as a full restore
+//! reads them), each streamed once with only its needed files handed over
+//! ([`crate::bundle_files`]); memory is one bit per block of each file being
 //! rebuilt plus fixed buffers. Each rebuilt file is fsynced, given the newest member's mtime
 //! and owner, its CRC-32C computed for the rewritten `backup_manifest`, and the
 //! `INCREMENTAL.*` file removed.
@@ -28,6 +29,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::Serialize;
 use walship_common::catalog::{BackupId, BackupManifest, FileEntry, FileKind};
@@ -177,6 +180,7 @@ pub async fn reconstruct(
     repo: &Repository,
     chain: &[BackupManifest],
     dests: &Destinations,
+    parallel: usize,
     progress: ProgressFn,
 ) -> Result<BTreeMap<String, NewEntry>, RestoreError> {
     let repo = repo.clone();
@@ -184,7 +188,7 @@ pub async fn reconstruct(
     let dests = dests.clone();
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        reconstruct_blocking(&repo, &runtime, &chain, &dests, &progress)
+        reconstruct_blocking(&repo, &runtime, &chain, &dests, parallel, &progress)
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
@@ -195,6 +199,7 @@ fn reconstruct_blocking(
     runtime: &tokio::runtime::Handle,
     chain: &[BackupManifest],
     dests: &Destinations,
+    parallel: usize,
     progress: &ProgressFn,
 ) -> Result<BTreeMap<String, NewEntry>, RestoreError> {
     let Some(newest) = chain.last() else {
@@ -209,7 +214,7 @@ fn reconstruct_blocking(
         pending.push(start(&backup, entry, path, dests)?);
     }
     for member in chain.iter().rev().skip(1) {
-        fill_from(repo, runtime, member, &mut pending, progress)?;
+        fill_from(repo, runtime, member, &mut pending, parallel, progress)?;
     }
     let mut changes = BTreeMap::new();
     for p in pending {
@@ -285,17 +290,24 @@ fn start(
     Ok(p)
 }
 
-/// Fills what `member` can give to the files still missing blocks.
+/// A file of an older member for one output: the output's index among the pending files,
+/// the member's entry, and whether the entry is a whole file (else an incremental one).
+type FileJob<'a> = (usize, &'a FileEntry, bool);
+
+/// Fills what `member` can give to the files still missing blocks, reading up to `parallel`
+/// of its bundles at once (each file is in one bundle of a member, so no two bundles
+/// write the same output).
 fn fill_from(
     repo: &Repository,
     runtime: &tokio::runtime::Handle,
     member: &BackupManifest,
     pending: &mut [Pending],
+    parallel: usize,
     progress: &ProgressFn,
 ) -> Result<(), RestoreError> {
     let files = file_index(member);
     // bundle -> [(pending index, entry, whole?)]
-    let mut by_bundle: BTreeMap<u32, Vec<(usize, &FileEntry, bool)>> = BTreeMap::new();
+    let mut by_bundle: BTreeMap<u32, Vec<FileJob<'_>>> = BTreeMap::new();
     for (i, p) in pending.iter().enumerate() {
         if p.remaining == 0 {
             continue;
@@ -325,7 +337,53 @@ fn fill_from(
         };
         by_bundle.entry(bundle).or_default().push((i, entry, whole));
     }
-    for (bundle, mut jobs) in by_bundle {
+    let by_bundle: Vec<(u32, Vec<FileJob<'_>>)> = by_bundle.into_iter().collect();
+    let cells: Vec<Mutex<&mut Pending>> = pending.iter_mut().map(Mutex::new).collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let read_bundles = || -> Result<(), RestoreError> {
+        while !failed.load(Ordering::Relaxed) {
+            let Some((bundle, jobs)) = by_bundle.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                return Ok(());
+            };
+            let result = fill_bundle(repo, runtime, member, *bundle, jobs, &cells, progress);
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+                return result;
+            }
+        }
+        Ok(())
+    };
+    let workers = parallel.clamp(1, by_bundle.len().max(1));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers).map(|_| scope.spawn(read_bundles)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect::<Result<Vec<()>, RestoreError>>()
+    })?;
+    drop(cells);
+    // A whole file ends the walk for its output: what it lacks is zeros.
+    for p in pending.iter_mut() {
+        if p.remaining > 0 && files.contains_key(p.path.as_str()) {
+            p.remaining = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one bundle of `member` and hands each wanted file to its output.
+fn fill_bundle(
+    repo: &Repository,
+    runtime: &tokio::runtime::Handle,
+    member: &BackupManifest,
+    bundle: u32,
+    jobs: &[FileJob<'_>],
+    cells: &[Mutex<&mut Pending>],
+    progress: &ProgressFn,
+) -> Result<(), RestoreError> {
+    let mut jobs = jobs.to_vec();
+    {
         jobs.sort_by_key(|(_, e, _)| e.offset);
         let info =
             member
@@ -362,20 +420,14 @@ fn fill_from(
             &wanted,
             |j, reader| {
                 let (i, entry, whole) = jobs[j];
-                let p = &mut pending[i];
+                let mut p = cells[i].lock().unwrap_or_else(|e| e.into_inner());
                 if whole {
-                    take_whole(p, entry.size, reader, progress)
+                    take_whole(&mut p, entry.size, reader, progress)
                 } else {
-                    take_incremental(p, &member.id, entry, reader, progress)
+                    take_incremental(&mut p, &member.id, entry, reader, progress)
                 }
             },
         )?;
-    }
-    // A whole file ends the walk for its output: what it lacks is zeros.
-    for p in pending.iter_mut() {
-        if p.remaining > 0 && files.contains_key(p.path.as_str()) {
-            p.remaining = 0;
-        }
     }
     Ok(())
 }

@@ -335,7 +335,8 @@ pub async fn materialise(
         let mut chain = opts.chain_below.clone();
         chain.push(manifest.clone());
         manifest_changes =
-            crate::chain::reconstruct(repo, &chain, &dests, progress.clone()).await?;
+            crate::chain::reconstruct(repo, &chain, &dests, opts.parallel, progress.clone())
+                .await?;
         summary.files_reconstructed = manifest_changes.len() as u64;
         let label = crate::chain::combined_backup_label(&manifest.backup_label);
         manifest_changes.insert(
