@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod endpoint;
 pub mod error;
 pub mod metrics;
+pub mod pieces;
 pub mod segment;
 pub mod session;
 pub mod start;
