@@ -127,7 +127,9 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
     }
     walship_backup(&primary, &repo);
     for n in 61..=80 {
-        primary.execute(&format!("insert into t values ({n}, repeat('r', 300))"));
+        primary.execute(&format!(
+            "insert into t select {n}, string_agg(md5(random()::text), '') from generate_series(1, 60)"
+        ));
     }
     let flushed = flush_lsn(&primary);
     let last = seg_name(1, flushed);
@@ -167,6 +169,8 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
                 .unwrap();
         }
     });
+    // Written as root here; `walship` runs as the cluster's user.
+    support::chown_tree_like(repo.local_root(), repo.local_root());
     let delivered = fetch(&repo, &last, true);
     assert!(delivered[..b] == original[..b], "base + overlapping piece");
     assert!(
@@ -193,6 +197,7 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
     });
     rt.block_on(lib.put_content(&leftover, Bytes::from_static(b"left behind"), true))
         .unwrap();
+    support::chown_tree_like(repo.local_root(), repo.local_root());
     let out = repo.walship(&["verify", "--quick"]);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -263,6 +268,7 @@ fn a_repository_with_only_a_partial_tail_still_restores_latest() {
             .unwrap();
     });
     assert!(pieces_of(&repo, &last).is_empty());
+    support::chown_tree_like(repo.local_root(), repo.local_root());
 
     let dir = pg_test_harness::test_dir("pieces-old-format");
     let to = dir.path().join("data");
