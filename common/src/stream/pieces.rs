@@ -193,6 +193,9 @@ impl PieceStore {
             // What an earlier run stored agrees with what arrived: keep it and go on from its
             // end. Pieces past a gap are never delivered; remove them so they cannot collide.
             state.stored = found.content.len() as u64;
+            if let (Some(len), Some(base)) = (found.base_len, self.base.as_mut()) {
+                base.adopt_existing(tail.name, &found.content[..len as usize]);
+            }
             let unusable: Vec<TailPiece> = found
                 .pieces
                 .iter()
