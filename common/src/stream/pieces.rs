@@ -390,3 +390,70 @@ fn range(pieces: &[Bytes], from: u64, to: u64) -> Bytes {
     }
     out.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::lsn::Lsn;
+    use crate::pg::segment::WalSegSize;
+    use crate::pg::timeline::TimelineId;
+    use crate::storage::{AnyStorage, LocalStorage};
+    use crate::stream::segment::SegmentAssembler;
+
+    fn repo(dir: &std::path::Path) -> Repository {
+        Repository::new(
+            AnyStorage::from(LocalStorage::new(dir).unwrap()),
+            Codec::Lz4,
+        )
+    }
+
+    fn assembler() -> SegmentAssembler {
+        SegmentAssembler::new(
+            TimelineId(1),
+            Lsn(3 << 20),
+            WalSegSize::from_mib(1).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn flushes_are_pieces_consolidated_adopted_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let mut asm = assembler();
+        let mut store = PieceStore::default();
+        let mut data = Vec::new();
+        for i in 0..(PIECES_PER_BASE + 5) {
+            let msg = vec![i as u8; 100 + i];
+            data.extend_from_slice(&msg);
+            asm.push(asm.position(), Bytes::from(msg)).unwrap();
+            assert_eq!(
+                store.store(&repo, &asm.tail()).await.unwrap(),
+                TailOutcome::Stored
+            );
+            // Every flush's bytes are readable at once.
+            let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
+            assert_eq!(found.content, data[..]);
+        }
+        store.settle().await;
+        let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
+        assert!(found.base_len.is_some(), "no consolidation: {found:?}");
+        assert!(found.pieces.len() < PIECES_PER_BASE, "{found:?}");
+        assert_eq!(found.content, data[..]);
+
+        // A new run adopts what is stored and goes on from its end.
+        let mut again = PieceStore::default();
+        let extra = vec![0xEE; 300];
+        data.extend_from_slice(&extra);
+        asm.push(asm.position(), Bytes::from(extra)).unwrap();
+        again.store(&repo, &asm.tail()).await.unwrap();
+        let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
+        assert_eq!(found.content, data[..]);
+
+        // Released: base and pieces are gone.
+        again.release(&repo, asm.current()).await.unwrap();
+        again.settle().await;
+        assert_eq!(read_partial(&repo, asm.current()).await.unwrap(), None);
+    }
+}
