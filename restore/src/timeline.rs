@@ -32,6 +32,15 @@ impl ArchiveListing {
     pub async fn load(repo: &Repository, seg_size: WalSegSize) -> Result<Self, RestoreError> {
         let mut listing = ArchiveListing::default();
         for meta in repo.storage().list(layout::WAL_PREFIX).await? {
+            if let Some(piece) = layout::tail_piece_of(&meta.key, seg_size) {
+                // A piece of a stream's tail: the segment's beginning is stored (base or not).
+                let w = piece.segment;
+                *listing
+                    .partials
+                    .entry((w.timeline(), w.segno()))
+                    .or_insert(0) += meta.size;
+                continue;
+            }
             let Ok(name) = ArchiveFileName::parse(meta.key.file_name(), seg_size) else {
                 continue;
             };
@@ -42,9 +51,10 @@ impl ArchiveListing {
                         .insert((w.timeline(), w.segno()), meta.size);
                 }
                 ArchiveFileName::Partial(w) => {
-                    listing
+                    *listing
                         .partials
-                        .insert((w.timeline(), w.segno()), meta.size);
+                        .entry((w.timeline(), w.segno()))
+                        .or_insert(0) += meta.size;
                 }
                 ArchiveFileName::History(tli) => {
                     listing.histories.insert(tli);

@@ -17,7 +17,7 @@ use walship_common::pg::{
     ArchiveFileName, RecordKind, SegNo, TimelineHistory, WalFileName, WalReader, WalRecord,
     WalSegSize,
 };
-use walship_common::repo::{Repository, layout, limits};
+use walship_common::repo::{Repository, layout, limits, partial};
 
 use crate::error::RestoreError;
 use crate::target::{RecoveryTarget, TargetSpec};
@@ -248,10 +248,18 @@ async fn fetch_segment(
         return Ok(Fetched::Missing(segno, wal.to_string()));
     };
     let limit = limits::wal_content_limit(&name);
-    let content = match repo.get_content(&layout::wal_key(&name), limit).await {
-        Ok(content) => content,
-        Err(e) if e.is_not_found() => return Ok(Fetched::Missing(segno, name.to_string())),
-        Err(e) => return Err(e.into()),
+    let content = match name {
+        // Base `.partial` plus the stream's contiguous tail pieces, as `fetch --allow-partial`
+        // delivers them.
+        ArchiveFileName::Partial(_) => match partial::read_partial(repo, wal).await? {
+            Some(found) if !found.content.is_empty() => found.content,
+            _ => return Ok(Fetched::Missing(segno, name.to_string())),
+        },
+        _ => match repo.get_content(&layout::wal_key(&name), limit).await {
+            Ok(content) => content,
+            Err(e) if e.is_not_found() => return Ok(Fetched::Missing(segno, name.to_string())),
+            Err(e) => return Err(e.into()),
+        },
     };
     let seg_bytes = wal.seg_size().as_u64() as usize;
     // The first page says whose segment this is (address, timeline, system identifier);

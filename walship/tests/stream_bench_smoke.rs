@@ -16,6 +16,7 @@ fn assert_lag(what: &str, s: &LagSeries) {
 
 fn assert_sync(what: &str, s: &SyncSeries, standby: bool) {
     assert!(s.tps > 0.0 && s.latency_ms > 0.0, "{what}: {s:?}");
+    assert!(s.latency_p99_ms >= s.latency_ms * 0.5, "{what}: {s:?}");
     assert_eq!(s.peak_rss_mib > 1.0, standby, "{what}: {s:?}");
 }
 
@@ -44,7 +45,10 @@ fn bench_stream_runs_for_a_few_seconds() {
     }
     let text = report.render();
     assert!(
-        text.contains("aims:") && text.contains("repository lag p99 s"),
+        text.contains("aims:")
+            && text.contains("repository lag p99 s")
+            && text.contains("commit latency p99 ms")
+            && text.contains("x pg_receivewal --synchronous (filesystem): "),
         "{text}"
     );
 }

@@ -80,9 +80,13 @@ fn complete_backups(listing: &[ObjectMeta]) -> BTreeMap<BackupId, (Vec<ObjectMet
 }
 
 /// Position of a WAL object for the retention horizon: the number of its segment (a
-/// `.partial`'s, a backup history file's start segment), `None` for timeline history files,
+/// `.partial`'s or tail piece's, a backup history file's start segment), `None` for timeline history files,
 /// which retention keeps.
 fn segment_position(key: &ObjectKey, seg_size: WalSegSize) -> Option<u64> {
+    if let Some(piece) = crate::repo::layout::tail_piece_of(key, seg_size) {
+        // A stream tail piece goes with its segment's `.partial`.
+        return Some(piece.segment.segno().0);
+    }
     let name = key.as_str().rsplit('/').next()?;
     ArchiveFileName::parse(name, seg_size)
         .ok()?

@@ -32,7 +32,7 @@ use crate::pg::history::TimelineHistory;
 use crate::pg::page_header::XLOG_BLCKSZ;
 use crate::pg::segment::WalSegSize;
 use crate::pg::segment_check::{self, SegmentHeaderInfo};
-use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits};
+use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits, partial};
 use crate::task::run_blocking;
 use spool::{FetchSpool, SpoolOrigin};
 
@@ -248,7 +248,10 @@ async fn read_from_repository(
     let partial_key = layout::wal_key(&partial);
     if !opts.allow_partial {
         // Only look when it is cheap to explain; absence is the answer either way.
-        let exists = repo.exists(&partial_key).await.unwrap_or(false);
+        let exists = repo.exists(&partial_key).await.unwrap_or(false)
+            || partial::list_pieces(repo, wal)
+                .await
+                .is_ok_and(|p| !p.is_empty());
         if exists {
             tracing::warn!(
                 "{name} is absent but {name}.partial exists; not delivered without --allow-partial"
@@ -256,17 +259,20 @@ async fn read_from_repository(
         }
         return Err(not_found(exists));
     }
-    match repo
-        .get_content(&partial_key, limits::wal_content_limit(&partial))
-        .await
-    {
-        Ok(partial) => {
-            let mut padded = partial.to_vec();
+    // The base `.partial` plus the stream's contiguous tail pieces (never past a gap).
+    match partial::read_partial(repo, wal).await? {
+        Some(found) if !found.content.is_empty() => {
+            if let Some((at, piece)) = found.gap {
+                tracing::warn!(
+                    "{name}.partial: stored tail pieces stop at offset {at:#X} (the next piece starts at {piece:#X}); delivering the {at} contiguous bytes only"
+                );
+            }
+            let mut padded = found.content.to_vec();
             padded.resize(wal.seg_size().bytes() as usize, 0);
             Ok((Bytes::from(padded), Source::Partial))
         }
-        Err(e) if e.is_not_found() => Err(not_found(false)),
-        Err(e) => Err(e.into()),
+        Some(_) => Err(not_found(true)),
+        None => Err(not_found(false)),
     }
 }
 

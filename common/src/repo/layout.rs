@@ -6,13 +6,15 @@
 //! wal/00000002.history                                timeline history files
 //! wal/0000000100000003/000000010000000300000042       WAL segments, grouped by the first 16 hex digits
 //! wal/0000000100000003/000000010000000300000042.partial
+//! wal/0000000100000003/000000010000000300000042.partial.0001A000   a stream tail piece (offset)
 //! wal/0000000100000003/000000010000000300000042.00000028.backup
 //! backups/<id>/...                                    base backups (manifest.json written last)
 //! backups/<id>/pins/00000001.json                     pin and unpin records (create-only, numbered)
 //! ```
 
 use crate::catalog::BackupId;
-use crate::pg::file_name::ArchiveFileName;
+use crate::pg::WalSegSize;
+use crate::pg::file_name::{ArchiveFileName, WalFileName};
 use crate::storage::ObjectKey;
 
 /// Key of the repository identity object.
@@ -35,6 +37,59 @@ pub fn wal_key(name: &ArchiveFileName) -> ObjectKey {
         ArchiveFileName::History(_) => valid_key(format!("{WAL_PREFIX}{text}")),
         _ => valid_key(format!("{WAL_PREFIX}{}/{text}", &text[..16])),
     }
+}
+
+/// One append-only piece of a stream tail: the bytes of `segment` from `offset` on, stored
+/// under `<segment>.partial.<offset, 8 hex digits>` (`docs/FORMAT.md`, "`.partial` objects").
+/// Not an [`ArchiveFileName`]: Postgres never hands such a name to `archive_command`, and
+/// `walship archive` refuses it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct TailPiece {
+    /// The segment the piece belongs to.
+    pub segment: WalFileName,
+    /// Where in the segment its bytes start.
+    pub offset: u32,
+}
+
+/// The separator between a `.partial` name and a piece's offset.
+const PIECE_SEPARATOR: &str = ".partial.";
+
+/// The key of a tail piece: `wal/<16 hex>/<segment>.partial.<offset, 8 hex>`.
+pub fn tail_piece_key(piece: TailPiece) -> ObjectKey {
+    valid_key(format!(
+        "{}{:08X}",
+        tail_pieces_prefix(piece.segment),
+        piece.offset
+    ))
+}
+
+/// The prefix every tail piece of `segment` starts with (a listing prefix).
+pub fn tail_pieces_prefix(segment: WalFileName) -> String {
+    let partial = wal_key(&ArchiveFileName::Partial(segment));
+    format!("{partial}.")
+}
+
+/// The piece `key` names, if it is exactly a tail piece's key for segments of `seg_size`
+/// (canonical spelling, offset inside the segment); `None` for anything else.
+pub fn tail_piece_of(key: &ObjectKey, seg_size: WalSegSize) -> Option<TailPiece> {
+    let name = key.file_name();
+    let at = name.find(PIECE_SEPARATOR)?;
+    let (partial, digits) = (
+        &name[..at + PIECE_SEPARATOR.len() - 1],
+        &name[at + PIECE_SEPARATOR.len()..],
+    );
+    let ArchiveFileName::Partial(segment) = ArchiveFileName::parse(partial, seg_size).ok()? else {
+        return None;
+    };
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let offset = u32::from_str_radix(digits, 16).ok()?;
+    if u64::from(offset) >= seg_size.as_u64() {
+        return None;
+    }
+    let piece = TailPiece { segment, offset };
+    (tail_piece_key(piece) == *key).then_some(piece)
 }
 
 /// Prefix of every backup's objects.
@@ -148,5 +203,34 @@ mod tests {
         );
         assert_eq!(pin_seq_of(&pin_key(id, 2)), Some(2));
         assert_eq!(pin_seq_of(&manifest_key(id)), None);
+    }
+
+    #[test]
+    fn tail_piece_keys_round_trip_and_nothing_else_is_one() {
+        let size = WalSegSize::from_mib(16).unwrap();
+        let segment = WalFileName::parse("000000010000000300000042", size).unwrap();
+        let piece = TailPiece {
+            segment,
+            offset: 0x1A000,
+        };
+        let key = tail_piece_key(piece);
+        assert_eq!(
+            key.as_str(),
+            "wal/0000000100000003/000000010000000300000042.partial.0001A000"
+        );
+        assert!(key.as_str().starts_with(&tail_pieces_prefix(segment)));
+        assert_eq!(tail_piece_of(&key, size), Some(piece));
+        for other in [
+            "wal/0000000100000003/000000010000000300000042.partial",
+            "wal/0000000100000003/000000010000000300000042.partial.0001a000",
+            "wal/0000000100000003/000000010000000300000042.partial.01000000",
+            "wal/0000000100000003/000000010000000300000042.partial.1A000",
+            "wal/0000000100000004/000000010000000300000042.partial.0001A000",
+            "wal/0000000100000003/000000010000000300000042",
+        ] {
+            let key = ObjectKey::new(other.to_string()).unwrap();
+            assert_eq!(tail_piece_of(&key, size), None, "{other}");
+        }
+        assert!(ArchiveFileName::parse("000000010000000300000042.partial.0001A000", size).is_err());
     }
 }

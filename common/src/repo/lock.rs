@@ -38,7 +38,8 @@ pub struct LockPolicy {
 pub enum LockedKind {
     /// Under `wal/`, but not a `.partial`.
     Wal,
-    /// A `.partial` under `wal/`: never locked.
+    /// A `.partial` or a stream tail piece (`.partial.<offset>`) under `wal/`: never locked
+    /// (both are removed once the complete segment is stored).
     Partial,
     /// Under `backups/`.
     Backup,
@@ -50,7 +51,7 @@ impl LockedKind {
     /// The kind of `key`.
     pub fn of(key: &ObjectKey) -> LockedKind {
         let key = key.as_str();
-        if key.starts_with("wal/") && key.ends_with(".partial") {
+        if key.starts_with("wal/") && (key.ends_with(".partial") || key.contains(".partial.")) {
             LockedKind::Partial
         } else if key.starts_with("wal/") {
             LockedKind::Wal

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod layout;
 pub mod limits;
 pub mod lock;
+pub mod partial;
 mod records;
 
 pub use dek_usage::DekUsage;

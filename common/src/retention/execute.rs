@@ -112,11 +112,8 @@ pub async fn execute(
     // A backup kept after all keeps its WAL: remove WAL only when every removal went as
     // planned; otherwise the next run (with a fresh plan) removes it.
     if report.backups_kept_after_all.is_empty() {
-        let wal: Vec<(ObjectKey, u64)> = plan
-            .wal_removed
-            .iter()
-            .map(|w| (layout::wal_key(&w.name), w.size))
-            .collect();
+        let wal: Vec<(ObjectKey, u64)> =
+            plan.wal_removed.iter().map(|w| (w.key(), w.size)).collect();
         let before = report.objects_removed;
         delete_batches(repo, &wal, &mut report).await?;
         report.wal_objects_removed = report.objects_removed - before;

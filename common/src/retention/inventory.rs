@@ -9,6 +9,7 @@ use crate::catalog::{BackupId, BackupManifest};
 use crate::pg::file_name::ArchiveFileName;
 use crate::pg::history::TimelineHistory;
 use crate::pg::segment::WalSegSize;
+use crate::repo::layout::TailPiece;
 use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits};
 use crate::storage::{ObjectMeta, Storage, StorageError};
 
@@ -65,6 +66,9 @@ pub struct Inventory {
     pub incomplete: Vec<IncompleteBackup>,
     /// WAL objects whose name parses and whose key is where the layout puts that name.
     pub wal: Vec<StoredWal>,
+    /// The stream's tail pieces (`<segment>.partial.<offset>`), kept or removed with their
+    /// segment's `.partial`.
+    pub tail_pieces: Vec<(TailPiece, ObjectMeta)>,
     /// Other objects under `wal/` (not walship's: never removed, reported by `verify`).
     pub stray_wal: Vec<ObjectMeta>,
     /// The `.history` files, parsed (with [`read_inventory_tolerant`], those that do not
@@ -125,7 +129,13 @@ impl Inventory {
             .map(|w| WalObject {
                 name: w.name,
                 size: w.meta.size,
+                piece: None,
             })
+            .chain(self.tail_pieces.iter().map(|(p, meta)| WalObject {
+                name: ArchiveFileName::Partial(p.segment),
+                size: meta.size,
+                piece: Some(p.offset),
+            }))
             .collect()
     }
 
@@ -213,13 +223,17 @@ async fn read(repo: &Repository, tolerant: bool) -> Result<Inventory, InventoryE
     }
     let mut wal = Vec::new();
     let mut stray_wal = Vec::new();
+    let mut tail_pieces = Vec::new();
     for meta in repo.storage().list(layout::WAL_PREFIX).await? {
         let name = meta.key.as_str().rsplit('/').next().unwrap_or_default();
         match ArchiveFileName::parse(name, seg_size) {
             Ok(parsed) if layout::wal_key(&parsed) == meta.key => {
                 wal.push(StoredWal { name: parsed, meta })
             }
-            _ => stray_wal.push(meta),
+            _ => match layout::tail_piece_of(&meta.key, seg_size) {
+                Some(piece) => tail_pieces.push((piece, meta)),
+                None => stray_wal.push(meta),
+            },
         }
     }
     let mut histories = Vec::new();
@@ -250,6 +264,7 @@ async fn read(repo: &Repository, tolerant: bool) -> Result<Inventory, InventoryE
         backups,
         incomplete,
         wal,
+        tail_pieces,
         stray_wal,
         unreadable,
         bad_pins,

@@ -99,6 +99,24 @@ pub struct WalObject {
     pub name: ArchiveFileName,
     /// Stored size.
     pub size: u64,
+    /// For a stream tail piece (`<name>.partial.<offset>`, `name` then being the segment's
+    /// `.partial`), its offset: kept or removed with its segment like the `.partial`.
+    pub piece: Option<u32>,
+}
+
+impl WalObject {
+    /// The object's key.
+    pub fn key(&self) -> crate::storage::ObjectKey {
+        match (self.piece, self.name) {
+            (Some(offset), ArchiveFileName::Partial(segment)) => {
+                crate::repo::layout::tail_piece_key(crate::repo::layout::TailPiece {
+                    segment,
+                    offset,
+                })
+            }
+            _ => crate::repo::layout::wal_key(&self.name),
+        }
+    }
 }
 
 /// Everything the engine decides from.

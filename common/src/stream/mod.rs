@@ -5,8 +5,9 @@
 //! [`uploader::Uploader`], which stores it exactly as `walship archive` would
 //! ([`crate::archive::archive_content`]: same key, same checks, create-only, identical content
 //! is success); the growing tail of the current segment is offered to the uploader every
-//! `partial_interval` (or after every message with `synchronous`) and stored as
-//! `<segment>.partial` under the rule of [`tail`]. The uploader publishes how far WAL is
+//! `partial_interval` (or after every message with `synchronous`) and stored by [`pieces`] as
+//! append-only pieces `<segment>.partial.<offset>`, consolidated in the background into the
+//! base `<segment>.partial` under the rule of [`tail`]. The uploader publishes how far WAL is
 //! durably stored, and [`status`] reports exactly that as `flush` to the server. [`start`]
 //! picks where to begin (slot, repository, server position); a broken connection is retried
 //! with [`backoff`] from the segment the stream was in; a timeline's end stores the next
@@ -20,6 +21,7 @@ pub mod backoff;
 pub mod endpoint;
 pub mod error;
 pub mod metrics;
+pub mod pieces;
 pub mod segment;
 pub mod session;
 pub mod start;

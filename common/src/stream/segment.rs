@@ -9,6 +9,11 @@ use crate::pg::file_name::{FileNameError, WalFileName};
 use crate::pg::segment::WalSegSize;
 use crate::pg::timeline::TimelineId;
 
+/// How many small pieces [`SegmentAssembler`] joins into one.
+const MERGE_RUN: usize = 32;
+/// The size classes of pieces joined: below 64 KiB, then below 1 MiB.
+const MERGE_CLASSES: [usize; 2] = [64 << 10, 1 << 20];
+
 /// A whole segment, received from its first byte to its last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompleteSegment {
@@ -117,6 +122,7 @@ impl SegmentAssembler {
             let piece = data.split_to(take);
             self.len += piece.len() as u64;
             self.pieces.push(piece);
+            self.compact();
             if self.len == seg_bytes {
                 let content = join(&self.pieces, self.len);
                 done.push(CompleteSegment {
@@ -139,6 +145,29 @@ impl SegmentAssembler {
             }
         }
         Ok(done)
+    }
+
+    /// Joins runs of small pieces, so that a segment received as tens of thousands of small
+    /// messages (one per synchronous commit) is held as at most about a hundred pieces: every
+    /// [`Tail`] snapshot clones the list, and each upload walks it. Each run of
+    /// [`MERGE_RUN`] pieces all below a size class becomes one piece; every byte is copied
+    /// about once per class.
+    fn compact(&mut self) {
+        for class in MERGE_CLASSES {
+            loop {
+                let n = self.pieces.len();
+                if n < MERGE_RUN
+                    || self.pieces[n - MERGE_RUN..]
+                        .iter()
+                        .any(|p| p.len() >= class)
+                {
+                    break;
+                }
+                let run = self.pieces.split_off(n - MERGE_RUN);
+                let total: usize = run.iter().map(Bytes::len).sum();
+                self.pieces.push(join(&run, total as u64));
+            }
+        }
     }
 
     /// What has been received of the current segment (empty right after a boundary).
@@ -189,6 +218,24 @@ mod tests {
         assert_eq!(done[0].content[700 << 10], 2);
         assert_eq!(asm.current().to_string(), "000000010000000000000004");
         assert_eq!(asm.tail().content(), Bytes::from(vec![2u8; 76 << 10]));
+    }
+
+    #[test]
+    fn many_small_messages_are_held_as_few_pieces() {
+        let mut asm = SegmentAssembler::new(TimelineId(1), Lsn(0), seg1()).unwrap();
+        let mut expected = Vec::new();
+        for i in 0..5000u32 {
+            let msg: Vec<u8> = (0..150).map(|j| (i * 7 + j) as u8).collect();
+            expected.extend_from_slice(&msg);
+            assert!(
+                asm.push(asm.position(), Bytes::from(msg))
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        let tail = asm.tail();
+        assert!(tail.pieces().len() < 100, "{} pieces", tail.pieces().len());
+        assert_eq!(tail.content(), Bytes::from(expected));
     }
 
     #[test]

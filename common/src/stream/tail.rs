@@ -111,6 +111,19 @@ impl TailStore {
         Ok(())
     }
 
+    /// Takes the base `.partial` of `name` holding `content` (an earlier run's, which the
+    /// stream adopted with its pieces) as the stream's own, so that [`TailStore::release`]
+    /// removes it once the complete segment is stored (after checking it is unchanged).
+    pub fn adopt_existing(&mut self, name: WalFileName, content: &[u8]) {
+        self.remember(Written {
+            name,
+            raw_len: content.len() as u64,
+            raw_crc32c: crc32c::crc32c(content),
+            stored_len: 0,
+            stored_crc32c: None,
+        });
+    }
+
     /// The segments whose tails are currently the stream's own objects.
     pub fn own_tails(&self) -> Vec<WalFileName> {
         self.own.iter().map(|w| w.name).collect()

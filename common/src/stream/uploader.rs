@@ -28,8 +28,9 @@ use crate::repo::{RepoError, Repository};
 use super::backoff::Backoff;
 use super::error::StreamError;
 use super::metrics::{StreamMetrics, UploadKind};
+use super::pieces::PieceStore;
 use super::segment::{CompleteSegment, Tail};
-use super::tail::{TailOutcome, TailStore};
+use super::tail::TailOutcome;
 
 /// Complete segments that may wait in the queue before the receiver waits for the uploader
 /// (bounds memory: each is one segment).
@@ -80,7 +81,7 @@ impl Uploader {
         metrics.flushed(flushed);
         let worker = Worker {
             repo,
-            tails: TailStore::default(),
+            tails: PieceStore::default(),
             flushed: flushed_tx,
             metrics,
             releases: Vec::new(),
@@ -168,7 +169,7 @@ impl Uploader {
 
 struct Worker {
     repo: Repository,
-    tails: TailStore,
+    tails: PieceStore,
     flushed: watch::Sender<Lsn>,
     metrics: Arc<StreamMetrics>,
     releases: Vec<(WalFileName, Lsn)>,
@@ -208,7 +209,14 @@ impl Worker {
                     Some(job) => self.handle(job, &mut tail).await?,
                     None => {
                         self.store_tail(&mut tail).await?;
-                        return self.release_due().await;
+                        self.release_due().await?;
+                        let give_up = self.give_up.clone();
+                        tokio::select! {
+                            biased;
+                            _ = give_up.cancelled() => return Err(self.gave_up()),
+                            () = self.tails.settle() => {}
+                        }
+                        return Ok(());
                     }
                 },
                 changed = tail.changed(), if tail_open => match changed {
@@ -296,7 +304,7 @@ impl Worker {
             self.metrics.tail_upload_time(took);
             self.metrics.uploaded(UploadKind::Tail);
             tracing::debug!(
-                "stored tail {}.partial up to {} in {took:?}",
+                "stored the tail of {} up to {} in {took:?}",
                 newest.name,
                 newest.end_lsn()
             );

@@ -259,6 +259,7 @@ pub async fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyRep
             seg_size,
         ));
         orphans(&inv, floor, &mut report);
+        tail_pieces(repo, &inv, &mut report).await?;
     }
     chains(&inv, &backups, &mut report);
     freshness(&inv, opts, &mut report);
@@ -372,6 +373,58 @@ fn orphans(inv: &crate::retention::Inventory, floor: Option<SegNo>, report: &mut
             first: first.key.to_string(),
         });
     }
+}
+
+/// Reports each segment's stream tail pieces: how far they reach, whether a gap stops them
+/// (bytes past a gap are never delivered), or that the complete segment supersedes them.
+async fn tail_pieces(
+    repo: &Repository,
+    inv: &crate::retention::Inventory,
+    report: &mut VerifyReport,
+) -> Result<(), VerifyError> {
+    let mut segments: Vec<_> = inv.tail_pieces.iter().map(|(p, _)| p.segment).collect();
+    segments.sort();
+    segments.dedup();
+    for segment in segments {
+        let pieces = inv.tail_pieces.iter().filter(|(p, _)| p.segment == segment);
+        let (count, bytes) = pieces.fold((0, 0), |(n, b), (_, m)| (n + 1, b + m.size));
+        let complete = inv
+            .wal
+            .iter()
+            .any(|w| w.name == ArchiveFileName::Segment(segment));
+        if complete {
+            report.warnings.push(Warning::Orphans {
+                what: format!(
+                    "stream tail pieces of {segment}, whose complete segment is stored (left by a stream that stopped before removing them; expire removes them with the segment)"
+                ),
+                objects: count,
+                bytes,
+                first: layout::tail_pieces_prefix(segment),
+            });
+            continue;
+        }
+        let found = match crate::repo::partial::read_partial(repo, segment).await {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(crate::repo::RepoError::Corrupt { key, source, .. }) => {
+                report.problems.push(Problem::CorruptObject {
+                    key,
+                    message: source.to_string(),
+                });
+                continue;
+            }
+            Err(e) => return Err(crate::retention::InventoryError::from(e).into()),
+        };
+        report.warnings.push(Warning::TailPieces {
+            segment: segment.to_string(),
+            base_len: found.base_len,
+            pieces: found.pieces.len(),
+            pieces_used: found.pieces_used,
+            contiguous: found.content.len() as u64,
+            gap: found.gap,
+        });
+    }
+    Ok(())
 }
 
 fn freshness(inv: &crate::retention::Inventory, opts: &VerifyOptions, report: &mut VerifyReport) {

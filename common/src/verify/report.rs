@@ -165,6 +165,23 @@ pub enum Warning {
         /// The first one's key.
         first: String,
     },
+    /// A segment's stream tail held as pieces (`<segment>.partial.<offset>`): what `fetch
+    /// --allow-partial` delivers of it, and where a gap stops it.
+    TailPieces {
+        /// The segment.
+        segment: String,
+        /// Length of its base `.partial`, if any.
+        base_len: Option<u64>,
+        /// Pieces stored.
+        pieces: usize,
+        /// Pieces delivered (contiguous with the base).
+        pieces_used: usize,
+        /// Bytes delivered from the segment's start.
+        contiguous: u64,
+        /// Where a gap (or a piece disagreeing with the bytes before it) stops delivery: the
+        /// first byte missing, and the offset of the first piece not delivered.
+        gap: Option<(u64, u64)>,
+    },
 }
 
 /// What was checked.
@@ -301,6 +318,30 @@ impl fmt::Display for Warning {
                 first,
             } => {
                 write!(f, "{objects} {what} ({bytes} bytes), first {first}")
+            }
+            Warning::TailPieces {
+                segment,
+                base_len,
+                pieces,
+                pieces_used,
+                contiguous,
+                gap,
+            } => {
+                let base = base_len.map_or("no base .partial".to_string(), |n| {
+                    format!("a {n}-byte base .partial")
+                });
+                write!(
+                    f,
+                    "the stream tail of {segment} is {base} and {pieces} pieces; fetch --allow-partial delivers {contiguous} bytes ({pieces_used} pieces)"
+                )?;
+                if let Some((at, next)) = gap {
+                    write!(
+                        f,
+                        "; GAP: byte {at:#X} is missing, so {} pieces from offset {next:#X} on are not delivered",
+                        pieces - pieces_used
+                    )?;
+                }
+                Ok(())
             }
         }
     }

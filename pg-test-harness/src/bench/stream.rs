@@ -29,6 +29,9 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// The issue's aims.
 const AIM_LAG_P99_S: f64 = 2.0;
 const AIM_RSS_MIB: f64 = 128.0;
+/// `--synchronous` TPS against pg_receivewal `--synchronous` (issue 24).
+const AIM_SYNC_FS: f64 = 0.5;
+const AIM_SYNC_S3: f64 = 0.25;
 /// pgbench's scale (about 150 MiB of data).
 const SCALE: &str = "10";
 
@@ -74,6 +77,8 @@ pub struct SyncSeries {
     pub tps: f64,
     /// Mean commit latency (pgbench's "latency average"), ms.
     pub latency_ms: f64,
+    /// 99th percentile of the transactions' latency (pgbench's per-transaction log), ms.
+    pub latency_p99_ms: f64,
     /// Peak RSS of the standby process (MiB).
     pub peak_rss_mib: f64,
 }
@@ -330,9 +335,14 @@ impl Bench<'_> {
             "bench stream: {what}: {:.0} TPS, latency {:.2} ms",
             out.tps, out.latency_ms
         );
+        eprintln!(
+            "bench stream: {what}: p99 latency {:.2} ms",
+            out.latency_p99_ms
+        );
         Ok(SyncSeries {
             tps: out.tps,
             latency_ms: out.latency_ms,
+            latency_p99_ms: out.latency_p99_ms,
             peak_rss_mib: 0.0,
         })
     }
@@ -442,14 +452,60 @@ fn flushed_lsn(addr: &str) -> Result<u64> {
 struct PgbenchOut {
     tps: f64,
     latency_ms: f64,
+    latency_p99_ms: f64,
 }
 
-/// Unthrottled TPC-B-like pgbench for the configured time.
+/// Unthrottled TPC-B-like pgbench for the configured time, with its per-transaction log (in
+/// `/tmp`, which the cluster's user can write) for the latency percentile.
 fn pgbench_load(cluster: &Cluster, config: &StreamBenchConfig) -> Result<PgbenchOut> {
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let clients = config.clients.to_string();
     let secs = config.seconds.to_string();
-    let text = pgbench(cluster, &["-n", "-c", &clients, "-j", "2", "-T", &secs])?;
-    parse_pgbench(&text).with_context(|| format!("pgbench output:\n{text}"))
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stem = format!("walship-bench-pgbench-{}-{run}", std::process::id());
+    let prefix = std::env::temp_dir().join(&stem);
+    let prefix_arg = format!("--log-prefix={}", prefix.display());
+    let text = pgbench(
+        cluster,
+        &[
+            "-n",
+            "-c",
+            &clients,
+            "-j",
+            "2",
+            "-T",
+            &secs,
+            "--log",
+            &prefix_arg,
+        ],
+    )?;
+    let mut latencies_us = Vec::new();
+    for entry in std::fs::read_dir(std::env::temp_dir())?.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&stem) {
+            continue;
+        }
+        let log = std::fs::read_to_string(entry.path())?;
+        // `client_id transaction_no time script_no time_epoch time_us`: `time` is the
+        // transaction's latency in microseconds.
+        latencies_us.extend(
+            log.lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok()),
+        );
+        let _ = std::fs::remove_file(entry.path());
+    }
+    let mut out = parse_pgbench(&text).with_context(|| format!("pgbench output:\n{text}"))?;
+    out.latency_p99_ms = percentile(&mut latencies_us, 99.0) / 1000.0;
+    Ok(out)
+}
+
+/// The nearest-rank percentile `p` of `values` (sorted in place); 0 when empty.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
 }
 
 fn parse_pgbench(text: &str) -> Result<PgbenchOut> {
@@ -460,6 +516,7 @@ fn parse_pgbench(text: &str) -> Result<PgbenchOut> {
     Ok(PgbenchOut {
         tps: number_after("tps = ").context("no tps line")?,
         latency_ms: number_after("latency average = ").context("no latency line")?,
+        latency_p99_ms: 0.0,
     })
 }
 
@@ -494,6 +551,12 @@ impl StreamReport {
                 "commit latency ms",
                 s.latency_ms,
                 Some(peer.latency_ms),
+            );
+            t.row(
+                case,
+                "commit latency p99 ms",
+                s.latency_p99_ms,
+                Some(peer.latency_p99_ms),
             );
             t.row(
                 case,
@@ -541,14 +604,19 @@ impl StreamReport {
             "  peak RSS of walship stream <= {AIM_RSS_MIB} MiB: {peak:.1} MiB -> {}\n",
             verdict(peak <= AIM_RSS_MIB)
         ));
+        let fs = ratio(self.sync_fs.tps, peer.tps);
         out.push_str(&format!(
-            "  --synchronous TPS vs pg_receivewal --synchronous (filesystem): {:.2}x\n",
-            ratio(self.sync_fs.tps, peer.tps)
+            "  --synchronous TPS >= {AIM_SYNC_FS}x pg_receivewal --synchronous (filesystem): {fs:.2}x -> {} (p99 commit latency {:.2} ms vs {:.2} ms)\n",
+            verdict(fs >= AIM_SYNC_FS),
+            self.sync_fs.latency_p99_ms,
+            peer.latency_p99_ms
         ));
         if let Some(s) = &self.sync_s3 {
+            let r = ratio(s.tps, peer.tps);
             out.push_str(&format!(
-                "  --synchronous TPS vs pg_receivewal --synchronous (SeaweedFS): {:.2}x\n",
-                ratio(s.tps, peer.tps)
+                "  --synchronous TPS >= {AIM_SYNC_S3}x pg_receivewal --synchronous (SeaweedFS): {r:.2}x -> {} (p99 commit latency {:.2} ms)\n",
+                verdict(r >= AIM_SYNC_S3),
+                s.latency_p99_ms
             ));
         }
         out

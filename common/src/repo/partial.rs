@@ -1,0 +1,168 @@
+//! Reading a segment's beginning as stored by `.partial` objects: the base `<segment>.partial`
+//! (if any) followed by the stream's append-only tail pieces `<segment>.partial.<offset>`
+//! (`docs/FORMAT.md`, "`.partial` objects"). The one place that assembles them, for `fetch`,
+//! `verify` and the stream's own adoption of what an earlier run left.
+//!
+//! **The rule:** the bytes delivered are the base, then each piece in offset order as long as
+//! it starts at or before the end of what is assembled so far; the first piece that starts
+//! beyond that end is a gap, and nothing after a gap is ever delivered. Where a piece overlaps
+//! what is already assembled, the overlapping bytes must be equal; if they are not, assembly
+//! stops there too (a conflict, reported like a gap). A full-size base is the whole segment
+//! (Postgres's own `.partial` at a promotion) and pieces are not consulted.
+//!
+//! A live stream consolidates pieces into a new base and then removes them; a reader that
+//! finds a listed piece gone starts again (a few times), so it sees either the pieces or the
+//! base that replaced them.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::pg::file_name::{ArchiveFileName, WalFileName};
+use crate::storage::Storage;
+
+use super::layout::{self, TailPiece};
+use super::{RepoError, Repository};
+
+/// How often a reader starts again when a listed piece vanished under it.
+const ATTEMPTS: usize = 4;
+
+/// A segment's stored beginning, assembled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPartial {
+    /// The contiguous bytes from the segment's start (may be empty: a gap at 0).
+    pub content: Bytes,
+    /// Length of the base `.partial`, if there is one.
+    pub base_len: Option<u64>,
+    /// Every piece found, in offset order (used or not).
+    pub pieces: Vec<TailPiece>,
+    /// Pieces whose bytes were used.
+    pub pieces_used: usize,
+    /// Where assembly stopped short of a later piece: the offset of the first missing byte
+    /// (or of the first conflicting one), with the offset of the piece that could not be used.
+    pub gap: Option<(u64, u64)>,
+}
+
+/// The `.partial` content of `segment` in `repo` (base plus contiguous pieces), or `None`
+/// when neither a base nor a piece exists.
+pub async fn read_partial(
+    repo: &Repository,
+    segment: WalFileName,
+) -> Result<Option<StoredPartial>, RepoError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match assemble(repo, segment).await? {
+            Assembly::Done(found) => return Ok(found),
+            Assembly::Vanished(key) if attempt < ATTEMPTS => {
+                tracing::debug!("{key} vanished while reading it (consolidated?); reading again");
+            }
+            Assembly::Vanished(key) => {
+                tracing::warn!("{key} kept vanishing while reading; using what was contiguous");
+                return assemble_tolerant(repo, segment).await;
+            }
+        }
+    }
+}
+
+/// The pieces of `segment` listed in the repository, in offset order.
+pub async fn list_pieces(
+    repo: &Repository,
+    segment: WalFileName,
+) -> Result<Vec<TailPiece>, RepoError> {
+    let listed = repo
+        .storage()
+        .list(&layout::tail_pieces_prefix(segment))
+        .await?;
+    let mut pieces: Vec<TailPiece> = listed
+        .iter()
+        .filter_map(|m| layout::tail_piece_of(&m.key, segment.seg_size()))
+        .filter(|p| p.segment == segment)
+        .collect();
+    pieces.sort();
+    Ok(pieces)
+}
+
+enum Assembly {
+    Done(Option<StoredPartial>),
+    Vanished(String),
+}
+
+async fn assemble(repo: &Repository, segment: WalFileName) -> Result<Assembly, RepoError> {
+    assemble_with(repo, segment, false).await
+}
+
+async fn assemble_tolerant(
+    repo: &Repository,
+    segment: WalFileName,
+) -> Result<Option<StoredPartial>, RepoError> {
+    match assemble_with(repo, segment, true).await? {
+        Assembly::Done(found) => Ok(found),
+        Assembly::Vanished(_) => Ok(None),
+    }
+}
+
+/// One pass: list the pieces first, then read the base, so that a base replaced meanwhile
+/// is at least as new as the listing (a consolidation writes the base before it removes the
+/// pieces it covers).
+async fn assemble_with(
+    repo: &Repository,
+    segment: WalFileName,
+    tolerant: bool,
+) -> Result<Assembly, RepoError> {
+    let seg_bytes = segment.seg_size().as_u64();
+    let pieces = list_pieces(repo, segment).await?;
+    let base_key = layout::wal_key(&ArchiveFileName::Partial(segment));
+    let base = match repo.get_content(&base_key, seg_bytes).await {
+        Ok(base) => Some(base),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    if base.is_none() && pieces.is_empty() {
+        return Ok(Assembly::Done(None));
+    }
+    let base_len = base.as_ref().map(|b| b.len() as u64);
+    let mut out = BytesMut::new();
+    if let Some(base) = &base {
+        out.extend_from_slice(base);
+    }
+    let mut found = StoredPartial {
+        content: Bytes::new(),
+        base_len,
+        pieces: pieces.clone(),
+        pieces_used: 0,
+        gap: None,
+    };
+    if (out.len() as u64) < seg_bytes {
+        for piece in &pieces {
+            let end = out.len() as u64;
+            let offset = u64::from(piece.offset);
+            if offset > end {
+                found.gap = Some((end, offset));
+                break;
+            }
+            let key = layout::tail_piece_key(*piece);
+            let bytes = match repo.get_content(&key, seg_bytes - offset).await {
+                Ok(bytes) => bytes,
+                Err(e) if e.is_not_found() && tolerant => continue,
+                Err(e) if e.is_not_found() => return Ok(Assembly::Vanished(key.to_string())),
+                Err(e) => return Err(e),
+            };
+            let overlap = ((end - offset) as usize).min(bytes.len());
+            if bytes[..overlap] != out[offset as usize..offset as usize + overlap] {
+                let first = (0..overlap)
+                    .find(|&i| bytes[i] != out[offset as usize + i])
+                    .unwrap_or(0);
+                tracing::warn!(
+                    "{key} disagrees with the bytes before it at offset {:#X}; using the segment's beginning only up to there",
+                    offset + first as u64
+                );
+                out.truncate(offset as usize + first);
+                found.gap = Some((offset + first as u64, offset));
+                break;
+            }
+            out.extend_from_slice(&bytes[overlap..]);
+            found.pieces_used += 1;
+        }
+    }
+    found.content = out.freeze();
+    Ok(Assembly::Done(Some(found)))
+}

@@ -1,0 +1,285 @@
+//! `walship stream --synchronous` stores its tail as append-only pieces
+//! (`<segment>.partial.<offset>`, docs/FORMAT.md "`.partial` objects"), against a real
+//! Postgres 15 and a local repository: every synchronous flush is a piece and the flush the
+//! server sees never passes what `fetch --allow-partial` delivers, byte-identical to the
+//! server's pg_wal; a completed segment takes its pieces away; a gap stops delivery at the
+//! gap and `verify` says so; leftover pieces are reported and `expire` removes them with their
+//! segment; an old repository holding only a `.partial` still restores.
+
+mod lifecycle_support;
+mod restore_support;
+mod stream_support;
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pg_test_harness::{Cluster, StopMode};
+use restore_support::{open_repo, runtime, walship_backup};
+use stream_support::*;
+use support::{TestRepo, describe, wait_until};
+use walship_common::pg::{WalFileName, WalSegSize};
+use walship_common::repo::layout::{self, TailPiece};
+use walship_common::repo::partial::read_partial;
+use walship_common::storage::Storage;
+
+fn seg_size() -> WalSegSize {
+    WalSegSize::from_mib(1).unwrap()
+}
+
+/// Names under the segment's group in the local repository that are pieces of `segment`.
+fn pieces_of(repo: &TestRepo, segment: &str) -> Vec<String> {
+    repo_wal_names(repo.local_root())
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{segment}.partial.")))
+        .collect()
+}
+
+fn flush_lsn(cluster: &Cluster) -> u64 {
+    lsn(&cluster.query_string(
+        "select coalesce(max(flush_lsn)::text, '0/0') from pg_stat_replication where application_name = 'walship'",
+    ))
+}
+
+#[test]
+fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() {
+    let Some(install) = lifecycle_support::pg15() else {
+        return;
+    };
+    let repo = TestRepo::local();
+    let mut primary = Cluster::builder(&install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("synchronous_standby_names", "'walship'")
+        .setting("wal_keep_size", "'1GB'")
+        .start();
+    let mut stream = StreamProc::start(&primary, &repo, &["--synchronous"]);
+    wait_streaming(&primary, &stream, "walship");
+    wait_until(
+        Duration::from_secs(30),
+        "the stream to be the sync standby",
+        || {
+            primary.query_string(
+            "select coalesce(max(sync_state), '') from pg_stat_replication where application_name = 'walship'",
+        ) == "sync"
+        },
+    );
+    walship_backup(&primary, &repo);
+    primary.execute("create table t(n int, pad text)");
+    // Start on a fresh segment so that its pieces are all this run's.
+    primary.execute("select pg_switch_wal()");
+    primary.execute("insert into t values (0, 'x')");
+
+    // 40 synchronous commits: each waits for its flush, so each is (at least) one piece.
+    for n in 1..=40 {
+        primary.execute(&format!("insert into t values ({n}, repeat('p', 200))"));
+    }
+    let flushed = flush_lsn(&primary);
+    let current = seg_name(1, flushed);
+    let pieces = pieces_of(&repo, &current);
+    assert!(
+        pieces.len() >= 20,
+        "40 synchronous commits stored only {} pieces of {current}: {pieces:?}\n{}",
+        pieces.len(),
+        stream.log()
+    );
+
+    // What the server was told is flushed is stored: fetch --allow-partial (base + pieces)
+    // delivers the server's own bytes up to there, while the stream runs.
+    let delivered = fetch(&repo, &current, true);
+    let wal = pg_wal_files(&primary);
+    let original = &wal[&current];
+    let upto = (flushed % SEG) as usize;
+    assert!(upto > 0, "flush {flushed:X} at a segment start");
+    assert_eq!(delivered.len() as u64, SEG);
+    assert!(
+        delivered[..upto] == original[..upto],
+        "fetch --allow-partial of {current} differs from pg_wal before the reported flush {flushed:X}"
+    );
+    let rt = runtime();
+    let lib = open_repo(&rt, &repo);
+    let segment = WalFileName::parse(&current, seg_size()).unwrap();
+    let stored = rt.block_on(read_partial(&lib, segment)).unwrap().unwrap();
+    assert!(
+        stored.content.len() >= upto,
+        "the flush reported to the server ({upto:#X} into {current}) passes what is stored ({:#X})",
+        stored.content.len()
+    );
+    assert!(stored.gap.is_none(), "{stored:?}");
+
+    // Completing the segment removes its pieces (and base).
+    primary.execute("select pg_switch_wal()");
+    primary.execute("insert into t values (-1, 'next')");
+    wait_until(
+        Duration::from_secs(60),
+        "the pieces of the completed segment to go",
+        || {
+            repo_wal_names(repo.local_root()).contains(&current)
+                && pieces_of(&repo, &current).is_empty()
+                && !repo_wal_names(repo.local_root()).contains(&format!("{current}.partial"))
+        },
+    );
+    let complete = fetch(&repo, &current, false);
+    assert!(complete[..upto] == original[..upto]);
+
+    // A second backup, then the stream stops: its last segment keeps a tail.
+    for n in 41..=60 {
+        primary.execute(&format!("insert into t values ({n}, repeat('q', 300))"));
+    }
+    walship_backup(&primary, &repo);
+    for n in 61..=80 {
+        primary.execute(&format!(
+            "insert into t select {n}, string_agg(md5(random()::text), '') from generate_series(1, 60)"
+        ));
+    }
+    let flushed = flush_lsn(&primary);
+    let last = seg_name(1, flushed);
+    let wal = pg_wal_files(&primary);
+    primary.stop(StopMode::Fast);
+    assert_eq!(stream.terminate(), Some(0), "{}", stream.log());
+
+    // A gap: rebuild the last segment's tail by hand from the server's bytes as a base, a
+    // piece, and a piece past a missing range. Delivery stops at the gap.
+    let original = &wal[&last];
+    let end = (flushed % SEG) as usize;
+    assert!(end > 12_000, "too little WAL in {last}: {end}");
+    let last_seg = WalFileName::parse(&last, seg_size()).unwrap();
+    let (a, b, c) = (4096, 8000, 10_000);
+    rt.block_on(async {
+        let base = layout::wal_key(&walship_common::pg::ArchiveFileName::Partial(last_seg));
+        lib.storage().delete(&base).await.unwrap();
+        for p in walship_common::repo::partial::list_pieces(&lib, last_seg)
+            .await
+            .unwrap()
+        {
+            lib.storage()
+                .delete(&layout::tail_piece_key(p))
+                .await
+                .unwrap();
+        }
+        lib.put_content(&base, Bytes::copy_from_slice(&original[..a]), true)
+            .await
+            .unwrap();
+        for (from, to) in [(a - 100, b), (c, end)] {
+            let key = layout::tail_piece_key(TailPiece {
+                segment: last_seg,
+                offset: from as u32,
+            });
+            lib.put_content(&key, Bytes::copy_from_slice(&original[from..to]), true)
+                .await
+                .unwrap();
+        }
+    });
+    // Written as root here; `walship` runs as the cluster's user.
+    support::chown_tree_like(repo.local_root(), repo.local_root());
+    let delivered = fetch(&repo, &last, true);
+    assert!(delivered[..b] == original[..b], "base + overlapping piece");
+    assert!(
+        delivered[b..].iter().all(|&x| x == 0),
+        "bytes past the gap at {b:#X} were delivered"
+    );
+    let out = repo.walship(&["verify", "--quick"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("the stream tail of {last}")) && text.contains("GAP"),
+        "verify does not report the gap: {text}"
+    );
+
+    // Leftover pieces of a completed segment (a stream that stopped before removing them):
+    // verify reports them; expire removes them with their segment.
+    let old = WalFileName::parse(&current, seg_size()).unwrap();
+    let leftover = layout::tail_piece_key(TailPiece {
+        segment: old,
+        offset: 0x100,
+    });
+    rt.block_on(lib.put_content(&leftover, Bytes::from_static(b"left behind"), true))
+        .unwrap();
+    support::chown_tree_like(repo.local_root(), repo.local_root());
+    let out = repo.walship(&["verify", "--quick"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains(&format!("stream tail pieces of {current}")),
+        "verify does not report the leftover piece: {text}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let out = repo.walship(&["expire", "--pitr-window", "1s"]);
+    assert!(out.status.success(), "expire: {}", describe(&out));
+    assert!(
+        !repo_wal_names(repo.local_root()).contains(&current),
+        "expire kept {current}: {}",
+        describe(&out)
+    );
+    assert!(
+        pieces_of(&repo, &current).is_empty(),
+        "expire removed {current} but not its piece"
+    );
+    assert!(
+        !pieces_of(&repo, &last).is_empty(),
+        "expire removed the tail pieces of {last}, which the newest backup needs"
+    );
+}
+
+#[test]
+fn a_repository_with_only_a_partial_tail_still_restores_latest() {
+    let Some(install) = lifecycle_support::pg15() else {
+        return;
+    };
+    let repo = TestRepo::local();
+    let mut primary = Cluster::builder(&install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("wal_keep_size", "'1GB'")
+        .start();
+    let mut stream = StreamProc::start(&primary, &repo, &[]);
+    wait_streaming(&primary, &stream, "walship");
+    walship_backup(&primary, &repo);
+    primary.execute("create table t(n int)");
+    primary.execute("insert into t select generate_series(1, 1000)");
+    let target = lsn(&primary.query_string("select pg_current_wal_flush_lsn()::text"));
+    wait_flushed(&primary, &stream, "walship", target);
+    let last = seg_name(1, target);
+    let wal = pg_wal_files(&primary);
+    primary.stop(StopMode::Immediate);
+    std::fs::remove_dir_all(primary.data_dir()).unwrap();
+    assert_eq!(stream.terminate(), Some(0), "{}", stream.log());
+
+    // The format before pieces: the tail is one `<segment>.partial`, nothing else.
+    let rt = runtime();
+    let lib = open_repo(&rt, &repo);
+    let segment = WalFileName::parse(&last, seg_size()).unwrap();
+    let end = (target % SEG) as usize;
+    rt.block_on(async {
+        let base = layout::wal_key(&walship_common::pg::ArchiveFileName::Partial(segment));
+        let _ = lib.storage().delete(&base).await;
+        for p in walship_common::repo::partial::list_pieces(&lib, segment)
+            .await
+            .unwrap()
+        {
+            lib.storage()
+                .delete(&layout::tail_piece_key(p))
+                .await
+                .unwrap();
+        }
+        lib.put_content(&base, Bytes::copy_from_slice(&wal[&last][..end]), true)
+            .await
+            .unwrap();
+    });
+    assert!(pieces_of(&repo, &last).is_empty());
+    support::chown_tree_like(repo.local_root(), repo.local_root());
+
+    let dir = pg_test_harness::test_dir("pieces-old-format");
+    let to = dir.path().join("data");
+    let out = restore_support::restore(&repo, &to, &["--target", "latest"]);
+    assert!(out.status.success(), "restore: {}", describe(&out));
+    let mut restored = Cluster::from_data_dir(&install, &to);
+    restored.append_conf("archive_mode = off");
+    restored.start();
+    wait_until(Duration::from_secs(180), "recovery to end", || {
+        restored.query_string("select pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(restored.query_string("select count(*) from t"), "1000");
+    restored.stop(StopMode::Fast);
+}
