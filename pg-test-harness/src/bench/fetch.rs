@@ -30,7 +30,7 @@ pub const DEFAULT_SEGMENTS: usize = 64;
 /// Rounds (each recovering both ways) when `--rounds` is not given.
 pub const DEFAULT_ROUNDS: usize = 2;
 /// The aim: fetch replay at most this many times the local replay.
-const AIM_RATIO: f64 = 1.3;
+const AIM_RATIO: f64 = 1.2;
 /// How long one recovery may take.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(900);
 
