@@ -270,15 +270,7 @@ fn synchronous_test(install: &PgInstall, repo: &TestRepo) {
         .start();
     let mut stream = StreamProc::start(&primary, repo, &["--synchronous"]);
     wait_streaming(&primary, &stream, "walship");
-    wait_until(
-        Duration::from_secs(30),
-        "the stream to be the sync standby",
-        || {
-            primary.query_string(
-            "select coalesce(max(sync_state), '') from pg_stat_replication where application_name = 'walship'",
-        ) == "sync"
-        },
-    );
+    wait_sync_standby(&primary);
     primary.execute("create table acked(writer int, n int)");
     let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
         .output()

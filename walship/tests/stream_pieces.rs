@@ -54,15 +54,7 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
         .start();
     let mut stream = StreamProc::start(&primary, &repo, &["--synchronous"]);
     wait_streaming(&primary, &stream, "walship");
-    wait_until(
-        Duration::from_secs(30),
-        "the stream to be the sync standby",
-        || {
-            primary.query_string(
-            "select coalesce(max(sync_state), '') from pg_stat_replication where application_name = 'walship'",
-        ) == "sync"
-        },
-    );
+    wait_sync_standby(&primary);
     walship_backup(&primary, &repo);
     primary.execute("create table t(n int, pad text)");
     // Start on a fresh segment so that its pieces are all this run's.

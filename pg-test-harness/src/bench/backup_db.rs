@@ -379,6 +379,21 @@ pub fn loadavg() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The end of a restore report: how long Postgres took to recover each restored directory,
+/// and the load average along the run.
+pub fn recoveries_and_load(recoveries: &[(String, Duration)], load: &[f64]) -> String {
+    let mut out =
+        String::from("Postgres recovery of each restored directory (start to promotion):");
+    for (what, wall) in recoveries {
+        out.push_str(&format!(" {what} {:.1} s;", wall.as_secs_f64()));
+    }
+    out.push_str(&format!(
+        "\n1-minute load average during the run: {}\n\n",
+        load_range(load)
+    ));
+    out
+}
+
 /// `min-max` of the load samples, for the report.
 pub fn load_range(samples: &[f64]) -> String {
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);

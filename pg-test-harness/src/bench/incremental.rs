@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::backup::add_rows;
-use super::backup_db::{AIM_RSS_MIB, BenchDb, DbSetup, Run, load_range};
+use super::backup_db::{AIM_RSS_MIB, BenchDb, DbSetup, Run, recoveries_and_load};
 use super::fetch::PGBENCH_CHECK;
 use super::restore::{keep_fastest, walship_restore_with};
 use super::{BenchTable, met};
@@ -185,14 +185,7 @@ impl IncrementalReport {
             "fastest of {} rounds for each restore (taking turns)\n",
             self.rounds
         ));
-        out.push_str("Postgres recovery of each restored directory (start to promotion):");
-        for (what, wall) in &self.recoveries {
-            out.push_str(&format!(" {what} {:.1} s;", wall.as_secs_f64()));
-        }
-        out.push_str(&format!(
-            "\n1-minute load average during the run: {}\n\n",
-            load_range(&self.load)
-        ));
+        out.push_str(&recoveries_and_load(&self.recoveries, &self.load));
         out.push_str(&self.verdicts());
         out
     }

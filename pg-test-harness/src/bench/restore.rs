@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::backup::{BackupReport, add_rows, back_up_with_every_tool, encrypted_verdict};
-use super::backup_db::{AIM_RSS_MIB, BenchDb, DEFAULT_SCALE, Run, load_range};
+use super::backup_db::{AIM_RSS_MIB, BenchDb, DEFAULT_SCALE, Run, recoveries_and_load};
 use super::fetch::recover;
 use super::walship_bin::{BenchArgs, WalshipRepo, s3_unless, tree_bytes};
 use super::{BenchTable, met};
@@ -284,14 +284,7 @@ impl RestoreReport {
             "fastest of {} rounds for each tool (tools taking turns)\n",
             self.rounds
         ));
-        out.push_str("Postgres recovery of each restored directory (start to promotion):");
-        for (what, wall) in &self.recoveries {
-            out.push_str(&format!(" {what} {:.1} s;", wall.as_secs_f64()));
-        }
-        out.push_str(&format!(
-            "\n1-minute load average during the run: {}\n\n",
-            load_range(&self.load)
-        ));
+        out.push_str(&recoveries_and_load(&self.recoveries, &self.load));
         out.push_str(&self.verdicts());
         out
     }

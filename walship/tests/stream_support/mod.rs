@@ -160,6 +160,19 @@ pub fn wait_streaming(cluster: &Cluster, stream: &StreamProc, app: &str) {
     });
 }
 
+/// Waits until the stream (application name `walship`) is `cluster`'s synchronous standby.
+pub fn wait_sync_standby(cluster: &Cluster) {
+    wait_until(
+        Duration::from_secs(30),
+        "the stream to be the sync standby",
+        || {
+            cluster.query_string(
+                "select coalesce(max(sync_state), '') from pg_stat_replication where application_name = 'walship'",
+            ) == "sync"
+        },
+    );
+}
+
 pub fn pgbench(cluster: &Cluster, args: &[&str]) -> Command {
     let mut cmd = Command::new(pg_test_harness::client_tool("pgbench"));
     cmd.args([
