@@ -7,7 +7,10 @@
 //! Postgres reads them from `pg_wal`: the aim's baseline. Two more baselines put it in
 //! context: crash recovery (no `recovery.signal`, no `restore_command`: what Postgres does
 //! without any archive), and `cp` from a plain directory of uncompressed segments (the least
-//! any `restore_command` can cost: Postgres's own work per restored segment).
+//! any `restore_command` can cost: Postgres's own work per restored segment). And one that
+//! measures the machine rather than walship: the baseline recovery with the reference `lz4`
+//! tool decoding the same segments beside it (the work a prefetching `restore_command`
+//! cannot avoid), to tell walship's share of the gap from the machine's.
 //!
 //! A primary archives through `walship archive --async`; a base copy is taken with the
 //! low-level backup API; then pgbench writes N segments and the primary stops. Each round
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::BenchTable;
+use super::decode_beside::CompressedSegments;
 use super::wal_load::{self, SEGMENT_BYTES};
 use super::walship_bin::{BenchArgs, WalshipRepo, walship_binary};
 use crate::{Cluster, PgInstall, StopMode};
@@ -59,15 +63,19 @@ pub enum Way {
     /// Archive recovery through `restore_command = 'cp <dir>/%f %p'` from uncompressed
     /// segments: the least a `restore_command` can cost.
     CopyFromDirectory,
+    /// The aim's baseline while `lz4 -d` decodes (and flushes) the same segments beside it:
+    /// what decompression alone costs replay on this machine (no walship code runs).
+    ArchiveRecoveryLocalBesideDecode,
 }
 
 impl Way {
     /// Every way, in the order each round runs them.
-    pub const ALL: [Way; 4] = [
+    pub const ALL: [Way; 5] = [
         Way::WalshipFetch,
         Way::ArchiveRecoveryLocal,
         Way::CrashRecoveryLocal,
         Way::CopyFromDirectory,
+        Way::ArchiveRecoveryLocalBesideDecode,
     ];
 
     /// What the table calls it.
@@ -77,6 +85,7 @@ impl Way {
             Way::ArchiveRecoveryLocal => "archive recovery, WAL in pg_wal",
             Way::CrashRecoveryLocal => "crash recovery, WAL in pg_wal",
             Way::CopyFromDirectory => "restore_command cp",
+            Way::ArchiveRecoveryLocalBesideDecode => "pg_wal, lz4 -d of it beside",
         }
     }
 }
@@ -158,6 +167,7 @@ pub fn run_fetch(
     }
     crate::chown_to_owner_recursive(&wal_dir)?;
     drop(primary);
+    let compressed = CompressedSegments::prepare(&wal, &work.path().join("wal-lz4"))?;
 
     let mut report = FetchReport {
         segments,
@@ -173,7 +183,9 @@ pub fn run_fetch(
                     let restore = repo.shell_command(&walship, "fetch %f %p");
                     vec![format!("restore_command = '{restore}'")]
                 }
-                Way::ArchiveRecoveryLocal => vec!["restore_command = 'false'".to_owned()],
+                Way::ArchiveRecoveryLocal | Way::ArchiveRecoveryLocalBesideDecode => {
+                    vec!["restore_command = 'false'".to_owned()]
+                }
                 Way::CrashRecoveryLocal => Vec::new(),
                 Way::CopyFromDirectory => vec![format!(
                     "restore_command = 'cp {}/%f %p'",
@@ -183,10 +195,21 @@ pub fn run_fetch(
             if way != Way::CrashRecoveryLocal {
                 std::fs::write(dir.join("recovery.signal"), b"")?;
             }
-            if matches!(way, Way::ArchiveRecoveryLocal | Way::CrashRecoveryLocal) {
+            if matches!(
+                way,
+                Way::ArchiveRecoveryLocal
+                    | Way::CrashRecoveryLocal
+                    | Way::ArchiveRecoveryLocalBesideDecode
+            ) {
                 link_segments(&wal, &dir.join("pg_wal"))?;
             }
+            let decoding = (way == Way::ArchiveRecoveryLocalBesideDecode)
+                .then(|| compressed.decode_in_background(&work.path().join("decoded")))
+                .transpose()?;
             let r = recover(&install, &dir, &conf, &transactions)?;
+            if let Some(decoding) = decoding {
+                decoding.join().expect("lz4 decoding thread panicked")?;
+            }
             eprintln!(
                 "bench fetch: round {round}: {} {:.2} s",
                 way.label(),
@@ -409,6 +432,12 @@ impl FetchReport {
                 "aim: replay through walship fetch <= {AIM_RATIO}x the same recovery with WAL in pg_wal: {ratio:.2}x -> {}\n",
                 if ratio <= AIM_RATIO { "met" } else { "NOT met" }
             ));
+            if let Some(busy) = self.best(Way::ArchiveRecoveryLocalBesideDecode, |r| Some(r.wall)) {
+                out.push_str(&format!(
+                    "machine: the baseline with lz4 -d decoding the same segments beside it takes {:.2}x the baseline (no walship code runs)\n",
+                    busy / l
+                ));
+            }
         }
         out
     }

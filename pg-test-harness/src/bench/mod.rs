@@ -10,6 +10,7 @@ pub mod archive;
 pub mod backup;
 pub mod backup_db;
 pub mod copy;
+mod decode_beside;
 pub mod expire;
 pub mod fetch;
 pub mod incremental;
