@@ -204,7 +204,7 @@ pub fn run_fetch(
                 link_segments(&wal, &dir.join("pg_wal"))?;
             }
             let decoding = (way == Way::ArchiveRecoveryLocalBesideDecode)
-                .then(|| compressed.decode_in_background(&work.path().join("decoded")))
+                .then(|| compressed.decode_in_background(&work.path().join("decoded"), &dir))
                 .transpose()?;
             let r = recover(&install, &dir, &conf, &transactions)?;
             if let Some(decoding) = decoding {
