@@ -31,10 +31,14 @@ pub struct WalRange {
     pub seg_size: WalSegSize,
 }
 
-/// First pause before the repository is asked again: the last segment is usually archived
-/// within a few tens of milliseconds of the backup's end.
+/// Pause before the repository is asked again: the last segment is usually archived within
+/// a few tens to hundreds of milliseconds of the backup's end, and every pause past that
+/// moment is time the backup takes for nothing.
 const FIRST_POLL: Duration = Duration::from_millis(25);
-/// Longest pause between two looks while waiting (the pause doubles up to it).
+/// How long the pause stays [`FIRST_POLL`] before it starts doubling (an archiver that is
+/// behind gets asked less often).
+const STEADY_POLLING: Duration = Duration::from_secs(2);
+/// Longest pause between two looks while waiting.
 const MAX_POLL: Duration = Duration::from_millis(500);
 
 /// Returns once every segment of `range` is in `repo`, or fails with
@@ -71,7 +75,9 @@ pub async fn wait_for_wal(
             }
             tracing::debug!("waiting for WAL segment {segment} to be archived");
             tokio::time::sleep(poll).await;
-            poll = (poll * 2).min(MAX_POLL);
+            if started.elapsed() >= STEADY_POLLING {
+                poll = (poll * 2).min(MAX_POLL);
+            }
         }
     }
     Ok(())
