@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Per-flush latency of durable-write variants on the disk holding DIR (issue 24, BENCHMARKS.md
+"Synchronous stream to a filesystem"): 8 KiB per flush, N flushes per variant.
+
+Usage: probe-durable-write.py DIR [N] [rev]   (rev: run the variants in reverse order)
+Remove DIR afterwards. The "unsafe" variant is a reference only: its name is visible before
+its bytes are durable, which walship must never do."""
+import os, sys, time, statistics, ctypes
+LIBC = ctypes.CDLL(None, use_errno=True)
+D = sys.argv[1]; N = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+os.makedirs(D, exist_ok=True)
+BUF = os.urandom(8192)
+def dirsync():
+    fd = os.open(D, os.O_RDONLY); os.fsync(fd); os.close(fd)
+def p_current(i):  # create, fchmod, write, fsync, rename noreplace (link+unlink here), fsync dir
+    t = f"{D}/.tmp.{i}"; fd = os.open(t, os.O_WRONLY|os.O_CREAT|os.O_EXCL, 0o640); os.fchmod(fd, 0o640)
+    os.write(fd, BUF); os.fsync(fd); os.close(fd); os.rename(t, f"{D}/cur.{i}"); dirsync()
+def p_a(i):  # O_EXCL hidden name, write, fdatasync, link into place, fsync dir
+    t = f"{D}/.tmpa.{i}"; fd = os.open(t, os.O_WRONLY|os.O_CREAT|os.O_EXCL, 0o640)
+    os.write(fd, BUF); os.fdatasync(fd); os.close(fd); os.link(t, f"{D}/a.{i}"); dirsync(); os.unlink(t)
+def p_b(i):  # O_TMPFILE, write, fdatasync, linkat, fsync dir
+    fd = os.open(D, os.O_WRONLY|os.O_TMPFILE, 0o640); os.write(fd, BUF); os.fdatasync(fd)
+    r = LIBC.linkat(fd, b"", -100, f"{D}/b.{i}".encode(), 0x1000)
+    assert r == 0, ctypes.get_errno()
+    os.close(fd); dirsync()
+def p_late(i):  # UNSAFE reference: write, rename, then fsync file + dir (one commit on ext4)
+    t = f"{D}/.tmpl.{i}"; fd = os.open(t, os.O_WRONLY|os.O_CREAT|os.O_EXCL, 0o640)
+    os.write(fd, BUF); os.rename(t, f"{D}/l.{i}"); os.fsync(fd); os.close(fd); dirsync()
+afd = None
+def p_append(i):  # append to one file + fdatasync (extends size)
+    global afd
+    if afd is None: afd = os.open(f"{D}/append", os.O_WRONLY|os.O_CREAT|os.O_APPEND, 0o640)
+    os.write(afd, BUF); os.fdatasync(afd)
+pfd = None
+def p_prealloc(i):  # overwrite inside a zero-filled, fsynced 16 MiB file + fdatasync (pg_receivewal)
+    global pfd
+    if pfd is None:
+        pfd = os.open(f"{D}/prealloc", os.O_WRONLY|os.O_CREAT, 0o640)
+        os.write(pfd, b"\0" * (16 << 20)); os.fsync(pfd)
+    os.pwrite(pfd, BUF, i * 8192); os.fdatasync(pfd)
+ORDER = [("current (temp+fsync+rename+dir fsync)", p_current), ("a) O_EXCL+fdatasync+link+dir fsync", p_a),
+                ("b) O_TMPFILE+fdatasync+linkat+dir fsync", p_b), ("unsafe: rename before fsync", p_late),
+                ("append+fdatasync", p_append), ("preallocated overwrite+fdatasync", p_prealloc)]
+if len(sys.argv) > 3: ORDER.reverse()
+for name, f in ORDER:
+    ts = []
+    for i in range(N):
+        s = time.perf_counter(); f(i); ts.append((time.perf_counter() - s) * 1000)
+    ts.sort()
+    print(f"{name:45s} median {statistics.median(ts):6.2f} ms  p90 {ts[int(N*.9)]:6.2f}  p99 {ts[int(N*.99)]:6.2f}", flush=True)
