@@ -26,6 +26,15 @@ def p_b(i):  # O_TMPFILE, write, fdatasync, linkat, fsync dir
 def p_late(i):  # UNSAFE reference: write, rename, then fsync file + dir (one commit on ext4)
     t = f"{D}/.tmpl.{i}"; fd = os.open(t, os.O_WRONLY|os.O_CREAT|os.O_EXCL, 0o640)
     os.write(fd, BUF); os.rename(t, f"{D}/l.{i}"); os.fsync(fd); os.close(fd); dirsync()
+def p_d(i):  # d) hidden file zero-filled+fsynced off the commit path; then overwrite, fdatasync,
+    # ftruncate to the piece size, link into place, fdatasync the file (commits the link on
+    # ext4) and fsync the directory
+    t = f"{D}/.tmpd.{i}"; fd = os.open(t, os.O_WRONLY|os.O_CREAT|os.O_EXCL, 0o640)
+    os.write(fd, b"\0" * 65536); os.fsync(fd)
+    s = time.perf_counter()
+    os.pwrite(fd, BUF, 0); os.fdatasync(fd); os.ftruncate(fd, len(BUF)); os.link(t, f"{D}/d.{i}")
+    os.fdatasync(fd); dirsync(); os.close(fd)
+    return (time.perf_counter() - s) * 1000
 afd = None
 def p_append(i):  # append to one file + fdatasync (extends size)
     global afd
@@ -38,13 +47,16 @@ def p_prealloc(i):  # overwrite inside a zero-filled, fsynced 16 MiB file + fdat
         pfd = os.open(f"{D}/prealloc", os.O_WRONLY|os.O_CREAT, 0o640)
         os.write(pfd, b"\0" * (16 << 20)); os.fsync(pfd)
     os.pwrite(pfd, BUF, i * 8192); os.fdatasync(pfd)
+ONLY = os.environ.get("ONLY")
 ORDER = [("current (temp+fsync+rename+dir fsync)", p_current), ("a) O_EXCL+fdatasync+link+dir fsync", p_a),
                 ("b) O_TMPFILE+fdatasync+linkat+dir fsync", p_b), ("unsafe: rename before fsync", p_late),
+                ("d) prefilled hidden file, link after truncate", p_d),
                 ("append+fdatasync", p_append), ("preallocated overwrite+fdatasync", p_prealloc)]
 if len(sys.argv) > 3: ORDER.reverse()
 for name, f in ORDER:
+    if ONLY and not name.startswith(tuple(ONLY.split(","))): continue
     ts = []
     for i in range(N):
-        s = time.perf_counter(); f(i); ts.append((time.perf_counter() - s) * 1000)
+        s = time.perf_counter(); own = f(i); ts.append(own if own is not None else (time.perf_counter() - s) * 1000)
     ts.sort()
     print(f"{name:45s} median {statistics.median(ts):6.2f} ms  p90 {ts[int(N*.9)]:6.2f}  p99 {ts[int(N*.99)]:6.2f}", flush=True)
