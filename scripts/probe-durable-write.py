@@ -3,6 +3,7 @@
 "Synchronous stream to a filesystem"): 8 KiB per flush, N flushes per variant.
 
 Usage: probe-durable-write.py DIR [N] [rev]   (rev: run the variants in reverse order)
+Environment: ONLY=prefix,prefix selects variants; INTERLEAVE=1 runs one flush of each in turn.
 Remove DIR afterwards. The "unsafe" variant is a reference only: its name is visible before
 its bytes are durable, which walship must never do."""
 import os, sys, time, statistics, ctypes
@@ -53,6 +54,17 @@ ORDER = [("current (temp+fsync+rename+dir fsync)", p_current), ("a) O_EXCL+fdata
                 ("d) prefilled hidden file, link after truncate", p_d),
                 ("append+fdatasync", p_append), ("preallocated overwrite+fdatasync", p_prealloc)]
 if len(sys.argv) > 3: ORDER.reverse()
+if os.environ.get("INTERLEAVE"):  # one flush of each selected variant in turn: fairer under load
+    chosen = [(n, f) for n, f in ORDER if not ONLY or n.startswith(tuple(ONLY.split(",")))]
+    times = {n: [] for n, _ in chosen}
+    for i in range(N):
+        for name, f in chosen:
+            s = time.perf_counter(); own = f(i)
+            times[name].append(own if own is not None else (time.perf_counter() - s) * 1000)
+    for name, ts in times.items():
+        ts.sort()
+        print(f"{name:45s} median {statistics.median(ts):6.2f} ms  p90 {ts[int(N*.9)]:6.2f}  p99 {ts[int(N*.99)]:6.2f}  (interleaved)", flush=True)
+    sys.exit(0)
 for name, f in ORDER:
     if ONLY and not name.startswith(tuple(ONLY.split(","))): continue
     ts = []
