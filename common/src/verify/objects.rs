@@ -9,8 +9,6 @@
 
 use std::io::{BufRead, Read};
 
-use tokio_util::io::SyncIoBridge;
-
 use crate::catalog::{BackupManifest, FileKind};
 use crate::codec::{self, CodecError, HEADER_LEN, ObjectHeader};
 use crate::pg::file_name::ArchiveFileName;
@@ -128,14 +126,14 @@ pub(super) async fn check_wal(
             Err(e) => return Err(e),
         };
         let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let runtime = tokio::runtime::Handle::current();
         let counted = CountingRead {
-            inner: SyncIoBridge::new(stream),
+            inner: stream.into_blocking(&runtime),
             count: count.clone(),
         };
         let partial = matches!(wal.name, ArchiveFileName::Partial(_));
         let location = repo.location().to_string();
-        let (opener, object, runtime) =
-            (repo.clone(), key.clone(), tokio::runtime::Handle::current());
+        let (opener, object) = (repo.clone(), key.clone());
         let (read, verdict) = tokio::task::spawn_blocking(move || {
             // A sealed object is opened (decrypted) first; refused as the codec would be.
             let verdict = match opener.open_blocking(&object, counted, &runtime) {
@@ -341,13 +339,14 @@ pub(super) async fn check_bundle(
     files.sort();
     let raw_len = bundle.raw_len;
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let runtime = tokio::runtime::Handle::current();
     let counted = CountingRead {
-        inner: SyncIoBridge::new(stream),
+        inner: stream.into_blocking(&runtime),
         count: count.clone(),
     };
     let location = repo.location().to_string();
     let key2 = key.clone();
-    let (opener, runtime) = (repo.clone(), tokio::runtime::Handle::current());
+    let opener = repo.clone();
     let result = tokio::task::spawn_blocking(move || {
         // A sealed bundle is opened (decrypted) first; one that cannot be is a problem of
         // that object, never a storage failure.
