@@ -1,13 +1,13 @@
 //! The object codec end to end: round trips through the streaming adapters, typed refusals, and
 //! corruption (every single-byte flip, every truncation, trailing junk) never reading as success.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use walship_common::codec::{
-    Codec, CodecError, HEADER_LEN, ObjectReader, ObjectWriter, Recorded, TRAILER_LEN,
+    Codec, CodecError, HEADER_LEN, ObjectReader, ObjectWriter, Recorded, TRAILER_LEN, crc_of_piece,
     decode_to_vec, encode_to_vec,
 };
 
@@ -109,6 +109,46 @@ fn decode_streaming(
     }
 }
 
+/// Decodes through `fill_buf`/`consume` over a trickling source, taking `take_step` bytes
+/// at most per `consume` (what `verify` does), and checks on the way that the running
+/// content crc32c and `crc_of_piece` agree with hashing the pieces.
+fn decode_buffered(
+    stored: &[u8],
+    source_step: usize,
+    take_step: usize,
+) -> Result<Vec<u8>, CodecError> {
+    let mut reader = ObjectReader::new(Trickle {
+        data: stored,
+        step: source_step,
+    })?;
+    let mut out = Vec::new();
+    loop {
+        let before = reader.content_crc32c();
+        let available = reader.fill_buf().map_err(CodecError::from)?;
+        if available.is_empty() {
+            let summary = reader
+                .verified_summary()
+                .expect("empty fill_buf means verified");
+            assert_eq!(summary.raw_len, out.len() as u64);
+            assert_eq!(summary.crc32c, reader.content_crc32c());
+            assert_eq!(summary.stored_crc32c, crc32c::crc32c(stored));
+            // Reading on after the end keeps saying so.
+            assert!(reader.fill_buf().unwrap().is_empty());
+            assert_eq!(reader.read(&mut [0u8; 8]).unwrap(), 0);
+            return Ok(out);
+        }
+        let n = available.len().min(take_step.max(1));
+        let piece = available[..n].to_vec();
+        reader.consume(n);
+        assert_eq!(reader.content_len(), (out.len() + n) as u64);
+        assert_eq!(
+            crc_of_piece(before, reader.content_crc32c(), n as u64),
+            crc32c::crc32c(&piece)
+        );
+        out.extend_from_slice(&piece);
+    }
+}
+
 fn assert_round_trip(
     content: &[u8],
     codec: Codec,
@@ -123,6 +163,12 @@ fn assert_round_trip(
         decoded == content,
         "{codec}: {} bytes round tripped to different content",
         content.len()
+    );
+    let buffered = decode_buffered(&stored, source_step, read_step)
+        .unwrap_or_else(|e| panic!("{codec}: {} bytes did not round trip: {e}", content.len()));
+    assert!(
+        buffered == content,
+        "{codec}: fill_buf gave different content"
     );
     assert_eq!(
         decode_to_vec(&encode_to_vec(content, codec).unwrap(), u64::MAX).unwrap(),
@@ -180,12 +226,64 @@ fn assert_rejected(stored: &[u8], what: &str) -> CodecError {
     if let Ok(content) = decode_to_vec(stored, u64::MAX) {
         panic!("{what}: read as success ({} bytes)", content.len());
     }
+    if let Ok(content) = decode_buffered(stored, 4099, 1000) {
+        panic!("{what}: fill_buf read as success ({} bytes)", content.len());
+    }
     match decode_streaming(stored, 4099, 1000) {
         Ok(content) => panic!(
             "{what}: streaming read as success ({} bytes)",
             content.len()
         ),
         Err(err) => err,
+    }
+}
+
+#[test]
+fn crc_of_piece_is_the_crc_of_any_piece_between_two_running_crcs() {
+    let data = random_bytes(100_000, 9);
+    let mut rng = StdRng::seed_from_u64(10);
+    for _ in 0..200 {
+        let a = rng.random_range(0..data.len());
+        let b = rng.random_range(a..=data.len());
+        let before = crc32c::crc32c(&data[..a]);
+        let after = crc32c::crc32c(&data[..b]);
+        assert_eq!(
+            crc_of_piece(before, after, (b - a) as u64),
+            crc32c::crc32c(&data[a..b]),
+            "{a}..{b}"
+        );
+    }
+}
+
+#[test]
+fn fill_buf_obeys_the_limit_and_a_failure_sticks() {
+    let content: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    for codec in CODECS {
+        let stored = streamed(&content, codec);
+        let mut reader = ObjectReader::new(&stored[..])
+            .unwrap()
+            .with_limit(4096)
+            .unwrap();
+        let err = loop {
+            match reader.fill_buf() {
+                Ok([]) => panic!("{codec}: read past the limit"),
+                Ok(block) => {
+                    let n = block.len();
+                    reader.consume(n)
+                }
+                Err(e) => break CodecError::from(e),
+            }
+        };
+        assert!(
+            matches!(err, CodecError::TooLarge { limit: 4096, .. }),
+            "{codec}: {err}"
+        );
+        assert!(reader.content_len() <= 4096, "{codec}");
+        let again = CodecError::from(reader.fill_buf().unwrap_err());
+        assert!(
+            matches!(again, CodecError::AlreadyFailed { .. }),
+            "{codec}: {again}"
+        );
     }
 }
 

@@ -196,3 +196,31 @@ async fn open_accepts_file_urls() {
     assert!(s.capabilities().conditional_create && s.capabilities().local_files);
     assert!(s.location().contains(&*dir.path().to_string_lossy()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_reader_reads_the_object_or_its_range_and_nothing_more() {
+    let (_dir, s) = repo();
+    // Larger than the reader's drop-behind step, so that pages are dropped midway.
+    let content: Vec<u8> = (0..9u32 << 20).map(|i| (i % 253) as u8).collect();
+    let k = key("backups/b1/bundle-0001");
+    s.put(&k, Bytes::from(content.clone()), PutOptions::default())
+        .await
+        .unwrap();
+    let runtime = tokio::runtime::Handle::current();
+    let whole = s.get(&k).await.unwrap();
+    let range = s.get_range(&k, 1_000_003..5_000_011).await.unwrap();
+    let past_end = s.get_range(&k, 9_000_000..u64::MAX).await.unwrap();
+    let read = |reader: walship_common::storage::ObjectReader| {
+        let mut blocking = reader.into_blocking(&runtime);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut blocking, &mut out).map(|_| out)
+        })
+    };
+    assert!(read(whole).await.unwrap().unwrap() == content);
+    assert!(read(range).await.unwrap().unwrap() == content[1_000_003..5_000_011]);
+    assert!(read(past_end).await.unwrap().unwrap() == content[9_000_000..]);
+    // The async reading of a local object is unchanged.
+    let again = s.get_range(&k, 10..20).await.unwrap().read_all(100).await;
+    assert_eq!(&again.unwrap()[..], &content[10..20]);
+}

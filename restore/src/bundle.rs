@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio_util::io::SyncIoBridge;
 use walship_common::catalog::BackupId;
 use walship_common::codec::{CodecError, ObjectReader};
 use walship_common::fsutil::FsError;
@@ -83,8 +82,8 @@ pub async fn restore_bundle(
     })?;
     let stream = repo.storage().get(&key).await?;
     let location = repo.location().to_string();
-    let bridge = SyncIoBridge::new(stream);
     let runtime = tokio::runtime::Handle::current();
+    let bridge = stream.into_blocking(&runtime);
     let repo = repo.clone();
     tokio::task::spawn_blocking(move || {
         // The encoded bundle: opened first when the repository is encrypted.

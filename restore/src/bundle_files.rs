@@ -6,7 +6,6 @@
 
 use std::io::{self, Read};
 
-use tokio_util::io::SyncIoBridge;
 use walship_common::catalog::BackupId;
 use walship_common::codec::{CodecError, ObjectReader};
 use walship_common::repo::{Repository, layout};
@@ -108,7 +107,7 @@ pub fn read_files_blocking(
         }
     };
     let stream = runtime.block_on(repo.storage().get(&key))?;
-    let bridge = SyncIoBridge::new_with_handle(stream, runtime.clone());
+    let bridge = stream.into_blocking(runtime);
     let opened = repo.open_blocking(&key, bridge, runtime)?;
     let first = files.first().map_or("(none)", |f| f.path.as_str());
     let mut reader = ObjectReader::new(opened)

@@ -85,6 +85,17 @@ pub fn encode_to_vec(content: &[u8], codec: Codec) -> Result<Vec<u8>, CodecError
     Ok(out)
 }
 
+/// The crc32c of a piece of content from the running crc32c of the content before it
+/// (`before`) and up to its end (`after`), and its length: what
+/// [`ObjectReader::content_crc32c`] says around reading it, so that the piece is not hashed
+/// twice. CRC-32C is linear: crc(A B) = shift(crc(A), |B|) xor crc(B), where the shift is
+/// `crc32c_combine(crc(A), 0, |B|)`; so crc(B) = crc(A B) xor that shift.
+pub fn crc_of_piece(before: u32, after: u32, len: u64) -> u32 {
+    // A piece longer than the address space cannot have been read.
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    after ^ crc32c::crc32c_combine(before, 0, len)
+}
+
 /// Decodes and verifies a complete object held in memory, whose content may be at most
 /// `limit` bytes (the most an object of its kind may hold; [`CodecError::TooLarge`] past it).
 pub fn decode_to_vec(stored: &[u8], limit: u64) -> Result<Vec<u8>, CodecError> {

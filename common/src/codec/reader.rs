@@ -2,12 +2,18 @@
 //! the chunked payload as the caller reads, and at the end of the payload checks the trailer,
 //! the length and crc32c of everything it handed out, and that nothing follows.
 //!
+//! It is also a [`BufRead`]: [`BufRead::fill_buf`] hands out the decoder's own buffer (an lz4
+//! block as it was decompressed, with no copy), and [`BufRead::consume`] checksums what the
+//! caller took; [`ObjectReader::content_crc32c`] is the running crc32c of the content handed
+//! out so far, from which a caller derives the crc32c of any piece it read
+//! ([`super::crc_of_piece`]) without hashing those bytes again.
+//!
 //! Memory: the decompressor's state only (a zstd window, at most 2^27 bytes, zstd's default
 //! limit; an lz4 block of at most 4 MiB, held compressed and decompressed: 8 MiB, measured in
 //! `common/tests/parsers_prop.rs`); chunks are not buffered. How much content it hands
 //! out is bounded by [`ObjectReader::with_limit`].
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 
 use super::Codec;
 use super::chunk::{ChunkReader, read_full};
@@ -47,6 +53,9 @@ impl<R: Read> Decoder<R> {
     }
 }
 
+/// Content decoded for [`BufRead`] by a decoder without a buffer of its own (none, zstd).
+const PENDING_LEN: usize = 256 << 10;
+
 enum State {
     Reading,
     Verified(ObjectSummary),
@@ -68,6 +77,10 @@ pub struct ObjectReader<R: Read> {
     /// The most content this reader hands out ([`ObjectReader::with_limit`]).
     limit: u64,
     state: State,
+    /// Content decoded by `fill_buf` and not consumed yet, `pending[pending_at..]` (none and
+    /// zstd only: lz4's decoder keeps its own block buffer).
+    pending: Vec<u8>,
+    pending_at: usize,
 }
 
 impl<R: Read> ObjectReader<R> {
@@ -92,6 +105,8 @@ impl<R: Read> ObjectReader<R> {
             crc32c: 0,
             limit: u64::MAX,
             state: State::Reading,
+            pending: Vec::new(),
+            pending_at: 0,
         })
     }
 
@@ -125,6 +140,16 @@ impl<R: Read> ObjectReader<R> {
         }
     }
 
+    /// The crc32c of the content handed out so far (read, or consumed after `fill_buf`).
+    pub fn content_crc32c(&self) -> u32 {
+        self.crc32c
+    }
+
+    /// How many bytes of content have been handed out so far.
+    pub fn content_len(&self) -> u64 {
+        self.raw_len
+    }
+
     /// Reads the rest of the content into `sink` and returns the verified summary.
     pub fn copy_to<W: io::Write>(&mut self, sink: &mut W) -> Result<ObjectSummary, CodecError> {
         io::copy(self, sink)?;
@@ -135,34 +160,132 @@ impl<R: Read> ObjectReader<R> {
     }
 
     fn read_content(&mut self, buf: &mut [u8]) -> Result<usize, CodecError> {
+        if matches!(self.decoder, Decoder::Lz4(_)) || self.pending_at < self.pending.len() {
+            // Out of the decoded block (lz4 decodes into a buffer of its own anyway).
+            let n = self.buffered_len()?.min(buf.len());
+            if n == 0 {
+                self.end()?;
+                return Ok(0);
+            }
+            self.check_length(n)?;
+            buf[..n].copy_from_slice(&self.buffered()[..n]);
+            self.take(n);
+            return Ok(n);
+        }
         let n = match self.decoder.reader().read(buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(CodecError::Io(e)),
             Err(e) => return Err(self.classify(e)),
         };
         if n > 0 {
+            self.check_length(n)?;
             self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..n]);
             self.raw_len += n as u64;
-            if self.raw_len > self.limit {
-                return Err(CodecError::TooLarge {
-                    limit: self.limit,
-                    found: self.raw_len,
-                });
-            }
-            if let Some(recorded) = self.header.summary
-                && self.raw_len > recorded.len
-            {
-                return Err(CodecError::LengthMismatch {
-                    recorded: Recorded::Header,
-                    expected: recorded.len,
-                    found: self.raw_len,
-                });
-            }
             return Ok(n);
         }
+        self.end()?;
+        Ok(0)
+    }
+
+    /// Refuses `n` more bytes of content past the limit or the header's recorded length.
+    fn check_length(&self, n: usize) -> Result<(), CodecError> {
+        let found = self.raw_len + n as u64;
+        if found > self.limit {
+            return Err(CodecError::TooLarge {
+                limit: self.limit,
+                found,
+            });
+        }
+        if let Some(recorded) = self.header.summary
+            && found > recorded.len
+        {
+            return Err(CodecError::LengthMismatch {
+                recorded: Recorded::Header,
+                expected: recorded.len,
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// The end of the content: checks it ([`Self::verify_end`]) and records the verdict.
+    fn end(&mut self) -> Result<(), CodecError> {
         let summary = self.verify_end()?;
         self.state = State::Verified(summary);
-        Ok(0)
+        Ok(())
+    }
+
+    /// Decodes more content unless some is buffered; the number of bytes buffered, 0 at the
+    /// end of the content (not yet checked).
+    fn buffered_len(&mut self) -> Result<usize, CodecError> {
+        if let Decoder::Lz4(lz4) = &mut self.decoder {
+            return match lz4.fill_buf() {
+                Ok(block) => Ok(block.len()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(CodecError::Io(e)),
+                Err(e) => Err(self.classify(e)),
+            };
+        }
+        if self.pending_at == self.pending.len() {
+            self.pending.resize(PENDING_LEN, 0);
+            self.pending_at = 0;
+            let mut filled = 0;
+            while filled < PENDING_LEN {
+                match self.decoder.reader().read(&mut self.pending[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.pending.clear();
+                        return Err(self.classify(e));
+                    }
+                }
+            }
+            self.pending.truncate(filled);
+        }
+        Ok(self.pending.len() - self.pending_at)
+    }
+
+    /// The buffered content (after [`Self::buffered_len`] said how much there is).
+    fn buffered(&mut self) -> &[u8] {
+        match &mut self.decoder {
+            // With a block buffered, lz4's `fill_buf` returns it without reading.
+            Decoder::Lz4(lz4) => lz4.fill_buf().unwrap_or_default(),
+            Decoder::None(_) | Decoder::Zstd(_) => &self.pending[self.pending_at..],
+        }
+    }
+
+    /// Hands out the first `n` buffered bytes: checksums and counts them.
+    fn take(&mut self, n: usize) {
+        let before = self.crc32c;
+        self.crc32c = crc32c::crc32c_append(before, &self.buffered()[..n]);
+        self.raw_len += n as u64;
+        match &mut self.decoder {
+            Decoder::Lz4(lz4) => lz4.consume(n),
+            Decoder::None(_) | Decoder::Zstd(_) => self.pending_at += n,
+        }
+    }
+
+    /// Records `err` as the reader's failure and returns it as an `io::Error`.
+    fn fail(&mut self, err: CodecError) -> io::Error {
+        if let CodecError::Io(e) = &err
+            && e.kind() == io::ErrorKind::Interrupted
+        {
+            return err.into();
+        }
+        self.state = State::Failed(err.to_string());
+        err.into()
+    }
+
+    /// The state's answer before any decoding: `Some(Ok(()))` at the verified end.
+    fn check_state(&self) -> Option<io::Result<()>> {
+        match &self.state {
+            State::Verified(_) => Some(Ok(())),
+            State::Failed(first) => Some(Err(CodecError::AlreadyFailed {
+                first: first.clone(),
+            }
+            .into())),
+            State::Reading => None,
+        }
     }
 
     /// Turns a decompressor error into the typed fault behind it.
@@ -228,26 +351,41 @@ impl<R: Read> ObjectReader<R> {
 
 impl<R: Read> Read for ObjectReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &self.state {
-            State::Verified(_) => return Ok(0),
-            State::Failed(first) => {
-                return Err(CodecError::AlreadyFailed {
-                    first: first.clone(),
-                }
-                .into());
-            }
-            State::Reading => {}
+        if let Some(answer) = self.check_state() {
+            return answer.map(|()| 0);
         }
         if buf.is_empty() {
             return Ok(0);
         }
-        match self.read_content(buf) {
-            Ok(n) => Ok(n),
-            Err(CodecError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => Err(e),
-            Err(err) => {
-                self.state = State::Failed(err.to_string());
-                Err(err.into())
-            }
+        self.read_content(buf).map_err(|err| self.fail(err))
+    }
+}
+
+/// Decoded content straight out of the decoder's buffer. The same checks as `read`: a
+/// `fill_buf` that returns nothing has checked the whole object; the content handed out
+/// before that is unverified. `consume` checksums the bytes it takes, and `fill_buf` refuses
+/// a block that would take the content past the limit or the recorded length.
+impl<R: Read> BufRead for ObjectReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if let Some(answer) = self.check_state() {
+            return answer.map(|()| &[][..]);
+        }
+        let checked = match self.buffered_len() {
+            Ok(0) => self.end().map(|()| 0),
+            Ok(n) => self.check_length(n).map(|()| n),
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(0) => Ok(&[]),
+            Ok(_) => Ok(self.buffered()),
+            Err(err) => Err(self.fail(err)),
+        }
+    }
+
+    /// Takes `amt` bytes of what `fill_buf` returned (more is a caller's bug: it panics).
+    fn consume(&mut self, amt: usize) {
+        if amt > 0 {
+            self.take(amt);
         }
     }
 }

@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, BufReader};
+use tokio::io::AsyncRead;
 
 use super::absence::{self, is_missing};
 use super::key::{ObjectKey, check_prefix};
@@ -218,33 +218,24 @@ impl LocalStorage {
             let (this, key, path) = (self.clone(), key.clone(), path.clone());
             blocking(move || this.open_regular(&key, &path)).await?
         };
-        let mut file = tokio::fs::File::from_std(file);
         let Some(range) = range else {
-            let reader = BufReader::with_capacity(read_buffer(meta.len()), file);
-            return Ok(ObjectReader::new(reader, Some(meta.len())));
+            return Ok(ObjectReader::from_file(file, meta.len()));
         };
         let start = range.start.min(meta.len());
         let end = range.end.clamp(start, meta.len());
-        file.seek(io::SeekFrom::Start(start))
-            .await
-            .map_err(|source| StorageError::Io {
-                action: "seek in",
-                path: path.clone(),
-                source,
-            })?;
-        let reader = BufReader::with_capacity(read_buffer(end - start), file.take(end - start));
-        Ok(ObjectReader::new(reader, Some(end - start)))
+        let file = blocking(move || {
+            let mut file = file;
+            io::Seek::seek(&mut file, io::SeekFrom::Start(start))
+                .map(|_| file)
+                .map_err(|source| StorageError::Io {
+                    action: "seek in",
+                    path,
+                    source,
+                })
+        })
+        .await?;
+        Ok(ObjectReader::from_file(file, end - start))
     }
-}
-
-/// The read buffer of an open object: up to 1 MiB, never more than the object. Each fill
-/// is one blocking read on tokio's thread pool; without it, every read of the caller's own
-/// (often 64 KiB) buffer was a round trip to that pool, which doubled the CPU `verify`
-/// spent reading a local repository.
-fn read_buffer(len: u64) -> usize {
-    const MAX: u64 = 1 << 20;
-    const MIN: u64 = 8 << 10;
-    usize::try_from(len.clamp(MIN, MAX)).unwrap_or(MAX as usize)
 }
 
 /// Runs blocking file-system work off the async threads.

@@ -7,9 +7,7 @@
 //! Storage failures are errors (the caller stops: "could not check" is never "sound"); what
 //! is wrong with the bytes is a [`Problem`].
 
-use std::io::Read;
-
-use tokio_util::io::SyncIoBridge;
+use std::io::{BufRead, Read};
 
 use crate::catalog::{BackupManifest, FileKind};
 use crate::codec::{self, CodecError, HEADER_LEN, ObjectHeader};
@@ -24,7 +22,6 @@ use crate::task::run_blocking;
 
 use super::Problem;
 
-const BUFFER: usize = 256 * 1024;
 /// The first page of a segment: what `.partial` objects are checked on.
 const XLOG_BLCKSZ: usize = 8192;
 
@@ -129,14 +126,14 @@ pub(super) async fn check_wal(
             Err(e) => return Err(e),
         };
         let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let runtime = tokio::runtime::Handle::current();
         let counted = CountingRead {
-            inner: SyncIoBridge::new(stream),
+            inner: stream.into_blocking(&runtime),
             count: count.clone(),
         };
         let partial = matches!(wal.name, ArchiveFileName::Partial(_));
         let location = repo.location().to_string();
-        let (opener, object, runtime) =
-            (repo.clone(), key.clone(), tokio::runtime::Handle::current());
+        let (opener, object) = (repo.clone(), key.clone());
         let (read, verdict) = tokio::task::spawn_blocking(move || {
             // A sealed object is opened (decrypted) first; refused as the codec would be.
             let verdict = match opener.open_blocking(&object, counted, &runtime) {
@@ -212,44 +209,46 @@ enum SegmentVerdict {
 }
 
 /// Streams a segment (or `.partial`) object through the codec and the page checks: a whole
-/// segment page by page ([`SegmentValidator`]), a `.partial` by its first page. Reads to the
-/// end in every case, so that the codec's checksums have the last word.
+/// segment page by page ([`SegmentValidator`]), a `.partial` by its first page. The pages are
+/// checked in the decoder's own buffer (no copy). Reads to the end in every case, so that the
+/// codec's checksums have the last word.
 fn scan_segment<R: Read>(
     input: R,
     segment: crate::pg::file_name::WalFileName,
     partial: bool,
     sysid: u64,
 ) -> Result<(), SegmentVerdict> {
+    let codec_error = |e: std::io::Error| SegmentVerdict::Codec(CodecError::from(e));
     let mut reader = codec::ObjectReader::new(input).map_err(SegmentVerdict::Codec)?;
     let mut validator = (!partial).then(|| SegmentValidator::new(segment, Some(sysid)));
     let mut first_page: Vec<u8> = Vec::with_capacity(XLOG_BLCKSZ);
+    // A page split between two of the decoder's blocks.
+    let mut split_page: Vec<u8> = Vec::with_capacity(XLOG_BLCKSZ);
     let mut wal_error: Option<String> = None;
-    let mut buf = vec![0u8; BUFFER];
     loop {
-        // Fill the buffer (whole pages for the validator) or reach the end.
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = reader
-                .read(&mut buf[filled..])
-                .map_err(|e| SegmentVerdict::Codec(CodecError::from(e)))?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        if filled == 0 {
+        let available = reader.fill_buf().map_err(codec_error)?;
+        if available.is_empty() {
             break;
         }
         if first_page.len() < XLOG_BLCKSZ {
-            let take = (XLOG_BLCKSZ - first_page.len()).min(filled);
-            first_page.extend_from_slice(&buf[..take]);
+            let take = (XLOG_BLCKSZ - first_page.len()).min(available.len());
+            first_page.extend_from_slice(&available[..take]);
         }
         if wal_error.is_none()
             && let Some(v) = validator.as_mut()
-            && let Err(e) = v.feed(&buf[..filled])
+            && let Err(e) = feed_pages(v, &mut split_page, available)
         {
             wal_error = Some(e.to_string());
         }
+        let n = available.len();
+        reader.consume(n);
+    }
+    if wal_error.is_none()
+        && let Some(v) = validator.as_mut()
+        && let Err(e) = v.feed(&split_page)
+    {
+        // A last piece shorter than a page: `finish` reports the length.
+        wal_error = Some(e.to_string());
     }
     if let Some(message) = wal_error {
         return Err(SegmentVerdict::Wal(message));
@@ -266,6 +265,29 @@ fn scan_segment<R: Read>(
             .map(|_| ())
             .map_err(|e| SegmentVerdict::Wal(e.to_string())),
     }
+}
+
+/// Feeds `bytes` to `validator` in whole pages; a page that `bytes` ends inside waits in
+/// `split_page` for the rest of it.
+fn feed_pages(
+    validator: &mut SegmentValidator,
+    split_page: &mut Vec<u8>,
+    mut bytes: &[u8],
+) -> Result<(), crate::pg::segment_check::SegmentError> {
+    if !split_page.is_empty() {
+        let take = (XLOG_BLCKSZ - split_page.len()).min(bytes.len());
+        split_page.extend_from_slice(&bytes[..take]);
+        bytes = &bytes[take..];
+        if split_page.len() < XLOG_BLCKSZ {
+            return Ok(());
+        }
+        validator.feed(split_page)?;
+        split_page.clear();
+    }
+    let whole = bytes.len() - bytes.len() % XLOG_BLCKSZ;
+    validator.feed(&bytes[..whole])?;
+    split_page.extend_from_slice(&bytes[whole..]);
+    Ok(())
 }
 
 /// Checks bundle `index` of `manifest` against the files the manifest places in it.
@@ -317,13 +339,14 @@ pub(super) async fn check_bundle(
     files.sort();
     let raw_len = bundle.raw_len;
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let runtime = tokio::runtime::Handle::current();
     let counted = CountingRead {
-        inner: SyncIoBridge::new(stream),
+        inner: stream.into_blocking(&runtime),
         count: count.clone(),
     };
     let location = repo.location().to_string();
     let key2 = key.clone();
-    let (opener, runtime) = (repo.clone(), tokio::runtime::Handle::current());
+    let opener = repo.clone();
     let result = tokio::task::spawn_blocking(move || {
         // A sealed bundle is opened (decrypted) first; one that cannot be is a problem of
         // that object, never a storage failure.
@@ -362,8 +385,10 @@ pub(super) async fn check_bundle(
     Ok(out)
 }
 
-/// Streams a bundle's content past its files (sorted by offset), computing each one's
-/// crc32c; returns the files that disagree.
+/// Streams a bundle's content past its files (sorted by offset), deriving each one's crc32c
+/// from the decoder's running crc32c of the content ([`codec::crc_of_piece`]): each byte is
+/// decoded once and hashed once, for the object's checksum and its file's at the same time;
+/// returns the files that disagree.
 fn scan_files<R: Read>(
     input: R,
     files: &[(u64, u64, u32, String)],
@@ -371,7 +396,6 @@ fn scan_files<R: Read>(
 ) -> Result<Vec<(String, String)>, CodecError> {
     let mut scan = Scan {
         reader: codec::ObjectReader::new(input)?,
-        buf: vec![0u8; BUFFER],
         pos: 0,
     };
     let mut mismatches = Vec::new();
@@ -384,7 +408,9 @@ fn scan_files<R: Read>(
             continue;
         }
         scan.advance_to(*offset)?;
-        let (got, crc) = scan.advance_to(offset + size)?;
+        let before = scan.reader.content_crc32c();
+        let got = scan.advance_to(offset + size)?;
+        let crc = codec::crc_of_piece(before, scan.reader.content_crc32c(), got);
         if got != *size {
             mismatches.push((
                 path.clone(),
@@ -416,30 +442,25 @@ fn scan_files<R: Read>(
 /// A position in a bundle's decoded content.
 struct Scan<R: Read> {
     reader: codec::ObjectReader<R>,
-    buf: Vec<u8>,
     pos: u64,
 }
 
 impl<R: Read> Scan<R> {
-    /// Reads up to content offset `end` (or the end of the content); returns the bytes read
-    /// and their crc32c.
-    fn advance_to(&mut self, end: u64) -> Result<(u64, u32), CodecError> {
-        let mut got = 0;
-        let mut crc = 0;
+    /// Takes the content up to offset `end` (or its end) out of the decoder's buffer, which
+    /// checksums it; returns how many bytes that was.
+    fn advance_to(&mut self, end: u64) -> Result<u64, CodecError> {
+        let start = self.pos;
         while self.pos < end {
-            let want = (end - self.pos).min(BUFFER as u64) as usize;
-            let n = self
-                .reader
-                .read(&mut self.buf[..want])
-                .map_err(CodecError::from)?;
-            if n == 0 {
+            let available = self.reader.fill_buf().map_err(CodecError::from)?;
+            if available.is_empty() {
                 break;
             }
-            crc = crc32c::crc32c_append(crc, &self.buf[..n]);
-            self.pos += n as u64;
-            got += n as u64;
+            let n = (available.len() as u64).min(end - self.pos);
+            // n <= available.len(), a usize.
+            self.reader.consume(n as usize);
+            self.pos += n;
         }
-        Ok((got, crc))
+        Ok(self.pos - start)
     }
 }
 

@@ -201,6 +201,11 @@ impl BenchDb {
         Ok(db)
     }
 
+    /// Leaves the scratch directory in place when the bench ends (`--keep`).
+    pub fn keep_work(&mut self) {
+        self.work.disable_cleanup(true);
+    }
+
     /// The bench's scratch directory (owned by the cluster user).
     pub fn work(&self) -> &Path {
         self.work.path()

@@ -34,6 +34,13 @@ const AIM_PGBACKREST_RATIO: f64 = 0.5;
 /// Segments written after the backups when `--segments` is not given.
 const DEFAULT_SEGMENTS: usize = 64;
 
+/// Keeps in `best` whichever of it and `run` took less wall time.
+fn keep_fastest(best: &mut Option<VerifyRun>, run: VerifyRun) {
+    if best.as_ref().is_none_or(|b| run.run.wall < b.run.wall) {
+        *best = Some(run);
+    }
+}
+
 /// One measured verify and what it checked.
 #[derive(Debug)]
 pub struct VerifyRun {
@@ -66,7 +73,10 @@ pub struct VerifyBenchReport {
     pub load: Vec<f64>,
 }
 
-/// The `verify` bench: `bench verify [--scale N] [--segments N] [--no-s3] [--walship PATH]`.
+/// The `verify` bench: `bench verify [--scale N] [--segments N] [--rounds N] [--no-s3]
+/// [--walship PATH] [--keep]`. With `--rounds N` every verify runs N times, each cold, and
+/// the table shows each tool's fastest round (every round is printed as it ends); `--keep`
+/// leaves the repositories in place and prints the commands to repeat a verify by hand.
 pub fn run(args: &[String]) -> Result<()> {
     let args = BenchArgs::parse(args)?;
     let s3 = s3_unless(args.no_s3)?;
@@ -91,21 +101,51 @@ pub fn run(args: &[String]) -> Result<()> {
     let file_root = db
         .file_repo
         .local_root()
-        .context("no filesystem repository")?;
-    drop_page_cache(file_root)?;
-    let walship_file = walship_verify(&db, &db.file_repo, "file", segments)?;
-    db.sample_load();
-    let walship_s3 = match (&db.s3_repo, &s3) {
-        (Some(repo), Some(s3)) => {
-            drop_page_cache(&s3.data_dir())?;
-            Some(walship_verify(&db, repo, "s3", segments)?)
+        .context("no filesystem repository")?
+        .to_path_buf();
+    let peer_repo = db.peer.as_ref().context("pgbackrest is not set up")?.repo();
+    let (mut walship_file, mut walship_s3, mut pgbackrest) = (None, None, None);
+    for round in 1..=args.rounds.unwrap_or(1) {
+        drop_page_cache(&file_root)?;
+        let file = walship_verify(&db, &db.file_repo, "file", segments)?;
+        db.sample_load();
+        let s3_run = match (&db.s3_repo, &s3) {
+            (Some(repo), Some(s3)) => {
+                drop_page_cache(&s3.data_dir())?;
+                Some(walship_verify(&db, repo, "s3", segments)?)
+            }
+            _ => None,
+        };
+        db.sample_load();
+        drop_page_cache(&peer_repo)?;
+        let peer = pgbackrest_verify(&db)?;
+        db.sample_load();
+        eprintln!(
+            "bench: round {round}: walship file {:.2} s, S3 {}, pgbackrest {:.2} s",
+            file.run.wall.as_secs_f64(),
+            s3_run.as_ref().map_or("-".to_string(), |r| format!(
+                "{:.2} s",
+                r.run.wall.as_secs_f64()
+            )),
+            peer.run.wall.as_secs_f64()
+        );
+        keep_fastest(&mut walship_file, file);
+        if let Some(run) = s3_run {
+            keep_fastest(&mut walship_s3, run);
         }
-        _ => None,
-    };
-    db.sample_load();
-    drop_page_cache(&db.peer.as_ref().context("pgbackrest is not set up")?.repo())?;
-    let pgbackrest = pgbackrest_verify(&db)?;
-    db.sample_load();
+        keep_fastest(&mut pgbackrest, peer);
+    }
+    let walship_file = walship_file.context("no round ran")?;
+    let pgbackrest = pgbackrest.context("no round ran")?;
+    if args.keep {
+        db.keep_work();
+        eprintln!(
+            "bench verify: kept {} (walship: {}; pgbackrest: {:?})",
+            db.work().display(),
+            db.file_repo.shell_command(&db.walship, "verify --json"),
+            db.peer.as_ref().map(|p| p.verify())
+        );
+    }
     let report = VerifyBenchReport {
         scale,
         data_bytes: db.data_bytes,
