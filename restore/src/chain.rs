@@ -17,9 +17,12 @@
 //! Older members are read bundle by bundle (`parallel` bundles at once, as a full restore
 //! reads them), each streamed once with only its needed files handed over
 //! ([`crate::bundle_files`]); memory is one bit per block of each file being
-//! rebuilt plus fixed buffers. Each rebuilt file is fsynced, given the newest member's mtime
-//! and owner, its CRC-32C computed for the rewritten `backup_manifest`, and the
-//! `INCREMENTAL.*` file removed.
+//! rebuilt plus fixed buffers. Every output byte is written once. The pass over a file's
+//! whole copy (the last one for it) writes the blocks still missing in order and computes
+//! the file's CRC-32C for the rewritten `backup_manifest` as it goes (the few blocks newer
+//! members wrote are read back from the page cache), then, on that reader's thread, fsyncs
+//! the file, gives it the newest member's mtime and owner and removes the `INCREMENTAL.*`
+//! file; only a file no whole copy reaches is read back at the end.
 //!
 //! **Invariant:** a file that cannot be rebuilt (a member lacks it, a header is malformed, a
 //! bundle is corrupt) is an error: the restore stops before `pg_control` exists.
@@ -125,12 +128,17 @@ struct Pending {
     out_path: PathBuf,
     incremental_dest: PathBuf,
     truncation: u32,
+    /// The output's length in blocks.
+    blocks: u32,
     /// One bit per block below `truncation`: already written.
     filled: Vec<u64>,
     /// Blocks below `truncation` not yet written.
     remaining: u32,
     mtime: i64,
     owner: Option<Owner>,
+    /// Set once the output is complete, durable and checksummed (by [`take_whole`], which
+    /// computes the CRC-32C while it writes, in block order).
+    done: Option<NewEntry>,
 }
 
 impl Pending {
@@ -150,9 +158,16 @@ impl Pending {
 
     fn open(&self) -> Result<File, RestoreError> {
         OpenOptions::new()
+            .read(true)
             .write(true)
             .open(&self.out_path)
             .map_err(fs_err("open", &self.out_path))
+    }
+
+    /// Reads block `b` of the output back (a hole reads as zeros).
+    fn read_block(&self, out: &File, b: u32, block: &mut [u8]) -> Result<(), RestoreError> {
+        out.read_exact_at(block, u64::from(b) * BLCKSZ)
+            .map_err(fs_err("read", &self.out_path))
     }
 
     /// Writes `block` (one block, or a run of consecutive ones) at block `b`.
@@ -274,10 +289,12 @@ fn start(
         out_path,
         incremental_dest,
         truncation,
+        blocks,
         filled: vec![0; truncation.div_ceil(64) as usize],
         remaining: truncation,
         mtime: entry.mtime,
         owner,
+        done: None,
     };
     let mut block = vec![0u8; BLCKSZ as usize];
     for b in &header.blocks {
@@ -432,7 +449,10 @@ fn fill_bundle(
     Ok(())
 }
 
-/// Blocks of a whole file below the truncation length that are still missing.
+/// Blocks of a whole file below the truncation length that are still missing; this ends the
+/// walk for the output, so it is then completed ([`complete`]). The output's CRC-32C is
+/// computed here, in block order, from the bytes written and (for the blocks newer members
+/// wrote) the bytes read back, so no rebuilt file is read whole again.
 fn take_whole(
     p: &mut Pending,
     size: u64,
@@ -442,6 +462,7 @@ fn take_whole(
     let usable = (size / BLCKSZ).min(u64::from(p.truncation)) as u32;
     let out = p.open()?;
     let mut block = vec![0u8; BLCKSZ as usize];
+    let mut crc = 0u32;
     // Consecutive missing blocks go out in one write (a whole segment of a full backup is
     // 131,072 blocks: one `pwrite` each cost seconds per GiB).
     let mut run: Vec<u8> = Vec::with_capacity(RUN_BYTES);
@@ -455,21 +476,50 @@ fn take_whole(
             run.extend_from_slice(&block);
             progress(BLCKSZ);
             if run.len() >= RUN_BYTES {
+                crc = crc32c::crc32c_append(crc, &run);
                 p.write_block(&out, run_start, &run)?;
                 run.clear();
             }
-        } else if !run.is_empty() {
-            p.write_block(&out, run_start, &run)?;
-            run.clear();
-        }
-        if p.remaining == 0 {
-            break;
+        } else {
+            if !run.is_empty() {
+                crc = crc32c::crc32c_append(crc, &run);
+                p.write_block(&out, run_start, &run)?;
+                run.clear();
+            }
+            p.read_block(&out, b, &mut block)?;
+            crc = crc32c::crc32c_append(crc, &block);
         }
     }
     if !run.is_empty() {
+        crc = crc32c::crc32c_append(crc, &run);
         p.write_block(&out, run_start, &run)?;
     }
+    // Past the whole file's end: newer members' blocks, and zeros (holes read as zeros).
+    for b in usable..p.blocks {
+        p.read_block(&out, b, &mut block)?;
+        crc = crc32c::crc32c_append(crc, &block);
+    }
+    p.remaining = 0;
+    let size = u64::from(p.blocks) * BLCKSZ;
+    p.done = Some(complete(p, out, size, crc)?);
     Ok(())
+}
+
+/// Makes a rebuilt file durable with its mtime and owner, removes its `INCREMENTAL.*` file
+/// and returns its manifest entry.
+fn complete(p: &Pending, out: File, size: u64, crc32c: u32) -> Result<NewEntry, RestoreError> {
+    set_mode_and_mtime(&out, &p.out_path, p.mtime)?;
+    if let Some(owner) = p.owner {
+        owner.apply_to_file(&out, &p.out_path)?;
+    }
+    out.sync_all().map_err(fs_err("fsync", &p.out_path))?;
+    drop(out);
+    fs::remove_file(&p.incremental_dest).map_err(fs_err("remove", &p.incremental_dest))?;
+    Ok(NewEntry {
+        path: p.path.clone(),
+        size,
+        crc32c,
+    })
 }
 
 /// The most bytes of consecutive blocks [`take_whole`] writes in one call.
@@ -512,19 +562,18 @@ fn take_incremental(
     Ok(())
 }
 
-/// Makes a rebuilt file durable, checksums it, removes its `INCREMENTAL.*` file.
-fn finish(p: Pending) -> Result<NewEntry, RestoreError> {
-    let out = p.open()?;
-    set_mode_and_mtime(&out, &p.out_path, p.mtime)?;
-    if let Some(owner) = p.owner {
-        owner.apply_to_file(&out, &p.out_path)?;
+/// The manifest entry of a rebuilt file: [`take_whole`] completed most of them; the others
+/// (every block came from incrementals, or nothing is below the truncation length) are
+/// checksummed by reading them back, then completed.
+fn finish(mut p: Pending) -> Result<NewEntry, RestoreError> {
+    if let Some(done) = p.done.take() {
+        return Ok(done);
     }
-    out.sync_all().map_err(fs_err("fsync", &p.out_path))?;
-    drop(out);
+    let out = p.open()?;
     let mut crc = 0u32;
     let mut size = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
-    let mut f = File::open(&p.out_path).map_err(fs_err("open", &p.out_path))?;
+    let mut f = &out;
     loop {
         let n = f.read(&mut buf).map_err(fs_err("read", &p.out_path))?;
         if n == 0 {
@@ -533,12 +582,7 @@ fn finish(p: Pending) -> Result<NewEntry, RestoreError> {
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         size += n as u64;
     }
-    fs::remove_file(&p.incremental_dest).map_err(fs_err("remove", &p.incremental_dest))?;
-    Ok(NewEntry {
-        path: p.path,
-        size,
-        crc32c: crc,
-    })
+    complete(&p, out, size, crc)
 }
 
 /// The newest member's `backup_label` for the rebuilt directory: without the
