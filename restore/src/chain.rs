@@ -463,36 +463,31 @@ fn take_whole(
     let out = p.open()?;
     let mut block = vec![0u8; BLCKSZ as usize];
     let mut crc = 0u32;
-    // Consecutive missing blocks go out in one write (a whole segment of a full backup is
-    // 131,072 blocks: one `pwrite` each cost seconds per GiB).
-    let mut run: Vec<u8> = Vec::with_capacity(RUN_BYTES);
-    let mut run_start = 0u32;
-    for b in 0..usable {
-        reader.read_exact(&mut block)?;
-        if p.take(b) {
-            if run.is_empty() {
-                run_start = b;
-            }
-            run.extend_from_slice(&block);
-            progress(BLCKSZ);
-            if run.len() >= RUN_BYTES {
-                crc = crc32c::crc32c_append(crc, &run);
-                p.write_block(&out, run_start, &run)?;
-                run.clear();
-            }
-        } else {
-            if !run.is_empty() {
-                crc = crc32c::crc32c_append(crc, &run);
-                p.write_block(&out, run_start, &run)?;
-                run.clear();
-            }
+    // Consecutive missing blocks are read from the older copy straight into one buffer and
+    // go out in one write (a whole segment of a full backup is 131,072 blocks: one `pwrite`
+    // each cost seconds per GiB, and a copy per block through a second buffer a second of
+    // CPU per 3 GiB).
+    let mut run = vec![0u8; RUN_BYTES];
+    let mut b = 0u32;
+    while b < usable {
+        if !p.take(b) {
+            // A newer member wrote this block: skip the older copy's, hash the one on disk.
+            reader.read_exact(&mut block)?;
             p.read_block(&out, b, &mut block)?;
             crc = crc32c::crc32c_append(crc, &block);
+            b += 1;
+            continue;
         }
-    }
-    if !run.is_empty() {
-        crc = crc32c::crc32c_append(crc, &run);
-        p.write_block(&out, run_start, &run)?;
+        let start = b;
+        b += 1;
+        while b < usable && ((b - start) as usize) < RUN_BLOCKS && p.take(b) {
+            b += 1;
+        }
+        let bytes = (b - start) as usize * BLCKSZ as usize;
+        reader.read_exact(&mut run[..bytes])?;
+        progress(bytes as u64);
+        crc = crc32c::crc32c_append(crc, &run[..bytes]);
+        p.write_block(&out, start, &run[..bytes])?;
     }
     // Past the whole file's end: newer members' blocks, and zeros (holes read as zeros).
     for b in usable..p.blocks {
@@ -524,6 +519,8 @@ fn complete(p: &Pending, out: File, size: u64, crc32c: u32) -> Result<NewEntry, 
 
 /// The most bytes of consecutive blocks [`take_whole`] writes in one call.
 const RUN_BYTES: usize = 1 << 20;
+/// [`RUN_BYTES`] in blocks.
+const RUN_BLOCKS: usize = RUN_BYTES / BLCKSZ as usize;
 
 /// Blocks an older incremental carries that are still missing.
 fn take_incremental(
