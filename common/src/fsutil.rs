@@ -283,13 +283,19 @@ pub fn durable_write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsE
 /// and errors are ignored.
 pub fn drop_cached_pages(path: &Path) {
     if let Ok(file) = File::open(path) {
-        let _ = nix::fcntl::posix_fadvise(
-            std::os::fd::AsRawFd::as_raw_fd(&file),
-            0,
-            0,
-            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-        );
+        drop_cached_pages_of(&file);
     }
+}
+
+/// [`drop_cached_pages`] for a file already open (after its `fsync`, so that every page is
+/// clean and can go).
+pub fn drop_cached_pages_of(file: &File) {
+    let _ = nix::fcntl::posix_fadvise(
+        std::os::fd::AsRawFd::as_raw_fd(file),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
 }
 
 /// Renames `from` to `to` atomically (same directory or file system), without any fsync:
