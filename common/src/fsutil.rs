@@ -298,6 +298,15 @@ pub fn drop_cached_pages_of(file: &File) {
     );
 }
 
+/// Makes a file walship has finished writing durable (`fsync`) and then releases its cached
+/// pages ([`drop_cached_pages_of`]): how restore ends every file it writes, which Postgres
+/// reads again only where replay needs it.
+pub fn sync_and_release(file: &File, path: &Path) -> Result<(), FsError> {
+    file.sync_all().map_err(at("fsync", path))?;
+    drop_cached_pages_of(file);
+    Ok(())
+}
+
 /// Renames `from` to `to` atomically (same directory or file system), without any fsync:
 /// for files whose durability does not matter, only that no reader sees half of them
 /// (`restore_command` output, the prefetch spool).

@@ -84,6 +84,17 @@ fn encode_streaming(content: &[u8], codec: Codec, write_step: usize) -> Vec<u8> 
     stored
 }
 
+/// Checks what a reader that reached the end says about the object: the content it gave
+/// (`out`: length and crc32c) and the stored bytes it read (`stored`: length and crc32c).
+fn assert_verified_summary(reader: &ObjectReader<Trickle<'_>>, out: &[u8], stored: &[u8]) {
+    let summary = reader.verified_summary().expect("the end means verified");
+    assert_eq!(summary.raw_len, out.len() as u64);
+    assert_eq!(summary.crc32c, crc32c::crc32c(out));
+    assert_eq!(summary.crc32c, reader.content_crc32c());
+    assert_eq!(summary.stored_len, stored.len() as u64);
+    assert_eq!(summary.stored_crc32c, crc32c::crc32c(stored));
+}
+
 /// Decodes through the streaming reader over a trickling source, reading `read_step` per call.
 fn decode_streaming(
     stored: &[u8],
@@ -99,10 +110,7 @@ fn decode_streaming(
     loop {
         let n = reader.read(&mut buf)?;
         if n == 0 {
-            let summary = reader.verified_summary().expect("Ok(0) means verified");
-            assert_eq!(summary.raw_len, out.len() as u64);
-            assert_eq!(summary.stored_len, stored.len() as u64);
-            assert_eq!(summary.stored_crc32c, crc32c::crc32c(stored));
+            assert_verified_summary(&reader, &out, stored);
             return Ok(out);
         }
         out.extend_from_slice(&buf[..n]);
@@ -126,12 +134,7 @@ fn decode_buffered(
         let before = reader.content_crc32c();
         let available = reader.fill_buf().map_err(CodecError::from)?;
         if available.is_empty() {
-            let summary = reader
-                .verified_summary()
-                .expect("empty fill_buf means verified");
-            assert_eq!(summary.raw_len, out.len() as u64);
-            assert_eq!(summary.crc32c, reader.content_crc32c());
-            assert_eq!(summary.stored_crc32c, crc32c::crc32c(stored));
+            assert_verified_summary(&reader, &out, stored);
             // Reading on after the end keeps saying so.
             assert!(reader.fill_buf().unwrap().is_empty());
             assert_eq!(reader.read(&mut [0u8; 8]).unwrap(), 0);

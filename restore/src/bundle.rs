@@ -242,10 +242,7 @@ impl Sink {
         match self {
             Sink::File(f, path) => {
                 set_mode_and_mtime(&f, &path, job.mtime)?;
-                f.sync_all().map_err(|e| fs_err("fsync", &path, e))?;
-                // Not read again soon: the memory goes to the next file (see
-                // `fsutil::drop_cached_pages`).
-                walship_common::fsutil::drop_cached_pages_of(&f);
+                walship_common::fsutil::sync_and_release(&f, &path)?;
                 Ok(None)
             }
             Sink::Memory(v) => Ok(Some(v)),

@@ -507,10 +507,7 @@ fn complete(p: &Pending, out: File, size: u64, crc32c: u32) -> Result<NewEntry, 
     if let Some(owner) = p.owner {
         owner.apply_to_file(&out, &p.out_path)?;
     }
-    out.sync_all().map_err(fs_err("fsync", &p.out_path))?;
-    // Restored files are not read again soon (Postgres reads what replay needs): their
-    // memory goes to the next file (see `fsutil::drop_cached_pages`).
-    walship_common::fsutil::drop_cached_pages_of(&out);
+    walship_common::fsutil::sync_and_release(&out, &p.out_path)?;
     drop(out);
     fs::remove_file(&p.incremental_dest).map_err(fs_err("remove", &p.incremental_dest))?;
     Ok(NewEntry {

@@ -73,11 +73,11 @@ fn server_put_rate(root: &Path, server: &S3Server) -> Result<f64> {
     let started = std::time::Instant::now();
     std::thread::scope(|scope| -> Result<()> {
         let workers: Vec<_> = (0..CURL_PARALLEL)
-            .map(|n| {
+            .map(|_| {
                 let queue = &queue;
                 scope.spawn(move || -> Result<()> {
                     while let Some((path, _)) = queue.lock().expect("queue").next() {
-                        curl_put(&path, &format!("probe/{n}/{}", path_key(&path)), server)?;
+                        curl_put(&path, &format!("probe/{}", path_key(&path)), server)?;
                     }
                     Ok(())
                 })
