@@ -11,7 +11,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use bytes::Bytes;
 use pg_test_harness::S3Server;
@@ -127,93 +126,12 @@ async fn sse_s3_is_requested_for_single_and_multipart_uploads() {
     assert!(err.to_string().contains("s3.sse_kms_key_id"), "{err}");
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with `openssl`.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn create() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=walship test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        std::fs::write(
-            dir.path().join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ]);
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_is_trusted_only_through_ca_file() {
     if pg_test_harness::s3_under_test().is_none() {
         return;
     }
-    let pki = Pki::create();
+    let pki = pg_test_harness::s3::TestPki::create().expect("openssl makes a test PKI");
     let server = S3Server::start_with_tls(&pki.path("server.pem"), &pki.path("server.key"))
         .expect("SeaweedFS with TLS");
     let url = format!("s3://{}/tls", server.bucket);

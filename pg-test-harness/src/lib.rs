@@ -40,4 +40,4 @@ pub use install::{
     installs_under_test, parse_major, test_deps_dir,
 };
 pub use os_user::{CLUSTER_OS_USER, Owner, chown_to_owner_recursive, cluster_owner, test_dir};
-pub use s3::{S3Server, s3_under_test};
+pub use s3::{S3Server, s3_https_under_test, s3_under_test};

@@ -27,7 +27,8 @@ fn has_pgbackrest() -> bool {
 
 #[test]
 fn bench_backup_runs_at_scale_1() {
-    let s3 = pg_test_harness::s3_under_test();
+    // HTTPS, as `bench backup` runs it: pgBackRest backs up to the same SeaweedFS.
+    let s3 = pg_test_harness::s3_https_under_test();
     let walship = Path::new(env!("CARGO_BIN_EXE_walship"));
     let report = run_backup(SCALE, s3.as_ref(), Some(walship), true)
         .unwrap_or_else(|e| panic!("bench backup --scale {SCALE}: {e:#}"));
@@ -43,6 +44,13 @@ fn bench_backup_runs_at_scale_1() {
     assert_eq!(report.pgbackrest.is_some(), has_pgbackrest());
     if let Some(run) = &report.pgbackrest {
         assert_run("pgbackrest backup", run);
+    }
+    assert_eq!(
+        report.pgbackrest_s3.is_some(),
+        has_pgbackrest() && s3.is_some()
+    );
+    if let Some(run) = &report.pgbackrest_s3 {
+        assert_run("pgbackrest backup to SeaweedFS", run);
     }
     let text = report.render();
     assert!(

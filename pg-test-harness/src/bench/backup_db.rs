@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::fetch::PGBENCH_CHECK;
-use super::pgbackrest::PgBackRest;
+use super::pgbackrest::{PeerRepo, PgBackRest};
 use super::wal_load::{self, SEGMENT_BYTES};
 use super::walship_bin::{WalshipRepo, tree_bytes, walship_binary};
 use super::{Measurement, find_peer, measure};
@@ -143,7 +143,14 @@ impl BenchDb {
         };
         let (peer, peer_version) = match find_peer("pgbackrest").filter(|_| setup.peers) {
             Some(tool) => {
-                match PgBackRest::create(&tool.path, &work.path().join("pgbackrest"), &cluster) {
+                let dir = work.path().join("pgbackrest");
+                // With an HTTPS SeaweedFS, pgBackRest gets a repository on it too: the
+                // S3 comparison is then walship and pgBackRest on the same server.
+                let created = match s3.filter(|s3| s3.ca_file().is_some()) {
+                    Some(s3) => PgBackRest::create_with_s3(&tool.path, &dir, &cluster, s3),
+                    None => PgBackRest::create(&tool.path, &dir, &cluster),
+                };
+                match created {
                     Ok(peer) => (Some(peer), Some(tool.version)),
                     Err(e) => {
                         eprintln!("bench: SKIP pgbackrest: {e:#}");
@@ -270,20 +277,35 @@ impl BenchDb {
         Ok((Run { run, stored_bytes }, summary))
     }
 
-    /// `pgbackrest backup --type=full`, measured, checked with `pgbackrest info` (one more full
-    /// backup); the stored size is the repository's `backup` directory. None without pgBackRest.
-    pub fn pgbackrest_backup(&self) -> Result<Option<Run>> {
-        let Some(peer) = &self.peer else {
+    /// `pgbackrest backup --type=full` into `repo`, measured, checked with `pgbackrest info`
+    /// (one more full backup in that repository, whose stored size `info` reports). None
+    /// without pgBackRest, or for [`PeerRepo::S3`] when pgBackRest has no S3 repository.
+    pub fn pgbackrest_backup(&self, repo: PeerRepo) -> Result<Option<Run>> {
+        let Some(peer) = self
+            .peer
+            .as_ref()
+            .filter(|p| repo == PeerRepo::Posix || p.has_s3())
+        else {
             return Ok(None);
         };
-        eprintln!("bench: pgbackrest backup --type=full");
-        let before = full_backups(&peer.info()?);
-        let (run, _) = self.measured(&mut peer.backup_full(), "pgbackrest-backup")?;
-        let after = full_backups(&peer.info()?);
-        if after != before + 1 {
-            bail!("pgbackrest info lists {after} full backups after the backup, {before} before");
+        eprintln!("bench: pgbackrest backup --type=full ({repo:?} repository)");
+        let before = full_backups(&peer.info()?, repo);
+        let name = format!("pgbackrest-backup-{repo:?}").to_lowercase();
+        let (run, _) = self.measured(&mut peer.backup_full(repo), &name)?;
+        let info = peer.info()?;
+        let after = full_backups(&info, repo);
+        if after.len() != before.len() + 1 {
+            bail!(
+                "pgbackrest info lists {} full backups in the {repo:?} repository after the \
+                 backup, {} before",
+                after.len(),
+                before.len()
+            );
         }
-        let stored_bytes = tree_bytes(&peer.repo().join("backup"))?;
+        let stored_bytes = after
+            .last()
+            .and_then(|b| b["info"]["repository"]["size"].as_u64())
+            .with_context(|| format!("pgbackrest info gives no stored size: {info}"))?;
         Ok(Some(Run { run, stored_bytes }))
     }
 
@@ -364,15 +386,22 @@ fn check_against_pg_manifest(manifest: &Value) -> Result<()> {
 }
 
 /// Full backups listed by `pgbackrest info --output=json`.
-fn full_backups(info: &Value) -> usize {
+/// The full backups `pgbackrest info --output=json` lists in `repo`, oldest first.
+fn full_backups(info: &Value, repo: PeerRepo) -> Vec<Value> {
+    let key = match repo {
+        PeerRepo::Posix => 1,
+        PeerRepo::S3 => 2,
+    };
     info.as_array()
         .and_then(|stanzas| stanzas.first())
         .and_then(|stanza| stanza["backup"].as_array())
-        .map_or(0, |backups| {
+        .map_or_else(Vec::new, |backups| {
             backups
                 .iter()
                 .filter(|b| b["type"].as_str() == Some("full"))
-                .count()
+                .filter(|b| b["database"]["repo-key"].as_u64() == Some(key))
+                .cloned()
+                .collect()
         })
 }
 
@@ -434,10 +463,22 @@ mod tests {
 
     #[test]
     fn counts_full_backups_and_formats_load() {
-        let info =
-            serde_json::json!([{"backup": [{"type": "full"}, {"type": "incr"}, {"type": "full"}]}]);
-        assert_eq!(full_backups(&info), 2);
-        assert_eq!(full_backups(&serde_json::json!([])), 0);
+        let repo = |n: u64| serde_json::json!({"repo-key": n});
+        let info = serde_json::json!([{"backup": [
+            {"type": "full", "database": repo(1), "label": "a"},
+            {"type": "incr", "database": repo(1)},
+            {"type": "full", "database": repo(2), "label": "b"},
+            {"type": "full", "database": repo(1), "label": "c"},
+        ]}]);
+        let labels = |r| -> Vec<String> {
+            full_backups(&info, r)
+                .iter()
+                .map(|b| b["label"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(labels(PeerRepo::Posix), ["a", "c"]);
+        assert_eq!(labels(PeerRepo::S3), ["b"]);
+        assert!(full_backups(&serde_json::json!([]), PeerRepo::Posix).is_empty());
         assert_eq!(load_range(&[2.0, 5.5, 3.25]), "2.0-5.5");
     }
 }

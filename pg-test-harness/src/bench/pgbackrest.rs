@@ -14,10 +14,28 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::Cluster;
+use crate::{Cluster, S3Server};
 
 /// The stanza name the bench uses.
 const STANZA: &str = "bench";
+
+/// Which of the stanza's repositories a command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRepo {
+    /// `repo1`: the posix repository under the setup's directory.
+    Posix,
+    /// `repo2`: the S3 repository on SeaweedFS, when set up ([`PgBackRest::create_with_s3`]).
+    S3,
+}
+
+impl PeerRepo {
+    fn option(self) -> &'static str {
+        match self {
+            PeerRepo::Posix => "--repo=1",
+            PeerRepo::S3 => "--repo=2",
+        }
+    }
+}
 
 /// A pgBackRest setup under one directory.
 #[derive(Debug)]
@@ -26,13 +44,51 @@ pub struct PgBackRest {
     dir: PathBuf,
     /// `repo1-cipher-pass` when the repository is encrypted (`repo1-cipher-type=aes-256-cbc`).
     cipher_pass: Option<String>,
+    /// The `repo2-*` lines of an S3 repository on SeaweedFS, when there is one.
+    s3_repo: Option<String>,
 }
 
 impl PgBackRest {
     /// Sets up `dir` (writable by the cluster user) with repository, spool, log and lock
     /// directories, and creates the stanza against the running `cluster`.
     pub fn create(program: &Path, dir: &Path, cluster: &Cluster) -> Result<PgBackRest> {
-        PgBackRest::create_with(program, dir, cluster, None)
+        PgBackRest::create_with(program, dir, cluster, None, None)
+    }
+
+    /// [`PgBackRest::create`] with a second repository, `repo2`, in the bucket of `s3` (which
+    /// must serve HTTPS: [`S3Server::start_https`]; pgBackRest speaks S3 only over TLS),
+    /// trusting the server's CA. `archive-push` then stores every segment in both; backups,
+    /// restores and verifies name their repository ([`PeerRepo`]).
+    pub fn create_with_s3(
+        program: &Path,
+        dir: &Path,
+        cluster: &Cluster,
+        s3: &S3Server,
+    ) -> Result<PgBackRest> {
+        let ca = s3
+            .ca_file()
+            .context("pgBackRest needs the S3 server to serve HTTPS")?;
+        std::fs::create_dir_all(dir)?;
+        let ca_copy = dir.join("s3-ca.pem");
+        std::fs::copy(&ca, &ca_copy)?;
+        let port = s3
+            .https_endpoint()
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let lines = format!(
+            "repo2-type=s3\nrepo2-path=/pgbackrest\nrepo2-s3-bucket={}\n\
+             repo2-s3-endpoint=127.0.0.1\nrepo2-storage-port={port}\nrepo2-s3-region={}\n\
+             repo2-s3-key={}\nrepo2-s3-key-secret={}\nrepo2-s3-uri-style=path\n\
+             repo2-storage-ca-file={}\n",
+            s3.bucket,
+            s3.region,
+            s3.access_key,
+            s3.secret_key,
+            ca_copy.display()
+        );
+        PgBackRest::create_with(program, dir, cluster, None, Some(lines))
     }
 
     /// [`PgBackRest::create`] with an encrypted repository: `repo1-cipher-type=aes-256-cbc`
@@ -41,7 +97,7 @@ impl PgBackRest {
     pub fn create_encrypted(program: &Path, dir: &Path, cluster: &Cluster) -> Result<PgBackRest> {
         use rand::distr::{Alphanumeric, SampleString};
         let pass = Alphanumeric.sample_string(&mut rand::rng(), 32);
-        PgBackRest::create_with(program, dir, cluster, Some(pass))
+        PgBackRest::create_with(program, dir, cluster, Some(pass), None)
     }
 
     fn create_with(
@@ -49,6 +105,7 @@ impl PgBackRest {
         dir: &Path,
         cluster: &Cluster,
         cipher_pass: Option<String>,
+        s3_repo: Option<String>,
     ) -> Result<PgBackRest> {
         for sub in ["repo", "spool", "log", "lock"] {
             std::fs::create_dir_all(dir.join(sub))?;
@@ -58,6 +115,7 @@ impl PgBackRest {
             program: program.to_path_buf(),
             dir: dir.to_path_buf(),
             cipher_pass,
+            s3_repo,
         };
         peer.write_conf(
             "stanza.conf",
@@ -107,16 +165,25 @@ impl PgBackRest {
 
     /// `pgbackrest backup --type=full --start-fast` of the stanza's cluster, as the cluster
     /// user. It waits until the backup's last WAL segment is in the repository (archive-check).
-    pub fn backup_full(&self) -> Command {
-        self.command("stanza.conf", &["--type=full", "--start-fast", "backup"])
+    pub fn backup_full(&self, repo: PeerRepo) -> Command {
+        self.command(
+            "stanza.conf",
+            &[repo.option(), "--type=full", "--start-fast", "backup"],
+        )
+    }
+
+    /// True when the stanza has the S3 repository ([`PgBackRest::create_with_s3`]).
+    pub fn has_s3(&self) -> bool {
+        self.s3_repo.is_some()
     }
 
     /// `pgbackrest restore` of the latest backup into `pg_path` (an existing, empty directory
     /// of the cluster user), recovering to consistency and promoting.
-    pub fn restore(&self, pg_path: &Path) -> Command {
+    pub fn restore(&self, repo: PeerRepo, pg_path: &Path) -> Command {
         self.command(
             "stanza.conf",
             &[
+                repo.option(),
                 &format!("--pg1-path={}", pg_path.display()),
                 "--type=immediate",
                 "--target-action=promote",
@@ -129,10 +196,11 @@ impl PgBackRest {
     /// and checked against its checksum), as the cluster user; it exits non-zero when it finds
     /// an error. `--output=text --verbose` prints its results (`archiveId: ..., total WAL
     /// checked`, `backup: ..., status: valid`): without them 2.45 prints nothing.
-    pub fn verify(&self) -> Command {
+    pub fn verify(&self, repo: PeerRepo) -> Command {
         self.command(
             "stanza.conf",
             &[
+                repo.option(),
                 "--log-level-console=info",
                 "--output=text",
                 "--verbose",
@@ -208,6 +276,10 @@ impl PgBackRest {
             std::thread::available_parallelism().map_or(2, |n| n.get()),
             pg_path.display(),
         );
+        let text = match &self.s3_repo {
+            Some(lines) => text.replacen("[global]\n", &format!("[global]\n{lines}"), 1),
+            None => text,
+        };
         let text = match &self.cipher_pass {
             Some(pass) => text.replacen(
                 "[global]\n",

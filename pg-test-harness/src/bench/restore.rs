@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use super::backup::{BackupReport, add_rows, back_up_with_every_tool, encrypted_verdict};
 use super::backup_db::{AIM_RSS_MIB, BenchDb, DEFAULT_SCALE, Run, recoveries_and_load};
 use super::fetch::recover;
+use super::pgbackrest::PeerRepo;
 use super::walship_bin::{BenchArgs, WalshipRepo, s3_unless, tree_bytes};
 use super::{BenchTable, met};
 use crate::{S3Server, StopMode};
@@ -201,7 +202,10 @@ fn pgbackrest_restore(db: &BenchDb, recoveries: &mut Vec<(String, Duration)>) ->
     crate::chown_to_owner_recursive(&to)?;
     let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700);
     std::fs::set_permissions(&to, mode)?;
-    let (run, _) = db.measured(&mut peer.restore(&to), "pgbackrest-restore")?;
+    let (run, _) = db.measured(
+        &mut peer.restore(PeerRepo::Posix, &to),
+        "pgbackrest-restore",
+    )?;
     let stored_bytes = tree_bytes(&to)?;
     check_restored(db, &to, "pgbackrest", recoveries)?;
     Ok(Run { run, stored_bytes })

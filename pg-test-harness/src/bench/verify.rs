@@ -1,9 +1,11 @@
 //! `bench verify`: `walship verify` (full: every object read, decoded and checked) of a
 //! repository holding one full backup of the `bench backup` database ([`BenchDb`]: pgbench,
 //! scale 200, about 3 GiB, by default) and the WAL of `--segments` more segments (64 by
-//! default), beside `pgbackrest verify` of pgBackRest's repository holding its own full backup
-//! of the same database and the same WAL, in the same run (the lifecycle issue's aim: at most
-//! 0.5 times pgBackRest's time).
+//! default), beside `pgbackrest verify` of pgBackRest's repositories holding its own full
+//! backup of the same database and the same WAL, in the same run (the lifecycle issue's aim:
+//! at most 0.5 times pgBackRest's time): walship's filesystem repository against pgBackRest's
+//! posix one, walship's SeaweedFS repository against pgBackRest's on the same server (HTTPS
+//! with a private CA for both, since pgBackRest speaks S3 only over TLS).
 //!
 //! The backups are taken exactly as `bench backup` takes them; pgbench then writes the
 //! segments, which the cluster archives into every repository; once all are archived the
@@ -25,7 +27,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::backup_db::{BenchDb, DEFAULT_SCALE, load_range};
-use super::walship_bin::{BenchArgs, WalshipRepo, s3_unless, tree_bytes};
+use super::pgbackrest::PeerRepo;
+use super::walship_bin::{BenchArgs, WalshipRepo, s3_https_unless, tree_bytes};
 use super::{BenchTable, Measurement, met, wal_load};
 use crate::StopMode;
 
@@ -65,8 +68,11 @@ pub struct VerifyBenchReport {
     pub walship_file: VerifyRun,
     /// `walship verify` of the SeaweedFS repository; None with `--no-s3`.
     pub walship_s3: Option<VerifyRun>,
-    /// `pgbackrest verify`.
+    /// `pgbackrest verify` of its posix repository.
     pub pgbackrest: VerifyRun,
+    /// `pgbackrest verify` of its repository on the same SeaweedFS (HTTPS); None with
+    /// `--no-s3`.
+    pub pgbackrest_s3: Option<VerifyRun>,
     /// `pgbackrest version`.
     pub pgbackrest_version: String,
     /// 1-minute load averages sampled along the run.
@@ -79,7 +85,7 @@ pub struct VerifyBenchReport {
 /// leaves the repositories in place and prints the commands to repeat a verify by hand.
 pub fn run(args: &[String]) -> Result<()> {
     let args = BenchArgs::parse(args)?;
-    let s3 = s3_unless(args.no_s3)?;
+    let s3 = s3_https_unless(args.no_s3)?;
     let scale = args.scale.unwrap_or(DEFAULT_SCALE);
     let segments = args.segments.unwrap_or(DEFAULT_SEGMENTS);
     let mut db = BenchDb::create(scale, s3.as_ref(), args.walship.as_deref(), false)?;
@@ -90,7 +96,8 @@ pub fn run(args: &[String]) -> Result<()> {
     if let Some(repo) = &db.s3_repo {
         db.walship_backup(repo, "s3")?;
     }
-    db.pgbackrest_backup()?;
+    db.pgbackrest_backup(PeerRepo::Posix)?;
+    db.pgbackrest_backup(PeerRepo::S3)?;
     db.sample_load();
     eprintln!("bench: writing {segments} segments");
     wal_load::write_segments(&db.cluster, segments)?;
@@ -104,7 +111,8 @@ pub fn run(args: &[String]) -> Result<()> {
         .context("no filesystem repository")?
         .to_path_buf();
     let peer_repo = db.peer.as_ref().context("pgbackrest is not set up")?.repo();
-    let (mut walship_file, mut walship_s3, mut pgbackrest) = (None, None, None);
+    let (mut walship_file, mut walship_s3, mut pgbackrest, mut pgbackrest_s3) =
+        (None, None, None, None);
     for round in 1..=args.rounds.unwrap_or(1) {
         drop_page_cache(&file_root)?;
         let file = walship_verify(&db, &db.file_repo, "file", segments)?;
@@ -118,22 +126,36 @@ pub fn run(args: &[String]) -> Result<()> {
         };
         db.sample_load();
         drop_page_cache(&peer_repo)?;
-        let peer = pgbackrest_verify(&db)?;
+        let peer = pgbackrest_verify(&db, PeerRepo::Posix)?;
         db.sample_load();
+        let peer_s3 = match &s3 {
+            Some(s3) if db.peer.as_ref().is_some_and(|p| p.has_s3()) => {
+                drop_page_cache(&s3.data_dir())?;
+                Some(pgbackrest_verify(&db, PeerRepo::S3)?)
+            }
+            _ => None,
+        };
+        db.sample_load();
+        let secs = |r: &Option<VerifyRun>| {
+            r.as_ref().map_or("-".to_string(), |r| {
+                format!("{:.2} s", r.run.wall.as_secs_f64())
+            })
+        };
         eprintln!(
-            "bench: round {round}: walship file {:.2} s, S3 {}, pgbackrest {:.2} s",
+            "bench: round {round}: walship file {:.2} s, S3 {}; pgbackrest file {:.2} s, S3 {}",
             file.run.wall.as_secs_f64(),
-            s3_run.as_ref().map_or("-".to_string(), |r| format!(
-                "{:.2} s",
-                r.run.wall.as_secs_f64()
-            )),
-            peer.run.wall.as_secs_f64()
+            secs(&s3_run),
+            peer.run.wall.as_secs_f64(),
+            secs(&peer_s3),
         );
         keep_fastest(&mut walship_file, file);
         if let Some(run) = s3_run {
             keep_fastest(&mut walship_s3, run);
         }
         keep_fastest(&mut pgbackrest, peer);
+        if let Some(run) = peer_s3 {
+            keep_fastest(&mut pgbackrest_s3, run);
+        }
     }
     let walship_file = walship_file.context("no round ran")?;
     let pgbackrest = pgbackrest.context("no round ran")?;
@@ -143,7 +165,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "bench verify: kept {} (walship: {}; pgbackrest: {:?})",
             db.work().display(),
             db.file_repo.shell_command(&db.walship, "verify --json"),
-            db.peer.as_ref().map(|p| p.verify())
+            db.peer.as_ref().map(|p| p.verify(PeerRepo::Posix))
         );
     }
     let report = VerifyBenchReport {
@@ -153,6 +175,7 @@ pub fn run(args: &[String]) -> Result<()> {
         walship_file,
         walship_s3,
         pgbackrest,
+        pgbackrest_s3,
         pgbackrest_version: db.peer_version.clone().unwrap_or_default(),
         load: db.load.clone(),
     };
@@ -224,12 +247,13 @@ fn walship_verify(
     })
 }
 
-/// `pgbackrest verify` of its repository, measured; it must exit 0 and call its one backup
-/// valid.
-fn pgbackrest_verify(db: &BenchDb) -> Result<VerifyRun> {
+/// `pgbackrest verify` of `repo`, measured; it must exit 0 and call its one backup valid.
+/// The repository size is the posix repository's (the S3 one holds the same files).
+fn pgbackrest_verify(db: &BenchDb, repo: PeerRepo) -> Result<VerifyRun> {
     let peer = db.peer.as_ref().context("pgbackrest is not set up")?;
-    eprintln!("bench: pgbackrest verify");
-    let (run, stdout) = db.measured(&mut peer.verify(), "pgbackrest-verify")?;
+    eprintln!("bench: pgbackrest verify ({repo:?} repository)");
+    let name = format!("pgbackrest-verify-{repo:?}").to_lowercase();
+    let (run, stdout) = db.measured(&mut peer.verify(repo), &name)?;
     // The results come twice: as a log line and as the text output.
     let mut results: Vec<&str> = Vec::new();
     for line in stdout.lines().map(str::trim) {
@@ -261,12 +285,7 @@ impl VerifyBenchReport {
             ),
             &self.pgbackrest_version,
         );
-        let peer = &self.pgbackrest;
-        for (case, run) in [
-            ("filesystem", Some(&self.walship_file)),
-            ("SeaweedFS S3", self.walship_s3.as_ref()),
-        ] {
-            let Some(run) = run else { continue };
+        for (case, run, peer) in self.cases() {
             let figures = |r: &VerifyRun| {
                 [
                     r.run.wall.as_secs_f64(),
@@ -292,21 +311,31 @@ impl VerifyBenchReport {
             out.push_str(&format!("walship (S3) checked {}\n", s3.checked));
         }
         out.push_str(&format!("pgbackrest: {}\n", self.pgbackrest.checked));
+        if let Some(s3) = &self.pgbackrest_s3 {
+            out.push_str(&format!("pgbackrest (S3): {}\n", s3.checked));
+        }
         out.push_str(&format!(
             "1-minute load average during the run: {}\n\naims:\n",
             load_range(&self.load)
         ));
-        for (repo, run) in [
-            ("filesystem", Some(&self.walship_file)),
-            ("S3", self.walship_s3.as_ref()),
-        ] {
-            let Some(run) = run else { continue };
+        for (case, run, peer) in self.cases() {
             let ratio = run.run.wall.as_secs_f64() / peer.run.wall.as_secs_f64();
             out.push_str(&format!(
-                "  walship verify ({repo}) time <= {AIM_PGBACKREST_RATIO}x pgbackrest verify: {ratio:.2}x -> {}\n",
+                "  walship verify ({case}) time <= {AIM_PGBACKREST_RATIO}x pgbackrest verify (same storage): {ratio:.2}x -> {}\n",
                 met(ratio <= AIM_PGBACKREST_RATIO)
             ));
         }
         out
+    }
+
+    /// Each storage walship verified, with its run and pgBackRest's on the same storage
+    /// (its posix repository when it has none on SeaweedFS).
+    fn cases(&self) -> Vec<(&'static str, &VerifyRun, &VerifyRun)> {
+        let mut cases = vec![("filesystem", &self.walship_file, &self.pgbackrest)];
+        if let Some(s3) = &self.walship_s3 {
+            let peer = self.pgbackrest_s3.as_ref().unwrap_or(&self.pgbackrest);
+            cases.push(("SeaweedFS S3", s3, peer));
+        }
+        cases
     }
 }

@@ -68,15 +68,32 @@ impl WalshipRepo {
     pub fn s3(dir: &Path, s3: &S3Server, prefix: &str) -> Result<WalshipRepo> {
         let url = format!("s3://{}/{prefix}", s3.bucket);
         let config = dir.join(format!("{prefix}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "repo = \"{url}\"\n[s3]\nendpoint = \"{}\"\nregion = \"{}\"\n",
-                s3.endpoint, s3.region
-            ),
-        )?;
+        let mut text = format!("repo = \"{url}\"\n[s3]\nregion = \"{}\"\n", s3.region);
+        match s3.ca_file() {
+            // Over TLS like a real S3, trusting the server's private CA (copied where the
+            // cluster user, who runs archive_command, can read it).
+            Some(ca) => {
+                let copy = dir.join(format!("{prefix}-ca.pem"));
+                std::fs::copy(&ca, &copy)?;
+                crate::chown_to_owner_recursive(&copy)?;
+                text.push_str(&format!(
+                    "endpoint = \"{}\"\nca_file = \"{}\"\n",
+                    s3.https_endpoint(),
+                    copy.display()
+                ));
+            }
+            None => text.push_str(&format!("endpoint = \"{}\"\n", s3.endpoint)),
+        }
+        std::fs::write(&config, text)?;
         let mut env = no_aws_files();
         env.extend(s3.env());
+        if s3.ca_file().is_some() {
+            for (name, value) in &mut env {
+                if name == "AWS_ENDPOINT_URL" {
+                    *value = s3.https_endpoint();
+                }
+            }
+        }
         Ok(WalshipRepo { url, config, env })
     }
 
@@ -209,6 +226,17 @@ pub fn s3_unless(no_s3: bool) -> Result<Option<S3Server>> {
         Ok(None)
     } else {
         Ok(Some(S3Server::start()?))
+    }
+}
+
+/// [`s3_unless`] serving HTTPS with a private CA ([`S3Server::start_https`]): for the benches
+/// that compare walship with pgBackRest on SeaweedFS, since pgBackRest speaks S3 only over
+/// TLS; walship's repositories on it then use TLS too, so both pay the same.
+pub fn s3_https_unless(no_s3: bool) -> Result<Option<S3Server>> {
+    if no_s3 {
+        Ok(None)
+    } else {
+        Ok(Some(S3Server::start_https()?))
     }
 }
 

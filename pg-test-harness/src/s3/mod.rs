@@ -9,7 +9,10 @@
 //! and removes its directory.
 
 pub mod http;
+mod pki;
 mod weed;
+
+pub use pki::TestPki;
 
 pub use weed::{WeedPorts, weed_binary};
 
@@ -51,6 +54,8 @@ pub struct S3Server {
     child: Option<Child>,
     /// Certificate and key of the HTTPS listener, when one is opened.
     tls: Option<(PathBuf, PathBuf)>,
+    /// The PKI made by [`S3Server::start_https`] (kept while the server runs).
+    pki: Option<TestPki>,
 }
 
 impl S3Server {
@@ -65,6 +70,31 @@ impl S3Server {
     /// `-s3.key.file`); the plain HTTP endpoint stays open.
     pub fn start_with_tls(cert: &Path, key: &Path) -> anyhow::Result<S3Server> {
         S3Server::start_inner(Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    /// [`S3Server::start_with_tls`] with a PKI of its own ([`TestPki`]), waiting until the
+    /// HTTPS listener accepts connections: clients then use [`S3Server::https_endpoint`] and
+    /// trust [`S3Server::ca_file`], as they would a real S3 (every request over TLS).
+    pub fn start_https() -> anyhow::Result<S3Server> {
+        let pki = TestPki::create()?;
+        let mut server = S3Server::start_with_tls(&pki.cert(), &pki.key())?;
+        server.pki = Some(pki);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while port_refuses(server.ports.s3_https) {
+            if Instant::now() > deadline {
+                bail!(
+                    "SeaweedFS opened no HTTPS listener\n{}",
+                    server.log_excerpt()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    /// The CA certificate that signed the HTTPS listener's, after [`S3Server::start_https`].
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.pki.as_ref().map(TestPki::ca)
     }
 
     /// `https://127.0.0.1:PORT`: the HTTPS listener (serving only after
@@ -95,6 +125,7 @@ impl S3Server {
             dir,
             child: None,
             tls,
+            pki: None,
         };
         for attempt in 1..=PORT_ATTEMPTS {
             server.endpoint = format!("http://127.0.0.1:{}", server.ports.s3);
@@ -320,13 +351,22 @@ impl Drop for S3Server {
 /// SeaweedFS for a test: None (after a loud `SKIP:` line) when `weed` is not installed; with
 /// `CI=true`, panics. Panics when `weed` is installed but does not start.
 pub fn s3_under_test() -> Option<S3Server> {
+    s3_started_by(S3Server::start)
+}
+
+/// [`s3_under_test`] serving HTTPS with a private CA ([`S3Server::start_https`]).
+pub fn s3_https_under_test() -> Option<S3Server> {
+    s3_started_by(S3Server::start_https)
+}
+
+fn s3_started_by(start: fn() -> anyhow::Result<S3Server>) -> Option<S3Server> {
     if weed_binary().is_none() {
         crate::ci::skip_or_fail(
             "SeaweedFS `weed` not found ($WEED_BIN, <test deps>/seaweedfs/bin/weed, PATH)",
         );
         return None;
     }
-    match S3Server::start() {
+    match start() {
         Ok(server) => Some(server),
         Err(e) => panic!("starting SeaweedFS: {e:#}"),
     }
