@@ -4,6 +4,8 @@
 //! each restore started by Postgres and its rows checked by the bench. Speed is not checked
 //! here (debug build, tiny database); that every series ran and measured something is. And
 //! `bench backup --incremental` (PostgreSQL 17+): full, incremental, full, both restores checked.
+//! And `bench verify`: walship and pgBackRest each find their repositories (filesystem and
+//! SeaweedFS over HTTPS) sound, the bench checking what each says it checked.
 
 use std::path::Path;
 
@@ -11,6 +13,8 @@ use pg_test_harness::bench::backup::run_backup;
 use pg_test_harness::bench::backup_db::Run;
 use pg_test_harness::bench::incremental::run_incremental;
 use pg_test_harness::bench::restore::run_restore;
+use pg_test_harness::bench::verify::run_verify;
+use pg_test_harness::bench::walship_bin::BenchArgs;
 
 const SCALE: usize = 1;
 
@@ -125,4 +129,35 @@ fn bench_backup_incremental_runs_at_scale_1() {
         text.contains("incremental stored bytes <=") && text.contains("chain restore time <="),
         "{text}"
     );
+}
+
+#[test]
+fn bench_verify_runs_at_scale_1() {
+    if !has_pgbackrest() {
+        pg_test_harness::ci::skip_or_fail("bench verify compares with pgbackrest verify");
+        return;
+    }
+    let s3 = pg_test_harness::s3_https_under_test();
+    let args = BenchArgs {
+        scale: Some(SCALE),
+        segments: Some(2),
+        walship: Some(env!("CARGO_BIN_EXE_walship").into()),
+        ..BenchArgs::default()
+    };
+    let report = run_verify(&args, s3.as_ref())
+        .unwrap_or_else(|e| panic!("bench verify --scale {SCALE}: {e:#}"));
+    let text = report.render();
+    println!("{text}");
+    // The bench fails unless each verify called its repository sound; here: each ran.
+    assert!(report.walship_file.run.status.success());
+    assert!(
+        report.pgbackrest.checked.contains("status: valid"),
+        "{text}"
+    );
+    assert_eq!(report.walship_s3.is_some(), s3.is_some());
+    assert_eq!(report.pgbackrest_s3.is_some(), s3.is_some());
+    if let Some(peer) = &report.pgbackrest_s3 {
+        assert!(peer.checked.contains("status: valid"), "{text}");
+    }
+    assert!(text.contains("(same storage)"), "{text}");
 }

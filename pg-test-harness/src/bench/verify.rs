@@ -30,7 +30,7 @@ use super::backup_db::{BenchDb, DEFAULT_SCALE, load_range};
 use super::pgbackrest::PeerRepo;
 use super::walship_bin::{BenchArgs, WalshipRepo, s3_https_unless, tree_bytes};
 use super::{BenchTable, Measurement, met, wal_load};
-use crate::StopMode;
+use crate::{S3Server, StopMode};
 
 /// The aim: at most half of pgBackRest's time.
 const AIM_PGBACKREST_RATIO: f64 = 0.5;
@@ -86,9 +86,18 @@ pub struct VerifyBenchReport {
 pub fn run(args: &[String]) -> Result<()> {
     let args = BenchArgs::parse(args)?;
     let s3 = s3_https_unless(args.no_s3)?;
+    let report = run_verify(&args, s3.as_ref())?;
+    print!("{}", report.render());
+    Ok(())
+}
+
+/// Builds the database and repositories as `args` say (scale, segments, rounds, walship
+/// binary, keep), with walship's and pgBackRest's S3 repositories on `s3` when given (it must
+/// serve HTTPS for pgBackRest's: [`S3Server::start_https`]), and verifies each.
+pub fn run_verify(args: &BenchArgs, s3: Option<&S3Server>) -> Result<VerifyBenchReport> {
     let scale = args.scale.unwrap_or(DEFAULT_SCALE);
     let segments = args.segments.unwrap_or(DEFAULT_SEGMENTS);
-    let mut db = BenchDb::create(scale, s3.as_ref(), args.walship.as_deref(), false)?;
+    let mut db = BenchDb::create(scale, s3, args.walship.as_deref(), false)?;
     if db.peer.is_none() {
         bail!("pgbackrest is not installed or not usable: nothing to compare walship verify with");
     }
@@ -117,7 +126,7 @@ pub fn run(args: &[String]) -> Result<()> {
         drop_page_cache(&file_root)?;
         let file = walship_verify(&db, &db.file_repo, "file", segments)?;
         db.sample_load();
-        let s3_run = match (&db.s3_repo, &s3) {
+        let s3_run = match (&db.s3_repo, s3) {
             (Some(repo), Some(s3)) => {
                 drop_page_cache(&s3.data_dir())?;
                 Some(walship_verify(&db, repo, "s3", segments)?)
@@ -128,7 +137,7 @@ pub fn run(args: &[String]) -> Result<()> {
         drop_page_cache(&peer_repo)?;
         let peer = pgbackrest_verify(&db, PeerRepo::Posix)?;
         db.sample_load();
-        let peer_s3 = match &s3 {
+        let peer_s3 = match s3 {
             Some(s3) if db.peer.as_ref().is_some_and(|p| p.has_s3()) => {
                 drop_page_cache(&s3.data_dir())?;
                 Some(pgbackrest_verify(&db, PeerRepo::S3)?)
@@ -179,8 +188,7 @@ pub fn run(args: &[String]) -> Result<()> {
         pgbackrest_version: db.peer_version.clone().unwrap_or_default(),
         load: db.load.clone(),
     };
-    print!("{}", report.render());
-    Ok(())
+    Ok(report)
 }
 
 /// Writes back and drops from the page cache every file under `dir`, so that the next read of
