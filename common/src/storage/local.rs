@@ -88,6 +88,15 @@ impl LocalStorage {
         Ok(self.root.join(key.as_str()))
     }
 
+    /// The file of `key` (see `path_of`), for [`super::local_append`].
+    pub(super) fn object_path(
+        &self,
+        op: StorageOp,
+        key: &ObjectKey,
+    ) -> Result<PathBuf, StorageError> {
+        self.path_of(op, key)
+    }
+
     fn corrupt(key: &ObjectKey, expected: u32, actual: u32) -> StorageError {
         StorageError::Corrupt {
             key: key.to_string(),
