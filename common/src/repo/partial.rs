@@ -304,3 +304,78 @@ async fn assemble_with(
 fn journal_name(segment: WalFileName) -> String {
     layout::tail_journal_key(segment).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Codec;
+    use crate::pg::WalSegSize;
+    use crate::storage::{AnyStorage, LocalStorage, PutOptions};
+
+    #[tokio::test]
+    async fn base_journal_frames_and_pieces_assemble_under_one_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = AnyStorage::from(LocalStorage::new(dir.path()).unwrap());
+        let repo = Repository::new(storage, Codec::Lz4);
+        let size = WalSegSize::from_mib(1).unwrap();
+        let segment = WalFileName::parse("000000010000000000000003", size).unwrap();
+        let data: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+        let base_key = layout::wal_key(&ArchiveFileName::Partial(segment));
+        repo.put_content(&base_key, Bytes::copy_from_slice(&data[..1000]), true)
+            .await
+            .unwrap();
+        // A piece object 1000..2000, journal frames 1500..3000 (overlapping it) and 3000..3500.
+        let piece = TailPiece {
+            segment,
+            offset: 1000,
+        };
+        repo.put_content(
+            &layout::tail_piece_key(piece),
+            Bytes::copy_from_slice(&data[1000..2000]),
+            true,
+        )
+        .await
+        .unwrap();
+        let frame = |from: usize, to: usize| {
+            let repo = repo.clone();
+            let bytes = Bytes::copy_from_slice(&data[from..to]);
+            async move {
+                let key = layout::tail_piece_key(TailPiece {
+                    segment,
+                    offset: from as u32,
+                });
+                let payload = repo.encode_content(&key, bytes).await.unwrap();
+                journal::encode_frame(from as u32, &payload)
+            }
+        };
+        let mut file = frame(1500, 3000).await;
+        file.extend(frame(3000, 3500).await);
+        let torn = frame(3500, 4000).await;
+        file.extend_from_slice(&torn[..torn.len() - 1]);
+        let journal_key = layout::tail_journal_key(segment);
+        repo.storage()
+            .put(&journal_key, Bytes::from(file), PutOptions::default())
+            .await
+            .unwrap();
+
+        let found = read_partial(&repo, segment).await.unwrap().unwrap();
+        assert_eq!(found.content, data[..3500]);
+        assert_eq!(
+            (found.base_len, found.pieces_used, found.gap),
+            (Some(1000), 1, None)
+        );
+        let j = found.journal.unwrap();
+        assert_eq!((j.frames, j.frames_used), (2, 2));
+        assert!(matches!(j.end, JournalEnd::Torn { .. }));
+
+        // Without the piece object, the journal's first frame starts past the base: a gap.
+        repo.storage()
+            .delete(&layout::tail_piece_key(piece))
+            .await
+            .unwrap();
+        let found = read_partial(&repo, segment).await.unwrap().unwrap();
+        assert_eq!(found.content, data[..1000]);
+        assert_eq!(found.gap, Some((1000, 1500)));
+        assert_eq!(found.journal.unwrap().frames_used, 0);
+    }
+}
