@@ -5,13 +5,15 @@
 //! byte-identical to the server's pg_wal; a completed segment takes its journal away; a gap
 //! stops delivery at the gap and `verify` says so; leftover pieces and journals are reported
 //! and `expire` removes them with their segment; a damaged journal is a problem for `verify`;
-//! an old repository holding only a `.partial` still restores.
+//! a `kill -9` of the synchronous stream under load, then a new stream adopting the journal,
+//! loses no acknowledged commit; an old repository holding only a `.partial` still restores.
 
 mod lifecycle_support;
 mod restore_support;
 mod stream_support;
 mod support;
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -326,7 +328,10 @@ fn a_repository_with_only_a_partial_tail_still_restores_latest() {
     rt.block_on(async {
         let base = layout::wal_key(&walship_common::pg::ArchiveFileName::Partial(segment));
         let _ = lib.storage().delete(&base).await;
-        let _ = lib.storage().delete(&layout::tail_journal_key(segment)).await;
+        let _ = lib
+            .storage()
+            .delete(&layout::tail_journal_key(segment))
+            .await;
         for p in walship_common::repo::partial::list_pieces(&lib, segment)
             .await
             .unwrap()
@@ -354,5 +359,96 @@ fn a_repository_with_only_a_partial_tail_still_restores_latest() {
         restored.query_string("select pg_is_in_recovery()") == "f"
     });
     assert_eq!(restored.query_string("select count(*) from t"), "1000");
+    restored.stop(StopMode::Fast);
+}
+
+#[test]
+fn kill_9_of_a_synchronous_stream_under_load_then_adoption_loses_no_acknowledged_commit() {
+    let Some(install) = lifecycle_support::pg15() else {
+        return;
+    };
+    let repo = TestRepo::local();
+    let mut primary = Cluster::builder(&install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("synchronous_standby_names", "'walship'")
+        .setting("wal_keep_size", "'1GB'")
+        .start();
+    let mut first = StreamProc::start(&primary, &repo, &["--synchronous"]);
+    wait_streaming(&primary, &first, "walship");
+    wait_sync_standby(&primary);
+    primary.execute("create table acked(writer int, n int)");
+    let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "pgbench -i: {}", describe(&init));
+    walship_backup(&primary, &repo);
+
+    let mut load = pgbench(&primary, &["-n", "-T", "120", "-c", "4", "-j", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Writers count every commit the server acknowledged to them.
+    let writers: Vec<std::thread::JoinHandle<i32>> = (0..3)
+        .map(|writer| {
+            let mut client = primary.client();
+            std::thread::spawn(move || {
+                let mut acked = 0;
+                loop {
+                    let next = acked + 1;
+                    match client.execute("insert into acked values ($1, $2)", &[&writer, &next]) {
+                        Ok(_) => acked = next,
+                        Err(_) => return acked,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    // The stream dies in the middle of a flush or between two: commits wait.
+    first.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = StreamProc::start(&primary, &repo, &["--synchronous"]);
+    wait_streaming(&primary, &second, "walship");
+    wait_sync_standby(&primary);
+    std::thread::sleep(Duration::from_secs(3));
+    primary.stop(StopMode::Immediate);
+    let acked: Vec<i32> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let _ = load.kill();
+    let _ = load.wait();
+    std::fs::remove_dir_all(primary.data_dir()).unwrap();
+    let mut second = second;
+    assert_eq!(second.terminate(), Some(0), "{}", second.log());
+    assert!(acked.iter().all(|&n| n > 5), "too few commits: {acked:?}");
+    let log = second.log();
+    assert!(
+        log.contains("adopted the stored tail of"),
+        "the new stream did not adopt the journal the killed one left:\n{log}"
+    );
+
+    let dir = pg_test_harness::test_dir("journal-kill9");
+    let to = dir.path().join("data");
+    let out = restore_support::restore(&repo, &to, &["--target", "latest"]);
+    assert!(out.status.success(), "restore: {}", describe(&out));
+    let mut restored = Cluster::from_data_dir(&install, &to);
+    restored.append_conf("synchronous_standby_names = ''");
+    restored.append_conf("archive_mode = off");
+    restored.start();
+    wait_until(Duration::from_secs(180), "recovery to end", || {
+        restored.query_string("select pg_is_in_recovery()") == "f"
+    });
+    for (writer, &n) in acked.iter().enumerate() {
+        let present: i64 = restored
+            .query_string(&format!(
+                "select count(distinct n) from acked where writer = {writer} and n <= {n}"
+            ))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            present,
+            i64::from(n),
+            "writer {writer} saw {n} commits acknowledged, the restored cluster has {present}"
+        );
+    }
     restored.stop(StopMode::Fast);
 }
