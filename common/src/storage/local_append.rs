@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::local::{DIR_MODE, FILE_MODE, LocalStorage};
+use super::local::{DIR_MODE, FILE_MODE, LocalStorage, blocking, parent};
 use super::{ObjectKey, StorageError, StorageOp};
 use crate::fsutil::{self, TempFile};
 
@@ -94,7 +94,7 @@ impl AppendFile {
     }
 
     /// The file's current length.
-    pub async fn len(&self) -> Result<u64, StorageError> {
+    pub async fn size(&self) -> Result<u64, StorageError> {
         let (file, path) = (Arc::clone(&self.file), self.path.clone());
         blocking(move || {
             file.metadata()
@@ -137,22 +137,6 @@ fn io_err(action: &'static str, path: &std::path::Path) -> impl FnOnce(io::Error
     }
 }
 
-fn parent(path: &std::path::Path) -> &std::path::Path {
-    path.parent().unwrap_or(path)
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StorageError::Io {
-            action: "run blocking file-system task for",
-            path: PathBuf::new(),
-            source: io::Error::other(e),
-        })?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +155,7 @@ mod tests {
             .await
             .unwrap();
         file.truncate_durable(6).await.unwrap();
-        assert_eq!(file.len().await.unwrap(), 6);
+        assert_eq!(file.size().await.unwrap(), 6);
         let got = storage
             .get(&key)
             .await

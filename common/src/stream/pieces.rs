@@ -456,7 +456,7 @@ async fn adopt_journal(
     let file = local
         .open_append(&layout::tail_journal_key(segment))
         .await?;
-    let len = file.len().await?;
+    let len = file.size().await?;
     if len > valid_len {
         tracing::info!(
             "{}: cutting off {} bytes of a frame torn by a crash (never acknowledged)",
