@@ -273,15 +273,20 @@ impl PieceStore {
             return Ok(state);
         }
         // Nothing usable, or it disagrees with what arrived (the server rewrote WAL past the
-        // end of its last complete record after a crash): replace the base with what arrived,
-        // then remove the old pieces.
+        // end of its last complete record after a crash), or a journal not to append to:
+        // replace the base with what arrived, then remove the old pieces and journal.
         self.reap(true).await;
         let base = self.base.as_mut().ok_or_else(|| {
             StreamError::UploaderGone("the tail's base writer was lost with its task".into())
         })?;
-        if found.base_len.is_some() || !found.pieces.is_empty() {
+        if untrusted {
             tracing::info!(
-                "replacing the stored tail of {} an earlier walship stream left (it disagrees with the WAL received)",
+                "replacing the journal of {} (an append to it failed) by a base holding the tail received",
+                tail.name
+            );
+        } else if found.base_len.is_some() || !found.pieces.is_empty() || found.journal.is_some() {
+            tracing::info!(
+                "replacing the stored tail of {} an earlier walship stream left (it disagrees with the WAL received, or holds frames no reader delivers)",
                 tail.name
             );
         }
