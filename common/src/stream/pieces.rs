@@ -140,9 +140,7 @@ impl PieceStore {
                 Some(local) => match append_frame(repo, local, state, piece, bytes.clone()).await {
                     Ok(appended) => appended,
                     Err(e) => {
-                        // Whatever the file holds now is not to be appended to.
-                        self.untrusted.push(tail.name);
-                        self.segments.remove(index);
+                        self.distrust(tail.name);
                         return Err(e);
                     }
                 },
@@ -201,6 +199,13 @@ impl PieceStore {
         for cleanup in self.cleanups.drain(..) {
             let _ = cleanup.await;
         }
+    }
+
+    /// After a failed append to `name`'s journal: whatever the file holds now is not to be
+    /// appended to, so the segment's next store begins afresh and replaces it by a base.
+    pub(super) fn distrust(&mut self, name: WalFileName) {
+        self.untrusted.push(name);
+        self.segments.retain(|s| s.name != name);
     }
 
     /// The first flush of a segment in this run: adopt, replace or start afresh.
@@ -536,150 +541,4 @@ fn range(pieces: &[Bytes], from: u64, to: u64) -> Bytes {
         at = end;
     }
     out.freeze()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::Codec;
-    use crate::lsn::Lsn;
-    use crate::pg::segment::WalSegSize;
-    use crate::pg::timeline::TimelineId;
-    use crate::storage::{AnyStorage, LocalStorage};
-    use crate::stream::segment::SegmentAssembler;
-
-    fn repo(dir: &std::path::Path) -> Repository {
-        Repository::new(
-            AnyStorage::from(LocalStorage::new(dir).unwrap()),
-            Codec::Lz4,
-        )
-    }
-
-    fn assembler() -> SegmentAssembler {
-        SegmentAssembler::new(
-            TimelineId(1),
-            Lsn(3 << 20),
-            WalSegSize::from_mib(1).unwrap(),
-        )
-        .unwrap()
-    }
-
-    /// The same directory seen through a fault-free wrapper: not `local()`, so pieces.
-    fn object_repo(dir: &std::path::Path) -> Repository {
-        let local = AnyStorage::from(LocalStorage::new(dir).unwrap());
-        let wrapped = crate::storage::FaultyStorage::new(local, Default::default());
-        Repository::new(AnyStorage::from(wrapped), Codec::Lz4)
-    }
-
-    #[tokio::test]
-    async fn flushes_are_pieces_consolidated_adopted_and_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = object_repo(dir.path());
-        let mut asm = assembler();
-        let mut store = PieceStore::default();
-        let mut data = Vec::new();
-        for i in 0..(PIECES_PER_BASE + 5) {
-            let msg = vec![i as u8; 100 + i];
-            data.extend_from_slice(&msg);
-            asm.push(asm.position(), Bytes::from(msg)).unwrap();
-            assert_eq!(
-                store.store(&repo, &asm.tail()).await.unwrap(),
-                TailOutcome::Stored
-            );
-            // Every flush's bytes are readable at once.
-            let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
-            assert_eq!(found.content, data[..]);
-        }
-        store.settle().await;
-        let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
-        assert!(found.base_len.is_some(), "no consolidation: {found:?}");
-        assert!(found.pieces.len() < PIECES_PER_BASE, "{found:?}");
-        assert_eq!(found.content, data[..]);
-
-        // A new run adopts what is stored and goes on from its end.
-        let mut again = PieceStore::default();
-        let extra = vec![0xEE; 300];
-        data.extend_from_slice(&extra);
-        asm.push(asm.position(), Bytes::from(extra)).unwrap();
-        again.store(&repo, &asm.tail()).await.unwrap();
-        let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
-        assert_eq!(found.content, data[..]);
-
-        // Released: base and pieces are gone.
-        again.release(&repo, asm.current()).await.unwrap();
-        again.settle().await;
-        assert_eq!(read_partial(&repo, asm.current()).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn local_flushes_are_frames_of_one_journal_adopted_after_a_torn_frame() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = repo(dir.path());
-        let mut asm = assembler();
-        let mut store = PieceStore::default();
-        let mut data = Vec::new();
-        for i in 0..(PIECES_PER_BASE + 5) {
-            let msg = vec![i as u8; 100 + i];
-            data.extend_from_slice(&msg);
-            asm.push(asm.position(), Bytes::from(msg)).unwrap();
-            store.store(&repo, &asm.tail()).await.unwrap();
-            let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
-            assert_eq!(found.content, data[..]);
-        }
-        store.settle().await;
-        let segment = asm.current();
-        let found = read_partial(&repo, segment).await.unwrap().unwrap();
-        assert_eq!((found.base_len, found.pieces.len()), (None, 0), "{found:?}");
-        let journal = found.journal.clone().unwrap();
-        assert_eq!(journal.frames, PIECES_PER_BASE + 5);
-        assert_eq!(journal.frames_used, journal.frames);
-
-        // A crash tore a frame that was being appended: it was never acknowledged.
-        let path = dir.path().join(layout::tail_journal_key(segment).as_str());
-        let mut torn = std::fs::read(&path).unwrap();
-        let valid = torn.len();
-        torn.extend_from_slice(&journal::encode_frame(data.len() as u32, &[7; 900])[..300]);
-        std::fs::write(&path, &torn).unwrap();
-        assert_eq!(
-            read_partial(&repo, segment).await.unwrap().unwrap().content,
-            data[..]
-        );
-
-        // A new run adopts the journal, cuts the torn frame off and appends a shorter one.
-        drop(store);
-        let mut again = PieceStore::default();
-        let extra = vec![0xEE; 10];
-        data.extend_from_slice(&extra);
-        asm.push(asm.position(), Bytes::from(extra)).unwrap();
-        again.store(&repo, &asm.tail()).await.unwrap();
-        let found = read_partial(&repo, segment).await.unwrap().unwrap();
-        assert_eq!(found.content, data[..]);
-        let j = found.journal.unwrap();
-        assert_eq!((j.frames, j.end), (PIECES_PER_BASE + 6, JournalEnd::Clean));
-        assert!(j.valid_len > valid as u64);
-
-        // Received WAL that disagrees (the server rewrote it): a new base, a new journal.
-        let mut other = assembler();
-        let rewritten = vec![0x55; 2000];
-        other
-            .push(other.position(), Bytes::from(rewritten.clone()))
-            .unwrap();
-        let mut third = PieceStore::default();
-        third.store(&repo, &other.tail()).await.unwrap();
-        let found = read_partial(&repo, segment).await.unwrap().unwrap();
-        assert_eq!(found.content, rewritten[..]);
-        assert_eq!((found.base_len, found.journal), (Some(2000), None));
-        other
-            .push(other.position(), Bytes::from(vec![0x66; 50]))
-            .unwrap();
-        third.store(&repo, &other.tail()).await.unwrap();
-        let found = read_partial(&repo, segment).await.unwrap().unwrap();
-        assert_eq!(found.content.len(), 2050);
-        assert_eq!(found.journal.unwrap().frames, 1);
-
-        // Released: base and journal are gone.
-        third.release(&repo, segment).await.unwrap();
-        third.settle().await;
-        assert_eq!(read_partial(&repo, segment).await.unwrap(), None);
-    }
 }
