@@ -25,6 +25,15 @@ pub const MAGIC: [u8; 4] = *b"WSJ1";
 /// Bytes of a frame header.
 pub const HEADER_LEN: usize = 16;
 
+/// Bytes a stream zero-fills a new journal to when it creates it (the segment size: a
+/// segment's frames usually fit, since the codec rarely grows WAL), so that each later frame
+/// is an overwrite inside the file, which `fdatasync` makes durable without a file-system
+/// journal commit (what `pg_receivewal` does with its segments). Frames past it extend the
+/// file. Readers take the zeros after the last frame as the journal's end.
+pub fn preallocation(seg_bytes: u64) -> u64 {
+    seg_bytes
+}
+
 /// The most bytes a segment's journal may hold: the segment twice over (codec and frame
 /// overhead of many tiny flushes) plus 1 MiB. A stream whose journal would grow past it stores
 /// further flushes as piece objects; a reader refuses a larger journal.
@@ -56,7 +65,7 @@ pub struct Frame {
 /// How the valid frames end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JournalEnd {
-    /// The last valid frame ends the file.
+    /// The last valid frame ends the file, or only zeros follow it (preallocated space).
     Clean,
     /// Bytes follow that are no frame (torn by a crash, or being written): ignored.
     Torn {
@@ -111,11 +120,14 @@ pub fn parse(bytes: &Bytes) -> Parsed {
         frames.push(frame);
         at = next;
     }
-    let end = if at == bytes.len() {
+    // Preallocated zeros after the last frame: skipped at memory speed before the search.
+    let nonzero = bytes[at..].iter().position(|&b| b != 0).map(|i| at + i);
+    let end = if nonzero.is_none() {
         JournalEnd::Clean
     } else {
         // Damage rather than a torn end when a valid frame starts anywhere after.
-        let later = (at + 1..bytes.len().saturating_sub(HEADER_LEN - 1))
+        let from = nonzero.unwrap_or(at).max(at + 1);
+        let later = (from..bytes.len().saturating_sub(HEADER_LEN - 1))
             .filter(|&i| bytes[i..i + 4] == MAGIC)
             .find(|&i| frame_at(bytes, i).is_some());
         match later {
@@ -173,7 +185,6 @@ mod tests {
         let torn: Vec<Vec<u8>> = vec![
             last[..7].to_vec(),              // truncated header
             last[..HEADER_LEN + 3].to_vec(), // truncated payload
-            vec![0; last.len()],             // zeros (preallocated, never written)
             {
                 let mut bad = last.clone(); // bad crc
                 let n = bad.len();
@@ -194,6 +205,16 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn preallocated_zeros_after_the_last_frame_end_it_cleanly() {
+        let mut bytes = journal(&[(0, b"acknowledged")]);
+        let valid = bytes.len() as u64;
+        bytes.extend_from_slice(&[0; 4096]);
+        let parsed = parse(&Bytes::from(bytes));
+        assert_eq!(parsed.frames.len(), 1);
+        assert_eq!((parsed.valid_len, parsed.end), (valid, JournalEnd::Clean));
     }
 
     #[test]

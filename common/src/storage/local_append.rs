@@ -28,12 +28,15 @@ pub struct AppendFile {
 }
 
 impl LocalStorage {
-    /// Creates the object `key` holding `first`, create-only (`StorageError::AlreadyExists`
-    /// if it exists) and durably, and opens it for [`AppendFile::write_durable`].
+    /// Creates the object `key` holding `first` followed by zeros up to `preallocate` bytes
+    /// (written, so that later writes inside them change no file-system metadata),
+    /// create-only (`StorageError::AlreadyExists` if it exists) and durably, and opens it for
+    /// [`AppendFile::write_durable`].
     pub async fn create_append(
         &self,
         key: &ObjectKey,
         first: Bytes,
+        preallocate: u64,
     ) -> Result<AppendFile, StorageError> {
         let path = self.object_path(StorageOp::Put, key)?;
         let key = key.clone();
@@ -41,6 +44,13 @@ impl LocalStorage {
             fsutil::create_dir_all_durable(parent(&path), DIR_MODE)?;
             let mut temp = TempFile::create_for(&path, FILE_MODE)?;
             temp.write_all(&first)?;
+            let zeros = vec![0u8; 256 << 10];
+            let mut len = first.len() as u64;
+            while len < preallocate {
+                let n = (preallocate - len).min(zeros.len() as u64) as usize;
+                temp.write_all(&zeros[..n])?;
+                len += n as u64;
+            }
             temp.persist(&path, true).map_err(|e| {
                 if e.is_already_exists() {
                     StorageError::AlreadyExists {
@@ -148,9 +158,10 @@ mod tests {
         let storage = LocalStorage::new(dir.path()).unwrap();
         let key = ObjectKey::new("wal/x/journal").unwrap();
         let file = storage
-            .create_append(&key, Bytes::from_static(b"abc"))
+            .create_append(&key, Bytes::from_static(b"abc"), 10)
             .await
             .unwrap();
+        assert_eq!(file.size().await.unwrap(), 10);
         file.write_durable(3, Bytes::from_static(b"defgh"))
             .await
             .unwrap();
@@ -164,7 +175,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&got[..], b"abcdef");
-        let again = storage.create_append(&key, Bytes::new()).await;
+        let again = storage.create_append(&key, Bytes::new(), 0).await;
         assert!(again.unwrap_err().is_already_exists());
         storage.open_append(&key).await.unwrap();
         let missing = ObjectKey::new("wal/x/other").unwrap();

@@ -15,9 +15,10 @@
 //!   flushed once that returns. A piece is never overwritten.
 //! - On a local repository a piece is a **frame appended to the segment's journal**
 //!   `<segment>.partial.journal` ([`crate::repo::journal`]) instead of a new object: one
-//!   `pwrite` and one `fdatasync` per flush (one file-system journal commit, where a new file
-//!   costs two). The journal is created, create-only and with its first frame, at the
-//!   segment's first flush. A journal that an earlier run left and that agrees is adopted: the
+//!   `pwrite` and one `fdatasync` per flush (one file-system journal commit at most, where a
+//!   new file costs two). The journal is created, create-only, with its first frame and
+//!   zero-filled to [`journal::preallocation`], at the segment's first flush; later frames
+//!   overwrite the zeros, which `fdatasync` makes durable without a file-system commit. A journal that an earlier run left and that agrees is adopted: the
 //!   torn remains after its last valid frame are cut off (durably) before the next frame is
 //!   appended, so no stale bytes ever follow a new frame. A failed append (or `fdatasync`)
 //!   leaves the journal untrusted: the next attempt stores the whole tail as a new base and
@@ -440,7 +441,9 @@ async fn append_frame(
         }
         None => {
             let key = layout::tail_journal_key(piece.segment);
-            let file = match local.create_append(&key, frame).await {
+            let seg_bytes = piece.segment.seg_size().as_u64();
+            let preallocate = journal::preallocation(seg_bytes);
+            let file = match local.create_append(&key, frame, preallocate).await {
                 Ok(file) => file,
                 Err(e) if e.is_already_exists() => {
                     return Err(StreamError::Refused(format!(
@@ -469,7 +472,7 @@ async fn adopt_journal(
     let len = file.size().await?;
     if len > valid_len {
         tracing::info!(
-            "{}: cutting off {} bytes of a frame torn by a crash (never acknowledged)",
+            "{}: cutting off the {} bytes after its last valid frame (zeros, or a frame torn by a crash: never acknowledged)",
             layout::tail_journal_key(segment),
             len - valid_len
         );

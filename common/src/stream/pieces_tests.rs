@@ -104,8 +104,15 @@ async fn local_flushes_are_frames_of_one_journal_adopted_after_a_torn_frame() {
     // A crash tore a frame that was being appended: it was never acknowledged.
     let path = dir.path().join(layout::tail_journal_key(segment).as_str());
     let mut torn = std::fs::read(&path).unwrap();
-    let valid = torn.len();
-    torn.extend_from_slice(&journal::encode_frame(data.len() as u32, &[7; 900])[..300]);
+    let valid = journal.valid_len as usize;
+    assert!(
+        torn.len() >= 1 << 20,
+        "not preallocated: {} bytes",
+        torn.len()
+    );
+    assert!(torn[valid..].iter().all(|&b| b == 0));
+    let frame = journal::encode_frame(data.len() as u32, &[7; 900]);
+    torn[valid..valid + 300].copy_from_slice(&frame[..300]);
     std::fs::write(&path, &torn).unwrap();
     assert_eq!(
         read_partial(&repo, segment).await.unwrap().unwrap().content,
