@@ -17,6 +17,10 @@
 //! journal. A journal is not an atomic object: a reader may see a frame half written, and the
 //! crc makes that safe. A bad frame followed by a valid one is never written by a stream (a
 //! restart truncates the torn remains before appending); [`parse`] reports it for `verify`.
+//! (The search for a valid frame after a bad one looks at every byte, so a torn frame whose
+//! payload happens to embed a well-formed frame, e.g. uncompressed WAL of a row crafted to,
+//! reads as damage: only `verify`'s verdict and the stream's choice to replace rather than
+//! adopt the journal depend on it, never which bytes are delivered.)
 
 use bytes::Bytes;
 
