@@ -32,9 +32,10 @@ impl ArchiveListing {
     pub async fn load(repo: &Repository, seg_size: WalSegSize) -> Result<Self, RestoreError> {
         let mut listing = ArchiveListing::default();
         for meta in repo.storage().list(layout::WAL_PREFIX).await? {
-            if let Some(piece) = layout::tail_piece_of(&meta.key, seg_size) {
-                // A piece of a stream's tail: the segment's beginning is stored (base or not).
-                let w = piece.segment;
+            if let Some(tail) = layout::tail_object_of(&meta.key, seg_size) {
+                // A piece or journal of a stream's tail: the segment's beginning is stored
+                // (base or not).
+                let w = tail.segment();
                 *listing
                     .partials
                     .entry((w.timeline(), w.segno()))

@@ -97,8 +97,14 @@ fn network_drop_test(install: &PgInstall, repo: &TestRepo) {
         "the range begins where streaming began ({first} > {})",
         seg_name(1, start)
     );
-    for name in names.iter().filter(|n| n.ends_with(".partial")) {
-        let segment = name.trim_end_matches(".partial");
+    // Bases and (local repositories) journals alike.
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".partial") || n.ends_with(".partial.journal"))
+    {
+        let segment = name
+            .trim_end_matches(".journal")
+            .trim_end_matches(".partial");
         assert!(
             !names.iter().any(|n| n == segment),
             "a stream tail {name} is left beside its complete segment"

@@ -1,16 +1,19 @@
-//! `walship stream --synchronous` stores its tail as append-only pieces
-//! (`<segment>.partial.<offset>`, docs/FORMAT.md "`.partial` objects"), against a real
-//! Postgres 15 and a local repository: every synchronous flush is a piece and the flush the
-//! server sees never passes what `fetch --allow-partial` delivers, byte-identical to the
-//! server's pg_wal; a completed segment takes its pieces away; a gap stops delivery at the
-//! gap and `verify` says so; leftover pieces are reported and `expire` removes them with their
-//! segment; an old repository holding only a `.partial` still restores.
+//! `walship stream --synchronous` stores its tail as append-only pieces (docs/FORMAT.md
+//! "`.partial` objects"), against a real Postgres 15 and a local repository, where each piece
+//! is a frame appended to the segment's journal `<segment>.partial.journal` (no piece objects):
+//! the flush the server sees never passes what `fetch --allow-partial` delivers,
+//! byte-identical to the server's pg_wal; a completed segment takes its journal away; a gap
+//! stops delivery at the gap and `verify` says so; leftover pieces and journals are reported
+//! and `expire` removes them with their segment; a damaged journal is a problem for `verify`;
+//! a `kill -9` of the synchronous stream under load, then a new stream adopting the journal,
+//! loses no acknowledged commit; an old repository holding only a `.partial` still restores.
 
 mod lifecycle_support;
 mod restore_support;
 mod stream_support;
 mod support;
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +22,7 @@ use restore_support::{open_repo, runtime, walship_backup};
 use stream_support::*;
 use support::{TestRepo, describe, wait_until};
 use walship_common::pg::{WalFileName, WalSegSize};
+use walship_common::repo::journal;
 use walship_common::repo::layout::{self, TailPiece};
 use walship_common::repo::partial::read_partial;
 use walship_common::storage::Storage;
@@ -27,12 +31,39 @@ fn seg_size() -> WalSegSize {
     WalSegSize::from_mib(1).unwrap()
 }
 
-/// Names under the segment's group in the local repository that are pieces of `segment`.
+/// Names under the segment's group in the local repository that are piece objects of
+/// `segment` (its journal excluded).
 fn pieces_of(repo: &TestRepo, segment: &str) -> Vec<String> {
     repo_wal_names(repo.local_root())
         .into_iter()
-        .filter(|n| n.starts_with(&format!("{segment}.partial.")))
+        .filter(|n| n.starts_with(&format!("{segment}.partial.")) && !n.ends_with(".journal"))
         .collect()
+}
+
+/// Whether the local repository holds the journal of `segment`.
+fn has_journal(repo: &TestRepo, segment: &str) -> bool {
+    repo_wal_names(repo.local_root()).contains(&format!("{segment}.partial.journal"))
+}
+
+/// A journal file holding `frames` (offset, content) as the stream writes them.
+async fn journal_bytes(
+    lib: &walship_common::repo::Repository,
+    segment: WalFileName,
+    frames: &[(usize, &[u8])],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (offset, content) in frames {
+        let key = layout::tail_piece_key(TailPiece {
+            segment,
+            offset: *offset as u32,
+        });
+        let payload = lib
+            .encode_content(&key, Bytes::copy_from_slice(content))
+            .await
+            .unwrap();
+        out.extend(journal::encode_frame(*offset as u32, &payload));
+    }
+    out
 }
 
 fn flush_lsn(cluster: &Cluster) -> u64 {
@@ -42,7 +73,7 @@ fn flush_lsn(cluster: &Cluster) -> u64 {
 }
 
 #[test]
-fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() {
+fn synchronous_flushes_are_journal_frames_fetch_assembles_them_and_gaps_stop_delivery() {
     let Some(install) = lifecycle_support::pg15() else {
         return;
     };
@@ -61,17 +92,22 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
     primary.execute("select pg_switch_wal()");
     primary.execute("insert into t values (0, 'x')");
 
-    // 40 synchronous commits: each waits for its flush, so each is (at least) one piece.
+    // 40 synchronous commits: each waits for its flush, so each is (at least) one frame of
+    // the segment's journal; no piece object is written.
     for n in 1..=40 {
         primary.execute(&format!("insert into t values ({n}, repeat('p', 200))"));
     }
     let flushed = flush_lsn(&primary);
     let current = seg_name(1, flushed);
-    let pieces = pieces_of(&repo, &current);
+    let rt = runtime();
+    let lib = open_repo(&rt, &repo);
+    let segment = WalFileName::parse(&current, seg_size()).unwrap();
+    let stored = rt.block_on(read_partial(&lib, segment)).unwrap().unwrap();
+    let frames = stored.journal.as_ref().map_or(0, |j| j.frames);
     assert!(
-        pieces.len() >= 20,
-        "40 synchronous commits stored only {} pieces of {current}: {pieces:?}\n{}",
-        pieces.len(),
+        frames >= 20 && pieces_of(&repo, &current).is_empty(),
+        "40 synchronous commits stored {frames} journal frames and piece objects {:?} of {current}\n{}",
+        pieces_of(&repo, &current),
         stream.log()
     );
 
@@ -87,10 +123,6 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
         delivered[..upto] == original[..upto],
         "fetch --allow-partial of {current} differs from pg_wal before the reported flush {flushed:X}"
     );
-    let rt = runtime();
-    let lib = open_repo(&rt, &repo);
-    let segment = WalFileName::parse(&current, seg_size()).unwrap();
-    let stored = rt.block_on(read_partial(&lib, segment)).unwrap().unwrap();
     assert!(
         stored.content.len() >= upto,
         "the flush reported to the server ({upto:#X} into {current}) passes what is stored ({:#X})",
@@ -98,15 +130,16 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
     );
     assert!(stored.gap.is_none(), "{stored:?}");
 
-    // Completing the segment removes its pieces (and base).
+    // Completing the segment removes its journal (and base).
     primary.execute("select pg_switch_wal()");
     primary.execute("insert into t values (-1, 'next')");
     wait_until(
         Duration::from_secs(60),
-        "the pieces of the completed segment to go",
+        "the journal of the completed segment to go",
         || {
             repo_wal_names(repo.local_root()).contains(&current)
                 && pieces_of(&repo, &current).is_empty()
+                && !has_journal(&repo, &current)
                 && !repo_wal_names(repo.local_root()).contains(&format!("{current}.partial"))
         },
     );
@@ -138,7 +171,11 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
     let (a, b, c) = (4096, 8000, 10_000);
     rt.block_on(async {
         let base = layout::wal_key(&walship_common::pg::ArchiveFileName::Partial(last_seg));
-        lib.storage().delete(&base).await.unwrap();
+        let _ = lib.storage().delete(&base).await;
+        lib.storage()
+            .delete(&layout::tail_journal_key(last_seg))
+            .await
+            .unwrap();
         for p in walship_common::repo::partial::list_pieces(&lib, last_seg)
             .await
             .unwrap()
@@ -189,13 +226,20 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
     });
     rt.block_on(lib.put_content(&leftover, Bytes::from_static(b"left behind"), true))
         .unwrap();
+    let journal = rt.block_on(journal_bytes(&lib, old, &[(0x200, b"left behind too")]));
+    rt.block_on(lib.storage().put(
+        &layout::tail_journal_key(old),
+        Bytes::from(journal),
+        Default::default(),
+    ))
+    .unwrap();
     support::chown_tree_like(repo.local_root(), repo.local_root());
     let out = repo.walship(&["verify", "--quick"]);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        text.contains(&format!("stream tail pieces of {current}")),
-        "verify does not report the leftover piece: {text}"
+        text.contains(&format!("2 stream tail pieces of {current}")),
+        "verify does not report the leftover piece and journal: {text}"
     );
     std::thread::sleep(Duration::from_secs(2));
     let out = repo.walship(&["expire", "--pitr-window", "1s"]);
@@ -206,12 +250,50 @@ fn synchronous_flushes_are_pieces_fetch_assembles_them_and_gaps_stop_delivery() 
         describe(&out)
     );
     assert!(
-        pieces_of(&repo, &current).is_empty(),
-        "expire removed {current} but not its piece"
+        pieces_of(&repo, &current).is_empty() && !has_journal(&repo, &current),
+        "expire removed {current} but not its piece or journal"
     );
     assert!(
         !pieces_of(&repo, &last).is_empty(),
         "expire removed the tail pieces of {last}, which the newest backup needs"
+    );
+
+    // A damaged journal (a bad frame followed by a valid one, which no stream writes) is a
+    // problem for verify; a torn last frame is not.
+    let (x, y) = (c + 100, c + 300);
+    let mut damaged = rt.block_on(journal_bytes(
+        &lib,
+        last_seg,
+        &[(c, &original[c..x]), (x, &original[x..y])],
+    ));
+    let first = rt.block_on(journal_bytes(&lib, last_seg, &[(c, &original[c..x])]));
+    let torn = damaged.clone();
+    rt.block_on(lib.storage().put(
+        &layout::tail_journal_key(last_seg),
+        Bytes::copy_from_slice(&torn[..torn.len() - 5]),
+        Default::default(),
+    ))
+    .unwrap();
+    support::chown_tree_like(repo.local_root(), repo.local_root());
+    let out = repo.walship(&["verify", "--quick"]);
+    let text = describe(&out);
+    assert!(
+        text.contains("a journal of 1 frames") && !text.contains("is damaged"),
+        "verify on a torn last frame: {text}"
+    );
+    damaged[first.len() / 2] ^= 0xFF;
+    rt.block_on(lib.storage().put(
+        &layout::tail_journal_key(last_seg),
+        Bytes::from(damaged),
+        Default::default(),
+    ))
+    .unwrap();
+    support::chown_tree_like(repo.local_root(), repo.local_root());
+    let out = repo.walship(&["verify", "--quick"]);
+    let text = describe(&out);
+    assert!(
+        !out.status.success() && text.contains("is damaged") && text.contains(".partial.journal"),
+        "verify does not name the damaged journal: {text}"
     );
 }
 
@@ -246,6 +328,10 @@ fn a_repository_with_only_a_partial_tail_still_restores_latest() {
     rt.block_on(async {
         let base = layout::wal_key(&walship_common::pg::ArchiveFileName::Partial(segment));
         let _ = lib.storage().delete(&base).await;
+        let _ = lib
+            .storage()
+            .delete(&layout::tail_journal_key(segment))
+            .await;
         for p in walship_common::repo::partial::list_pieces(&lib, segment)
             .await
             .unwrap()
@@ -259,7 +345,7 @@ fn a_repository_with_only_a_partial_tail_still_restores_latest() {
             .await
             .unwrap();
     });
-    assert!(pieces_of(&repo, &last).is_empty());
+    assert!(pieces_of(&repo, &last).is_empty() && !has_journal(&repo, &last));
     support::chown_tree_like(repo.local_root(), repo.local_root());
 
     let dir = pg_test_harness::test_dir("pieces-old-format");
@@ -273,5 +359,96 @@ fn a_repository_with_only_a_partial_tail_still_restores_latest() {
         restored.query_string("select pg_is_in_recovery()") == "f"
     });
     assert_eq!(restored.query_string("select count(*) from t"), "1000");
+    restored.stop(StopMode::Fast);
+}
+
+#[test]
+fn kill_9_of_a_synchronous_stream_under_load_then_adoption_loses_no_acknowledged_commit() {
+    let Some(install) = lifecycle_support::pg15() else {
+        return;
+    };
+    let repo = TestRepo::local();
+    let mut primary = Cluster::builder(&install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("synchronous_standby_names", "'walship'")
+        .setting("wal_keep_size", "'1GB'")
+        .start();
+    let mut first = StreamProc::start(&primary, &repo, &["--synchronous"]);
+    wait_streaming(&primary, &first, "walship");
+    wait_sync_standby(&primary);
+    primary.execute("create table acked(writer int, n int)");
+    let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "pgbench -i: {}", describe(&init));
+    walship_backup(&primary, &repo);
+
+    let mut load = pgbench(&primary, &["-n", "-T", "120", "-c", "4", "-j", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Writers count every commit the server acknowledged to them.
+    let writers: Vec<std::thread::JoinHandle<i32>> = (0..3)
+        .map(|writer| {
+            let mut client = primary.client();
+            std::thread::spawn(move || {
+                let mut acked = 0;
+                loop {
+                    let next = acked + 1;
+                    match client.execute("insert into acked values ($1, $2)", &[&writer, &next]) {
+                        Ok(_) => acked = next,
+                        Err(_) => return acked,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    // The stream dies in the middle of a flush or between two: commits wait.
+    first.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let second = StreamProc::start(&primary, &repo, &["--synchronous"]);
+    wait_streaming(&primary, &second, "walship");
+    wait_sync_standby(&primary);
+    std::thread::sleep(Duration::from_secs(3));
+    primary.stop(StopMode::Immediate);
+    let acked: Vec<i32> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let _ = load.kill();
+    let _ = load.wait();
+    std::fs::remove_dir_all(primary.data_dir()).unwrap();
+    let mut second = second;
+    assert_eq!(second.terminate(), Some(0), "{}", second.log());
+    assert!(acked.iter().all(|&n| n > 5), "too few commits: {acked:?}");
+    let log = second.log();
+    assert!(
+        log.contains("adopted the stored tail of"),
+        "the new stream did not adopt the journal the killed one left:\n{log}"
+    );
+
+    let dir = pg_test_harness::test_dir("journal-kill9");
+    let to = dir.path().join("data");
+    let out = restore_support::restore(&repo, &to, &["--target", "latest"]);
+    assert!(out.status.success(), "restore: {}", describe(&out));
+    let mut restored = Cluster::from_data_dir(&install, &to);
+    restored.append_conf("synchronous_standby_names = ''");
+    restored.append_conf("archive_mode = off");
+    restored.start();
+    wait_until(Duration::from_secs(180), "recovery to end", || {
+        restored.query_string("select pg_is_in_recovery()") == "f"
+    });
+    for (writer, &n) in acked.iter().enumerate() {
+        let present: i64 = restored
+            .query_string(&format!(
+                "select count(distinct n) from acked where writer = {writer} and n <= {n}"
+            ))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            present,
+            i64::from(n),
+            "writer {writer} saw {n} commits acknowledged, the restored cluster has {present}"
+        );
+    }
     restored.stop(StopMode::Fast);
 }

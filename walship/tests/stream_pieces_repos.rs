@@ -1,7 +1,8 @@
-//! The stream's tail pieces (`<segment>.partial.<offset>`, docs/FORMAT.md) in the repositories
-//! around them, against a real Postgres 15: in an encrypted repository every piece is sealed
-//! (no plaintext in the stored file) and `fetch --allow-partial` still delivers the server's
-//! bytes; `walship copy` carries the pieces, so the target delivers the same tail; on S3 with
+//! The stream's tail pieces (`<segment>.partial.<offset>`, on a local repository the frames of
+//! `<segment>.partial.journal`; docs/FORMAT.md) in the repositories around them, against a real
+//! Postgres 15: in an encrypted repository every piece is sealed (no plaintext in the stored
+//! file) and `fetch --allow-partial` still delivers the server's bytes; `walship copy` carries
+//! a journal's frames as piece objects, so the target delivers the same tail; on S3 with
 //! Object Lock the pieces are never locked (the stream must be able to remove them) while a
 //! complete segment is.
 
@@ -17,7 +18,7 @@ use support::{TestRepo, describe};
 
 const MARKER: &str = "walship-piece-marker-51c9";
 
-/// Names in the local repository that are pieces of `segment`.
+/// Names in the local repository that are pieces or the journal of `segment`.
 fn pieces_of(repo: &TestRepo, segment: &str) -> Vec<String> {
     repo_wal_names(repo.local_root())
         .into_iter()
@@ -138,7 +139,7 @@ fn pieces_in_an_encrypted_repository_are_sealed_and_fetch_delivers_the_server_by
 }
 
 #[test]
-fn copy_carries_the_pieces_and_the_target_delivers_the_same_tail() {
+fn copy_carries_a_journals_frames_as_pieces_and_the_target_delivers_the_same_tail() {
     if lifecycle_support::pg15().is_none() {
         return;
     }
@@ -146,16 +147,26 @@ fn copy_carries_the_pieces_and_the_target_delivers_the_same_tail() {
     let target = TestRepo::local();
     let (last, upto, original) = stream_a_tail(&source, 30);
     let source_pieces = pieces_of(&source, &last);
+    assert_eq!(
+        source_pieces,
+        vec![format!("{last}.partial.journal")],
+        "a local repository's synchronous tail is one journal"
+    );
 
     let out = source.walship(&["copy", "--to", &target.url]);
     assert!(out.status.success(), "copy: {}", describe(&out));
     support::chown_tree_like(target.local_root(), target.local_root());
 
+    // The journal's frames arrive as piece objects (create-only, one per frame).
     let copied = pieces_of(&target, &last);
-    assert_eq!(
-        copied, source_pieces,
-        "the target does not hold the source's pieces"
+    assert!(
+        copied.len() >= 10 && copied.iter().all(|n| !n.ends_with(".journal")),
+        "the target does not hold the journal's frames as pieces: {copied:?}"
     );
+    // A second copy finds them all present and changes nothing.
+    let out = source.walship(&["copy", "--to", &target.url]);
+    assert!(out.status.success(), "second copy: {}", describe(&out));
+    assert_eq!(pieces_of(&target, &last), copied);
     let from_source = fetch(&source, &last, true);
     let from_target = fetch(&target, &last, true);
     assert!(

@@ -27,6 +27,7 @@
 //! - Memory is bounded: objects are streamed (at most one S3 part per object in
 //!   flight) and at most [`CopyOptions::parallel`] objects move at once.
 
+mod journal;
 mod lag;
 mod plan;
 mod transfer;
@@ -354,6 +355,7 @@ pub async fn copy(
         report.lag = lag::lag(seg_size, &source_wal, &target_after);
         report.copied_objects = (work.keys.len()
             + work.wal.len()
+            + work.journals.len()
             + work
                 .backups
                 .iter()
@@ -365,6 +367,17 @@ pub async fn copy(
     copy_all(source, target, &work.keys, opts.parallel, &mut report).await?;
     let before = report.copied_objects;
     copy_all(source, target, &work.wal, opts.parallel, &mut report).await?;
+    for meta in &work.journals {
+        for outcome in journal::copy_journal(source, target, meta, seg_size).await? {
+            match outcome {
+                Outcome::Copied(bytes) => {
+                    report.copied_objects += 1;
+                    report.copied_bytes += bytes;
+                }
+                Outcome::Present => report.already_present += 1,
+            }
+        }
+    }
     report.wal_objects = report.copied_objects - before;
     target_after.extend(work.wal.iter().cloned());
     for backup in &work.backups {

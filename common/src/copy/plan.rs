@@ -32,6 +32,9 @@ pub(crate) struct CopyPlan {
     pub(crate) keys: Vec<ObjectMeta>,
     /// WAL objects the target lacks, plus `.partial` tails whose size differs.
     pub(crate) wal: Vec<ObjectMeta>,
+    /// The source's stream tail journals: copied as piece objects, one per frame
+    /// (`super::journal`), every time.
+    pub(crate) journals: Vec<ObjectMeta>,
     /// Complete backups the target lacks, oldest first.
     pub(crate) backups: Vec<BackupCopy>,
     /// Objects present on both sides with different sizes (never overwritten).
@@ -83,9 +86,9 @@ fn complete_backups(listing: &[ObjectMeta]) -> BTreeMap<BackupId, (Vec<ObjectMet
 /// `.partial`'s or tail piece's, a backup history file's start segment), `None` for timeline history files,
 /// which retention keeps.
 fn segment_position(key: &ObjectKey, seg_size: WalSegSize) -> Option<u64> {
-    if let Some(piece) = crate::repo::layout::tail_piece_of(key, seg_size) {
-        // A stream tail piece goes with its segment's `.partial`.
-        return Some(piece.segment.segno().0);
+    if let Some(tail) = crate::repo::layout::tail_object_of(key, seg_size) {
+        // A stream tail piece or journal goes with its segment's `.partial`.
+        return Some(tail.segment().segno().0);
     }
     let name = key.as_str().rsplit('/').next()?;
     ArchiveFileName::parse(name, seg_size)
@@ -120,6 +123,16 @@ pub(crate) fn plan(l: &Listings<'_>) -> CopyPlan {
 
     let target_wal = by_key(l.target_wal);
     for meta in l.source_wal {
+        if layout::tail_journal_of(&meta.key, l.seg_size).is_some() {
+            let below = wal_horizon
+                .is_some_and(|h| segment_position(&meta.key, l.seg_size).is_some_and(|p| p < h));
+            if below {
+                plan.skipped_by_target_retention += 1;
+            } else {
+                plan.journals.push(meta.clone());
+            }
+            continue;
+        }
         match target_wal.get(&meta.key) {
             Some(&size) if size == meta.size => {}
             Some(_) if is_replaceable(&meta.key) => plan.wal.push(meta.clone()),

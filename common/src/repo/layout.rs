@@ -7,6 +7,7 @@
 //! wal/0000000100000003/000000010000000300000042       WAL segments, grouped by the first 16 hex digits
 //! wal/0000000100000003/000000010000000300000042.partial
 //! wal/0000000100000003/000000010000000300000042.partial.0001A000   a stream tail piece (offset)
+//! wal/0000000100000003/000000010000000300000042.partial.journal    a stream tail journal (local)
 //! wal/0000000100000003/000000010000000300000042.00000028.backup
 //! backups/<id>/...                                    base backups (manifest.json written last)
 //! backups/<id>/pins/00000001.json                     pin and unpin records (create-only, numbered)
@@ -90,6 +91,63 @@ pub fn tail_piece_of(key: &ObjectKey, seg_size: WalSegSize) -> Option<TailPiece>
     }
     let piece = TailPiece { segment, offset };
     (tail_piece_key(piece) == *key).then_some(piece)
+}
+
+/// The suffix that makes a `.partial` key a tail journal's.
+const JOURNAL_SUFFIX: &str = ".journal";
+
+/// The key of a segment's tail journal (`docs/FORMAT.md`, "`.partial` objects"): the pieces of
+/// a stream's tail appended as frames to one file per segment, `<segment>.partial.journal`.
+/// Neither a [`TailPiece`] key (its suffix is not 8 hex digits) nor an [`ArchiveFileName`],
+/// but under [`tail_pieces_prefix`], so one listing finds a segment's pieces and journal.
+pub fn tail_journal_key(segment: WalFileName) -> ObjectKey {
+    let partial = wal_key(&ArchiveFileName::Partial(segment));
+    valid_key(format!("{partial}{JOURNAL_SUFFIX}"))
+}
+
+/// The segment whose tail journal `key` is, if it is exactly one's key for segments of
+/// `seg_size`; `None` for anything else.
+pub fn tail_journal_of(key: &ObjectKey, seg_size: WalSegSize) -> Option<WalFileName> {
+    let partial = key.file_name().strip_suffix(JOURNAL_SUFFIX)?;
+    let ArchiveFileName::Partial(segment) = ArchiveFileName::parse(partial, seg_size).ok()? else {
+        return None;
+    };
+    (tail_journal_key(segment) == *key).then_some(segment)
+}
+
+/// One object of a stream's tail besides the base: a piece or a segment's journal.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum TailObject {
+    /// A piece object `<segment>.partial.<offset>`.
+    Piece(TailPiece),
+    /// The journal `<segment>.partial.journal`.
+    Journal(WalFileName),
+}
+
+impl TailObject {
+    /// The segment the object belongs to.
+    pub fn segment(&self) -> WalFileName {
+        match self {
+            TailObject::Piece(p) => p.segment,
+            TailObject::Journal(s) => *s,
+        }
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            TailObject::Piece(p) => tail_piece_key(*p),
+            TailObject::Journal(s) => tail_journal_key(*s),
+        }
+    }
+}
+
+/// The tail piece or journal `key` names, if it is one (see [`tail_piece_of`],
+/// [`tail_journal_of`]).
+pub fn tail_object_of(key: &ObjectKey, seg_size: WalSegSize) -> Option<TailObject> {
+    tail_piece_of(key, seg_size)
+        .map(TailObject::Piece)
+        .or_else(|| tail_journal_of(key, seg_size).map(TailObject::Journal))
 }
 
 /// Prefix of every backup's objects.
@@ -232,5 +290,32 @@ mod tests {
             assert_eq!(tail_piece_of(&key, size), None, "{other}");
         }
         assert!(ArchiveFileName::parse("000000010000000300000042.partial.0001A000", size).is_err());
+    }
+
+    #[test]
+    fn tail_journal_keys_round_trip_and_are_neither_pieces_nor_archive_names() {
+        let size = WalSegSize::from_mib(16).unwrap();
+        let segment = WalFileName::parse("000000010000000300000042", size).unwrap();
+        let key = tail_journal_key(segment);
+        assert_eq!(
+            key.as_str(),
+            "wal/0000000100000003/000000010000000300000042.partial.journal"
+        );
+        assert!(key.as_str().starts_with(&tail_pieces_prefix(segment)));
+        assert_eq!(tail_journal_of(&key, size), Some(segment));
+        assert_eq!(
+            tail_object_of(&key, size),
+            Some(TailObject::Journal(segment))
+        );
+        assert_eq!(tail_piece_of(&key, size), None);
+        assert!(ArchiveFileName::parse(key.file_name(), size).is_err());
+        for other in [
+            "wal/0000000100000004/000000010000000300000042.partial.journal",
+            "wal/0000000100000003/000000010000000300000042.journal",
+            "wal/0000000100000003/000000010000000300000042.partial.Journal",
+        ] {
+            let key = ObjectKey::new(other.to_string()).unwrap();
+            assert_eq!(tail_journal_of(&key, size), None, "{other}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 mod dek_usage;
 pub mod encryption;
 pub mod identity;
+pub mod journal;
 pub mod layout;
 pub mod limits;
 pub mod lock;
@@ -315,15 +316,9 @@ impl Repository {
         content: Bytes,
         if_absent: bool,
     ) -> Result<StoredObject, RepoError> {
-        let codec = self.codec;
         let raw_len = content.len() as u64;
-        let (encoded, raw_crc32c) = run_blocking(move || {
-            let crc = crc32c::crc32c(&content);
-            codec::encode_to_vec(&content, codec).map(|encoded| (encoded, crc))
-        })
-        .await
-        .map_err(|e| self.corrupt(key, e))?;
-        let encoded = self.seal_stored(key, Bytes::from(encoded)).await?;
+        let raw_crc32c = crc32c::crc32c(&content);
+        let encoded = self.encode_content(key, content).await?;
         let stored_len = encoded.len() as u64;
         let stored_crc32c = crc32c::crc32c(&encoded);
         let opts = PutOptions {
@@ -349,6 +344,32 @@ impl Repository {
             .storage
             .get_bytes(key, limits::stored_limit(limit))
             .await?;
+        self.decode_stored(key, stored, limit).await
+    }
+
+    /// The bytes [`Repository::put_content`] would store under `key` for `content` (the
+    /// repository's codec, sealed for `key` when the repository encrypts), without storing
+    /// them: a tail journal's frame holds such bytes for its piece's key.
+    pub async fn encode_content(
+        &self,
+        key: &ObjectKey,
+        content: Bytes,
+    ) -> Result<Bytes, RepoError> {
+        let codec = self.codec;
+        let encoded = run_blocking(move || codec::encode_to_vec(&content, codec))
+            .await
+            .map_err(|e| self.corrupt(key, e))?;
+        self.seal_stored(key, Bytes::from(encoded)).await
+    }
+
+    /// The verified content of `stored`, bytes stored for `key` (see
+    /// [`Repository::get_content`], which reads them first).
+    pub async fn decode_stored(
+        &self,
+        key: &ObjectKey,
+        stored: Bytes,
+        limit: u64,
+    ) -> Result<Bytes, RepoError> {
         let stored = self.open_stored(key, stored).await?;
         let decoded = run_blocking(move || codec::decode_to_vec(&stored, limit))
             .await

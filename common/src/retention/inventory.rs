@@ -9,7 +9,7 @@ use crate::catalog::{BackupId, BackupManifest};
 use crate::pg::file_name::ArchiveFileName;
 use crate::pg::history::TimelineHistory;
 use crate::pg::segment::WalSegSize;
-use crate::repo::layout::TailPiece;
+use crate::repo::layout::TailObject;
 use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits};
 use crate::storage::{ObjectMeta, Storage, StorageError};
 
@@ -66,9 +66,9 @@ pub struct Inventory {
     pub incomplete: Vec<IncompleteBackup>,
     /// WAL objects whose name parses and whose key is where the layout puts that name.
     pub wal: Vec<StoredWal>,
-    /// The stream's tail pieces (`<segment>.partial.<offset>`), kept or removed with their
-    /// segment's `.partial`.
-    pub tail_pieces: Vec<(TailPiece, ObjectMeta)>,
+    /// The stream's tail pieces (`<segment>.partial.<offset>`) and journals
+    /// (`<segment>.partial.journal`), kept or removed with their segment's `.partial`.
+    pub tail_pieces: Vec<(TailObject, ObjectMeta)>,
     /// Other objects under `wal/` (not walship's: never removed, reported by `verify`).
     pub stray_wal: Vec<ObjectMeta>,
     /// The `.history` files, parsed (with [`read_inventory_tolerant`], those that do not
@@ -129,12 +129,12 @@ impl Inventory {
             .map(|w| WalObject {
                 name: w.name,
                 size: w.meta.size,
-                piece: None,
+                tail: None,
             })
             .chain(self.tail_pieces.iter().map(|(p, meta)| WalObject {
-                name: ArchiveFileName::Partial(p.segment),
+                name: ArchiveFileName::Partial(p.segment()),
                 size: meta.size,
-                piece: Some(p.offset),
+                tail: Some(*p),
             }))
             .collect()
     }
@@ -230,7 +230,7 @@ async fn read(repo: &Repository, tolerant: bool) -> Result<Inventory, InventoryE
             Ok(parsed) if layout::wal_key(&parsed) == meta.key => {
                 wal.push(StoredWal { name: parsed, meta })
             }
-            _ => match layout::tail_piece_of(&meta.key, seg_size) {
+            _ => match layout::tail_object_of(&meta.key, seg_size) {
                 Some(piece) => tail_pieces.push((piece, meta)),
                 None => stray_wal.push(meta),
             },

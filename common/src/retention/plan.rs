@@ -99,22 +99,18 @@ pub struct WalObject {
     pub name: ArchiveFileName,
     /// Stored size.
     pub size: u64,
-    /// For a stream tail piece (`<name>.partial.<offset>`, `name` then being the segment's
-    /// `.partial`), its offset: kept or removed with its segment like the `.partial`.
-    pub piece: Option<u32>,
+    /// For a stream tail piece (`<name>.partial.<offset>`) or journal
+    /// (`<name>.partial.journal`), `name` then being the segment's `.partial`: the object,
+    /// kept or removed with its segment like the `.partial`.
+    pub tail: Option<crate::repo::layout::TailObject>,
 }
 
 impl WalObject {
     /// The object's key.
     pub fn key(&self) -> crate::storage::ObjectKey {
-        match (self.piece, self.name) {
-            (Some(offset), ArchiveFileName::Partial(segment)) => {
-                crate::repo::layout::tail_piece_key(crate::repo::layout::TailPiece {
-                    segment,
-                    offset,
-                })
-            }
-            _ => crate::repo::layout::wal_key(&self.name),
+        match self.tail {
+            Some(tail) => tail.key(),
+            None => crate::repo::layout::wal_key(&self.name),
         }
     }
 }

@@ -43,7 +43,7 @@ fn segment(tli: u32, segno: u64) -> WalObject {
             WalFileName::new(TimelineId(tli), SegNo(segno), seg_size()).unwrap(),
         ),
         size: 10,
-        piece: None,
+        tail: None,
     }
 }
 

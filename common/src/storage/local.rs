@@ -88,6 +88,15 @@ impl LocalStorage {
         Ok(self.root.join(key.as_str()))
     }
 
+    /// The file of `key` (see `path_of`), for [`super::local_append`].
+    pub(super) fn object_path(
+        &self,
+        op: StorageOp,
+        key: &ObjectKey,
+    ) -> Result<PathBuf, StorageError> {
+        self.path_of(op, key)
+    }
+
     fn corrupt(key: &ObjectKey, expected: u32, actual: u32) -> StorageError {
         StorageError::Corrupt {
             key: key.to_string(),
@@ -239,7 +248,7 @@ impl LocalStorage {
 }
 
 /// Runs blocking file-system work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, StorageError> {
     tokio::task::spawn_blocking(work)
@@ -433,7 +442,7 @@ impl Storage for LocalStorage {
     }
 }
 
-fn parent(path: &Path) -> &Path {
+pub(super) fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
 }
 

@@ -43,6 +43,7 @@ pub mod error;
 pub mod faulty;
 pub mod key;
 pub mod local;
+pub mod local_append;
 pub mod lock;
 pub mod retry;
 pub mod s3;
@@ -61,6 +62,7 @@ pub use error::{StorageError, StorageOp};
 pub use faulty::{FaultPlan, FaultyStorage};
 pub use key::{InvalidKey, ObjectKey};
 pub use local::LocalStorage;
+pub use local_append::AppendFile;
 pub use lock::{BucketLockStatus, Extension, LockMode, ObjectLock};
 pub use retry::RetryPolicy;
 pub use s3::{S3Credentials, S3Options, S3Storage, ServerSideEncryption};
@@ -395,6 +397,15 @@ impl AnyStorage {
                 Ok(bytes)
             })
             .await
+    }
+
+    /// The local directory backend, when this storage is one (not wrapped in fault
+    /// injection): what a stream's tail journal is appended through.
+    pub fn local(&self) -> Option<&LocalStorage> {
+        match &self.backend {
+            Backend::Plain(Plain::Local(local)) => Some(local),
+            _ => None,
+        }
     }
 
     /// The fault injector inside, when this storage is a [`FaultyStorage`] (tests read its

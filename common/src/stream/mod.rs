@@ -22,6 +22,8 @@ pub mod endpoint;
 pub mod error;
 pub mod metrics;
 pub mod pieces;
+#[cfg(test)]
+mod pieces_tests;
 pub mod segment;
 pub mod session;
 pub mod start;

@@ -13,6 +13,18 @@
 //!   replaced by a new base holding what was received, and the old pieces are then removed.
 //! - Every flush stores the new bytes as one piece, create-only; the caller reports them
 //!   flushed once that returns. A piece is never overwritten.
+//! - On a local repository a piece is a **frame appended to the segment's journal**
+//!   `<segment>.partial.journal` ([`crate::repo::journal`]) instead of a new object: one
+//!   `pwrite` and one `fdatasync` per flush (one file-system journal commit at most, where a
+//!   new file costs two). The journal is created, create-only, with its first frame and
+//!   zero-filled to [`journal::preallocation`], at the segment's first flush; later frames
+//!   overwrite the zeros, which `fdatasync` makes durable without a file-system commit. A journal that an earlier run left and that agrees is adopted: the
+//!   torn remains after its last valid frame are cut off (durably) before the next frame is
+//!   appended, so no stale bytes ever follow a new frame. A failed append (or `fdatasync`)
+//!   leaves the journal untrusted: the next attempt stores the whole tail as a new base and
+//!   removes the journal first. Journals are not consolidated (the journal holds the whole
+//!   segment; readers need no base); a journal that would grow past
+//!   [`journal::max_len`] makes the segment's further flushes piece objects.
 //! - Consolidation keeps the piece count bounded: every [`PIECES_PER_BASE`] pieces or
 //!   [`BASE_EVERY`], a background task stores the whole tail as the base (through
 //!   [`TailStore`], create-only then ownership-checked replace) and only then removes the
@@ -29,10 +41,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
 use crate::pg::file_name::WalFileName;
+use crate::repo::journal::{self, JournalEnd};
 use crate::repo::layout::{self, TailPiece};
-use crate::repo::partial::{list_pieces, read_partial};
+use crate::repo::partial::{StoredPartial, list_tail, read_partial};
 use crate::repo::{RepoError, Repository};
-use crate::storage::{ObjectKey, Storage};
+use crate::storage::{AppendFile, LocalStorage, ObjectKey, Storage};
 
 use super::error::StreamError;
 use super::segment::Tail;
@@ -54,6 +67,8 @@ struct SegmentTail {
     /// When the oldest of `pieces` was stored.
     oldest: Option<Instant>,
     foreign: bool,
+    /// The segment's journal open for appending, and the bytes its valid frames fill.
+    journal: Option<(AppendFile, u64)>,
 }
 
 /// What a finished consolidation hands back.
@@ -73,6 +88,8 @@ pub struct PieceStore {
     segments: Vec<SegmentTail>,
     /// Background removals of released segments' pieces.
     cleanups: Vec<JoinHandle<()>>,
+    /// Segments whose journal an append failed on: the next store replaces it by a base.
+    untrusted: Vec<WalFileName>,
 }
 
 impl std::fmt::Debug for Consolidated {
@@ -88,6 +105,7 @@ impl Default for PieceStore {
             consolidating: None,
             segments: Vec::new(),
             cleanups: Vec::new(),
+            untrusted: Vec::new(),
         }
     }
 }
@@ -119,10 +137,22 @@ impl PieceStore {
                 offset: state.stored as u32,
             };
             let bytes = range(tail.pieces(), state.stored, tail.len());
-            put_piece(repo, piece, bytes).await?;
+            let appended = match repo.storage().local() {
+                Some(local) => match append_frame(repo, local, state, piece, bytes.clone()).await {
+                    Ok(appended) => appended,
+                    Err(e) => {
+                        self.distrust(tail.name);
+                        return Err(e);
+                    }
+                },
+                None => false,
+            };
+            if !appended {
+                put_piece(repo, piece, bytes).await?;
+                state.pieces.push(piece);
+                state.oldest.get_or_insert_with(Instant::now);
+            }
             state.stored = tail.len();
-            state.pieces.push(piece);
-            state.oldest.get_or_insert_with(Instant::now);
         }
         self.maybe_consolidate(repo, tail);
         Ok(TailOutcome::Stored)
@@ -146,8 +176,15 @@ impl PieceStore {
         }
         let repo = repo.clone();
         self.cleanups.push(tokio::spawn(async move {
-            match list_pieces(&repo, name).await {
-                Ok(pieces) => remove_pieces(&repo, &pieces).await,
+            match list_tail(&repo, name).await {
+                Ok((pieces, journal)) => {
+                    remove_pieces(&repo, &pieces).await;
+                    if let Some(key) = journal
+                        && let Err(e) = remove_journal(&repo, &key).await
+                    {
+                        tracing::warn!("{e} (expire removes it later)");
+                    }
+                }
                 Err(e) => tracing::warn!(
                     "listing the tail pieces of {name} to remove them (the complete segment is stored; expire removes them later): {e}"
                 ),
@@ -165,6 +202,13 @@ impl PieceStore {
         }
     }
 
+    /// After a failed append to `name`'s journal: whatever the file holds now is not to be
+    /// appended to, so the segment's next store begins afresh and replaces it by a base.
+    pub(super) fn distrust(&mut self, name: WalFileName) {
+        self.untrusted.push(name);
+        self.segments.retain(|s| s.name != name);
+    }
+
     /// The first flush of a segment in this run: adopt, replace or start afresh.
     async fn begin(&mut self, repo: &Repository, tail: &Tail) -> Result<SegmentTail, StreamError> {
         let mut state = SegmentTail {
@@ -173,7 +217,10 @@ impl PieceStore {
             pieces: Vec::new(),
             oldest: None,
             foreign: false,
+            journal: None,
         };
+        let untrusted = self.untrusted.contains(&tail.name);
+        self.untrusted.retain(|n| *n != tail.name);
         let Some(found) = read_partial(repo, tail.name).await? else {
             return Ok(state);
         };
@@ -189,7 +236,16 @@ impl PieceStore {
         }
         let content = tail.content();
         let common = found.content.len().min(content.len());
-        if !found.content.is_empty() && found.content[..common] == content[..common] {
+        // A journal with frames no reader delivers (past a gap, or after damage) is replaced:
+        // a frame appended to it could sort before them and be stopped by them.
+        let journal_whole = found.journal.as_ref().is_none_or(|j| {
+            j.frames_used == j.frames && !matches!(j.end, JournalEnd::Corrupt { .. })
+        });
+        if !untrusted
+            && journal_whole
+            && !found.content.is_empty()
+            && found.content[..common] == content[..common]
+        {
             // What an earlier run stored agrees with what arrived: keep it and go on from its
             // end. Pieces past a gap are never delivered; remove them so they cannot collide.
             state.stored = found.content.len() as u64;
@@ -211,6 +267,9 @@ impl PieceStore {
             if !state.pieces.is_empty() {
                 state.oldest = Some(Instant::now());
             }
+            if let (Some(local), Some(j)) = (repo.storage().local(), &found.journal) {
+                state.journal = Some(adopt_journal(local, tail.name, j.valid_len).await?);
+            }
             tracing::info!(
                 "adopted the stored tail of {} ({} bytes, {} pieces) an earlier walship stream left",
                 tail.name,
@@ -220,23 +279,28 @@ impl PieceStore {
             return Ok(state);
         }
         // Nothing usable, or it disagrees with what arrived (the server rewrote WAL past the
-        // end of its last complete record after a crash): replace the base with what arrived,
-        // then remove the old pieces.
+        // end of its last complete record after a crash), or a journal not to append to:
+        // replace the base with what arrived, then remove the old pieces and journal.
         self.reap(true).await;
         let base = self.base.as_mut().ok_or_else(|| {
             StreamError::UploaderGone("the tail's base writer was lost with its task".into())
         })?;
-        if found.base_len.is_some() || !found.pieces.is_empty() {
+        if untrusted {
             tracing::info!(
-                "replacing the stored tail of {} an earlier walship stream left (it disagrees with the WAL received)",
+                "replacing the journal of {} (an append to it failed) by a base holding the tail received",
+                tail.name
+            );
+        } else if found.base_len.is_some() || !found.pieces.is_empty() || found.journal.is_some() {
+            tracing::info!(
+                "replacing the stored tail of {} an earlier walship stream left (it disagrees with the WAL received, or holds frames no reader delivers)",
                 tail.name
             );
         }
         match base.store(repo, tail).await? {
             TailOutcome::Foreign => state.foreign = true,
             TailOutcome::Stored => {
+                remove_old(repo, tail.name, &found).await?;
                 state.stored = tail.len();
-                remove_pieces(repo, &found.pieces).await;
             }
         }
         Ok(state)
@@ -350,6 +414,97 @@ async fn put_piece(repo: &Repository, piece: TailPiece, bytes: Bytes) -> Result<
     }
 }
 
+/// Appends `bytes` as one frame to `state`'s journal (creating it with this first frame),
+/// durably. `false` when the journal is full: the caller stores a piece object instead.
+async fn append_frame(
+    repo: &Repository,
+    local: &LocalStorage,
+    state: &mut SegmentTail,
+    piece: TailPiece,
+    bytes: Bytes,
+) -> Result<bool, StreamError> {
+    let limit = journal::max_len(piece.segment.seg_size().as_u64());
+    if state.journal.as_ref().is_some_and(|(_, len)| *len >= limit) {
+        return Ok(false);
+    }
+    let payload = repo
+        .encode_content(&layout::tail_piece_key(piece), bytes)
+        .await?;
+    let frame = Bytes::from(journal::encode_frame(piece.offset, &payload));
+    let size = frame.len() as u64;
+    match &mut state.journal {
+        Some((_, len)) if *len + size > limit => Ok(false),
+        Some((file, len)) => {
+            file.write_durable(*len, frame).await?;
+            *len += size;
+            Ok(true)
+        }
+        None => {
+            let key = layout::tail_journal_key(piece.segment);
+            let seg_bytes = piece.segment.seg_size().as_u64();
+            let preallocate = journal::preallocation(seg_bytes);
+            let file = match local.create_append(&key, frame, preallocate).await {
+                Ok(file) => file,
+                Err(e) if e.is_already_exists() => {
+                    return Err(StreamError::Refused(format!(
+                        "{key} appeared while this stream was writing {}'s tail: is another walship stream writing this repository's WAL?",
+                        piece.segment
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            state.journal = Some((file, size));
+            Ok(true)
+        }
+    }
+}
+
+/// Opens the journal of `segment` an earlier run left for appending after its valid frames,
+/// cutting off (durably) the torn remains of a frame that was never acknowledged.
+async fn adopt_journal(
+    local: &LocalStorage,
+    segment: WalFileName,
+    valid_len: u64,
+) -> Result<(AppendFile, u64), StreamError> {
+    let file = local
+        .open_append(&layout::tail_journal_key(segment))
+        .await?;
+    let len = file.size().await?;
+    if len > valid_len {
+        tracing::info!(
+            "{}: cutting off the {} bytes after its last valid frame (zeros, or a frame torn by a crash: never acknowledged)",
+            layout::tail_journal_key(segment),
+            len - valid_len
+        );
+        file.truncate_durable(valid_len).await?;
+    }
+    Ok((file, valid_len))
+}
+
+/// After a new base replaced what `found` described: removes the old pieces, and the old
+/// journal (which must go, since the next frame would be appended to it).
+async fn remove_old(
+    repo: &Repository,
+    segment: WalFileName,
+    found: &StoredPartial,
+) -> Result<(), StreamError> {
+    remove_pieces(repo, &found.pieces).await;
+    let key = layout::tail_journal_key(segment);
+    if found.journal.is_some() || repo.exists(&key).await? {
+        remove_journal(repo, &key).await?;
+    }
+    Ok(())
+}
+
+/// Removes a segment's journal (absent is fine).
+async fn remove_journal(repo: &Repository, key: &ObjectKey) -> Result<(), StreamError> {
+    match repo.storage().delete(key).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Removes `pieces`, logging failures (expire removes leftovers with their segment; a piece
 /// left behind never hides bytes, since its content agrees with what covers it).
 async fn remove_pieces(repo: &Repository, pieces: &[TailPiece]) {
@@ -389,71 +544,4 @@ fn range(pieces: &[Bytes], from: u64, to: u64) -> Bytes {
         at = end;
     }
     out.freeze()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::Codec;
-    use crate::lsn::Lsn;
-    use crate::pg::segment::WalSegSize;
-    use crate::pg::timeline::TimelineId;
-    use crate::storage::{AnyStorage, LocalStorage};
-    use crate::stream::segment::SegmentAssembler;
-
-    fn repo(dir: &std::path::Path) -> Repository {
-        Repository::new(
-            AnyStorage::from(LocalStorage::new(dir).unwrap()),
-            Codec::Lz4,
-        )
-    }
-
-    fn assembler() -> SegmentAssembler {
-        SegmentAssembler::new(
-            TimelineId(1),
-            Lsn(3 << 20),
-            WalSegSize::from_mib(1).unwrap(),
-        )
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn flushes_are_pieces_consolidated_adopted_and_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = repo(dir.path());
-        let mut asm = assembler();
-        let mut store = PieceStore::default();
-        let mut data = Vec::new();
-        for i in 0..(PIECES_PER_BASE + 5) {
-            let msg = vec![i as u8; 100 + i];
-            data.extend_from_slice(&msg);
-            asm.push(asm.position(), Bytes::from(msg)).unwrap();
-            assert_eq!(
-                store.store(&repo, &asm.tail()).await.unwrap(),
-                TailOutcome::Stored
-            );
-            // Every flush's bytes are readable at once.
-            let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
-            assert_eq!(found.content, data[..]);
-        }
-        store.settle().await;
-        let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
-        assert!(found.base_len.is_some(), "no consolidation: {found:?}");
-        assert!(found.pieces.len() < PIECES_PER_BASE, "{found:?}");
-        assert_eq!(found.content, data[..]);
-
-        // A new run adopts what is stored and goes on from its end.
-        let mut again = PieceStore::default();
-        let extra = vec![0xEE; 300];
-        data.extend_from_slice(&extra);
-        asm.push(asm.position(), Bytes::from(extra)).unwrap();
-        again.store(&repo, &asm.tail()).await.unwrap();
-        let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
-        assert_eq!(found.content, data[..]);
-
-        // Released: base and pieces are gone.
-        again.release(&repo, asm.current()).await.unwrap();
-        again.settle().await;
-        assert_eq!(read_partial(&repo, asm.current()).await.unwrap(), None);
-    }
 }

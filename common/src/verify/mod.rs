@@ -382,11 +382,14 @@ async fn tail_pieces(
     inv: &crate::retention::Inventory,
     report: &mut VerifyReport,
 ) -> Result<(), VerifyError> {
-    let mut segments: Vec<_> = inv.tail_pieces.iter().map(|(p, _)| p.segment).collect();
+    let mut segments: Vec<_> = inv.tail_pieces.iter().map(|(p, _)| p.segment()).collect();
     segments.sort();
     segments.dedup();
     for segment in segments {
-        let pieces = inv.tail_pieces.iter().filter(|(p, _)| p.segment == segment);
+        let pieces = inv
+            .tail_pieces
+            .iter()
+            .filter(|(p, _)| p.segment() == segment);
         let (count, bytes) = pieces.fold((0, 0), |(n, b), (_, m)| (n + 1, b + m.size));
         let complete = inv
             .wal
@@ -415,6 +418,16 @@ async fn tail_pieces(
             }
             Err(e) => return Err(crate::retention::InventoryError::from(e).into()),
         };
+        if let Some(j) = &found.journal
+            && let crate::repo::journal::JournalEnd::Corrupt { at, next } = j.end
+        {
+            report.problems.push(Problem::CorruptObject {
+                key: layout::tail_journal_key(segment).to_string(),
+                message: format!(
+                    "the journal frame at byte {at} is damaged (short or failing its crc32c) but a valid frame follows at byte {next}: frames from byte {at} on are not delivered"
+                ),
+            });
+        }
         report.warnings.push(Warning::TailPieces {
             segment: segment.to_string(),
             base_len: found.base_len,
@@ -422,6 +435,7 @@ async fn tail_pieces(
             pieces_used: found.pieces_used,
             contiguous: found.content.len() as u64,
             gap: found.gap,
+            journal: found.journal.map(|j| (j.frames, j.frames_used)),
         });
     }
     Ok(())

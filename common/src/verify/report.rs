@@ -181,6 +181,8 @@ pub enum Warning {
         /// Where a gap (or a piece disagreeing with the bytes before it) stops delivery: the
         /// first byte missing, and the offset of the first piece not delivered.
         gap: Option<(u64, u64)>,
+        /// Its journal's valid frames and how many of them are delivered, if it has one.
+        journal: Option<(usize, usize)>,
     },
 }
 
@@ -326,13 +328,21 @@ impl fmt::Display for Warning {
                 pieces_used,
                 contiguous,
                 gap,
+                journal,
             } => {
                 let base = base_len.map_or("no base .partial".to_string(), |n| {
                     format!("a {n}-byte base .partial")
                 });
                 write!(
                     f,
-                    "the stream tail of {segment} is {base} and {pieces} pieces; fetch --allow-partial delivers {contiguous} bytes ({pieces_used} pieces)"
+                    "the stream tail of {segment} is {base} and {pieces} pieces"
+                )?;
+                if let Some((frames, used)) = journal {
+                    write!(f, " and a journal of {frames} frames ({used} delivered)")?;
+                }
+                write!(
+                    f,
+                    "; fetch --allow-partial delivers {contiguous} bytes ({pieces_used} pieces)"
                 )?;
                 if let Some((at, next)) = gap {
                     write!(

@@ -68,6 +68,13 @@ impl StreamProc {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// SIGKILL (a crash of the stream: nothing is flushed or removed on the way out).
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// SIGTERM, then the exit code (panics after 60 s).
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take().expect("running");
