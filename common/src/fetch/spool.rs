@@ -527,6 +527,26 @@ mod tests {
     }
 
     #[test]
+    fn position_is_overwritten_in_place_whatever_was_there() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
+        spool.create().unwrap();
+        let path = spool.dir().join(POSITION_FILE);
+        // Something longer than a name (an older walship's, or junk) is cut to the name.
+        fs::write(&path, "000000010000000000000009 and then some junk\n").unwrap();
+        let n = name("000000010000000000000005");
+        spool.set_position(&n);
+        assert_eq!(spool.position(), Some(n));
+        assert_eq!(fs::read_to_string(&path).unwrap(), n.to_string());
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = ino(&path);
+        let next = name("000000010000000000000006");
+        spool.set_position(&next);
+        assert_eq!(spool.position(), Some(next));
+        assert_eq!(ino(&path), before, "the same file, written in place");
+    }
+
+    #[test]
     fn one_worker_at_a_time() {
         let pg_wal = tempfile::tempdir().unwrap();
         let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
