@@ -29,6 +29,7 @@ pub mod check;
 pub mod codec;
 pub mod config;
 pub mod copy;
+pub mod crc;
 pub mod crypto;
 pub mod fetch;
 pub mod fsutil;

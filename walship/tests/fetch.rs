@@ -303,4 +303,60 @@ fn missing_files_exit_1_partial_only_on_request_and_prefetch_is_used() {
         !spool.join(&segments[2]).exists(),
         "a delivered spool entry is consumed"
     );
+
+    // A spool entry whose bytes changed after the worker checked them (one byte in the
+    // middle, the receipt untouched) never reaches Postgres: the call fetches the segment
+    // from the repository instead, or, with the repository's copy gone too, answers
+    // "absent" and delivers nothing.
+    let flip_middle_byte = |name: &str| {
+        let entry = spool.join(name);
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&entry, bytes).unwrap();
+    };
+    let original = |name: &str| std::fs::read(s.primary.data_dir().join("pg_wal").join(name));
+    std::fs::remove_file(&recoveryxlog).unwrap();
+    for name in &segments[3..5] {
+        assert!(
+            spool.join(format!("{name}.ok")).exists(),
+            "{name} prefetched"
+        );
+        flip_middle_byte(name);
+    }
+    let out = repo.walship(&[
+        "fetch",
+        "--prefetch",
+        "0",
+        &segments[3],
+        recoveryxlog.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        std::fs::read(&recoveryxlog).unwrap() == original(&segments[3]).unwrap(),
+        "a corrupt spool entry was delivered instead of the repository's copy"
+    );
+    std::fs::remove_file(&recoveryxlog).unwrap();
+    let object = repo
+        .local_root()
+        .join("wal")
+        .join(&segments[4][..16])
+        .join(&segments[4]);
+    std::fs::remove_file(&object).unwrap();
+    let out = repo.walship(&[
+        "fetch",
+        "--prefetch",
+        "0",
+        &segments[4],
+        recoveryxlog.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        !recoveryxlog.exists(),
+        "nothing is delivered when the only copy left is a corrupt spool entry"
+    );
+    assert!(
+        !spool.join(&segments[4]).exists(),
+        "the corrupt entry is thrown away"
+    );
 }

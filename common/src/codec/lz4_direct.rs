@@ -44,7 +44,8 @@ pub(crate) fn decode(stored: &[u8], content: &mut Vec<u8>, limit: u64) -> Option
         return None;
     }
     let trailer = Trailer::decode(stored[trailer_at..].try_into().ok()?, 0).ok()?;
-    let stored_crc32c = crc32c::crc32c(&stored[..trailer_at]);
+    // `crate::crc`: the prefetch worker decodes every segment of a replay through here.
+    let stored_crc32c = crate::crc::crc32c(&stored[..trailer_at]);
     if stored_crc32c != trailer.stored_crc32c {
         return None;
     }
@@ -66,7 +67,7 @@ pub(crate) fn decode(stored: &[u8], content: &mut Vec<u8>, limit: u64) -> Option
     let summary = ObjectSummary {
         raw_len: raw.len,
         stored_len: stored.len() as u64,
-        crc32c: crc32c::crc32c(content),
+        crc32c: crate::crc::crc32c(content),
         stored_crc32c,
     };
     (summary.crc32c == raw.crc32c).then_some(summary)

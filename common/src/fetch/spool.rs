@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::crc::Crc32c;
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::WalFileName;
 use crate::pg::segment::WalSegSize;
@@ -190,10 +191,34 @@ impl FetchSpool {
 
     /// Records that Postgres asked for `name` (the worker prefetches what follows it).
     /// Best effort: without it the worker only falls behind.
+    ///
+    /// Overwritten in place, not replaced by a rename: on ext4 a rename over an existing file
+    /// flushes the new file's data and frees the old one's block (a discard, waited for, on
+    /// a file system mounted with `discard`), about 0.3 ms of every `fetch` call. The
+    /// position is only a hint: a reader that catches a write half done reads a name that
+    /// does not parse or the wrong segment, so the worker prefetches the wrong window until
+    /// its next look (every few milliseconds); every entry is still checked by name when
+    /// delivered.
     pub fn set_position(&self, name: &WalFileName) {
-        if self.create().is_ok() {
-            let path = self.dir.join(POSITION_FILE);
-            let _ = fsutil::replace_unsynced(&path, name.to_string().as_bytes(), 0o600);
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        if self.create().is_err() {
+            return;
+        }
+        let text = name.to_string();
+        let path = self.dir.join(POSITION_FILE);
+        let Ok(file) = File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+        else {
+            return;
+        };
+        if file.write_all_at(text.as_bytes(), 0).is_ok()
+            && file.metadata().is_ok_and(|m| m.len() != text.len() as u64)
+        {
+            let _ = file.set_len(text.len() as u64);
         }
     }
 
@@ -373,16 +398,18 @@ fn read_summary(path: &Path, head: usize) -> std::io::Result<(u64, u32, Vec<u8>)
     // binary's mmap threshold (a 1 MiB buffer was mapped, faulted in and unmapped per call).
     let mut buf = vec![0u8; READ_BUFFER];
     let mut first = Vec::with_capacity(head);
-    let (mut size, mut crc) = (0u64, 0u32);
+    // Hardware CRC-32C by carry-less multiplication (`crate::crc`): half the time of the
+    // SSE4.2 `crc32` instruction on a 16 MiB entry, on the path of every restored segment.
+    let (mut size, mut crc) = (0u64, Crc32c::default());
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
-            return Ok((size, crc, first));
+            return Ok((size, crc.value(), first));
         }
         let chunk = &buf[..n];
         let wanted = head.saturating_sub(first.len()).min(n);
         first.extend_from_slice(&chunk[..wanted]);
-        crc = crc32c::crc32c_append(crc, chunk);
+        crc.update(chunk);
         size += n as u64;
     }
 }
@@ -497,6 +524,26 @@ mod tests {
         assert!(!spool.contains(&n), "entries of another repository must go");
         assert_eq!(spool.origin(), Some(other));
         assert_eq!(spool.position(), Some(n));
+    }
+
+    #[test]
+    fn position_is_overwritten_in_place_whatever_was_there() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
+        spool.create().unwrap();
+        let path = spool.dir().join(POSITION_FILE);
+        // Something longer than a name (an older walship's, or junk) is cut to the name.
+        fs::write(&path, "000000010000000000000009 and then some junk\n").unwrap();
+        let n = name("000000010000000000000005");
+        spool.set_position(&n);
+        assert_eq!(spool.position(), Some(n));
+        assert_eq!(fs::read_to_string(&path).unwrap(), n.to_string());
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = ino(&path);
+        let next = name("000000010000000000000006");
+        spool.set_position(&next);
+        assert_eq!(spool.position(), Some(next));
+        assert_eq!(ino(&path), before, "the same file, written in place");
     }
 
     #[test]
