@@ -249,9 +249,9 @@ async fn read_from_repository(
     if !opts.allow_partial {
         // Only look when it is cheap to explain; absence is the answer either way.
         let exists = repo.exists(&partial_key).await.unwrap_or(false)
-            || partial::list_pieces(repo, wal)
+            || partial::list_tail(repo, wal)
                 .await
-                .is_ok_and(|p| !p.is_empty());
+                .is_ok_and(|(pieces, journal)| !pieces.is_empty() || journal.is_some());
         if exists {
             tracing::warn!(
                 "{name} is absent but {name}.partial exists; not delivered without --allow-partial"

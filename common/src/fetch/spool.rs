@@ -291,13 +291,15 @@ impl FetchSpool {
 
     /// Checks the entry for `name` against its receipt (size and crc32c), reading it once in
     /// [`READ_BUFFER`] chunks, and returns its first `head` bytes (for the caller's header check). A
-    /// missing, partial or mismatching entry is removed and `None` returned.
+    /// missing, partial or mismatching entry, or one that is not exactly one segment long
+    /// (whatever its receipt says), is removed and `None` returned.
     pub fn verify(&self, name: &WalFileName, head: usize) -> Option<Vec<u8>> {
         let receipt = fs::read_to_string(self.receipt_path(name)).ok()?;
         let expected = parse_receipt(&receipt);
         let found = read_summary(&self.entry_path(name), head).ok();
+        let whole = |size: u64| size == self.seg_size.as_u64();
         match found {
-            Some((size, crc, first)) if expected == Some((size, crc)) => Some(first),
+            Some((size, crc, first)) if expected == Some((size, crc)) && whole(size) => Some(first),
             _ => {
                 self.remove(name);
                 None
@@ -425,7 +427,7 @@ mod tests {
 
     fn size_and_crc(path: &Path) -> (u64, u32) {
         let bytes = fs::read(path).unwrap();
-        (bytes.len() as u64, crc32c::crc32c(&bytes))
+        (bytes.len() as u64, crate::crc::crc32c(&bytes))
     }
 
     fn name(s: &str) -> WalFileName {
@@ -443,21 +445,34 @@ mod tests {
         spool.create().unwrap();
         let n = name("000000010000000000000005");
         let tmp = spool.dir().join(".walship-tmp.x");
-        fs::write(&tmp, b"segment bytes").unwrap();
-        let (size, crc) = size_and_crc(&tmp);
-        spool.commit(&n, &tmp, size, crc).unwrap();
+        let mut segment = b"segment bytes".to_vec();
+        segment.resize(size().as_u64() as usize, 0);
+        fs::write(&tmp, &segment).unwrap();
+        let (len, crc) = size_and_crc(&tmp);
+        spool.commit(&n, &tmp, len, crc).unwrap();
         assert!(spool.contains(&n));
         assert_eq!(spool.verify(&n, 7).as_deref(), Some(&b"segment"[..]));
-        assert_eq!(
-            spool.verify(&n, 100).as_deref(),
-            Some(&b"segment bytes"[..])
-        );
+        assert_eq!(spool.verify(&n, 13).as_deref(), Some(&b"segment bytes"[..]));
         // Another timeline's name is a different entry.
         assert_eq!(spool.verify(&name("000000020000000000000005"), 7), None);
         let dest = pg_wal.path().join("RECOVERYXLOG");
         spool.deliver(&n, &dest).unwrap();
-        assert_eq!(fs::read(&dest).unwrap(), b"segment bytes");
+        assert_eq!(fs::read(&dest).unwrap(), segment);
         assert!(!spool.contains(&n), "a delivered entry is gone");
+    }
+
+    #[test]
+    fn an_entry_shorter_than_a_segment_is_refused_even_with_its_receipt() {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
+        spool.create().unwrap();
+        let n = name("000000010000000000000005");
+        let tmp = spool.dir().join(".walship-tmp.x");
+        fs::write(&tmp, b"segment bytes").unwrap();
+        let (len, crc) = size_and_crc(&tmp);
+        spool.commit(&n, &tmp, len, crc).unwrap();
+        assert_eq!(spool.verify(&n, 7), None);
+        assert!(!spool.contains(&n), "the short entry is removed");
     }
 
     #[test]
