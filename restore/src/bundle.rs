@@ -141,7 +141,7 @@ pub async fn restore_bundle(
                 if n == 0 {
                     return Err(short(&backup, &job.name, &file.path));
                 }
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
+                crc = walship_common::crc::crc32c_append(crc, &buf[..n]);
                 sink.write(&buf[..n])?;
                 left -= n as u64;
                 if !file.skip {

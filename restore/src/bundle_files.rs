@@ -68,7 +68,7 @@ impl Read for FileReader<'_> {
                 "the bundle ends before this file's bytes",
             ));
         }
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.crc = walship_common::crc::crc32c_append(self.crc, &buf[..n]);
         self.left -= n as u64;
         Ok(n)
     }

@@ -474,7 +474,7 @@ fn take_whole(
             // A newer member wrote this block: skip the older copy's, hash the one on disk.
             reader.read_exact(&mut block)?;
             p.read_block(&out, b, &mut block)?;
-            crc = crc32c::crc32c_append(crc, &block);
+            crc = walship_common::crc::crc32c_append(crc, &block);
             b += 1;
             continue;
         }
@@ -486,13 +486,13 @@ fn take_whole(
         let bytes = (b - start) as usize * BLCKSZ as usize;
         reader.read_exact(&mut run[..bytes])?;
         progress(bytes as u64);
-        crc = crc32c::crc32c_append(crc, &run[..bytes]);
+        crc = walship_common::crc::crc32c_append(crc, &run[..bytes]);
         p.write_block(&out, start, &run[..bytes])?;
     }
     // Past the whole file's end: newer members' blocks, and zeros (holes read as zeros).
     for b in usable..p.blocks {
         p.read_block(&out, b, &mut block)?;
-        crc = crc32c::crc32c_append(crc, &block);
+        crc = walship_common::crc::crc32c_append(crc, &block);
     }
     p.remaining = 0;
     let size = u64::from(p.blocks) * BLCKSZ;
@@ -576,7 +576,7 @@ fn finish(mut p: Pending) -> Result<NewEntry, RestoreError> {
         if n == 0 {
             break;
         }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        crc = walship_common::crc::crc32c_append(crc, &buf[..n]);
         size += n as u64;
     }
     complete(&p, out, size, crc)

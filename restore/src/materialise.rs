@@ -344,7 +344,7 @@ pub async fn materialise(
             walship_common::pg::backup_manifest::NewEntry {
                 path: "backup_label".to_string(),
                 size: label.len() as u64,
-                crc32c: crc32c::crc32c(label.as_bytes()),
+                crc32c: walship_common::crc::crc32c(label.as_bytes()),
             },
         );
         label
@@ -436,7 +436,7 @@ fn unchanged(path: &Path, size: u64, crc: u32) -> bool {
     loop {
         match std::io::Read::read(&mut f, &mut buf) {
             Ok(0) => return sum == crc,
-            Ok(n) => sum = crc32c::crc32c_append(sum, &buf[..n]),
+            Ok(n) => sum = walship_common::crc::crc32c_append(sum, &buf[..n]),
             Err(_) => return false,
         }
     }

@@ -363,7 +363,7 @@ async fn check(
     }
     let receipt = Receipt {
         size: content.len() as u64,
-        crc32c: crc32c::crc32c(&content),
+        crc32c: crate::crc::crc32c(&content),
     };
     Ok(Checked {
         name,
@@ -556,7 +556,7 @@ async fn upload(repo: &Repository, prepared: Prepared) -> Result<Archived, Archi
                 let bytes = repo.seal_stored(&key, bytes).await?;
                 let stored = StoredObject {
                     stored_len: bytes.len() as u64,
-                    stored_crc32c: crc32c::crc32c(&bytes),
+                    stored_crc32c: crate::crc::crc32c(&bytes),
                     ..stored
                 };
                 (bytes, stored)
@@ -627,7 +627,7 @@ async fn compare_existing(
         key: key.to_string(),
         location: repo.location().to_string(),
         stored_len: existing.len() as u64,
-        stored_crc32c: crc32c::crc32c(&existing),
+        stored_crc32c: crate::crc::crc32c(&existing),
         len: receipt.size,
         crc32c: receipt.crc32c,
     })

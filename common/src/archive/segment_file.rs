@@ -140,7 +140,7 @@ pub(super) async fn file_receipt(path: &Path) -> Result<Receipt, ArchiveError> {
         let mut receipt = Receipt { size: 0, crc32c: 0 };
         read_chunks(&owned, |chunk| {
             receipt.size += chunk.len() as u64;
-            receipt.crc32c = crc32c::crc32c_append(receipt.crc32c, chunk);
+            receipt.crc32c = crate::crc::crc32c_append(receipt.crc32c, chunk);
             Ok(())
         })?;
         Ok(receipt)
@@ -372,7 +372,7 @@ fn read_and_check(
         validator
             .feed(&chunk[..filled])
             .map_err(|e| not_the_segment(wal, e))?;
-        crc = crc32c::crc32c_append(crc, &chunk[..filled]);
+        crc = crate::crc::crc32c_append(crc, &chunk[..filled]);
         if !send(chunk, filled) || filled < chunk_len {
             break;
         }
@@ -462,7 +462,7 @@ mod tests {
                 bytes,
                 "{what}"
             );
-            assert_eq!(encoded.receipt.crc32c, crc32c::crc32c(&bytes), "{what}");
+            assert_eq!(encoded.receipt.crc32c, crate::crc::crc32c(&bytes), "{what}");
             assert_eq!(encoded.receipt.size, bytes.len() as u64, "{what}");
             assert_eq!(encoded.stored.stored_len, encoded.encoded.len() as u64);
             assert_eq!(encoded.header.system_identifier, SYSID);
@@ -486,7 +486,7 @@ mod tests {
             assert_eq!(sealed.stored.stored_len, sealed.encoded.len() as u64);
             assert_eq!(
                 sealed.stored.stored_crc32c,
-                crc32c::crc32c(&sealed.encoded),
+                crate::crc::crc32c(&sealed.encoded),
                 "{what}"
             );
             assert_eq!(

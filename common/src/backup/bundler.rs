@@ -145,7 +145,7 @@ impl Bundler {
         let (Some(file), Some(open)) = (self.file.as_mut(), self.current.as_mut()) else {
             return Err(BackupError::Protocol("file data outside a file".into()));
         };
-        file.crc32c = crc32c::crc32c_append(file.crc32c, &piece);
+        file.crc32c = crate::crc::crc32c_append(file.crc32c, &piece);
         let n = piece.len() as u64;
         file.len += n;
         if let Err(e) = open.writer.write(piece) {

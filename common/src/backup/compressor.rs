@@ -404,9 +404,9 @@ mod tests {
             let mut compressor = BundleCompressor::start(upload, codec, None).unwrap();
             fill(&mut compressor, &data, piece_len);
             assert_eq!(compressor.raw_len(), data.len() as u64);
-            let summary = compressor.finish(crc32c::crc32c(&data)).unwrap();
+            let summary = compressor.finish(crate::crc::crc32c(&data)).unwrap();
             assert_eq!(summary.raw_len, data.len() as u64);
-            assert_eq!(summary.crc32c, crc32c::crc32c(&data));
+            assert_eq!(summary.crc32c, crate::crc::crc32c(&data));
             runtime.block_on(task).unwrap().unwrap();
             let back = decode(&dir.path().join(format!("bundles/{n:08}"))).unwrap();
             assert!(
@@ -435,7 +435,7 @@ mod tests {
         let (upload, task) = start_upload(runtime.handle(), storage.clone(), key.clone(), None);
         let mut compressor = BundleCompressor::start(upload, Codec::Lz4, None).unwrap();
         fill(&mut compressor, &data, 100_000);
-        compressor.finish(crc32c::crc32c(&data) ^ 1).unwrap();
+        compressor.finish(crate::crc::crc32c(&data) ^ 1).unwrap();
         runtime.block_on(task).unwrap().unwrap();
         let err = decode(&dir.path().join("bundles/00000002")).unwrap_err();
         assert!(

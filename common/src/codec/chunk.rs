@@ -40,7 +40,7 @@ impl<W: Write> ChunkWriter<W> {
     pub(crate) fn write_unframed(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.inner.write_all(bytes)?;
         self.stored += bytes.len() as u64;
-        self.stored_crc = crc32c::crc32c_append(self.stored_crc, bytes);
+        self.stored_crc = crate::crc::crc32c_append(self.stored_crc, bytes);
         Ok(())
     }
 
@@ -71,7 +71,7 @@ impl<W: Write> ChunkWriter<W> {
         self.write_unframed(&len.to_le_bytes())?;
         self.inner.write_all(chunk)?;
         self.stored += chunk.len() as u64;
-        self.stored_crc = crc32c::crc32c_append(self.stored_crc, chunk);
+        self.stored_crc = crate::crc::crc32c_append(self.stored_crc, chunk);
         Ok(())
     }
 
@@ -212,7 +212,7 @@ impl<R: Read> Read for ChunkReader<R> {
                     {
                         return Err(self.fail(err));
                     }
-                    self.stored_crc = crc32c::crc32c_append(self.stored_crc, &len);
+                    self.stored_crc = crate::crc::crc32c_append(self.stored_crc, &len);
                     let len = u32::from_le_bytes(len);
                     self.state = match len {
                         0 => ChunkState::Ended,
@@ -240,7 +240,7 @@ impl<R: Read> Read for ChunkReader<R> {
                         }));
                     }
                     self.offset += n as u64;
-                    self.stored_crc = crc32c::crc32c_append(self.stored_crc, &buf[..n]);
+                    self.stored_crc = crate::crc::crc32c_append(self.stored_crc, &buf[..n]);
                     // n <= want <= remaining, which is a u32.
                     let left = remaining - n as u32;
                     self.state = if left == 0 {

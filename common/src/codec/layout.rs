@@ -102,7 +102,7 @@ fn encode_header(
     out[12..16].copy_from_slice(&flags.to_le_bytes());
     out[16..24].copy_from_slice(&raw_len.to_le_bytes());
     out[24..28].copy_from_slice(&raw_crc.to_le_bytes());
-    let crc = crc32c::crc32c(&out[..28]);
+    let crc = crate::crc::crc32c(&out[..28]);
     out[28..32].copy_from_slice(&crc.to_le_bytes());
     out
 }
@@ -123,7 +123,7 @@ fn check_common(bytes: &[u8; HEADER_LEN]) -> Result<(u16, u32), CodecError> {
         });
     }
     let stored_crc = u32::from_le_bytes(take(bytes, 28));
-    let computed_crc = crc32c::crc32c(&bytes[..28]);
+    let computed_crc = crate::crc::crc32c(&bytes[..28]);
     if stored_crc != computed_crc {
         return Err(CodecError::HeaderChecksumMismatch {
             expected: computed_crc,

@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn blocks_in_order_decode_as_the_content() {
         let content = mixed(3 * BLOCK_LEN + 12_345);
-        let stored = encode_in_blocks(&content, crc32c::crc32c(&content)).unwrap();
+        let stored = encode_in_blocks(&content, crate::crc::crc32c(&content)).unwrap();
         assert!(stored.len() < content.len());
         assert_eq!(decode_to_vec(&stored, u64::MAX).unwrap(), content);
         let empty = encode_in_blocks(&[], 0).unwrap();
@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn a_wrong_caller_crc_makes_a_corrupt_object() {
         let content = mixed(BLOCK_LEN / 2);
-        let stored = encode_in_blocks(&content, crc32c::crc32c(&content) ^ 1).unwrap();
+        let stored = encode_in_blocks(&content, crate::crc::crc32c(&content) ^ 1).unwrap();
         assert!(matches!(
             decode_to_vec(&stored, u64::MAX),
             Err(CodecError::ChecksumMismatch { .. })

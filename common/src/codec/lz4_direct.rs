@@ -161,7 +161,7 @@ mod tests {
             block.compress(piece).unwrap();
             writer.write_lz4_block(&block).unwrap();
         }
-        writer.finish_with_crc(crc32c::crc32c(content)).unwrap();
+        writer.finish_with_crc(crate::crc::crc32c(content)).unwrap();
         out
     }
 

@@ -76,7 +76,7 @@ pub use writer::{ObjectSummary, ObjectWriter};
 /// Encodes `content` as a complete object (with the content's length and crc32c in the header
 /// as well as the trailer, since both are known up front).
 pub fn encode_to_vec(content: &[u8], codec: Codec) -> Result<Vec<u8>, CodecError> {
-    let crc = crc32c::crc32c(content);
+    let crc = crate::crc::crc32c(content);
     let mut out = Vec::with_capacity(HEADER_LEN + TRAILER_LEN + content.len() / 2);
     let mut writer =
         ObjectWriter::with_declared_summary(&mut out, codec, content.len() as u64, crc)?;

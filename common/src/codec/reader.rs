@@ -90,7 +90,7 @@ impl<R: Read> ObjectReader<R> {
         let mut offset = 0;
         read_full(&mut inner, &mut bytes, &mut offset, "header")?;
         let header = ObjectHeader::decode(&bytes)?;
-        let chunks = ChunkReader::new(inner, offset, crc32c::crc32c(&bytes));
+        let chunks = ChunkReader::new(inner, offset, crate::crc::crc32c(&bytes));
         let decoder = match header.codec {
             Codec::None => Decoder::None(chunks),
             Codec::Lz4 => Decoder::Lz4(Box::new(lz4_flex::frame::FrameDecoder::new(chunks))),
@@ -179,7 +179,7 @@ impl<R: Read> ObjectReader<R> {
         };
         if n > 0 {
             self.check_length(n)?;
-            self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..n]);
+            self.crc32c = crate::crc::crc32c_append(self.crc32c, &buf[..n]);
             self.raw_len += n as u64;
             return Ok(n);
         }
@@ -257,7 +257,7 @@ impl<R: Read> ObjectReader<R> {
     /// Hands out the first `n` buffered bytes: checksums and counts them.
     fn take(&mut self, n: usize) {
         let before = self.crc32c;
-        self.crc32c = crc32c::crc32c_append(before, &self.buffered()[..n]);
+        self.crc32c = crate::crc::crc32c_append(before, &self.buffered()[..n]);
         self.raw_len += n as u64;
         match &mut self.decoder {
             Decoder::Lz4(lz4) => lz4.consume(n),
@@ -344,7 +344,7 @@ impl<R: Read> ObjectReader<R> {
             raw_len: content.len,
             stored_len: end,
             crc32c: content.crc32c,
-            stored_crc32c: crc32c::crc32c_append(stored_crc, &trailer_bytes),
+            stored_crc32c: crate::crc::crc32c_append(stored_crc, &trailer_bytes),
         })
     }
 }

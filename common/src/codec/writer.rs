@@ -313,7 +313,7 @@ impl<W: Write> Write for ObjectWriter<W> {
         match writer.write(buf) {
             Ok(n) => {
                 if let ContentCrc::Computed(crc) = &mut self.crc32c {
-                    *crc = crc32c::crc32c_append(*crc, &buf[..n]);
+                    *crc = crate::crc::crc32c_append(*crc, &buf[..n]);
                 }
                 self.raw_len += n as u64;
                 Ok(n)

@@ -56,7 +56,7 @@ async fn put_piece(
     let key = layout::tail_piece_key(piece);
     let opts = PutOptions {
         if_absent: true,
-        crc32c: Some(crc32c::crc32c(&payload)),
+        crc32c: Some(crate::crc::crc32c(&payload)),
         lock: None,
     };
     let size = payload.len() as u64;

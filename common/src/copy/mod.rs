@@ -241,7 +241,7 @@ async fn ensure_target_identity(
     }
     let opts = PutOptions {
         if_absent: true,
-        crc32c: Some(crc32c::crc32c(&bytes)),
+        crc32c: Some(crate::crc::crc32c(&bytes)),
         lock: None,
     };
     match target.put(&key, bytes, opts).await {

@@ -165,7 +165,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for CrcReader<R> {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &poll {
             let new = &buf.filled()[before..];
-            self.crc = crc32c::crc32c_append(self.crc, new);
+            self.crc = crate::crc::crc32c_append(self.crc, new);
             self.size += new.len() as u64;
         }
         poll
@@ -185,6 +185,6 @@ mod tests {
         reader.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, data);
         assert_eq!(reader.size, 100_000);
-        assert_eq!(reader.crc, crc32c::crc32c(&data));
+        assert_eq!(reader.crc, crate::crc::crc32c(&data));
     }
 }

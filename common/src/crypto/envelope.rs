@@ -158,7 +158,7 @@ impl<W: Write> SealingWriter<W> {
         Ok(SealingWriter {
             inner,
             written: ENVELOPE_HEADER_LEN as u64,
-            crc: crc32c::crc32c(&header.bytes),
+            crc: crate::crc::crc32c(&header.bytes),
             key,
             aad_base: aad.len(),
             aad,
@@ -177,7 +177,7 @@ impl<W: Write> SealingWriter<W> {
         let word = (self.buf.len() as u32 | if last { FINAL_BIT } else { 0 }).to_le_bytes();
         self.inner.write_all(&word)?;
         self.inner.write_all(&self.buf)?;
-        self.crc = crc32c::crc32c_append(crc32c::crc32c_append(self.crc, &word), &self.buf);
+        self.crc = crate::crc::crc32c_append(crc32c::crc32c_append(self.crc, &word), &self.buf);
         self.written += (word.len() + self.buf.len()) as u64;
         self.index += 1;
         self.buf.clear();
@@ -347,7 +347,7 @@ pub fn seal_to_vec(
     object_key: &str,
 ) -> Result<Vec<u8>, CodecError> {
     let sealer = SealingWriter::new(Vec::new(), dek_id, dek, object_key)?;
-    let crc = crc32c::crc32c(content);
+    let crc = crate::crc::crc32c(content);
     let mut writer = ObjectWriter::with_declared_summary(sealer, codec, content.len() as u64, crc)?;
     writer.write_all(content)?;
     let (_, sealer) = writer.finish_into_inner()?;

@@ -71,7 +71,7 @@ impl XLogRecordHeader {
 /// then over the header up to `xl_crc`. `record` is the whole record (`xl_tot_len` bytes).
 pub fn record_crc(record: &[u8]) -> u32 {
     let body = record.get(SIZE_OF_XLOG_RECORD..).unwrap_or_default();
-    crc32c::crc32c_append(crc32c::crc32c(body), &record[..20.min(record.len())])
+    crate::crc::crc32c_append(crate::crc::crc32c(body), &record[..20.min(record.len())])
 }
 
 /// A Postgres `TimestampTz`: microseconds since 2000-01-01 00:00:00 UTC.

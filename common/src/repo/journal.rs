@@ -51,7 +51,7 @@ pub fn encode_frame(offset: u32, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&offset.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), payload);
+    let crc = crate::crc::crc32c_append(crate::crc::crc32c(&out), payload);
     out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(payload);
     out
@@ -106,7 +106,7 @@ fn frame_at(bytes: &Bytes, at: usize) -> Option<(Frame, usize)> {
     let (offset, len, crc) = (word(4), word(8) as usize, word(12));
     let end = (at + HEADER_LEN).checked_add(len)?;
     let payload = bytes.get(at + HEADER_LEN..end)?;
-    if crc32c::crc32c_append(crc32c::crc32c(&header[..12]), payload) != crc {
+    if crate::crc::crc32c_append(crate::crc::crc32c(&header[..12]), payload) != crc {
         return None;
     }
     let frame = Frame {

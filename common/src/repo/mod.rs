@@ -317,10 +317,10 @@ impl Repository {
         if_absent: bool,
     ) -> Result<StoredObject, RepoError> {
         let raw_len = content.len() as u64;
-        let raw_crc32c = crc32c::crc32c(&content);
+        let raw_crc32c = crate::crc::crc32c(&content);
         let encoded = self.encode_content(key, content).await?;
         let stored_len = encoded.len() as u64;
-        let stored_crc32c = crc32c::crc32c(&encoded);
+        let stored_crc32c = crate::crc::crc32c(&encoded);
         let opts = PutOptions {
             if_absent,
             crc32c: Some(stored_crc32c),
@@ -387,7 +387,7 @@ impl Repository {
     ) -> Result<(), RepoError> {
         let opts = PutOptions {
             if_absent,
-            crc32c: Some(crc32c::crc32c(&bytes)),
+            crc32c: Some(crate::crc::crc32c(&bytes)),
             lock: self.lock_for(key),
         };
         self.storage.put(key, bytes, opts).await?;

@@ -283,7 +283,7 @@ impl Storage for LocalStorage {
         let path = self.path_of(StorageOp::Put, key)?;
         let key = key.clone();
         blocking(move || {
-            let crc = crc32c::crc32c(&body);
+            let crc = crate::crc::crc32c(&body);
             if let Some(expected) = opts.crc32c.filter(|&e| e != crc) {
                 return Err(Self::corrupt(&key, expected, crc));
             }
@@ -331,7 +331,7 @@ impl Storage for LocalStorage {
             if chunk.is_empty() {
                 break;
             }
-            crc = crc32c::crc32c_append(crc, &chunk);
+            crc = crate::crc::crc32c_append(crc, &chunk);
             size += chunk.len() as u64;
             // A plain write of the chunk itself on the blocking pool (tokio's File would
             // copy it into a buffer of its own first).

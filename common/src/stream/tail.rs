@@ -118,7 +118,7 @@ impl TailStore {
         self.remember(Written {
             name,
             raw_len: content.len() as u64,
-            raw_crc32c: crc32c::crc32c(content),
+            raw_crc32c: crate::crc::crc32c(content),
             stored_len: 0,
             stored_crc32c: None,
         });
@@ -156,7 +156,7 @@ impl TailStore {
             self.remember(Written {
                 name,
                 raw_len: existing.len() as u64,
-                raw_crc32c: crc32c::crc32c(&existing),
+                raw_crc32c: crate::crc::crc32c(&existing),
                 stored_len: 0,
                 stored_crc32c: None,
             });
@@ -198,7 +198,7 @@ impl TailStore {
         // Sealed when the repository is encrypted; ownership checks then use the sealed bytes.
         let sealed = repo.seal_stored(key, encoded.bytes).await?;
         let stored_crc32c = if repo.keys().is_some() {
-            crc32c::crc32c(&sealed)
+            crate::crc::crc32c(&sealed)
         } else {
             encoded.stored_crc32c
         };
@@ -249,7 +249,7 @@ impl TailStore {
             // decoded content's, so that the check costs one read, not a decompression.
             let limit = limits::stored_limit(own.name.seg_size().as_u64());
             return match repo.storage().get_bytes(key, limit).await {
-                Ok(stored) if crc32c::crc32c(&stored) == wrote => Ok(Ownership::Own),
+                Ok(stored) if crate::crc::crc32c(&stored) == wrote => Ok(Ownership::Own),
                 Ok(_) => Ok(Ownership::Other),
                 Err(e) if e.is_not_found() => Ok(Ownership::Gone),
                 Err(e) => Err(e.into()),
@@ -258,7 +258,7 @@ impl TailStore {
         match repo.get_content(key, own.name.seg_size().as_u64()).await {
             Ok(existing) => Ok(
                 if existing.len() as u64 == own.raw_len
-                    && crc32c::crc32c(&existing) == own.raw_crc32c
+                    && crate::crc::crc32c(&existing) == own.raw_crc32c
                 {
                     Ownership::Own
                 } else {

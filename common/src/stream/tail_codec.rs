@@ -71,12 +71,12 @@ impl TailEncoder {
         {
             self.reset(tail.name);
         }
-        let raw_crc32c = crc32c::crc32c_append(self.done_crc, &range(pieces, self.done, len));
+        let raw_crc32c = crate::crc::crc32c_append(self.done_crc, &range(pieces, self.done, len));
         let whole = len - len % BLOCK;
         while self.done < whole {
             let block = range(pieces, self.done, self.done + BLOCK);
             push_block(&mut self.scratch, &mut self.frame, &block);
-            self.done_crc = crc32c::crc32c_append(self.done_crc, &block);
+            self.done_crc = crate::crc::crc32c_append(self.done_crc, &block);
             self.done += BLOCK;
         }
         let mut last = Vec::new();
@@ -90,7 +90,7 @@ impl TailEncoder {
             crc32c: raw_crc32c,
         };
         let bytes = frame_object(Self::CODEC, summary, &payload);
-        let stored_crc32c = crc32c::crc32c(&bytes);
+        let stored_crc32c = crate::crc::crc32c(&bytes);
         EncodedTail {
             bytes: Bytes::from(bytes),
             raw_len: len as u64,
@@ -123,7 +123,7 @@ fn frame_object(codec: Codec, summary: RawSummary, payload: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&0u32.to_le_bytes());
     // The trailer's stored crc32c covers every byte before the trailer.
-    let stored = crc32c::crc32c(&out);
+    let stored = crate::crc::crc32c(&out);
     out.extend_from_slice(&summary.len.to_le_bytes());
     out.extend_from_slice(&summary.crc32c.to_le_bytes());
     out.extend_from_slice(&stored.to_le_bytes());
@@ -150,7 +150,7 @@ fn range(pieces: &[Bytes], from: usize, to: usize) -> Vec<u8> {
 fn crc_of(pieces: &[Bytes], from: usize, to: usize) -> u32 {
     let mut crc = 0;
     visit(pieces, from, to, |part| {
-        crc = crc32c::crc32c_append(crc, part)
+        crc = crate::crc::crc32c_append(crc, part)
     });
     crc
 }
@@ -210,8 +210,8 @@ mod tests {
                 let decoded = decode_to_vec(&encoded.bytes, u64::MAX).unwrap();
                 assert_eq!(decoded, &data[..at], "after {at} bytes");
                 assert_eq!(encoded.raw_len, at as u64);
-                assert_eq!(encoded.raw_crc32c, crc32c::crc32c(&data[..at]));
-                assert_eq!(encoded.stored_crc32c, crc32c::crc32c(&encoded.bytes));
+                assert_eq!(encoded.raw_crc32c, crate::crc::crc32c(&data[..at]));
+                assert_eq!(encoded.stored_crc32c, crate::crc::crc32c(&encoded.bytes));
                 assert_eq!(encoded.bytes[10], TailEncoder::CODEC.id());
             }
             {

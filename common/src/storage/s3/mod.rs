@@ -631,7 +631,7 @@ mod tests {
     #[test]
     fn crc32c_header_is_base64_of_big_endian() {
         // CRC32C("123456789") = 0xE3069283, the standard check value.
-        let crc = crc32c::crc32c(b"123456789");
+        let crc = crate::crc::crc32c(b"123456789");
         assert_eq!(crc, 0xE306_9283);
         assert_eq!(encode_crc32c(crc), "4waSgw==");
         assert_eq!(decode_crc32c("4waSgw=="), Some(crc));

@@ -108,7 +108,7 @@ impl S3Storage {
         body: Bytes,
         opts: PutOptions,
     ) -> Result<ObjectMeta, StorageError> {
-        let crc = crc32c::crc32c(&body);
+        let crc = crate::crc::crc32c(&body);
         Self::check_expected(key, opts, crc)?;
         if opts.if_absent && !self.conditional_create {
             self.refuse_existing(key).await?;
@@ -269,7 +269,7 @@ impl S3Storage {
                     self.part_size
                 )));
             }
-            let part_crc = crc32c::crc32c(&part);
+            let part_crc = crate::crc::crc32c(&part);
             crc = crc32c::crc32c_combine(crc, part_crc, part.len());
             size += part.len() as u64;
             let encoded = encode_crc32c(part_crc);
