@@ -53,6 +53,8 @@ pub struct VerifyRun {
     pub repo_bytes: u64,
     /// What the verify said it checked (walship's summary; pgBackRest's status lines).
     pub checked: String,
+    /// CPU time SeaweedFS spent meanwhile, for a verify of a repository on it.
+    pub server_cpu: Option<std::time::Duration>,
 }
 
 /// What `bench verify` measured.
@@ -129,7 +131,9 @@ pub fn run_verify(args: &BenchArgs, s3: Option<&S3Server>) -> Result<VerifyBench
         let s3_run = match (&db.s3_repo, s3) {
             (Some(repo), Some(s3)) => {
                 drop_page_cache(&s3.data_dir())?;
-                Some(walship_verify(&db, repo, "s3", segments)?)
+                Some(with_server_cpu(s3, || {
+                    walship_verify(&db, repo, "s3", segments)
+                })?)
             }
             _ => None,
         };
@@ -140,7 +144,9 @@ pub fn run_verify(args: &BenchArgs, s3: Option<&S3Server>) -> Result<VerifyBench
         let peer_s3 = match s3 {
             Some(s3) if db.peer.as_ref().is_some_and(|p| p.has_s3()) => {
                 drop_page_cache(&s3.data_dir())?;
-                Some(pgbackrest_verify(&db, PeerRepo::S3)?)
+                Some(with_server_cpu(s3, || {
+                    pgbackrest_verify(&db, PeerRepo::S3)
+                })?)
             }
             _ => None,
         };
@@ -189,6 +195,20 @@ pub fn run_verify(args: &BenchArgs, s3: Option<&S3Server>) -> Result<VerifyBench
         load: db.load.clone(),
     };
     Ok(report)
+}
+
+/// Runs `verify` and records the CPU time `server` spent meanwhile.
+fn with_server_cpu(
+    server: &S3Server,
+    verify: impl FnOnce() -> Result<VerifyRun>,
+) -> Result<VerifyRun> {
+    let before = server.cpu_time();
+    let mut run = verify()?;
+    run.server_cpu = server
+        .cpu_time()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(before));
+    Ok(run)
 }
 
 /// Writes back and drops from the page cache every file under `dir`, so that the next read of
@@ -252,6 +272,7 @@ fn walship_verify(
             "{} objects, {} bytes, 1 backup, {wal} WAL segments",
             checked["objects"], checked["bytes"]
         ),
+        server_cpu: None,
     })
 }
 
@@ -278,6 +299,7 @@ fn pgbackrest_verify(db: &BenchDb, repo: PeerRepo) -> Result<VerifyRun> {
         run,
         repo_bytes: tree_bytes(&peer.repo())?,
         checked,
+        server_cpu: None,
     })
 }
 
@@ -309,6 +331,10 @@ impl VerifyBenchReport {
             {
                 table.row(case, metric, ours[i], Some(theirs[i]));
             }
+            if let Some(server) = run.server_cpu {
+                let theirs = peer.server_cpu.map(|c| c.as_secs_f64());
+                table.row(case, "SeaweedFS CPU s", server.as_secs_f64(), theirs);
+            }
         }
         let mut out = table.render();
         out.push_str(&format!(
@@ -321,6 +347,22 @@ impl VerifyBenchReport {
         out.push_str(&format!("pgbackrest: {}\n", self.pgbackrest.checked));
         if let Some(s3) = &self.pgbackrest_s3 {
             out.push_str(&format!("pgbackrest (S3): {}\n", s3.checked));
+        }
+        for (who, run) in [
+            ("walship", self.walship_s3.as_ref()),
+            ("pgbackrest", self.pgbackrest_s3.as_ref()),
+        ] {
+            let Some((run, server)) = run.and_then(|r| Some((r, r.server_cpu?))) else {
+                continue;
+            };
+            let cpu = (run.run.user + run.run.system + server).as_secs_f64();
+            let wall = run.run.wall.as_secs_f64();
+            out.push_str(&format!(
+                "{who} verify from SeaweedFS: client + server CPU {cpu:.2} s in {wall:.2} s of wall \
+                 time ({:.2} of the machine's {} cores busy)\n",
+                cpu / wall,
+                std::thread::available_parallelism().map_or(2, |n| n.get())
+            ));
         }
         out.push_str(&format!(
             "1-minute load average during the run: {}\n\naims:\n",

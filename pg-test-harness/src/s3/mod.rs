@@ -210,6 +210,19 @@ impl S3Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// CPU time (user + system) the running `weed` has used so far, from
+    /// `/proc/<pid>/stat`; None when stopped or unreadable. Benches take the difference
+    /// around a client's run to see what serving it cost on the same cores.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the command name (which may hold spaces) start at field 3 (state);
+        // utime and stime are fields 14 and 15, in clock ticks of USER_HZ (100 on Linux).
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    }
+
     /// True while the `weed` process has not exited.
     pub fn is_running(&mut self) -> bool {
         self.child
