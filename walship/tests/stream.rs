@@ -283,22 +283,7 @@ fn synchronous_test(install: &PgInstall, repo: &TestRepo) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Writers count every commit the server acknowledged to them.
-    let writers: Vec<std::thread::JoinHandle<i32>> = (0..3)
-        .map(|writer| {
-            let mut client = primary.client();
-            std::thread::spawn(move || {
-                let mut acked = 0;
-                loop {
-                    let next = acked + 1;
-                    match client.execute("insert into acked values ($1, $2)", &[&writer, &next]) {
-                        Ok(_) => acked = next,
-                        Err(_) => return acked,
-                    }
-                }
-            })
-        })
-        .collect();
+    let writers = spawn_ack_writers(&primary, 3);
     std::thread::sleep(Duration::from_secs(6));
     primary.stop(StopMode::Immediate);
     let acked: Vec<i32> = writers.into_iter().map(|w| w.join().unwrap()).collect();
@@ -310,20 +295,7 @@ fn synchronous_test(install: &PgInstall, repo: &TestRepo) {
     assert!(acked.iter().all(|&n| n > 10), "too few commits: {acked:?}");
 
     let (_dir, mut restored) = restore_latest(install, repo);
-    for (writer, &n) in acked.iter().enumerate() {
-        let present: i64 = restored
-            .query_string(&format!(
-                "select count(distinct n) from acked where writer = {writer} and n <= {n}"
-            ))
-            .parse()
-            .unwrap();
-        assert_eq!(
-            present,
-            i64::from(n),
-            "PG{}: writer {writer} saw {n} commits acknowledged, the restored cluster has {present}",
-            install.major
-        );
-    }
+    assert_acked_rows(&restored, &acked, &format!("PG{}", install.major));
     let total = acked.iter().sum::<i32>();
     eprintln!(
         "PG{}: --synchronous: all {total} acknowledged commits survived the crash (3 writers beside pgbench -c 4: mean commit latency {:.1} ms, local repository; not a benchmark)",

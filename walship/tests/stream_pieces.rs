@@ -17,7 +17,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pg_test_harness::{Cluster, StopMode};
+use pg_test_harness::{Cluster, PgInstall, StopMode};
 use restore_support::{open_repo, runtime, walship_backup};
 use stream_support::*;
 use support::{TestRepo, describe, wait_until};
@@ -43,6 +43,24 @@ fn pieces_of(repo: &TestRepo, segment: &str) -> Vec<String> {
 /// Whether the local repository holds the journal of `segment`.
 fn has_journal(repo: &TestRepo, segment: &str) -> bool {
     repo_wal_names(repo.local_root()).contains(&format!("{segment}.partial.journal"))
+}
+
+/// Stores `bytes` as the journal of `segment` in the local `repo` (through `lib`, the same
+/// repository opened by the library), owned like the rest of it.
+fn store_journal(
+    rt: &tokio::runtime::Runtime,
+    lib: &walship_common::repo::Repository,
+    repo: &TestRepo,
+    segment: WalFileName,
+    bytes: Bytes,
+) {
+    rt.block_on(lib.storage().put(
+        &layout::tail_journal_key(segment),
+        bytes,
+        Default::default(),
+    ))
+    .unwrap();
+    support::chown_tree_like(repo.local_root(), repo.local_root());
 }
 
 /// A journal file holding `frames` (offset, content) as the stream writes them.
@@ -72,20 +90,27 @@ fn flush_lsn(cluster: &Cluster) -> u64 {
     ))
 }
 
+/// A primary of 1 MiB segments whose synchronous standby is a `walship stream
+/// --synchronous` into `repo`, already acknowledging commits.
+fn synchronous_primary(install: &PgInstall, repo: &TestRepo) -> (Cluster, StreamProc) {
+    let primary = Cluster::builder(install)
+        .initdb_arg("--wal-segsize=1")
+        .setting("synchronous_standby_names", "'walship'")
+        .setting("wal_keep_size", "'1GB'")
+        .start();
+    let stream = StreamProc::start(&primary, repo, &["--synchronous"]);
+    wait_streaming(&primary, &stream, "walship");
+    wait_sync_standby(&primary);
+    (primary, stream)
+}
+
 #[test]
 fn synchronous_flushes_are_journal_frames_fetch_assembles_them_and_gaps_stop_delivery() {
     let Some(install) = lifecycle_support::pg15() else {
         return;
     };
     let repo = TestRepo::local();
-    let mut primary = Cluster::builder(&install)
-        .initdb_arg("--wal-segsize=1")
-        .setting("synchronous_standby_names", "'walship'")
-        .setting("wal_keep_size", "'1GB'")
-        .start();
-    let mut stream = StreamProc::start(&primary, &repo, &["--synchronous"]);
-    wait_streaming(&primary, &stream, "walship");
-    wait_sync_standby(&primary);
+    let (mut primary, mut stream) = synchronous_primary(&install, &repo);
     walship_backup(&primary, &repo);
     primary.execute("create table t(n int, pad text)");
     // Start on a fresh segment so that its pieces are all this run's.
@@ -227,13 +252,7 @@ fn synchronous_flushes_are_journal_frames_fetch_assembles_them_and_gaps_stop_del
     rt.block_on(lib.put_content(&leftover, Bytes::from_static(b"left behind"), true))
         .unwrap();
     let journal = rt.block_on(journal_bytes(&lib, old, &[(0x200, b"left behind too")]));
-    rt.block_on(lib.storage().put(
-        &layout::tail_journal_key(old),
-        Bytes::from(journal),
-        Default::default(),
-    ))
-    .unwrap();
-    support::chown_tree_like(repo.local_root(), repo.local_root());
+    store_journal(&rt, &lib, &repo, old, Bytes::from(journal));
     let out = repo.walship(&["verify", "--quick"]);
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -268,13 +287,13 @@ fn synchronous_flushes_are_journal_frames_fetch_assembles_them_and_gaps_stop_del
     ));
     let first = rt.block_on(journal_bytes(&lib, last_seg, &[(c, &original[c..x])]));
     let torn = damaged.clone();
-    rt.block_on(lib.storage().put(
-        &layout::tail_journal_key(last_seg),
+    store_journal(
+        &rt,
+        &lib,
+        &repo,
+        last_seg,
         Bytes::copy_from_slice(&torn[..torn.len() - 5]),
-        Default::default(),
-    ))
-    .unwrap();
-    support::chown_tree_like(repo.local_root(), repo.local_root());
+    );
     let out = repo.walship(&["verify", "--quick"]);
     let text = describe(&out);
     assert!(
@@ -282,13 +301,7 @@ fn synchronous_flushes_are_journal_frames_fetch_assembles_them_and_gaps_stop_del
         "verify on a torn last frame: {text}"
     );
     damaged[first.len() / 2] ^= 0xFF;
-    rt.block_on(lib.storage().put(
-        &layout::tail_journal_key(last_seg),
-        Bytes::from(damaged),
-        Default::default(),
-    ))
-    .unwrap();
-    support::chown_tree_like(repo.local_root(), repo.local_root());
+    store_journal(&rt, &lib, &repo, last_seg, Bytes::from(damaged));
     let out = repo.walship(&["verify", "--quick"]);
     let text = describe(&out);
     assert!(
@@ -368,14 +381,7 @@ fn kill_9_of_a_synchronous_stream_under_load_then_adoption_loses_no_acknowledged
         return;
     };
     let repo = TestRepo::local();
-    let mut primary = Cluster::builder(&install)
-        .initdb_arg("--wal-segsize=1")
-        .setting("synchronous_standby_names", "'walship'")
-        .setting("wal_keep_size", "'1GB'")
-        .start();
-    let mut first = StreamProc::start(&primary, &repo, &["--synchronous"]);
-    wait_streaming(&primary, &first, "walship");
-    wait_sync_standby(&primary);
+    let (mut primary, mut first) = synchronous_primary(&install, &repo);
     primary.execute("create table acked(writer int, n int)");
     let init = pgbench(&primary, &["-i", "-s", "1", "-q"])
         .output()
@@ -388,22 +394,7 @@ fn kill_9_of_a_synchronous_stream_under_load_then_adoption_loses_no_acknowledged
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Writers count every commit the server acknowledged to them.
-    let writers: Vec<std::thread::JoinHandle<i32>> = (0..3)
-        .map(|writer| {
-            let mut client = primary.client();
-            std::thread::spawn(move || {
-                let mut acked = 0;
-                loop {
-                    let next = acked + 1;
-                    match client.execute("insert into acked values ($1, $2)", &[&writer, &next]) {
-                        Ok(_) => acked = next,
-                        Err(_) => return acked,
-                    }
-                }
-            })
-        })
-        .collect();
+    let writers = spawn_ack_writers(&primary, 3);
     std::thread::sleep(Duration::from_secs(3));
     // The stream dies in the middle of a flush or between two: commits wait.
     first.kill9();
@@ -437,18 +428,6 @@ fn kill_9_of_a_synchronous_stream_under_load_then_adoption_loses_no_acknowledged
     wait_until(Duration::from_secs(180), "recovery to end", || {
         restored.query_string("select pg_is_in_recovery()") == "f"
     });
-    for (writer, &n) in acked.iter().enumerate() {
-        let present: i64 = restored
-            .query_string(&format!(
-                "select count(distinct n) from acked where writer = {writer} and n <= {n}"
-            ))
-            .parse()
-            .unwrap();
-        assert_eq!(
-            present,
-            i64::from(n),
-            "writer {writer} saw {n} commits acknowledged, the restored cluster has {present}"
-        );
-    }
+    assert_acked_rows(&restored, &acked, "after kill -9 and adoption");
     restored.stop(StopMode::Fast);
 }

@@ -438,18 +438,31 @@ mod tests {
         WalSegSize::from_mib(16).unwrap()
     }
 
-    #[test]
-    fn commit_then_take_verified() {
+    /// A spool in a new `pg_wal` holding `content` as the committed entry for segment 5,
+    /// with the receipt the worker would write for it.
+    fn spool_with_entry(content: &[u8]) -> (tempfile::TempDir, FetchSpool, WalFileName) {
         let pg_wal = tempfile::tempdir().unwrap();
         let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
         spool.create().unwrap();
         let n = name("000000010000000000000005");
         let tmp = spool.dir().join(".walship-tmp.x");
-        let mut segment = b"segment bytes".to_vec();
-        segment.resize(size().as_u64() as usize, 0);
-        fs::write(&tmp, &segment).unwrap();
+        fs::write(&tmp, content).unwrap();
         let (len, crc) = size_and_crc(&tmp);
         spool.commit(&n, &tmp, len, crc).unwrap();
+        (pg_wal, spool, n)
+    }
+
+    /// A whole segment starting with `start`, zeros after it.
+    fn segment_starting_with(start: &[u8]) -> Vec<u8> {
+        let mut segment = start.to_vec();
+        segment.resize(size().as_u64() as usize, 0);
+        segment
+    }
+
+    #[test]
+    fn commit_then_take_verified() {
+        let segment = segment_starting_with(b"segment bytes");
+        let (pg_wal, spool, n) = spool_with_entry(&segment);
         assert!(spool.contains(&n));
         assert_eq!(spool.verify(&n, 7).as_deref(), Some(&b"segment"[..]));
         assert_eq!(spool.verify(&n, 13).as_deref(), Some(&b"segment bytes"[..]));
@@ -463,29 +476,20 @@ mod tests {
 
     #[test]
     fn an_entry_shorter_than_a_segment_is_refused_even_with_its_receipt() {
-        let pg_wal = tempfile::tempdir().unwrap();
-        let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
-        spool.create().unwrap();
-        let n = name("000000010000000000000005");
-        let tmp = spool.dir().join(".walship-tmp.x");
-        fs::write(&tmp, b"segment bytes").unwrap();
-        let (len, crc) = size_and_crc(&tmp);
-        spool.commit(&n, &tmp, len, crc).unwrap();
+        let (_pg_wal, spool, n) = spool_with_entry(b"segment bytes");
         assert_eq!(spool.verify(&n, 7), None);
         assert!(!spool.contains(&n), "the short entry is removed");
     }
 
     #[test]
     fn tampered_entry_is_discarded() {
-        let pg_wal = tempfile::tempdir().unwrap();
-        let spool = FetchSpool::for_pg_wal(pg_wal.path(), size());
-        spool.create().unwrap();
-        let n = name("000000010000000000000005");
-        let tmp = spool.dir().join(".walship-tmp.x");
-        fs::write(&tmp, b"segment bytes").unwrap();
-        let (size, crc) = size_and_crc(&tmp);
-        spool.commit(&n, &tmp, size, crc).unwrap();
-        fs::write(spool.entry_path(&n), b"segment bytez").unwrap();
+        let (_pg_wal, spool, n) = spool_with_entry(&segment_starting_with(b"segment bytes"));
+        // Same length, one byte changed: only the crc32c tells.
+        fs::write(
+            spool.entry_path(&n),
+            segment_starting_with(b"segment bytez"),
+        )
+        .unwrap();
         assert_eq!(spool.verify(&n, 7), None);
         assert!(!spool.contains(&n), "a bad entry must be removed");
     }

@@ -38,25 +38,34 @@ fn object_repo(dir: &std::path::Path) -> Repository {
     Repository::new(AnyStorage::from(wrapped), Codec::Lz4)
 }
 
-#[tokio::test]
-async fn flushes_are_pieces_consolidated_adopted_and_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = object_repo(dir.path());
-    let mut asm = assembler();
-    let mut store = PieceStore::default();
-    let mut data = Vec::new();
+/// Flushes `PIECES_PER_BASE + 5` messages of growing size, one store each, appending them to
+/// `data`; after every flush the stored tail reads back as exactly `data`.
+async fn flush_many(
+    repo: &Repository,
+    asm: &mut SegmentAssembler,
+    store: &mut PieceStore,
+    data: &mut Vec<u8>,
+) {
     for i in 0..(PIECES_PER_BASE + 5) {
         let msg = vec![i as u8; 100 + i];
         data.extend_from_slice(&msg);
         asm.push(asm.position(), Bytes::from(msg)).unwrap();
         assert_eq!(
-            store.store(&repo, &asm.tail()).await.unwrap(),
+            store.store(repo, &asm.tail()).await.unwrap(),
             TailOutcome::Stored
         );
         // Every flush's bytes are readable at once.
-        let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
+        let found = read_partial(repo, asm.current()).await.unwrap().unwrap();
         assert_eq!(found.content, data[..]);
     }
+}
+
+#[tokio::test]
+async fn flushes_are_pieces_consolidated_adopted_and_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = object_repo(dir.path());
+    let (mut asm, mut store, mut data) = (assembler(), PieceStore::default(), Vec::new());
+    flush_many(&repo, &mut asm, &mut store, &mut data).await;
     store.settle().await;
     let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
     assert!(found.base_len.is_some(), "no consolidation: {found:?}");
@@ -82,17 +91,8 @@ async fn flushes_are_pieces_consolidated_adopted_and_released() {
 async fn local_flushes_are_frames_of_one_journal_adopted_after_a_torn_frame() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path());
-    let mut asm = assembler();
-    let mut store = PieceStore::default();
-    let mut data = Vec::new();
-    for i in 0..(PIECES_PER_BASE + 5) {
-        let msg = vec![i as u8; 100 + i];
-        data.extend_from_slice(&msg);
-        asm.push(asm.position(), Bytes::from(msg)).unwrap();
-        store.store(&repo, &asm.tail()).await.unwrap();
-        let found = read_partial(&repo, asm.current()).await.unwrap().unwrap();
-        assert_eq!(found.content, data[..]);
-    }
+    let (mut asm, mut store, mut data) = (assembler(), PieceStore::default(), Vec::new());
+    flush_many(&repo, &mut asm, &mut store, &mut data).await;
     store.settle().await;
     let segment = asm.current();
     let found = read_partial(&repo, segment).await.unwrap().unwrap();

@@ -345,3 +345,42 @@ pub fn assert_segments_match(
     );
     complete.len()
 }
+
+/// Starts `n` writers that insert `(writer, 1..)` into the table `acked(writer int, n int)` of
+/// `cluster` until a commit fails; each returns how many commits the server acknowledged to
+/// it, which a restore must then hold.
+pub fn spawn_ack_writers(cluster: &Cluster, n: i32) -> Vec<std::thread::JoinHandle<i32>> {
+    (0..n)
+        .map(|writer| {
+            let mut client = cluster.client();
+            std::thread::spawn(move || {
+                let mut acked = 0;
+                loop {
+                    let next = acked + 1;
+                    match client.execute("insert into acked values ($1, $2)", &[&writer, &next]) {
+                        Ok(_) => acked = next,
+                        Err(_) => return acked,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Asserts that `restored` holds every commit the writers of [`spawn_ack_writers`] saw
+/// acknowledged (`acked[writer]` rows `1..=n`), naming the writer and the counts otherwise.
+pub fn assert_acked_rows(restored: &Cluster, acked: &[i32], what: &str) {
+    for (writer, &n) in acked.iter().enumerate() {
+        let present: i64 = restored
+            .query_string(&format!(
+                "select count(distinct n) from acked where writer = {writer} and n <= {n}"
+            ))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            present,
+            i64::from(n),
+            "{what}: writer {writer} saw {n} commits acknowledged, the restored cluster has {present}"
+        );
+    }
+}
