@@ -70,10 +70,13 @@ pub fn s3_options(server: &S3Server) -> S3Options {
             secret_access_key: server.secret_key.clone(),
             session_token: None,
         }),
+        // As patient as the product's default in attempts (a SeaweedFS sharing two busy
+        // cores with the whole suite once answered three HEADs in a row with HTTP 500), with
+        // shorter backoffs so that the tests of failures stay quick.
         retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: std::time::Duration::from_millis(50),
-            max_delay: std::time::Duration::from_millis(500),
+            max_attempts: 5,
+            base_delay: std::time::Duration::from_millis(100),
+            max_delay: std::time::Duration::from_secs(1),
             deadline: None,
             not_after: None,
         },

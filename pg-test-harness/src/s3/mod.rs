@@ -356,8 +356,13 @@ impl S3Server {
 }
 
 impl Drop for S3Server {
+    /// Stops the server; when a test panicked, prints the end of the server's log first, so
+    /// that an answer the server gave (an HTTP 500, say) can be traced to its cause.
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_excerpt());
+        }
     }
 }
 
