@@ -66,16 +66,28 @@ pub enum Way {
     /// The aim's baseline while `lz4 -d` decodes (and flushes) the same segments beside it:
     /// what decompression alone costs replay on this machine (no walship code runs).
     ArchiveRecoveryLocalBesideDecode,
+    /// Archive recovery through `restore_command = 'mv <dir>/%f %p'` from segments copied
+    /// and flushed into a directory on the data directory's file system before the recovery
+    /// (unmeasured): a perfect prefetch, where delivering a segment is one rename by one
+    /// small process. Any `restore_command` pays at least this (Postgres starts the command
+    /// for every segment and then renames and fsyncs what it delivered).
+    MoveReady,
+    /// [`Way::MoveReady`] while `lz4 -d` decodes and flushes the same segments beside it, as
+    /// [`Way::ArchiveRecoveryLocalBesideDecode`] does: the least a `restore_command` that
+    /// decompresses during recovery can cost on this machine (no walship code runs).
+    MoveReadyBesideDecode,
 }
 
 impl Way {
     /// Every way, in the order each round runs them.
-    pub const ALL: [Way; 5] = [
+    pub const ALL: [Way; 7] = [
         Way::WalshipFetch,
         Way::ArchiveRecoveryLocal,
         Way::CrashRecoveryLocal,
         Way::CopyFromDirectory,
         Way::ArchiveRecoveryLocalBesideDecode,
+        Way::MoveReady,
+        Way::MoveReadyBesideDecode,
     ];
 
     /// What the table calls it.
@@ -86,7 +98,17 @@ impl Way {
             Way::CrashRecoveryLocal => "crash recovery, WAL in pg_wal",
             Way::CopyFromDirectory => "restore_command cp",
             Way::ArchiveRecoveryLocalBesideDecode => "pg_wal, lz4 -d of it beside",
+            Way::MoveReady => "restore_command mv, ready",
+            Way::MoveReadyBesideDecode => "mv ready, lz4 -d beside",
         }
+    }
+
+    /// Whether `lz4 -d` decodes the segments beside this recovery.
+    fn decodes_beside(self) -> bool {
+        matches!(
+            self,
+            Way::ArchiveRecoveryLocalBesideDecode | Way::MoveReadyBesideDecode
+        )
     }
 }
 
@@ -191,6 +213,11 @@ pub fn run_fetch(
                     "restore_command = 'cp {}/%f %p'",
                     wal_dir.display()
                 )],
+                Way::MoveReady | Way::MoveReadyBesideDecode => {
+                    let ready = work.path().join(format!("ready-{round}-{way:?}"));
+                    copy_flushed(&wal, &ready)?;
+                    vec![format!("restore_command = 'mv {}/%f %p'", ready.display())]
+                }
             };
             if way != Way::CrashRecoveryLocal {
                 std::fs::write(dir.join("recovery.signal"), b"")?;
@@ -203,12 +230,17 @@ pub fn run_fetch(
             ) {
                 link_segments(&wal, &dir.join("pg_wal"))?;
             }
-            let decoding = (way == Way::ArchiveRecoveryLocalBesideDecode)
+            let decoding = way
+                .decodes_beside()
                 .then(|| compressed.decode_in_background(&work.path().join("decoded"), &dir))
                 .transpose()?;
             let r = recover(&install, &dir, &conf, &transactions)?;
             if let Some(decoding) = decoding {
                 decoding.join().expect("lz4 decoding thread panicked")?;
+            }
+            let ready = work.path().join(format!("ready-{round}-{way:?}"));
+            if ready.exists() {
+                std::fs::remove_dir_all(&ready)?;
             }
             eprintln!(
                 "bench fetch: round {round}: {} {:.2} s",
@@ -235,6 +267,22 @@ fn link_segments(wal: &[PathBuf], pg_wal: &Path) -> Result<()> {
         std::fs::hard_link(segment, pg_wal.join(name))
             .with_context(|| format!("link {} into {}", segment.display(), pg_wal.display()))?;
     }
+    Ok(())
+}
+
+/// Copies the segments into a new directory `ready` (owned by the server's user, so that
+/// its `restore_command` may move them out) and flushes each, as the prefetch worker
+/// flushes its entries.
+fn copy_flushed(wal: &[PathBuf], ready: &Path) -> Result<()> {
+    std::fs::create_dir(ready).with_context(|| format!("create {}", ready.display()))?;
+    for segment in wal {
+        let name = segment.file_name().context("segment without name")?;
+        let copy = ready.join(name);
+        std::fs::copy(segment, &copy)
+            .with_context(|| format!("copy {} to {}", segment.display(), copy.display()))?;
+        std::fs::File::open(&copy)?.sync_data()?;
+    }
+    crate::chown_to_owner_recursive(ready)?;
     Ok(())
 }
 
@@ -436,6 +484,18 @@ impl FetchReport {
                 out.push_str(&format!(
                     "machine: the baseline with lz4 -d decoding the same segments beside it takes {:.2}x the baseline (no walship code runs)\n",
                     busy / l
+                ));
+            }
+            if let (Some(ready), Some(floor)) = (
+                self.best(Way::MoveReady, |r| Some(r.wall)),
+                self.best(Way::MoveReadyBesideDecode, |r| Some(r.wall)),
+            ) {
+                out.push_str(&format!(
+                    "machine: restore_command mv of segments decoded and flushed before the recovery takes {:.2}x the baseline; \
+                     with lz4 -d decoding beside it {:.2}x, the floor of any restore_command that decompresses (walship fetch: {:.2}x that floor)\n",
+                    ready / l,
+                    floor / l,
+                    f / floor
                 ));
             }
         }
