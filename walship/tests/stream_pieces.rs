@@ -22,10 +22,11 @@ use restore_support::{open_repo, runtime, walship_backup};
 use stream_support::*;
 use support::{TestRepo, describe, wait_until};
 use walship_common::pg::{WalFileName, WalSegSize};
+use walship_common::repo::Repository;
 use walship_common::repo::journal;
 use walship_common::repo::layout::{self, TailPiece};
 use walship_common::repo::partial::read_partial;
-use walship_common::storage::Storage;
+use walship_common::storage::{ObjectKey, Storage};
 
 fn seg_size() -> WalSegSize {
     WalSegSize::from_mib(1).unwrap()
@@ -195,21 +196,7 @@ fn synchronous_flushes_are_journal_frames_fetch_assembles_them_and_gaps_stop_del
     let last_seg = WalFileName::parse(&last, seg_size()).unwrap();
     let (a, b, c) = (4096, 8000, 10_000);
     rt.block_on(async {
-        let base = layout::wal_key(&walship_common::pg::ArchiveFileName::Partial(last_seg));
-        let _ = lib.storage().delete(&base).await;
-        lib.storage()
-            .delete(&layout::tail_journal_key(last_seg))
-            .await
-            .unwrap();
-        for p in walship_common::repo::partial::list_pieces(&lib, last_seg)
-            .await
-            .unwrap()
-        {
-            lib.storage()
-                .delete(&layout::tail_piece_key(p))
-                .await
-                .unwrap();
-        }
+        let base = remove_tail(&lib, last_seg).await;
         lib.put_content(&base, Bytes::copy_from_slice(&original[..a]), true)
             .await
             .unwrap();
@@ -339,21 +326,7 @@ fn a_repository_with_only_a_partial_tail_still_restores_latest() {
     let segment = WalFileName::parse(&last, seg_size()).unwrap();
     let end = (target % SEG) as usize;
     rt.block_on(async {
-        let base = layout::wal_key(&walship_common::pg::ArchiveFileName::Partial(segment));
-        let _ = lib.storage().delete(&base).await;
-        let _ = lib
-            .storage()
-            .delete(&layout::tail_journal_key(segment))
-            .await;
-        for p in walship_common::repo::partial::list_pieces(&lib, segment)
-            .await
-            .unwrap()
-        {
-            lib.storage()
-                .delete(&layout::tail_piece_key(p))
-                .await
-                .unwrap();
-        }
+        let base = remove_tail(&lib, segment).await;
         lib.put_content(&base, Bytes::copy_from_slice(&wal[&last][..end]), true)
             .await
             .unwrap();
@@ -430,4 +403,20 @@ fn kill_9_of_a_synchronous_stream_under_load_then_adoption_loses_no_acknowledged
     });
     assert_acked_rows(&restored, &acked, "after kill -9 and adoption");
     restored.stop(StopMode::Fast);
+}
+
+/// Removes everything the repository holds of `segment`'s tail (its `.partial` base, its
+/// journal and its piece objects) and returns the base's key, for a test to store its own.
+async fn remove_tail(lib: &Repository, segment: WalFileName) -> ObjectKey {
+    let base = layout::wal_key(&walship_common::pg::ArchiveFileName::Partial(segment));
+    let (pieces, journal) = walship_common::repo::partial::list_tail(lib, segment)
+        .await
+        .unwrap();
+    for key in std::iter::once(base.clone())
+        .chain(journal)
+        .chain(pieces.into_iter().map(layout::tail_piece_key))
+    {
+        let _ = lib.storage().delete(&key).await;
+    }
+    base
 }

@@ -101,14 +101,6 @@ pub async fn read_partial(
     }
 }
 
-/// The pieces of `segment` listed in the repository, in offset order.
-pub async fn list_pieces(
-    repo: &Repository,
-    segment: WalFileName,
-) -> Result<Vec<TailPiece>, RepoError> {
-    Ok(list_tail(repo, segment).await?.0)
-}
-
 /// The piece objects of `segment` in offset order, and its journal's key if it has one.
 pub async fn list_tail(
     repo: &Repository,

@@ -104,6 +104,32 @@ impl LocalStorage {
         }
     }
 
+    /// A new temporary file beside the object file `path`, its parent directories created
+    /// durably: the first step of every object written.
+    pub(super) fn temp_for(path: &Path) -> Result<TempFile, StorageError> {
+        fsutil::create_dir_all_durable(parent(path), DIR_MODE)?;
+        Ok(TempFile::create_for(path, FILE_MODE)?)
+    }
+
+    /// Renames the fully written `temp` to the object file `path`, durably; with
+    /// `if_absent`, an existing object is [`StorageError::AlreadyExists`], never replaced.
+    pub(super) fn place(
+        key: &ObjectKey,
+        temp: TempFile,
+        path: &Path,
+        if_absent: bool,
+    ) -> Result<(), StorageError> {
+        temp.persist(path, if_absent).map_err(|e| {
+            if e.is_already_exists() {
+                StorageError::AlreadyExists {
+                    key: key.to_string(),
+                }
+            } else {
+                e.into()
+            }
+        })
+    }
+
     /// Moves a fully written temporary file into place and returns the new object's
     /// metadata.
     fn persist(
@@ -126,15 +152,7 @@ impl LocalStorage {
                 message: "a local repository cannot hold S3 Object Lock retention".to_owned(),
             });
         }
-        temp.persist(path, opts.if_absent).map_err(|e| {
-            if e.is_already_exists() {
-                StorageError::AlreadyExists {
-                    key: key.to_string(),
-                }
-            } else {
-                e.into()
-            }
-        })?;
+        Self::place(key, temp, path, opts.if_absent)?;
         // Stored and flushed: the next object reuses this one's memory (see
         // `drop_cached_pages`); a later read of it comes from disk.
         fsutil::drop_cached_pages(path);
@@ -287,8 +305,7 @@ impl Storage for LocalStorage {
             if let Some(expected) = opts.crc32c.filter(|&e| e != crc) {
                 return Err(Self::corrupt(&key, expected, crc));
             }
-            fsutil::create_dir_all_durable(parent(&path), DIR_MODE)?;
-            let mut temp = TempFile::create_for(&path, FILE_MODE)?;
+            let mut temp = Self::temp_for(&path)?;
             temp.write_all(&body)?;
             Self::persist(&key, temp, &path, opts, body.len() as u64, crc)
         })
@@ -307,11 +324,7 @@ impl Storage for LocalStorage {
         let path = self.path_of(StorageOp::Put, key)?;
         let temp = {
             let path = path.clone();
-            blocking(move || {
-                fsutil::create_dir_all_durable(parent(&path), DIR_MODE)?;
-                Ok(TempFile::create_for(&path, FILE_MODE)?)
-            })
-            .await?
+            blocking(move || Self::temp_for(&path)).await?
         };
         let io_err = |action: &'static str, source: io::Error| StorageError::Io {
             action,
@@ -442,7 +455,7 @@ impl Storage for LocalStorage {
     }
 }
 
-pub(super) fn parent(path: &Path) -> &Path {
+fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
 }
 

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::local::{DIR_MODE, FILE_MODE, LocalStorage, blocking, parent};
+use super::local::{LocalStorage, blocking};
 use super::{ObjectKey, StorageError, StorageOp};
-use crate::fsutil::{self, TempFile};
+use crate::fsutil;
 
 /// An object file open for writing at chosen positions; see the module documentation.
 #[derive(Debug, Clone)]
@@ -41,8 +41,7 @@ impl LocalStorage {
         let path = self.object_path(StorageOp::Put, key)?;
         let key = key.clone();
         blocking(move || {
-            fsutil::create_dir_all_durable(parent(&path), DIR_MODE)?;
-            let mut temp = TempFile::create_for(&path, FILE_MODE)?;
+            let mut temp = LocalStorage::temp_for(&path)?;
             temp.write_all(&first)?;
             let zeros = vec![0u8; 256 << 10];
             let mut len = first.len() as u64;
@@ -51,15 +50,7 @@ impl LocalStorage {
                 temp.write_all(&zeros[..n])?;
                 len += n as u64;
             }
-            temp.persist(&path, true).map_err(|e| {
-                if e.is_already_exists() {
-                    StorageError::AlreadyExists {
-                        key: key.to_string(),
-                    }
-                } else {
-                    e.into()
-                }
-            })?;
+            LocalStorage::place(&key, temp, &path, true)?;
             open(&path)
         })
         .await
