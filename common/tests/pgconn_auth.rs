@@ -1,16 +1,17 @@
 //! Authentication and TLS against real clusters of every major under test: trust, password,
 //! md5 and SCRAM-SHA-256 (right password accepted, wrong one rejected with the server's
-//! message), the password file, and TLS with a CA made by the `openssl` CLI: verify-full
+//! message), the password file, and TLS with the harness's test CA ([`TestPki`]): verify-full
 //! (with SCRAM channel binding), a wrong CA, require, prefer, and disable against a
 //! `hostssl`-only pg_hba.
 
 mod pgconn_support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pg_test_harness::{Cluster, PgInstall, installs_under_test, test_dir};
+use pg_test_harness::s3::TestPki;
+use pg_test_harness::{Cluster, PgInstall, installs_under_test};
 use pgconn_support::{connect, params, runtime};
 use walship_common::pgconn::{ConnParams, PgConnError, ReplicationClient};
 
@@ -33,11 +34,10 @@ fn tls_modes_on_every_major() {
         pg_test_harness::ci::skip_or_fail("the openssl CLI is not installed; TLS tests need it");
         return;
     }
-    let certs = test_dir("pgconn-tls");
-    make_certificates(certs.path());
+    let (pki, other_ca) = make_certificates();
     for install in installs_under_test() {
         eprintln!("PG{}: TLS modes", install.major);
-        tls_matrix(&install, certs.path());
+        tls_matrix(&install, &pki, &other_ca);
     }
 }
 
@@ -163,95 +163,22 @@ host replication scram_user 127.0.0.1/32 scram-sha-256
     assert_eq!(err.sqlstate(), Some("28000"), "{err}");
 }
 
-/// A test CA, a server certificate for 127.0.0.1 and localhost signed by it, and an unrelated
-/// second CA, made with the openssl CLI; the key is given to the cluster user, mode 0600.
-fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("running openssl (is it installed?)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    for (key, cert, cn) in [
-        ("ca.key", "ca.crt", "walship test CA"),
-        ("wrongca.key", "wrongca.crt", "other CA"),
-    ] {
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            key,
-            "-out",
-            cert,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-    }
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-sha256",
-        "-extfile",
-        "server.ext",
-    ]);
-    pg_test_harness::chown_to_owner_recursive(dir).unwrap();
-    std::fs::set_permissions(
-        dir.join("server.key"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+/// The test PKI ([`TestPki`]: a CA and a server certificate for 127.0.0.1 and localhost) and
+/// an unrelated second CA; the files are given to the cluster user, the key mode 0600 (Postgres
+/// refuses a key others may read).
+fn make_certificates() -> (TestPki, PathBuf) {
+    let pki = TestPki::create().expect("making the test PKI");
+    let other_ca = pki.other_ca().expect("making a second CA");
+    pg_test_harness::chown_to_owner_recursive(pki.dir()).unwrap();
+    std::fs::set_permissions(pki.key(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    (pki, other_ca)
 }
 
-fn tls_matrix(install: &PgInstall, certs: &Path) {
-    let file = |name: &str| certs.join(name).display().to_string();
+fn tls_matrix(install: &PgInstall, pki: &TestPki, other_ca: &Path) {
     let pg = Cluster::builder(install)
         .setting("ssl", "on")
-        .setting("ssl_cert_file", &format!("'{}'", file("server.crt")))
-        .setting("ssl_key_file", &format!("'{}'", file("server.key")))
+        .setting("ssl_cert_file", &format!("'{}'", pki.cert().display()))
+        .setting("ssl_key_file", &format!("'{}'", pki.key().display()))
         .start();
     pg.execute(
         "set password_encryption = 'scram-sha-256';
@@ -274,7 +201,7 @@ hostssl replication tls_user ::1/128 scram-sha-256
             &pg,
             &format!(
                 "host={host} user=tls_user password=tlspw sslmode=verify-full sslrootcert={}",
-                file("ca.crt")
+                pki.ca().display()
             ),
         );
         let client = assert_connects(&p);
@@ -287,7 +214,7 @@ hostssl replication tls_user ::1/128 scram-sha-256
         &pg,
         &format!(
             "user=tls_user password=tlspw sslmode=verify-full sslrootcert={} channel_binding=require",
-            file("ca.crt")
+            pki.ca().display()
         ),
     ));
     assert!(required.uses_channel_binding());
@@ -301,7 +228,7 @@ hostssl replication tls_user ::1/128 scram-sha-256
         &pg,
         &format!(
             "user=tls_user password=tlspw sslmode=verify-ca sslrootcert={}",
-            file("ca.crt")
+            pki.ca().display()
         ),
     ));
 
@@ -310,7 +237,7 @@ hostssl replication tls_user ::1/128 scram-sha-256
         &pg,
         &format!(
             "user=tls_user password=tlspw sslmode=verify-full sslrootcert={}",
-            file("wrongca.crt")
+            other_ca.display()
         ),
     );
     match try_connect(&wrong) {

@@ -1,7 +1,8 @@
-//! A private certificate authority and a server certificate for 127.0.0.1 signed by it, made
-//! with the `openssl` CLI: what an HTTPS listener of a test server presents, and what a client
-//! is told to trust (`[s3] ca_file`, pgBackRest's `repo-storage-ca-file`) so that nothing in a
-//! test or bench turns certificate checks off.
+//! A private certificate authority and a server certificate for 127.0.0.1 and localhost signed
+//! by it, made with the `openssl` CLI: what a TLS listener of a test server presents (SeaweedFS's
+//! HTTPS, a Postgres cluster's `ssl`), and what a client is told to trust (`[s3] ca_file`,
+//! pgBackRest's `repo-storage-ca-file`, `sslrootcert`) so that nothing in a test or bench turns
+//! certificate checks off.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,42 +17,14 @@ pub struct TestPki {
 
 impl TestPki {
     /// Makes `ca.pem` (a CA valid for two days), `server.pem` and `server.key` (for
-    /// IP 127.0.0.1, signed by that CA) in a new temporary directory.
+    /// IP 127.0.0.1 and the name localhost, signed by that CA) in a new temporary directory.
     pub fn create() -> anyhow::Result<TestPki> {
         let dir = tempfile::Builder::new()
             .prefix("walship-pki-")
             .tempdir()
             .context("creating the PKI directory")?;
-        let run = |args: &[&str]| -> anyhow::Result<()> {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .context("run openssl (Debian package openssl)")?;
-            if !out.status.success() {
-                bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            Ok(())
-        };
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=walship test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ])?;
+        let run = |args: &[&str]| openssl(dir.path(), args);
+        make_ca(dir.path(), "ca", "walship test CA")?;
         run(&[
             "req",
             "-newkey",
@@ -68,8 +41,8 @@ impl TestPki {
             dir.path().join("ext.cnf"),
             // pgBackRest matches the host only against DNS names (and the common name),
             // rustls only against IP addresses for an address: the certificate has both.
-            "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             extendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:127.0.0.1,DNS:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
         )?;
         run(&[
             "x509",
@@ -91,6 +64,13 @@ impl TestPki {
         Ok(TestPki { dir })
     }
 
+    /// Makes `other-ca.pem`, a second CA that signed nothing here (what a client trusting
+    /// the wrong authority holds), and returns its path.
+    pub fn other_ca(&self) -> anyhow::Result<PathBuf> {
+        make_ca(self.dir(), "other-ca", "unrelated test CA")?;
+        Ok(self.path("other-ca.pem"))
+    }
+
     /// The CA certificate clients trust.
     pub fn ca(&self) -> PathBuf {
         self.path("ca.pem")
@@ -106,7 +86,8 @@ impl TestPki {
         self.path("server.key")
     }
 
-    /// A file of the PKI by name (`ca.pem`, `ca.key`, `server.pem`, `server.key`).
+    /// A file of the PKI by name (`ca.pem`, `ca.key`, `server.pem`, `server.key`,
+    /// `other-ca.pem`).
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -115,4 +96,43 @@ impl TestPki {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Makes a self-signed CA valid for two days, `<name>.pem` and `<name>.key` in `dir`.
+fn make_ca(dir: &Path, name: &str, common_name: &str) -> anyhow::Result<()> {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={common_name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    )
+}
+
+/// Runs `openssl <args>` in `dir`; its error output names any failure.
+fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("run openssl (Debian package openssl)")?;
+    if !out.status.success() {
+        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }
