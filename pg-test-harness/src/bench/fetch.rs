@@ -4,13 +4,15 @@
 //!
 //! "The same recovery" is archive recovery (`recovery.signal`) from the same base copy, with
 //! the segments in `pg_wal` and a `restore_command` that finds nothing (`false`), so that
-//! Postgres reads them from `pg_wal`: the aim's baseline. Two more baselines put it in
-//! context: crash recovery (no `recovery.signal`, no `restore_command`: what Postgres does
-//! without any archive), and `cp` from a plain directory of uncompressed segments (the least
-//! any `restore_command` can cost: Postgres's own work per restored segment). And one that
-//! measures the machine rather than walship: the baseline recovery with the reference `lz4`
-//! tool decoding the same segments beside it (the work a prefetching `restore_command`
-//! cannot avoid), to tell walship's share of the gap from the machine's.
+//! Postgres reads them from `pg_wal`: the aim's baseline. More ways put it in context: crash
+//! recovery (no `recovery.signal`, no `restore_command`: what Postgres does without any
+//! archive); `cp` from a plain directory of uncompressed segments (the plainest
+//! `restore_command`, which leaves Postgres's fsync of each restored file unflushed data); and
+//! three that measure the machine rather than walship: the baseline recovery with the reference
+//! `lz4` tool decoding the same segments beside it (the work a prefetching `restore_command`
+//! cannot avoid), `mv` of segments decoded and flushed before the recovery (a perfect prefetch:
+//! Postgres's own cost of running a command and keeping its file, per segment), and that `mv`
+//! with `lz4` decoding beside it: the least a decompressing `restore_command` costs here.
 //!
 //! A primary archives through `walship archive --async`; a base copy is taken with the
 //! low-level backup API; then pgbench writes N segments and the primary stops. Each round
