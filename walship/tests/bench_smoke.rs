@@ -78,3 +78,26 @@ fn bench_archive_runs_on_four_segments() {
         "{text}"
     );
 }
+
+/// The `bench fetch` benchmark still works on 2 segments: every way recovers the base copy
+/// (each recovery is checked against the primary's rows by the bench itself, and every way
+/// must end redo at the same LSN), and the report prints the aim and the machine's floor.
+#[test]
+fn bench_fetch_runs_every_way_on_two_segments() {
+    use pg_test_harness::bench::fetch::{Way, run_fetch};
+    let walship = Path::new(env!("CARGO_BIN_EXE_walship"));
+    let report = run_fetch(2, 1, Some(walship), false)
+        .unwrap_or_else(|e| panic!("bench fetch --segments 2 --rounds 1: {e:#}"));
+    let text = report.render();
+    println!("{text}");
+    for way in Way::ALL {
+        let runs = report.recoveries.iter().filter(|(w, _)| *w == way).count();
+        assert_eq!(runs, 1, "{way:?} recovered once: {text}");
+    }
+    assert!(report.replayed_segments >= 2, "{text}");
+    assert!(text.contains("aim: replay through walship fetch"), "{text}");
+    assert!(
+        text.contains("the floor of any restore_command that decompresses"),
+        "{text}"
+    );
+}
