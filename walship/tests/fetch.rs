@@ -72,6 +72,24 @@ fn recovering_copy(install: &PgInstall, copy: &Path, repo: &TestRepo) -> Cluster
     cluster
 }
 
+/// [`scenario`] on PG15 (or the first major under test) with a local repository, and the
+/// names of the segments the primary archived, oldest first.
+fn local_scenario_on_15() -> (TestRepo, Scenario, Vec<String>) {
+    let installs = pg_test_harness::installs_under_test();
+    let install = installs
+        .iter()
+        .find(|i| i.major == 15)
+        .unwrap_or(&installs[0])
+        .clone();
+    let repo = TestRepo::local();
+    let s = scenario(&install, &repo);
+    let segments: Vec<String> = support::done_files(&s.primary)
+        .into_iter()
+        .filter(|n| support::is_segment_name(n))
+        .collect();
+    (repo, s, segments)
+}
+
 fn assert_rows(cluster: &Cluster, rows: i64, sum: i64) {
     assert_eq!(
         cluster
@@ -210,20 +228,9 @@ fn exit_codes_missing_unreachable_and_uninitialised() {
 
 #[test]
 fn missing_files_exit_1_partial_only_on_request_and_prefetch_is_used() {
-    let installs = pg_test_harness::installs_under_test();
-    let install = installs
-        .iter()
-        .find(|i| i.major == 15)
-        .unwrap_or(&installs[0])
-        .clone();
-    let repo = TestRepo::local();
-    let s = scenario(&install, &repo);
+    let (repo, s, segments) = local_scenario_on_15();
     let dest = repo.dir.path().join("RECOVERYXLOG");
     let dest_str = dest.to_str().unwrap();
-    let segments: Vec<String> = support::done_files(&s.primary)
-        .into_iter()
-        .filter(|n| support::is_segment_name(n))
-        .collect();
 
     // Postgres probes history files and the next segment all the time: plain exit 1.
     for absent in ["00000005.history", "0000000100000000000000F0"] {
@@ -359,4 +366,73 @@ fn missing_files_exit_1_partial_only_on_request_and_prefetch_is_used() {
         !spool.join(&segments[4]).exists(),
         "the corrupt entry is thrown away"
     );
+}
+
+/// The prefetch worker decodes, checks and writes each segment block by block; whatever it
+/// finds wrong never becomes a spool entry: an object holding another segment (it decodes
+/// and its crc32c matches, but its pages are not the name's) and an object with a flipped
+/// byte. Postgres's own call for them then stops recovery, naming the problem, and nothing
+/// half-written is left in the spool.
+#[test]
+fn the_prefetch_worker_never_spools_a_wrong_or_corrupt_object() {
+    // The primary stays up until the end: the scenario owns it.
+    let (repo, _scenario, segments) = local_scenario_on_15();
+    let object = |name: &str| repo.local_root().join("wal").join(&name[..16]).join(name);
+    std::fs::copy(object(&segments[2]), object(&segments[3])).unwrap();
+    let mut flipped = std::fs::read(object(&segments[4])).unwrap();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x20;
+    std::fs::write(object(&segments[4]), flipped).unwrap();
+
+    let pg_wal = repo.dir.path().join("pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let recoveryxlog = pg_wal.join("RECOVERYXLOG");
+    let fetch = |name: &str, prefetch: &str| {
+        repo.walship(&[
+            "fetch",
+            "--prefetch",
+            prefetch,
+            name,
+            recoveryxlog.to_str().unwrap(),
+        ])
+    };
+    let out = fetch(&segments[1], "4");
+    assert!(out.status.success(), "{}", describe(&out));
+    let spool = pg_wal.join("walship/fetch");
+    wait_until(
+        Duration::from_secs(30),
+        "the prefetch worker to spool the sound segments around the bad ones",
+        || {
+            [&segments[2], &segments[5]]
+                .iter()
+                .all(|n| spool.join(format!("{n}.ok")).exists())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut files: Vec<String> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".lock") && n != ".origin" && n != ".position")
+        .collect();
+    files.sort();
+    let expected = [&segments[2], &segments[5]]
+        .iter()
+        .flat_map(|n| [n.to_string(), format!("{n}.ok")])
+        .collect::<Vec<_>>();
+    assert_eq!(files, expected, "only the sound segments are in the spool");
+
+    std::fs::remove_file(&recoveryxlog).unwrap();
+    for (bad, says) in [(&segments[3], "page address"), (&segments[4], "crc32c")] {
+        let out = fetch(bad, "0");
+        assert_eq!(
+            out.status.code(),
+            Some(RECOVERY_MUST_STOP),
+            "{}",
+            describe(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(bad.as_str()), "{bad}: {stderr}");
+        assert!(stderr.contains(says), "{bad} should name {says}: {stderr}");
+        assert!(!recoveryxlog.exists(), "nothing is delivered for {bad}");
+    }
 }

@@ -38,23 +38,8 @@ const MAX_CONTENT: u64 = 1 << 30;
 /// doc); `content` then holds garbage. Content longer than `limit` is left to the streaming
 /// reader, which refuses it.
 pub(crate) fn decode(stored: &[u8], content: &mut Vec<u8>, limit: u64) -> Option<ObjectSummary> {
-    let trailer_at = stored.len().checked_sub(TRAILER_LEN)?;
-    let header = ObjectHeader::decode(stored.get(..HEADER_LEN)?.try_into().ok()?).ok()?;
-    if header.codec != Codec::Lz4 || trailer_at < HEADER_LEN {
-        return None;
-    }
-    let trailer = Trailer::decode(stored[trailer_at..].try_into().ok()?, 0).ok()?;
-    // `crate::crc`: the prefetch worker decodes every segment of a replay through here.
-    let stored_crc32c = crate::crc::crc32c(&stored[..trailer_at]);
-    if stored_crc32c != trailer.stored_crc32c {
-        return None;
-    }
-    let raw = trailer.content;
-    if header.summary.is_some_and(|declared| declared != raw) || raw.len > MAX_CONTENT.min(limit) {
-        return None;
-    }
-    let payload = unchunk(&stored[HEADER_LEN..trailer_at])?;
-    let len = raw.len as usize;
+    let frame = Frame::open(stored, limit)?;
+    let len = frame.raw.len as usize;
     if content.len() != len {
         if content.capacity() < len {
             // A fresh allocation of zeroes comes from calloc: no pass over the bytes.
@@ -63,14 +48,108 @@ pub(crate) fn decode(stored: &[u8], content: &mut Vec<u8>, limit: u64) -> Option
             content.resize(len, 0);
         }
     }
-    decode_frame(&payload, content)?;
-    let summary = ObjectSummary {
-        raw_len: raw.len,
-        stored_len: stored.len() as u64,
-        crc32c: crate::crc::crc32c(content),
-        stored_crc32c,
+    let mut filled = 0;
+    for block in frame.blocks()? {
+        let room = len.min(filled + frame.max_block);
+        filled += block.decode_into(content.get_mut(filled..room)?)?;
+    }
+    (filled == len).then_some(())?;
+    frame.summary(crate::crc::crc32c(content))
+}
+
+/// [`decode`] without a whole-content buffer: each block is decoded into `scratch` (one
+/// block long, reused), added to the crc32c and handed to `sink` while it is still in the
+/// CPU's cache, so that the content makes one pass through memory (into wherever `sink`
+/// puts it) instead of three (decode, crc32c, copy out). `Ok(None)` means what `decode`'s
+/// `None` means, and also that `sink` may have received bytes that must be thrown away;
+/// `Err` is the first error of `sink`, which is not called again.
+pub(crate) fn decode_to<E>(
+    stored: &[u8],
+    limit: u64,
+    scratch: &mut Vec<u8>,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<Option<ObjectSummary>, E> {
+    let Some(frame) = Frame::open(stored, limit) else {
+        return Ok(None);
     };
-    (summary.crc32c == raw.crc32c).then_some(summary)
+    let Some(blocks) = frame.blocks() else {
+        return Ok(None);
+    };
+    if scratch.len() < frame.max_block {
+        scratch.resize(frame.max_block, 0);
+    }
+    let (mut filled, mut crc) = (0u64, crate::crc::Crc32c::default());
+    for block in blocks {
+        let room = (frame.raw.len - filled).min(frame.max_block as u64) as usize;
+        let Some(n) = block.decode_into(&mut scratch[..room]) else {
+            return Ok(None);
+        };
+        crc.update(&scratch[..n]);
+        sink(&scratch[..n])?;
+        filled += n as u64;
+    }
+    Ok((filled == frame.raw.len)
+        .then(|| frame.summary(crc.value()))
+        .flatten())
+}
+
+/// An lz4 object whose framing and stored crc32c checked out: its frame, joined from its
+/// chunks, and what its trailer says the content is.
+struct Frame {
+    payload: Vec<u8>,
+    raw: super::layout::RawSummary,
+    stored_len: u64,
+    stored_crc32c: u32,
+    /// The largest block the frame header allows.
+    max_block: usize,
+}
+
+impl Frame {
+    /// The frame of `stored`, if it is an lz4 object this path handles whose stored bytes
+    /// match the trailer's crc32c and whose content is at most `limit` bytes long.
+    fn open(stored: &[u8], limit: u64) -> Option<Frame> {
+        let trailer_at = stored.len().checked_sub(TRAILER_LEN)?;
+        let header = ObjectHeader::decode(stored.get(..HEADER_LEN)?.try_into().ok()?).ok()?;
+        if header.codec != Codec::Lz4 || trailer_at < HEADER_LEN {
+            return None;
+        }
+        let trailer = Trailer::decode(stored[trailer_at..].try_into().ok()?, 0).ok()?;
+        // `crate::crc`: the prefetch worker decodes every segment of a replay through here.
+        let stored_crc32c = crate::crc::crc32c(&stored[..trailer_at]);
+        if stored_crc32c != trailer.stored_crc32c {
+            return None;
+        }
+        let raw = trailer.content;
+        if header.summary.is_some_and(|declared| declared != raw)
+            || raw.len > MAX_CONTENT.min(limit)
+        {
+            return None;
+        }
+        let payload = unchunk(&stored[HEADER_LEN..trailer_at])?;
+        let max_block = frame_max_block(&payload)?;
+        Some(Frame {
+            payload,
+            raw,
+            stored_len: stored.len() as u64,
+            stored_crc32c,
+            max_block,
+        })
+    }
+
+    /// The frame's blocks in order, if its block framing ends with the end mark.
+    fn blocks(&self) -> Option<Vec<Block<'_>>> {
+        frame_blocks(&self.payload)
+    }
+
+    /// The summary of content decoded whole with crc32c `crc`, if it is the trailer's.
+    fn summary(&self, crc: u32) -> Option<ObjectSummary> {
+        (crc == self.raw.crc32c).then_some(ObjectSummary {
+            raw_len: self.raw.len,
+            stored_len: self.stored_len,
+            crc32c: crc,
+            stored_crc32c: self.stored_crc32c,
+        })
+    }
 }
 
 /// The payload's chunks joined, if the framing ends exactly where the trailer begins.
@@ -91,9 +170,28 @@ fn unchunk(framed: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Decodes an lz4 frame of independent blocks without block checksums or dictionary into
-/// exactly `out`.
-fn decode_frame(frame: &[u8], out: &mut [u8]) -> Option<()> {
+/// One block of a frame: lz4-compressed or stored raw.
+struct Block<'a> {
+    bytes: &'a [u8],
+    raw: bool,
+}
+
+impl Block<'_> {
+    /// Decodes the block into the start of `dest`; the number of bytes it filled.
+    fn decode_into(&self, dest: &mut [u8]) -> Option<usize> {
+        if self.raw {
+            dest.get_mut(..self.bytes.len())?
+                .copy_from_slice(self.bytes);
+            Some(self.bytes.len())
+        } else {
+            lz4_flex::block::decompress_into(self.bytes, dest).ok()
+        }
+    }
+}
+
+/// The frame header's block size, if the frame is one of independent blocks without block
+/// checksums or dictionary (the only kind this path decodes).
+fn frame_max_block(frame: &[u8]) -> Option<usize> {
     if u32::from_le_bytes(frame.get(..4)?.try_into().ok()?) != LZ4_MAGIC {
         return None;
     }
@@ -101,37 +199,37 @@ fn decode_frame(frame: &[u8], out: &mut [u8]) -> Option<()> {
     let handled = flg & FLG_VERSION_MASK == FLG_VERSION_01
         && flg & FLG_INDEPENDENT != 0
         && flg & (FLG_BLOCK_CHECKSUM | FLG_DICT_ID) == 0;
-    let max_block = match (bd >> 4) & 0b111 {
-        4 => 64 << 10,
-        5 => 256 << 10,
-        6 => 1 << 20,
-        7 => 4 << 20,
-        _ => return None,
-    };
     if !handled {
         return None;
     }
+    match (bd >> 4) & 0b111 {
+        4 => Some(64 << 10),
+        5 => Some(256 << 10),
+        6 => Some(1 << 20),
+        7 => Some(4 << 20),
+        _ => None,
+    }
+}
+
+/// The blocks of a frame [`frame_max_block`] accepted, up to its end mark.
+fn frame_blocks(frame: &[u8]) -> Option<Vec<Block<'_>>> {
+    let flg = *frame.get(4)?;
     // Magic, FLG, BD, the optional content size, the header checksum.
     let mut at = 4 + 2 + if flg & FLG_CONTENT_SIZE != 0 { 8 } else { 0 } + 1;
-    let mut filled = 0;
+    let mut blocks = Vec::new();
     loop {
         let word = u32::from_le_bytes(frame.get(at..at + 4)?.try_into().ok()?);
         at += 4;
         if word == 0 {
             // What may follow the end mark (a content checksum) is covered by the crc32c.
-            return (filled == out.len()).then_some(());
+            return Some(blocks);
         }
         let size = (word & !RAW_FLAG) as usize;
-        let block = frame.get(at..at + size)?;
+        blocks.push(Block {
+            bytes: frame.get(at..at + size)?,
+            raw: word & RAW_FLAG != 0,
+        });
         at += size;
-        let room = out.len().min(filled + max_block);
-        let dest = out.get_mut(filled..room)?;
-        filled += if word & RAW_FLAG != 0 {
-            dest.get_mut(..size)?.copy_from_slice(block);
-            size
-        } else {
-            lz4_flex::block::decompress_into(block, dest).ok()?
-        };
     }
 }
 
@@ -207,6 +305,60 @@ mod tests {
         let mut longer = stored.clone();
         longer.push(0);
         assert!(decode(&longer, &mut buf, u64::MAX).is_none());
+    }
+
+    /// `decode_to`'s blocks, joined, and its summary.
+    fn decode_joined(stored: &[u8], scratch: &mut Vec<u8>) -> Option<(Vec<u8>, ObjectSummary)> {
+        let mut joined = Vec::new();
+        let summary = decode_to(stored, u64::MAX, scratch, |block| {
+            joined.extend_from_slice(block);
+            Ok::<(), ()>(())
+        })
+        .unwrap()?;
+        Some((joined, summary))
+    }
+
+    #[test]
+    fn block_by_block_gives_what_whole_decoding_gives() {
+        let mut scratch = Vec::new();
+        for content in [wal_like(3 << 20), wal_like(1 << 20), wal_like(100_001)] {
+            for stored in [
+                block_object(&content),
+                encode_to_vec(&content, Codec::Lz4).unwrap(),
+            ] {
+                let (joined, summary) = decode_joined(&stored, &mut scratch).unwrap();
+                assert!(joined == content);
+                assert_eq!(Some(summary), decode(&stored, &mut Vec::new(), u64::MAX));
+                // A limit below the content's length leaves it to the streaming reader.
+                let small = decode_to(&stored, content.len() as u64 - 1, &mut scratch, |_| {
+                    Ok::<(), ()>(())
+                });
+                assert_eq!(small, Ok(None));
+            }
+        }
+        // Every changed byte, a cut and other codecs: not this path's.
+        let content = wal_like(300 << 10);
+        let stored = block_object(&content);
+        for at in (0..stored.len()).step_by(89) {
+            let mut bad = stored.clone();
+            bad[at] ^= 0x10;
+            assert!(decode_joined(&bad, &mut scratch).is_none(), "flipped {at}");
+        }
+        assert!(decode_joined(&stored[..stored.len() / 2], &mut scratch).is_none());
+        let zstd = encode_to_vec(&content, Codec::Zstd { level: 1 }).unwrap();
+        assert!(decode_joined(&zstd, &mut scratch).is_none());
+    }
+
+    #[test]
+    fn the_sinks_error_stops_the_decoding() {
+        let stored = block_object(&wal_like(1 << 20));
+        let mut calls = 0;
+        let result = decode_to(&stored, u64::MAX, &mut Vec::new(), |_| {
+            calls += 1;
+            Err("disk full")
+        });
+        assert_eq!(result, Err("disk full"));
+        assert_eq!(calls, 1);
     }
 
     #[test]

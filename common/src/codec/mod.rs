@@ -129,6 +129,21 @@ pub fn decode_into(
     copy_bounded(&mut reader, content, limit)
 }
 
+/// Decodes a complete object held in memory block by block into `sink`, without a
+/// whole-content buffer, when it is an lz4 object of independent blocks (every WAL object
+/// walship writes): each block passes through `scratch` (reused) while still in the CPU's
+/// cache. `Ok(Some(summary))`: `sink` received exactly the content, which verified.
+/// `Ok(None)`: not an object this path decodes, or one that does not verify; what `sink`
+/// received must be thrown away, and [`decode_into`] gives the verdict. `Err`: `sink`'s error.
+pub fn decode_blocks_to<E>(
+    stored: &[u8],
+    limit: u64,
+    scratch: &mut Vec<u8>,
+    sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<Option<ObjectSummary>, E> {
+    lz4_direct::decode_to(stored, limit, scratch, sink)
+}
+
 /// Reads the rest of `reader` into `content`, growing it by doubling but never past `limit`
 /// bytes of capacity (the reader refuses content past the limit), so that a bomb refused at
 /// the limit has cost the limit, not twice that.

@@ -27,11 +27,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::fsutil::{self, FsError};
-use crate::pg::file_name::{ArchiveFileName, FileNameError};
+use crate::pg::file_name::{ArchiveFileName, FileNameError, WalFileName};
 use crate::pg::history::TimelineHistory;
 use crate::pg::page_header::XLOG_BLCKSZ;
 use crate::pg::segment::WalSegSize;
-use crate::pg::segment_check::{self, SegmentHeaderInfo};
+use crate::pg::segment_check::{self, SegmentError, SegmentHeaderInfo, SegmentReport};
 use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits, partial};
 use crate::task::run_blocking;
 use spool::{FetchSpool, SpoolOrigin};
@@ -294,9 +294,9 @@ fn check_content(
 ) -> Result<(), FetchError> {
     let result = match name {
         ArchiveFileName::Segment(wal) => {
-            segment_check::validate_segment(content, wal, Some(identity.system_identifier))
-                .map_err(|e| e.to_string())
-                .and_then(|report| check_major(&report.header, identity))
+            let report =
+                segment_check::validate_segment(content, wal, Some(identity.system_identifier));
+            return check_segment_report(repo, wal, report, identity);
         }
         ArchiveFileName::Partial(wal) => {
             segment_check::validate_first_page(content, wal, Some(identity.system_identifier))
@@ -308,12 +308,30 @@ fn check_content(
             .map_err(|e| e.to_string()),
         ArchiveFileName::Backup { .. } => Ok(()),
     };
-    result.map_err(|reason| FetchError::WrongContent {
+    result.map_err(|reason| wrong_content(repo, name, reason))
+}
+
+/// [`check_content`]'s verdict on a segment whose pages were validated as they arrived.
+fn check_segment_report(
+    repo: &Repository,
+    wal: WalFileName,
+    report: Result<SegmentReport, SegmentError>,
+    identity: &RepoIdentity,
+) -> Result<(), FetchError> {
+    report
+        .map_err(|e| e.to_string())
+        .and_then(|report| check_major(&report.header, identity))
+        .map_err(|reason| wrong_content(repo, ArchiveFileName::Segment(wal), reason))
+}
+
+/// The error for `name` found in the repository with content that is not `name`'s.
+fn wrong_content(repo: &Repository, name: ArchiveFileName, reason: String) -> FetchError {
+    FetchError::WrongContent {
         name: name.to_string(),
         key: layout::wal_key(&name).to_string(),
         location: repo.location().to_string(),
         reason,
-    })
+    }
 }
 
 /// Refuses WAL of another major version than the repository's (`walship.json`'s `pg_major`):

@@ -18,7 +18,12 @@
 //! records the size and crc32c of exactly those bytes.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -27,9 +32,10 @@ use tokio::sync::Mutex;
 use super::drop_behind::DropBehind;
 use super::spool::{FetchSpool, SpoolOrigin};
 use super::{FetchError, check_content};
-use crate::codec;
+use crate::codec::{self, ObjectSummary};
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
+use crate::pg::segment_check::{SegmentError, SegmentReport, SegmentValidator};
 use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits};
 use crate::task::run_blocking;
 
@@ -119,7 +125,7 @@ impl Worker<'_> {
         // Downloads overlap; decoding, checking and writing (CPU) run one at a time, so the
         // worker never takes more than one core from the recovery it serves. The lock guards
         // the one decode buffer they share (its pages are faulted in once, not per segment).
-        let cpu = Mutex::new(Vec::new());
+        let cpu = Mutex::new(DecodeBuffers::default());
         let cpu = &cpu;
         let mut downloads = FuturesUnordered::new();
         // Whether the spool may lack something the window wants: the window moved, a
@@ -213,14 +219,22 @@ impl Worker<'_> {
     }
 }
 
-/// Downloads, verifies and commits one entry; `cpu` is the decode buffer, held while decoding,
-/// checking and writing.
+/// The worker's decode buffers, reused from segment to segment (their pages are faulted in
+/// once): one lz4 block, and a whole segment for objects decoded whole.
+#[derive(Debug, Default)]
+struct DecodeBuffers {
+    block: Vec<u8>,
+    content: Vec<u8>,
+}
+
+/// Downloads, verifies and commits one entry; `cpu` holds the decode buffers, held while
+/// decoding, checking and writing.
 async fn prefetch_one(
     repo: &Repository,
     spool: &FetchSpool,
     identity: &RepoIdentity,
     wal: WalFileName,
-    cpu: &Mutex<Vec<u8>>,
+    cpu: &Mutex<DecodeBuffers>,
 ) -> Result<(), FetchError> {
     let name = ArchiveFileName::Segment(wal);
     let key = layout::wal_key(&name);
@@ -242,35 +256,33 @@ async fn prefetch_one(
         Err(e) => return Err(RepoError::Storage(e).into()),
     };
     let stored = repo.open_stored(&key, stored).await?;
-    let mut permit = cpu.lock().await;
-    let mut content = std::mem::take(&mut *permit);
-    let decoded = run_blocking(move || {
-        let summary = codec::decode_into(&stored, &mut content, limit);
-        (content, summary)
-    })
-    .await;
-    let (content, summary) = decoded;
-    let summary = summary.map_err(|source| RepoError::Corrupt {
-        key: key.to_string(),
-        location: repo.location().to_string(),
-        source,
-    })?;
-    check_content(repo, name, &content, identity)?;
     let write_error = |source| FetchError::Write {
         name: name.to_string(),
         source,
     };
     let temp = fsutil::temp_path_for(&spool.entry_path(&wal));
-    let (content, file) = {
+    let mut permit = cpu.lock().await;
+    let mut buffers = std::mem::take(&mut *permit);
+    let sysid = identity.system_identifier;
+    let (buffers_back, stored, streamed) = {
         let temp = temp.clone();
         run_blocking(move || {
-            let file = write_unsynced(&temp, &content);
-            (content, file)
+            let streamed = stream_entry(&stored, limit, &mut buffers.block, &temp, wal, sysid);
+            (buffers, stored, streamed)
         })
         .await
     };
-    *permit = content;
-    let file = file.map_err(write_error)?;
+    buffers = buffers_back;
+    let staged = match streamed.map_err(write_error)? {
+        Some((file, summary, report)) => super::check_segment_report(repo, wal, report, identity)
+            .map(|()| (file, summary))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            }),
+        None => decode_whole(repo, identity, name, stored, &mut buffers.content, &temp).await,
+    };
+    *permit = buffers;
+    let (file, summary) = staged?;
     // Flushed to disk before the entry is offered, outside the CPU permit (the next segment
     // decodes meanwhile): Postgres fsyncs every segment it restores (durable_rename in
     // KeepFileRestoredFromArchive) in the startup process, and an entry still in the page
@@ -295,15 +307,98 @@ async fn prefetch_one(
     .map_err(write_error)
 }
 
+/// A segment as the pages of `stream_entry` found it: the new file holding it (unflushed),
+/// the verified summary of its content, and the verdict on its pages.
+type Streamed = (File, ObjectSummary, Result<SegmentReport, SegmentError>);
+
+/// Decodes `stored` block by block into the new file `temp`, checking the segment's pages
+/// as they pass (one pass through memory: see [`codec::decode_blocks_to`]). `None` when
+/// the object is not one that path decodes, or does not verify: nothing is left at `temp`,
+/// and [`decode_whole`] gives the verdict.
+fn stream_entry(
+    stored: &[u8],
+    limit: u64,
+    block: &mut Vec<u8>,
+    temp: &Path,
+    wal: WalFileName,
+    sysid: u64,
+) -> Result<Option<Streamed>, FsError> {
+    let fail = |source| FsError {
+        action: "write prefetched segment",
+        path: temp.to_path_buf(),
+        source,
+    };
+    let mut file = File::create(temp).map_err(fail)?;
+    let mut validator = SegmentValidator::new(wal, Some(sysid));
+    let mut wrong = None;
+    let streamed = codec::decode_blocks_to(stored, limit, block, |bytes| {
+        if wrong.is_none()
+            && let Err(e) = validator.feed(bytes)
+        {
+            wrong = Some(e);
+        }
+        file.write_all(bytes)
+    });
+    let summary = match streamed {
+        Ok(Some(summary)) => summary,
+        Ok(None) => {
+            let _ = std::fs::remove_file(temp);
+            return Ok(None);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(temp);
+            return Err(fail(e));
+        }
+    };
+    let report = match wrong {
+        Some(e) => Err(e),
+        None => validator.finish(),
+    };
+    Ok(Some((file, summary, report)))
+}
+
+/// Decodes `stored` whole into `content`, checks it and writes it to the new file `temp`:
+/// for the objects [`stream_entry`] leaves (other codecs), and for the verdict on a
+/// corrupt one.
+async fn decode_whole(
+    repo: &Repository,
+    identity: &RepoIdentity,
+    name: ArchiveFileName,
+    stored: Bytes,
+    content: &mut Vec<u8>,
+    temp: &Path,
+) -> Result<(File, ObjectSummary), FetchError> {
+    let key = layout::wal_key(&name);
+    let limit = limits::wal_content_limit(&name);
+    let buffer = std::mem::take(content);
+    let (buffer, summary) = run_blocking(move || {
+        let mut buffer = buffer;
+        let summary = codec::decode_into(&stored, &mut buffer, limit);
+        (buffer, summary)
+    })
+    .await;
+    *content = buffer;
+    let summary = summary.map_err(|source| RepoError::Corrupt {
+        key: key.to_string(),
+        location: repo.location().to_string(),
+        source,
+    })?;
+    check_content(repo, name, content, identity)?;
+    let file = write_unsynced(temp, content).map_err(|source| FetchError::Write {
+        name: name.to_string(),
+        source,
+    })?;
+    Ok((file, summary))
+}
+
 /// Writes `content` to the new file `path` and returns it, still open, for the caller to flush.
-fn write_unsynced(path: &std::path::Path, content: &[u8]) -> Result<std::fs::File, FsError> {
-    use std::io::Write;
+fn write_unsynced(path: &Path, content: &[u8]) -> Result<File, FsError> {
     let fail = |source| FsError {
         action: "write prefetched segment",
         path: path.to_path_buf(),
         source,
     };
-    let mut file = std::fs::File::create(path).map_err(fail)?;
+    let mut file = File::create(path).map_err(fail)?;
     if let Err(e) = file.write_all(content) {
         let _ = std::fs::remove_file(path);
         return Err(fail(e));
