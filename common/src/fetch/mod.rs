@@ -19,6 +19,7 @@
 
 pub mod drop_behind;
 pub mod prefetch;
+mod receipt;
 pub mod spool;
 
 use std::path::{Path, PathBuf};

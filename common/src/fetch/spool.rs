@@ -2,13 +2,15 @@
 //!
 //! Lives under `<pg_wal>/walship/fetch` (same file system as `pg_wal`, so delivery is a
 //! rename). Each entry is the raw segment under its exact WAL file name plus a receipt
-//! `<name>.ok` holding its size and crc32c, written after the data. An entry is delivered
-//! only under the name it was fetched for, and only after its bytes are checked against the
-//! receipt again ([`FetchSpool::verify`]: one chunked read for the crc32c, which binds the
-//! bytes to those the worker checked page by page, plus the caller's check of the first
-//! page against the name and the cluster); anything that fails the check is thrown away and fetched afresh from
-//! the repository, so a crash or a stray file can cost time but never correctness. Nothing
-//! here is fsynced: the spool is a cache, re-verified on every use.
+//! `<name>.ok` (`super::receipt`) holding its size, crc32c and file version, written after
+//! the data was flushed. An entry is delivered only under the name it was fetched for, and
+//! only after it is checked against the receipt again ([`FetchSpool::verify`]: the file
+//! still at the version the worker wrote, or else one chunked read for the crc32c, either
+//! of which binds the bytes to those the worker checked page by page, plus the caller's
+//! check of the first page against the name and the cluster); anything that fails the
+//! check is thrown away and fetched afresh from the repository, so a crash or a stray file
+//! can cost time but never correctness. Receipts and renames are not fsynced: the spool
+//! is a cache, re-checked on every use.
 //!
 //! Two small files tie the spool to its users:
 //! - `.origin` ([`SpoolOrigin`]): the repository the entries came from and that repository's
@@ -29,6 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::receipt::{FileVersion, Receipt};
 use crate::crc::Crc32c;
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::WalFileName;
@@ -285,26 +288,48 @@ impl FetchSpool {
     ) -> Result<(), FsError> {
         let target = self.entry_path(name);
         fsutil::rename_unsynced(data, &target)?;
-        let receipt = format!("{size} {crc32c:08x}\n");
-        fsutil::replace_unsynced(&self.receipt_path(name), receipt.as_bytes(), 0o600)
+        let version = fs::metadata(&target)
+            .ok()
+            .map(|meta| FileVersion::of(&meta));
+        let receipt = Receipt {
+            size,
+            crc32c,
+            version,
+        };
+        fsutil::replace_unsynced(&self.receipt_path(name), receipt.encode().as_bytes(), 0o600)
     }
 
-    /// Checks the entry for `name` against its receipt (size and crc32c), reading it once in
-    /// [`READ_BUFFER`] chunks, and returns its first `head` bytes (for the caller's header check). A
-    /// missing, partial or mismatching entry, or one that is not exactly one segment long
-    /// (whatever its receipt says), is removed and `None` returned.
+    /// Checks the entry for `name` against its receipt and returns its first `head` bytes
+    /// (for the caller's header check). An entry still at the version the receipt records
+    /// is only read that far (see [`super::receipt`]); any other is read once, in
+    /// [`READ_BUFFER`] chunks, for its crc32c. A missing, partial or mismatching entry, or
+    /// one that is not exactly one segment long (whatever its receipt says), is removed and
+    /// `None` returned.
     pub fn verify(&self, name: &WalFileName, head: usize) -> Option<Vec<u8>> {
-        let receipt = fs::read_to_string(self.receipt_path(name)).ok()?;
-        let expected = parse_receipt(&receipt);
-        let found = read_summary(&self.entry_path(name), head).ok();
-        let whole = |size: u64| size == self.seg_size.as_u64();
-        match found {
-            Some((size, crc, first)) if expected == Some((size, crc)) && whole(size) => Some(first),
-            _ => {
-                self.remove(name);
-                None
-            }
+        let checked = fs::read_to_string(self.receipt_path(name))
+            .ok()
+            .and_then(|text| Receipt::parse(&text))
+            .and_then(|receipt| self.check_entry(name, &receipt, head));
+        if checked.is_none() {
+            self.remove(name);
         }
+        checked
+    }
+
+    /// [`FetchSpool::verify`]'s check of an entry against a receipt.
+    fn check_entry(&self, name: &WalFileName, receipt: &Receipt, head: usize) -> Option<Vec<u8>> {
+        let mut file = File::open(self.entry_path(name)).ok()?;
+        let meta = file.metadata().ok()?;
+        if meta.len() != receipt.size || receipt.size != self.seg_size.as_u64() {
+            return None;
+        }
+        if receipt.version == Some(FileVersion::of(&meta)) {
+            let mut first = vec![0; head];
+            file.read_exact(&mut first).ok()?;
+            return Some(first);
+        }
+        let (size, crc, first) = read_summary(&mut file, head).ok()?;
+        (size == receipt.size && crc == receipt.crc32c).then_some(first)
     }
 
     /// Hands the entry for `name` over to `dest` (a rename) and drops its receipt.
@@ -394,8 +419,7 @@ struct EntryInfo {
 const READ_BUFFER: usize = 256 * 1024;
 
 /// Size, crc32c and first `head` bytes of a file, read once in [`READ_BUFFER`] chunks.
-fn read_summary(path: &Path, head: usize) -> std::io::Result<(u64, u32, Vec<u8>)> {
-    let mut file = File::open(path)?;
+fn read_summary(file: &mut File, head: usize) -> std::io::Result<(u64, u32, Vec<u8>)> {
     // Small enough to stay in the L2 cache between the copy and the crc, and below the
     // binary's mmap threshold (a 1 MiB buffer was mapped, faulted in and unmapped per call).
     let mut buf = vec![0u8; READ_BUFFER];
@@ -414,11 +438,6 @@ fn read_summary(path: &Path, head: usize) -> std::io::Result<(u64, u32, Vec<u8>)
         crc.update(chunk);
         size += n as u64;
     }
-}
-
-fn parse_receipt(text: &str) -> Option<(u64, u32)> {
-    let (size, crc) = text.trim().split_once(' ')?;
-    Some((size.parse().ok()?, u32::from_str_radix(crc, 16).ok()?))
 }
 
 #[cfg(test)]
@@ -481,17 +500,65 @@ mod tests {
         assert!(!spool.contains(&n), "the short entry is removed");
     }
 
+    /// Writes `content` over the entry for `n` in place (same inode), once the clock has
+    /// moved past the commit's change time (file times advance by clock ticks).
+    fn overwrite_later(spool: &FetchSpool, n: &WalFileName, content: &[u8]) {
+        std::thread::sleep(Duration::from_millis(50));
+        fs::write(spool.entry_path(n), content).unwrap();
+    }
+
     #[test]
     fn tampered_entry_is_discarded() {
         let (_pg_wal, spool, n) = spool_with_entry(&segment_starting_with(b"segment bytes"));
-        // Same length, one byte changed: only the crc32c tells.
-        fs::write(
-            spool.entry_path(&n),
-            segment_starting_with(b"segment bytez"),
-        )
-        .unwrap();
+        // Same length, one byte changed (and past the first page, which the caller checks
+        // against the name): the file's version changed, so it is read whole, and the
+        // crc32c tells.
+        let mut changed = segment_starting_with(b"segment bytes");
+        changed[1 << 20] = 1;
+        overwrite_later(&spool, &n, &changed);
         assert_eq!(spool.verify(&n, 7), None);
         assert!(!spool.contains(&n), "a bad entry must be removed");
+    }
+
+    #[test]
+    fn only_an_entry_at_another_version_than_its_receipts_is_read_whole() {
+        let segment = segment_starting_with(b"segment bytes");
+        // At the recorded version, the crc32c is not read: a receipt with a wrong crc32c
+        // but the file's version is trusted (only the worker writes receipts).
+        let (_pg_wal, spool, n) = spool_with_entry(&segment);
+        let text = fs::read_to_string(spool.receipt_path(&n)).unwrap();
+        let mut receipt = Receipt::parse(&text).unwrap();
+        assert!(receipt.version.is_some(), "{text}");
+        receipt.crc32c ^= 1;
+        fs::write(spool.receipt_path(&n), receipt.encode()).unwrap();
+        assert_eq!(spool.verify(&n, 7).as_deref(), Some(&b"segment"[..]));
+        // At another version, it is: the same wrong crc32c now throws the entry away...
+        std::thread::sleep(Duration::from_millis(50));
+        set_mode(&spool.entry_path(&n), 0o400);
+        assert_eq!(spool.verify(&n, 7), None);
+        // ... and the right one keeps it (a chmod changes the version, not the bytes).
+        let (_pg_wal, spool, n) = spool_with_entry(&segment);
+        std::thread::sleep(Duration::from_millis(50));
+        set_mode(&spool.entry_path(&n), 0o400);
+        assert_eq!(spool.verify(&n, 7).as_deref(), Some(&b"segment"[..]));
+    }
+
+    #[test]
+    fn a_receipt_without_a_version_is_checked_by_its_crc32c() {
+        let segment = segment_starting_with(b"segment bytes");
+        let (_pg_wal, spool, n) = spool_with_entry(&segment);
+        let (len, crc) = size_and_crc(&spool.entry_path(&n));
+        fs::write(spool.receipt_path(&n), format!("{len} {crc:08x}\n")).unwrap();
+        assert_eq!(spool.verify(&n, 7).as_deref(), Some(&b"segment"[..]));
+        let (_pg_wal, spool, n) = spool_with_entry(&segment);
+        fs::write(spool.receipt_path(&n), format!("{len} {:08x}\n", crc ^ 1)).unwrap();
+        assert_eq!(spool.verify(&n, 7), None);
+        assert!(!spool.contains(&n));
+    }
+
+    fn set_mode(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
     }
 
     #[test]
