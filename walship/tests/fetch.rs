@@ -437,4 +437,9 @@ fn the_prefetch_worker_never_spools_a_wrong_or_corrupt_object() {
         assert!(stderr.contains(says), "{bad} should name {says}: {stderr}");
         assert!(!recoveryxlog.exists(), "nothing is delivered for {bad}");
     }
+    let left: Vec<String> = std::fs::read_dir(&pg_wal)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["walship"], "no temporary file is left in pg_wal");
 }

@@ -20,6 +20,7 @@
 pub mod drop_behind;
 pub mod prefetch;
 mod receipt;
+mod segment_file;
 pub mod spool;
 
 use std::path::{Path, PathBuf};
@@ -215,28 +216,49 @@ pub async fn fetch(
         spool.clean(&wal);
     }
     check_destination(name, dest)?;
-    let (content, source) = read_from_repository(repo, name, opts).await?;
+    let Some(stored) = get_stored(repo, name).await? else {
+        let content = partial_instead(repo, name, opts).await?;
+        check_content(repo, name, &content, &identity)?;
+        write_atomically(name, dest, content).await?;
+        return Ok(Delivered {
+            name,
+            source: Source::Partial,
+        });
+    };
     found(name);
-    check_content(repo, name, &content, &identity)?;
-    write_atomically(name, dest, content).await?;
+    if let ArchiveFileName::Segment(wal) = name {
+        deliver_segment(repo, wal, stored, dest, &identity).await?;
+    } else {
+        let key = layout::wal_key(&name);
+        let limit = limits::wal_content_limit(&name);
+        let content = repo.decode_stored(&key, stored, limit).await?;
+        check_content(repo, name, &content, &identity)?;
+        write_atomically(name, dest, content).await?;
+    }
+    let source = Source::Repository;
     Ok(Delivered { name, source })
 }
 
-/// The file's verified content from the repository, following the `.partial` rule.
-async fn read_from_repository(
+/// The bytes the repository stores for `name` (at most what an object of its kind may
+/// take), or `None` when it has none.
+async fn get_stored(repo: &Repository, name: ArchiveFileName) -> Result<Option<Bytes>, FetchError> {
+    let key = layout::wal_key(&name);
+    let limit = limits::stored_limit(limits::wal_content_limit(&name));
+    match repo.storage().get_bytes(&key, limit).await {
+        Ok(stored) => Ok(Some(stored)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(RepoError::Storage(e).into()),
+    }
+}
+
+/// For a file the repository lacks: the `.partial` rule. A segment's zero-padded
+/// `.partial` (plus the stream's contiguous tail pieces) is delivered only with
+/// `allow_partial`; anything else is absent.
+async fn partial_instead(
     repo: &Repository,
     name: ArchiveFileName,
     opts: &FetchOptions,
-) -> Result<(Bytes, Source), FetchError> {
-    let key = layout::wal_key(&name);
-    match repo
-        .get_content(&key, limits::wal_content_limit(&name))
-        .await
-    {
-        Ok(content) => return Ok((content, Source::Repository)),
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e.into()),
-    }
+) -> Result<Bytes, FetchError> {
     let not_found = |partial_exists| FetchError::NotFound {
         name: name.to_string(),
         location: repo.location().to_string(),
@@ -270,11 +292,57 @@ async fn read_from_repository(
             }
             let mut padded = found.content.to_vec();
             padded.resize(wal.seg_size().bytes() as usize, 0);
-            Ok((Bytes::from(padded), Source::Partial))
+            Ok(Bytes::from(padded))
         }
         Some(_) => Err(not_found(true)),
         None => Err(not_found(false)),
     }
+}
+
+/// Delivers the segment `wal` from `stored`, the bytes the repository holds for it: decoded
+/// block by block into a temporary file beside `dest` with its pages checked as they pass
+/// (no whole-segment buffer: see `segment_file`), then renamed to `dest`. An object that
+/// path does not decode (another codec) or that does not verify is decoded whole, for its
+/// content or the verdict.
+async fn deliver_segment(
+    repo: &Repository,
+    wal: WalFileName,
+    stored: Bytes,
+    dest: &Path,
+    identity: &RepoIdentity,
+) -> Result<(), FetchError> {
+    let name = ArchiveFileName::Segment(wal);
+    let key = layout::wal_key(&name);
+    let limit = limits::wal_content_limit(&name);
+    let write_error = |source| FetchError::Write {
+        name: name.to_string(),
+        source,
+    };
+    let opened = repo.open_stored(&key, stored.clone()).await?;
+    let temp = fsutil::temp_path_for(dest);
+    let sysid = identity.system_identifier;
+    let decoded = {
+        let temp = temp.clone();
+        run_blocking(move || {
+            segment_file::decode_to_new_file(&opened, limit, &mut Vec::new(), &temp, wal, sysid)
+        })
+        .await
+        .map_err(write_error)?
+    };
+    let Some((file, _, report)) = decoded else {
+        let content = repo.decode_stored(&key, stored, limit).await?;
+        check_content(repo, name, &content, identity)?;
+        return write_atomically(name, dest, content).await;
+    };
+    drop(file);
+    // Checked again just before the rename: the destination may have changed meanwhile.
+    let placed = check_segment_report(repo, wal, report, identity)
+        .and_then(|()| check_destination(name, dest))
+        .and_then(|()| fsutil::rename_unsynced(&temp, dest).map_err(write_error));
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    placed
 }
 
 fn seg_size(repo: &Repository, identity: &RepoIdentity) -> Result<WalSegSize, FetchError> {

@@ -30,12 +30,12 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::Mutex;
 
 use super::drop_behind::DropBehind;
+use super::segment_file;
 use super::spool::{FetchSpool, SpoolOrigin};
 use super::{FetchError, check_content};
 use crate::codec::{self, ObjectSummary};
 use crate::fsutil::{self, FsError};
 use crate::pg::file_name::{ArchiveFileName, WalFileName};
-use crate::pg::segment_check::{SegmentError, SegmentReport, SegmentValidator};
 use crate::repo::{RepoError, RepoIdentity, Repository, layout, limits};
 use crate::task::run_blocking;
 
@@ -240,20 +240,12 @@ async fn prefetch_one(
     let key = layout::wal_key(&name);
     let _mark = spool.fetching(&wal);
     let limit = limits::wal_content_limit(&name);
-    let stored = match repo
-        .storage()
-        .get_bytes(&key, limits::stored_limit(limit))
-        .await
-    {
-        Ok(stored) => stored,
-        Err(e) if e.is_not_found() => {
-            return Err(FetchError::NotFound {
-                name: name.to_string(),
-                location: repo.location().to_string(),
-                partial_exists: false,
-            });
-        }
-        Err(e) => return Err(RepoError::Storage(e).into()),
+    let Some(stored) = super::get_stored(repo, name).await? else {
+        return Err(FetchError::NotFound {
+            name: name.to_string(),
+            location: repo.location().to_string(),
+            partial_exists: false,
+        });
     };
     let stored = repo.open_stored(&key, stored).await?;
     let write_error = |source| FetchError::Write {
@@ -267,7 +259,14 @@ async fn prefetch_one(
     let (buffers_back, stored, streamed) = {
         let temp = temp.clone();
         run_blocking(move || {
-            let streamed = stream_entry(&stored, limit, &mut buffers.block, &temp, wal, sysid);
+            let streamed = segment_file::decode_to_new_file(
+                &stored,
+                limit,
+                &mut buffers.block,
+                &temp,
+                wal,
+                sysid,
+            );
             (buffers, stored, streamed)
         })
         .await
@@ -307,58 +306,8 @@ async fn prefetch_one(
     .map_err(write_error)
 }
 
-/// A segment as the pages of `stream_entry` found it: the new file holding it (unflushed),
-/// the verified summary of its content, and the verdict on its pages.
-type Streamed = (File, ObjectSummary, Result<SegmentReport, SegmentError>);
-
-/// Decodes `stored` block by block into the new file `temp`, checking the segment's pages
-/// as they pass (one pass through memory: see [`codec::decode_blocks_to`]). `None` when
-/// the object is not one that path decodes, or does not verify: nothing is left at `temp`,
-/// and [`decode_whole`] gives the verdict.
-fn stream_entry(
-    stored: &[u8],
-    limit: u64,
-    block: &mut Vec<u8>,
-    temp: &Path,
-    wal: WalFileName,
-    sysid: u64,
-) -> Result<Option<Streamed>, FsError> {
-    let fail = |source| FsError {
-        action: "write prefetched segment",
-        path: temp.to_path_buf(),
-        source,
-    };
-    let mut file = File::create(temp).map_err(fail)?;
-    let mut validator = SegmentValidator::new(wal, Some(sysid));
-    let mut wrong = None;
-    let streamed = codec::decode_blocks_to(stored, limit, block, |bytes| {
-        if wrong.is_none()
-            && let Err(e) = validator.feed(bytes)
-        {
-            wrong = Some(e);
-        }
-        file.write_all(bytes)
-    });
-    let summary = match streamed {
-        Ok(Some(summary)) => summary,
-        Ok(None) => {
-            let _ = std::fs::remove_file(temp);
-            return Ok(None);
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(temp);
-            return Err(fail(e));
-        }
-    };
-    let report = match wrong {
-        Some(e) => Err(e),
-        None => validator.finish(),
-    };
-    Ok(Some((file, summary, report)))
-}
-
 /// Decodes `stored` whole into `content`, checks it and writes it to the new file `temp`:
-/// for the objects [`stream_entry`] leaves (other codecs), and for the verdict on a
+/// for the objects [`segment_file::decode_to_new_file`] leaves (other codecs), and for the verdict on a
 /// corrupt one.
 async fn decode_whole(
     repo: &Repository,
