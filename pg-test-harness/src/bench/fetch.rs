@@ -180,6 +180,10 @@ pub fn run_fetch(
     let last = wal_load::segment_name(1, wal_load::switch_wal(&primary)?);
     wal_load::wait_archived(&primary, &last, Duration::from_secs(600))?;
     primary.stop(StopMode::Fast);
+    // A shutdown with archiving on switches segments once more when WAL was written after
+    // the switch above (a background writer's standby snapshot) and archives that segment:
+    // the fetch way would replay it, so every way gets it.
+    let last = newest_archived_segment(&primary.data_dir().join("pg_wal"), last)?;
     // Keep only the segments to replay; the rest of the primary goes.
     let wal_dir = work.path().join("wal");
     std::fs::create_dir(&wal_dir)?;
@@ -286,6 +290,23 @@ fn copy_flushed(wal: &[PathBuf], ready: &Path) -> Result<()> {
     }
     crate::chown_to_owner_recursive(ready)?;
     Ok(())
+}
+
+/// The newest segment marked archived (`archive_status/<name>.done`) in `pg_wal`, if it is
+/// after `last`; else `last`.
+fn newest_archived_segment(pg_wal: &Path, last: String) -> Result<String> {
+    let mut newest = last;
+    for entry in std::fs::read_dir(pg_wal.join("archive_status"))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(segment) = name.strip_suffix(".done")
+            && segment.len() == 24
+            && segment.bytes().all(|b| b.is_ascii_hexdigit())
+            && segment > newest.as_str()
+        {
+            newest = segment.to_owned();
+        }
+    }
+    Ok(newest)
 }
 
 /// The segment files in `pg_wal` from `first` to `last` (timeline 1, 16 MiB), oldest first.
