@@ -318,11 +318,11 @@ async fn deliver_segment(
         name: name.to_string(),
         source,
     };
-    let opened = repo.open_stored(&key, stored.clone()).await?;
+    let opened = repo.open_stored(&key, stored).await?;
     let temp = fsutil::temp_path_for(dest);
     let sysid = identity.system_identifier;
     let decoded = {
-        let temp = temp.clone();
+        let (temp, opened) = (temp.clone(), opened.clone());
         run_blocking(move || {
             segment_file::decode_to_new_file(&opened, limit, &mut Vec::new(), &temp, wal, sysid)
         })
@@ -330,7 +330,7 @@ async fn deliver_segment(
         .map_err(write_error)?
     };
     let Some((file, _, report)) = decoded else {
-        let content = repo.decode_stored(&key, stored, limit).await?;
+        let content = repo.decode_opened(&key, opened, limit).await?;
         check_content(repo, name, &content, identity)?;
         return write_atomically(name, dest, content).await;
     };

@@ -41,8 +41,11 @@ use crate::task::run_blocking;
 
 /// How long a segment found missing (or failing) is left alone before it is asked for again.
 pub const RETRY_MISSING: Duration = Duration::from_secs(1);
-/// How often an idle worker looks at the position.
-const POLL: Duration = Duration::from_millis(5);
+/// How often the worker looks at the position. Each look wakes the worker beside the
+/// recovery it serves; on two cores, looking every 5 ms made replay about 15 % slower than
+/// every 20-100 ms (BENCHMARKS.md, "Replay through fetch"). The window is `count` segments
+/// deep, so noticing a move a few segments late costs nothing.
+const POLL: Duration = Duration::from_millis(25);
 /// How often the worker looks at the whole window even when nothing moved.
 const RESCAN: Duration = Duration::from_millis(100);
 
@@ -272,13 +275,16 @@ async fn prefetch_one(
         .await
     };
     buffers = buffers_back;
-    let staged = match streamed.map_err(write_error)? {
-        Some((file, summary, report)) => super::check_segment_report(repo, wal, report, identity)
-            .map(|()| (file, summary))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&temp);
-            }),
-        None => decode_whole(repo, identity, name, stored, &mut buffers.content, &temp).await,
+    let staged = match streamed {
+        Err(e) => Err(write_error(e)),
+        Ok(Some((file, summary, report))) => {
+            super::check_segment_report(repo, wal, report, identity)
+                .map(|()| (file, summary))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&temp);
+                })
+        }
+        Ok(None) => decode_whole(repo, identity, name, stored, &mut buffers.content, &temp).await,
     };
     *permit = buffers;
     let (file, summary) = staged?;

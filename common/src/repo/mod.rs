@@ -370,8 +370,19 @@ impl Repository {
         stored: Bytes,
         limit: u64,
     ) -> Result<Bytes, RepoError> {
-        let stored = self.open_stored(key, stored).await?;
-        let decoded = run_blocking(move || codec::decode_to_vec(&stored, limit))
+        let opened = self.open_stored(key, stored).await?;
+        self.decode_opened(key, opened, limit).await
+    }
+
+    /// [`Repository::decode_stored`] of bytes [`Repository::open_stored`] already opened
+    /// (decrypted), for a caller that tried another decoder on them first.
+    pub async fn decode_opened(
+        &self,
+        key: &ObjectKey,
+        opened: Bytes,
+        limit: u64,
+    ) -> Result<Bytes, RepoError> {
+        let decoded = run_blocking(move || codec::decode_to_vec(&opened, limit))
             .await
             .map_err(|e| self.corrupt(key, e))?;
         Ok(Bytes::from(decoded))

@@ -64,12 +64,26 @@ impl ObjectReader {
 
     /// Reads the whole stream into memory, but never more than `max_len + 1` bytes: a result
     /// longer than `max_len` means the object is larger than the caller allows.
+    ///
+    /// A local file is read by one blocking task, not through tokio's file (one task per
+    /// 1 MiB): each task is a hand-over between threads, and the prefetch worker's
+    /// hand-overs, woken beside a recovery on two cores, preempt its startup process.
     pub async fn read_all(self, max_len: u64) -> io::Result<Bytes> {
         let cap = max_len.saturating_add(1);
         let capacity = self.size.unwrap_or(0).min(cap).min(1 << 30);
         let mut buf = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-        self.take(cap).read_to_end(&mut buf).await?;
-        Ok(Bytes::from(buf))
+        match self.source {
+            Source::File { file, len } => {
+                let read = tokio::task::spawn_blocking(move || {
+                    file.take(len.min(cap)).read_to_end(&mut buf).map(|_| buf)
+                });
+                read.await.map_err(io::Error::other)?.map(Bytes::from)
+            }
+            Source::Stream(stream) => {
+                stream.take(cap).read_to_end(&mut buf).await?;
+                Ok(Bytes::from(buf))
+            }
+        }
     }
 }
 

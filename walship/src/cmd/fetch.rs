@@ -63,14 +63,21 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
         ensure_worker(&ctx, delivered.name, &args, &opts, plan);
         return exit::SUCCESS;
     }
+    if args.prefetch_worker {
+        // One runtime thread: the worker's decoding runs on a blocking thread of its own, and
+        // fewer threads waking beside the recovery preempt its startup process less often.
+        return ctx.block_on_current_thread(async {
+            match ctx.open_repository_as_of(args.as_of.as_of).await {
+                Ok(repo) => run_worker(&ctx, &repo, &args, &origin, plan).await,
+                Err(e) => ctx.fail(exit::FAILED, &e),
+            }
+        });
+    }
     ctx.block_on(async {
         let repo = match ctx.open_repository_as_of(args.as_of.as_of).await {
             Ok(repo) => repo,
             Err(e) => return ctx.fail(exit::RECOVERY_MUST_STOP, &e),
         };
-        if args.prefetch_worker {
-            return run_worker(&ctx, &repo, &args, &origin, plan).await;
-        }
         let found = |name| ensure_worker(&ctx, name, &args, &opts, plan);
         let first = fetch::fetch(&repo, &args.name, &args.dest, &opts, found).await;
         let mut failures = Vec::new();
