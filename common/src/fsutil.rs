@@ -307,6 +307,79 @@ pub fn sync_and_release(file: &File, path: &Path) -> Result<(), FsError> {
     Ok(())
 }
 
+/// Writeback of a file written front to back, kept to about one `chunk` in flight
+/// (`sync_file_range`): each time another chunk has been written, the writeback started for
+/// the chunks before it is waited for and the new chunk's is started. Left to the kernel, or
+/// to one `fdatasync` at the end, a whole 16 MiB segment reaches the disk queue at once, and
+/// any flush another process issues meanwhile (Postgres's fsync of `pg_control` or of a
+/// restored segment, in its startup process) waits behind all of it; paced, it waits for at
+/// most a chunk (BENCHMARKS.md, "Replay through fetch: a quieter worker"). Pacing is advice
+/// about timing only: its errors are ignored, and the caller's final flush reports any.
+#[derive(Debug)]
+pub struct PacedWriteback {
+    chunk: u64,
+    /// Bytes written so far, and up to where writeback has been started.
+    written: u64,
+    started: u64,
+}
+
+impl PacedWriteback {
+    /// Paces the writeback of a file just created, `chunk` bytes at a time.
+    pub fn new(chunk: u64) -> PacedWriteback {
+        PacedWriteback {
+            chunk: chunk.max(1),
+            written: 0,
+            started: 0,
+        }
+    }
+
+    /// Records that `len` more bytes were written to the end of `file`.
+    pub fn wrote(&mut self, file: &File, len: usize) {
+        self.written += len as u64;
+        if self.written - self.started < self.chunk {
+            return;
+        }
+        if self.started > 0 {
+            sync_file_range(file, 0, self.started, SyncRange::WaitForStarted);
+        }
+        sync_file_range(
+            file,
+            self.started,
+            self.written - self.started,
+            SyncRange::Start,
+        );
+        self.started = self.written;
+    }
+}
+
+/// What [`sync_file_range`] does with its range.
+#[derive(Debug, Clone, Copy)]
+enum SyncRange {
+    /// Start writeback of the dirty pages (`SYNC_FILE_RANGE_WRITE`).
+    Start,
+    /// Wait for writeback already under way (`SYNC_FILE_RANGE_WAIT_BEFORE | WAIT_AFTER`).
+    WaitForStarted,
+}
+
+/// `sync_file_range(2)` over `len` (> 0) bytes at `offset` of `file`; errors are ignored
+/// (see [`PacedWriteback`]). Neither nix nor rustix wraps it.
+#[allow(unsafe_code)]
+fn sync_file_range(file: &File, offset: u64, len: u64, what: SyncRange) {
+    use std::os::fd::AsRawFd;
+    let flags = match what {
+        SyncRange::Start => libc::SYNC_FILE_RANGE_WRITE,
+        SyncRange::WaitForStarted => {
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WAIT_AFTER
+        }
+    };
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the call reads no memory of this process; the descriptor is borrowed from an
+    // open `File` for the duration of the call.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
+}
+
 /// Renames `from` to `to` atomically (same directory or file system), without any fsync:
 /// for files whose durability does not matter, only that no reader sees half of them
 /// (`restore_command` output, the prefetch spool).
@@ -340,6 +413,24 @@ mod tests {
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn paced_writeback_leaves_the_content_exactly_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..3_000_001u32).map(|i| (i * 7 % 251) as u8).collect();
+        // Chunks smaller than, equal to and larger than the writes, and larger than the file.
+        for (n, chunk) in [1u64, 4096, 65_536, 1 << 20, 8 << 20].into_iter().enumerate() {
+            let path = dir.path().join(format!("paced-{n}"));
+            let mut file = File::create(&path).unwrap();
+            let mut writeback = PacedWriteback::new(chunk);
+            for piece in content.chunks(65_536) {
+                file.write_all(piece).unwrap();
+                writeback.wrote(&file, piece.len());
+            }
+            file.sync_data().unwrap();
+            assert_eq!(fs::read(&path).unwrap(), content, "chunk {chunk}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! repository. No whole-segment buffer is needed, so a `fetch` process faults in no fresh
 //! 16 MiB of memory (about 30 ms of a call on the bench machine, whose new memory is slow:
 //! BENCHMARKS.md, "Replay through fetch"), and the worker makes one pass through memory.
+//! The file's writeback is paced as it is written, so that it never fills the disk queue
+//! in front of the flushes of the recovery it serves.
 
 use std::fs::File;
 use std::io::Write;
@@ -10,9 +12,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::codec::{self, ObjectSummary};
-use crate::fsutil::FsError;
+use crate::fsutil::{FsError, PacedWriteback};
 use crate::pg::file_name::WalFileName;
 use crate::pg::segment_check::{SegmentError, SegmentReport, SegmentValidator};
+
+/// How much of a new file may wait in the disk queue at once ([`PacedWriteback`]): replay
+/// beside the prefetch worker was about 9 % faster with 1 MiB than with the whole segment
+/// left to the final `fdatasync` (BENCHMARKS.md, "Replay through fetch: a quieter worker").
+const WRITEBACK_CHUNK: u64 = 1 << 20;
 
 /// A segment as [`decode_to_new_file`] wrote it: the new file (unflushed), the verified
 /// summary of its content, and the verdict on its pages.
@@ -44,13 +51,16 @@ pub(super) fn decode_to_new_file(
         .map_err(fail)?;
     let mut validator = SegmentValidator::new(wal, Some(sysid));
     let mut wrong = None;
+    let mut writeback = PacedWriteback::new(WRITEBACK_CHUNK);
     let decoded = codec::decode_blocks_to(stored, limit, block, |bytes| {
         if wrong.is_none()
             && let Err(e) = validator.feed(bytes)
         {
             wrong = Some(e);
         }
-        file.write_all(bytes)
+        file.write_all(bytes)?;
+        writeback.wrote(&file, bytes.len());
+        Ok(())
     });
     let summary = match decoded {
         Ok(Some(summary)) => summary,
