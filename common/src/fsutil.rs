@@ -420,7 +420,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let content: Vec<u8> = (0..3_000_001u32).map(|i| (i * 7 % 251) as u8).collect();
         // Chunks smaller than, equal to and larger than the writes, and larger than the file.
-        for (n, chunk) in [1u64, 4096, 65_536, 1 << 20, 8 << 20].into_iter().enumerate() {
+        for (n, chunk) in [1u64, 4096, 65_536, 1 << 20, 8 << 20]
+            .into_iter()
+            .enumerate()
+        {
             let path = dir.path().join(format!("paced-{n}"));
             let mut file = File::create(&path).unwrap();
             let mut writeback = PacedWriteback::new(chunk);
