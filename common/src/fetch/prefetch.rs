@@ -43,8 +43,8 @@ use crate::task::run_blocking;
 pub const RETRY_MISSING: Duration = Duration::from_secs(1);
 /// How often the worker looks at the position. Each look wakes the worker beside the
 /// recovery it serves; on two cores, looking every 5 ms made replay about 15 % slower than
-/// every 20-100 ms (BENCHMARKS.md, "Replay through fetch"). The window is `count` segments
-/// deep, so noticing a move a few segments late costs nothing.
+/// every 20-100 ms (BENCHMARKS.md, "Replay through fetch: a quieter worker"). The window
+/// is `count` segments deep, so noticing a move a few segments late costs nothing.
 const POLL: Duration = Duration::from_millis(25);
 /// How often the worker looks at the whole window even when nothing moved.
 const RESCAN: Duration = Duration::from_millis(100);
