@@ -318,9 +318,11 @@ pub fn sync_and_release(file: &File, path: &Path) -> Result<(), FsError> {
 #[derive(Debug)]
 pub struct PacedWriteback {
     chunk: u64,
-    /// Bytes written so far, and up to where writeback has been started.
+    /// Bytes written so far, up to where writeback has been started, and up to where it
+    /// has been waited for (`waited <= started <= written`).
     written: u64,
     started: u64,
+    waited: u64,
 }
 
 impl PacedWriteback {
@@ -330,6 +332,7 @@ impl PacedWriteback {
             chunk: chunk.max(1),
             written: 0,
             started: 0,
+            waited: 0,
         }
     }
 
@@ -339,8 +342,11 @@ impl PacedWriteback {
         if self.written - self.started < self.chunk {
             return;
         }
-        if self.started > 0 {
-            sync_file_range(file, 0, self.started, SyncRange::WaitForStarted);
+        // The previous chunk: everything before it was waited for already.
+        if self.started > self.waited {
+            let previous = self.started - self.waited;
+            sync_file_range(file, self.waited, previous, SyncRange::WaitForStarted);
+            self.waited = self.started;
         }
         sync_file_range(
             file,

@@ -184,7 +184,11 @@ impl Block<'_> {
                 .copy_from_slice(self.bytes);
             Some(self.bytes.len())
         } else {
-            lz4_flex::block::decompress_into(self.bytes, dest).ok()
+            // The reference decoder (see the workspace's Cargo.toml for why and how fast):
+            // any output that does not fit `dest`, or input that is not one whole block, is
+            // an error, and the content's crc32c is checked after it anyway.
+            let capacity = i32::try_from(dest.len()).ok()?;
+            lz4::block::decompress_to_buffer(self.bytes, Some(capacity), dest).ok()
         }
     }
 }
@@ -370,6 +374,38 @@ mod tests {
                 decode(&stored, &mut Vec::new(), u64::MAX).is_none(),
                 "{codec}"
             );
+        }
+    }
+
+    /// The block decoder itself (not only the crc32c around it) refuses a block that does
+    /// not fit its buffer, a cut block and garbage, and never writes past the buffer.
+    #[test]
+    fn a_block_that_does_not_fit_or_is_malformed_is_refused() {
+        let content = wal_like(crate::codec::LZ4_BLOCK_LEN);
+        let packed = lz4_flex::block::compress(&content);
+        fn block(bytes: &[u8]) -> Block<'_> {
+            Block { bytes, raw: false }
+        }
+        let mut dest = vec![0u8; content.len() + 100];
+        assert_eq!(block(&packed).decode_into(&mut dest), Some(content.len()));
+        assert_eq!(&dest[..content.len()], &content[..]);
+        assert_eq!(
+            block(&packed).decode_into(&mut dest[..content.len() - 1]),
+            None
+        );
+        assert_eq!(
+            block(&packed[..packed.len() - 3]).decode_into(&mut dest),
+            None
+        );
+        let mut guarded = vec![0xAAu8; 4096 + 64];
+        for seed in 0..64u32 {
+            let garbage: Vec<u8> = (0..512u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed * 97) >> 13) as u8)
+                .collect();
+            if let Some(n) = block(&garbage).decode_into(&mut guarded[..4096]) {
+                assert!(n <= 4096);
+            }
+            assert!(guarded[4096..].iter().all(|&b| b == 0xAA), "seed {seed}");
         }
     }
 }

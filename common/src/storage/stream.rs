@@ -74,10 +74,8 @@ impl ObjectReader {
         let mut buf = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
         match self.source {
             Source::File { file, len } => {
-                let read = tokio::task::spawn_blocking(move || {
-                    file.take(len.min(cap)).read_to_end(&mut buf).map(|_| buf)
-                });
-                read.await.map_err(io::Error::other)?.map(Bytes::from)
+                let read = move || file.take(len.min(cap)).read_to_end(&mut buf).map(|_| buf);
+                crate::task::run_blocking(read).await.map(Bytes::from)
             }
             Source::Stream(stream) => {
                 stream.take(cap).read_to_end(&mut buf).await?;
