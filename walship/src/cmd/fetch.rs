@@ -64,6 +64,7 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
         return exit::SUCCESS;
     }
     if args.prefetch_worker {
+        crate::allocator::reuse_large_buffers();
         // One runtime thread: the worker's decoding runs on a blocking thread of its own, and
         // fewer threads waking beside the recovery preempt its startup process less often.
         return ctx.block_on_current_thread(async {
