@@ -2,7 +2,8 @@
 //!
 //! Parsing only; each subcommand's work lives in `cmd/<name>.rs` over the libraries.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// PostgreSQL WAL archiving and point-in-time recovery.
@@ -22,6 +23,32 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line (program name first).
+    pub fn parse_args(args: &[OsString]) -> Result<Cli, clap::Error> {
+        match Cli::parse_fetch(args) {
+            Some(cli) => Ok(cli),
+            None => Cli::try_parse_from(args),
+        }
+    }
+
+    /// `walship fetch`, parsed by a command line that holds only the global options and
+    /// `fetch`'s own: Postgres runs `restore_command` once per segment, and building every
+    /// command's arguments took about 0.5 ms of each call's ~2 ms of CPU (BENCHMARKS.md,
+    /// "Replay through fetch: the calls themselves"). The same argument definitions and the
+    /// same parser; `None` for anything else (another command, `--help`, `--version`, any
+    /// error), which the whole command line then parses, explains or refuses.
+    fn parse_fetch(args: &[OsString]) -> Option<Cli> {
+        let fetch = crate::cmd::fetch::FetchArgs::augment_args(clap::Command::new("fetch"));
+        let command = GlobalArgs::augment_args(clap::Command::new("walship"))
+            .subcommand(fetch)
+            .subcommand_required(true);
+        let matches = command.try_get_matches_from(args).ok()?;
+        let cli = Cli::from_arg_matches(&matches).ok()?;
+        matches!(cli.command, Command::Fetch(_)).then_some(cli)
+    }
 }
 
 /// Options every command accepts.
@@ -168,8 +195,119 @@ pub enum Command {
 #[cfg(test)]
 mod tests {
     use super::Cli;
-    use clap::CommandFactory;
     use clap::error::ErrorKind;
+    use clap::{CommandFactory, Parser};
+    use std::ffi::OsString;
+
+    fn os_args(argv: &[&str]) -> Vec<OsString> {
+        argv.iter().map(OsString::from).collect()
+    }
+
+    /// `walship fetch` parsed by the short command line (`Cli::parse_fetch`) is exactly what
+    /// the whole one parses, in every form; everything else is left to the whole one.
+    #[test]
+    fn fetch_is_parsed_alike_by_the_short_and_the_whole_command_line() {
+        let fetches: &[&[&str]] = &[
+            &[
+                "walship",
+                "fetch",
+                "000000010000000000000001",
+                "pg_wal/RECOVERYXLOG",
+            ],
+            &[
+                "walship",
+                "--config",
+                "/etc/w.toml",
+                "fetch",
+                "00000002.history",
+                "x",
+            ],
+            &[
+                "walship",
+                "fetch",
+                "--config=/etc/w.toml",
+                "--repo",
+                "file:///r",
+                "a",
+                "b",
+            ],
+            &[
+                "walship",
+                "-vv",
+                "fetch",
+                "--prefetch",
+                "0",
+                "--parallel",
+                "4",
+                "a",
+                "b",
+            ],
+            &[
+                "walship",
+                "fetch",
+                "--allow-partial",
+                "--as-of",
+                "2026-12-01T00:00:00Z",
+                "a",
+                "b",
+            ],
+            &[
+                "walship",
+                "--fallback-repo",
+                "s3://x/y",
+                "fetch",
+                "--fallback-repo",
+                "file:///z",
+                "-q",
+                "a",
+                "b",
+            ],
+            &[
+                "walship",
+                "fetch",
+                "--prefetch-worker",
+                "--prefetch",
+                "8",
+                "a",
+                "/spool",
+            ],
+            &["walship", "fetch", "--", "-a", "b"],
+        ];
+        for argv in fetches {
+            let args = os_args(argv);
+            let short = Cli::parse_fetch(&args)
+                .unwrap_or_else(|| panic!("{argv:?} was not parsed by the short command line"));
+            let whole = Cli::try_parse_from(&args).unwrap();
+            assert_eq!(format!("{short:?}"), format!("{whole:?}"), "{argv:?}");
+        }
+        let others: &[&[&str]] = &[
+            &["walship", "archive", "pg_wal/000000010000000000000001"],
+            &["walship", "--version"],
+            &["walship", "--help"],
+            &["walship", "fetch", "--help"],
+            &["walship", "fetch", "a"],
+            &["walship", "fetch", "--prefetch", "many", "a", "b"],
+            &["walship", "fetch", "-v", "-q", "a", "b"],
+            &["walship", "fetch", "--bogus", "a", "b"],
+            &["walship", "fetch", "a", "b", "c"],
+            &["walship"],
+        ];
+        for argv in others {
+            let args = os_args(argv);
+            assert!(Cli::parse_fetch(&args).is_none(), "{argv:?}");
+            // The whole command line gives its own verdict: a command, help, version or error.
+            let whole = Cli::try_parse_from(&args).map(|cli| format!("{cli:?}"));
+            let through = Cli::parse_args(&args).map(|cli| format!("{cli:?}"));
+            match (whole, through) {
+                (Ok(whole), Ok(through)) => assert_eq!(whole, through, "{argv:?}"),
+                (Err(whole), Err(through)) => {
+                    assert_eq!(whole.kind(), through.kind(), "{argv:?}");
+                    assert_eq!(whole.to_string(), through.to_string(), "{argv:?}");
+                }
+                (whole, through) => panic!("{argv:?}: {whole:?} against {through:?}"),
+            }
+        }
+    }
 
     /// What `walship <name> --help` prints.
     fn long_help(name: &str) -> String {

@@ -12,13 +12,12 @@ mod cmd;
 mod context;
 mod exit;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     allocator::tune();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = match cli::Cli::try_parse_from(&args) {
+    let cli = match cli::Cli::parse_args(&args) {
         Ok(cli) => cli,
         Err(e) => return exit::code(exit::parse_failure(&e, &args)),
     };
