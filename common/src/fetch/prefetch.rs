@@ -27,8 +27,8 @@ use bytes::Bytes;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::sync::Mutex;
 
+use super::decode_turns::DecodeTurns;
 use super::drop_behind::DropBehind;
 use super::segment_file;
 use super::spool::{FetchSpool, SpoolOrigin};
@@ -125,10 +125,11 @@ struct Worker<'a> {
 
 impl Worker<'_> {
     async fn run(&mut self) {
-        // Downloads overlap; decoding, checking and writing (CPU) run one at a time, so the
-        // worker never takes more than one core from the recovery it serves. The lock guards
-        // the one decode buffer they share (its pages are faulted in once, not per segment).
-        let cpu = Mutex::new(DecodeBuffers::default());
+        // Downloads overlap; decoding, checking and writing (CPU) run one at a time, nearest
+        // segment first, so the worker never takes more than one core from the recovery it
+        // serves. The decode buffers are shared (their pages are faulted in once, not per
+        // segment).
+        let cpu = DecodeTurns::new(DecodeBuffers::default());
         let cpu = &cpu;
         let mut downloads = FuturesUnordered::new();
         // Whether the spool may lack something the window wants: the window moved, a
@@ -230,18 +231,19 @@ struct DecodeBuffers {
     content: Vec<u8>,
 }
 
-/// Downloads, verifies and commits one entry; `cpu` holds the decode buffers, held while
+/// Downloads, verifies and commits one entry; `cpu` hands out the decode buffers, held while
 /// decoding, checking and writing.
 async fn prefetch_one(
     repo: &Repository,
     spool: &FetchSpool,
     identity: &RepoIdentity,
     wal: WalFileName,
-    cpu: &Mutex<DecodeBuffers>,
+    cpu: &DecodeTurns<DecodeBuffers>,
 ) -> Result<(), FetchError> {
     let name = ArchiveFileName::Segment(wal);
     let key = layout::wal_key(&name);
     let _mark = spool.fetching(&wal);
+    let place = cpu.line_up(wal);
     let limit = limits::wal_content_limit(&name);
     let Some(stored) = super::get_stored(repo, name).await? else {
         return Err(FetchError::NotFound {
@@ -256,7 +258,7 @@ async fn prefetch_one(
         source,
     };
     let temp = fsutil::temp_path_for(&spool.entry_path(&wal));
-    let mut permit = cpu.lock().await;
+    let mut permit = place.decoder().await;
     let mut buffers = std::mem::take(&mut *permit);
     let sysid = identity.system_identifier;
     let (buffers_back, stored, streamed) = {
@@ -293,6 +295,7 @@ async fn prefetch_one(
     // KeepFileRestoredFromArchive) in the startup process, and an entry still in the page
     // cache made that fsync cost 13-15 ms of replay per segment.
     drop(permit);
+    drop(place);
     let spool = spool.clone();
     run_blocking(move || {
         let committed = file
