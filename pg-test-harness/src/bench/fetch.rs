@@ -16,9 +16,9 @@
 //!
 //! A primary archives through `walship archive --async`; a base copy is taken with the
 //! low-level backup API; then pgbench writes N segments and the primary stops. Each round
-//! copies the base and recovers it every way; each recovery is timed from `pg_ctl start`
-//! until `pg_is_in_recovery()` is false, and checked: it holds every pgbench transaction of
-//! the primary.
+//! copies the base and recovers it every way, each after a `sync`; each recovery is timed
+//! from `pg_ctl start` until `pg_is_in_recovery()` is false, and checked: it holds every
+//! pgbench transaction of the primary.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -238,6 +238,11 @@ pub fn run_fetch(
             ) {
                 link_segments(&wal, &dir.join("pg_wal"))?;
             }
+            // Each recovery starts with nothing of the bench's own left to write back: the
+            // copy of the base just made (and, before the first, the segments the load
+            // wrote) were otherwise flushed during whichever recovery came next, the first
+            // way of the first round above all.
+            nix::unistd::sync();
             let decoding = way
                 .decodes_beside()
                 .then(|| compressed.decode_in_background(&work.path().join("decoded"), &dir))
