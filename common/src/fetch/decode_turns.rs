@@ -5,14 +5,22 @@
 //! stored objects arrived, a later segment often went first: at the start the worker asks
 //! for several segments at once, and the one Postgres needs next then waited behind another's
 //! decoding and writing. Here a segment whose object arrived waits while any nearer segment
-//! is still downloading or decoding, so the next segment is never queued behind a later one.
+//! is still downloading or decoding, so the next segment is never queued behind a later one,
+//! but for at most [`WAIT_FOR_NEARER`]: a stalled download (a hung request lasts until the
+//! storage's timeout) must not hold up the segments after it.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex as SyncMutex;
+use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard, Notify};
 
 use crate::pg::file_name::WalFileName;
+
+/// The longest a segment whose object arrived waits for nearer ones before it decodes anyway:
+/// far longer than the objects of one round of downloads arrive apart (a few ms from a local
+/// repository, tens from S3), far shorter than a stalled request lasts.
+pub(super) const WAIT_FOR_NEARER: Duration = Duration::from_millis(250);
 
 /// The decoder's state (its buffers, reused from segment to segment) and its queue.
 #[derive(Debug)]
@@ -55,17 +63,23 @@ impl<T> DecodeTurns<T> {
 }
 
 impl<'a, T> Place<'a, T> {
-    /// Waits until no nearer segment is in line, then for the decoder.
+    /// Waits until no nearer segment is in line (at most [`WAIT_FOR_NEARER`]), then for the
+    /// decoder.
     pub(super) async fn decoder(&self) -> MutexGuard<'a, T> {
+        let _ = tokio::time::timeout(WAIT_FOR_NEARER, self.nearest()).await;
+        self.turns.decoder.lock().await
+    }
+
+    /// Returns once no nearer segment is in line.
+    async fn nearest(&self) {
         loop {
             // Registered before the look, so that a segment leaving in between wakes it.
             let left = self.turns.left.notified();
             if self.turns.line().first() == Some(&self.wal) {
-                break;
+                return;
             }
             left.await;
         }
-        self.turns.decoder.lock().await
     }
 }
 
@@ -111,5 +125,19 @@ mod tests {
         futures::future::join(later, nearest).await;
         assert_eq!(*turns.decoder.lock().await, vec![14, 15, 17]);
         assert!(turns.line().is_empty());
+    }
+
+    /// A nearer segment whose download stalls holds a later one up for `WAIT_FOR_NEARER`
+    /// only, not until the stalled request ends.
+    #[tokio::test]
+    async fn a_stalled_download_holds_the_others_up_briefly() {
+        let turns = DecodeTurns::new(Vec::new());
+        let _stalled = turns.line_up(segment(14));
+        let started = tokio::time::Instant::now();
+        decode(turns.line_up(segment(15)), 15).await;
+        let waited = started.elapsed();
+        assert!(waited >= WAIT_FOR_NEARER, "decoded after {waited:?}");
+        assert!(waited < WAIT_FOR_NEARER * 4, "decoded after {waited:?}");
+        assert_eq!(*turns.decoder.lock().await, vec![15]);
     }
 }
