@@ -53,12 +53,13 @@ pub fn parse_failure(err: &clap::Error, args: &[std::ffi::OsString]) -> u8 {
 
 /// The subcommand in raw arguments (program name first): the first argument that is not an
 /// option, skipping the values of the global options that take one (`--repo URL`,
-/// `--config FILE`).
+/// `--config FILE`, `--fallback-repo URL`: whichever `GlobalArgs` defines so).
 fn subcommand(args: &[std::ffi::OsString]) -> Option<&str> {
+    let takes_value = global_options_with_a_value();
     let mut rest = args.iter().skip(1).map(|a| a.to_str());
     while let Some(arg) = rest.next() {
         match arg {
-            Some("--repo" | "--config") => {
+            Some(option) if takes_value.iter().any(|o| o == option) => {
                 rest.next();
             }
             Some(option) if option.starts_with('-') => {}
@@ -66,6 +67,17 @@ fn subcommand(args: &[std::ffi::OsString]) -> Option<&str> {
         }
     }
     None
+}
+
+/// `--name` of every global option that takes a separate value, read from the option
+/// definitions themselves so that a new one cannot be missed here.
+fn global_options_with_a_value() -> Vec<String> {
+    use clap::Args;
+    crate::cli::GlobalArgs::augment_args(clap::Command::new("walship"))
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .filter_map(|a| a.get_long().map(|long| format!("--{long}")))
+        .collect()
 }
 
 /// `verify`: the repository is not sound (each problem is printed). Not above 125: the
@@ -124,6 +136,10 @@ mod tests {
         assert_eq!(
             subcommand(&args("walship --config fetch archive")),
             Some("archive")
+        );
+        assert_eq!(
+            subcommand(&args("walship --fallback-repo s3://b/p fetch")),
+            Some("fetch")
         );
         assert_eq!(subcommand(&args("walship -v")), None);
     }

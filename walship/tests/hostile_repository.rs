@@ -90,6 +90,7 @@ fn fetch_usage_errors_stop_recovery() {
         vec!["fetch", &name, dest, "extra"],
         vec!["-v", "--repo", &url, "fetch", "--bogus", &name, dest],
         vec!["--repo=file:///nowhere", "-q", "fetch", &name, dest, "x"],
+        vec!["--fallback-repo", &url, "fetch", "--bogus", &name, dest],
         // Not a WAL file name: Postgres never asks for one, so it is not "absent" either.
         vec!["fetch", "not-a-wal-file", dest],
     ];
