@@ -269,6 +269,16 @@ fn missing_files_exit_1_partial_only_on_request_and_prefetch_is_used() {
     let pg_wal = repo.dir.path().join("pg_wal");
     std::fs::create_dir_all(&pg_wal).unwrap();
     let recoveryxlog = pg_wal.join("RECOVERYXLOG");
+    // A call as Postgres makes it, without starting a worker.
+    let fetch_now = |name: &str| {
+        repo.walship(&[
+            "fetch",
+            "--prefetch",
+            "0",
+            name,
+            recoveryxlog.to_str().unwrap(),
+        ])
+    };
     let out = repo.walship(&[
         "fetch",
         "--prefetch",
@@ -293,22 +303,26 @@ fn missing_files_exit_1_partial_only_on_request_and_prefetch_is_used() {
         .join(&segments[2][..16])
         .join(&segments[2]);
     std::fs::remove_file(&object).unwrap();
-    let out = repo.walship(&[
-        "fetch",
-        "--prefetch",
-        "0",
-        &segments[2],
-        recoveryxlog.to_str().unwrap(),
-    ]);
+    let out = fetch_now(&segments[2]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
         std::fs::read(&recoveryxlog).unwrap()
             == std::fs::read(s.primary.data_dir().join("pg_wal").join(&segments[2])).unwrap(),
         "prefetched segment differs"
     );
+    // The entry stays, as a second name of the delivered file, for Postgres's second
+    // request of the last segment it replayed (at the end of every recovery); that request
+    // is served from the spool (the repository's copy is gone) after a whole read.
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(inode(&spool.join(&segments[2])), inode(&recoveryxlog));
+    std::fs::rename(&recoveryxlog, pg_wal.join(&segments[2])).unwrap();
+    let out = fetch_now(&segments[2]);
+    assert!(out.status.success(), "{}", describe(&out));
     assert!(
-        !spool.join(&segments[2]).exists(),
-        "a delivered spool entry is consumed"
+        std::fs::read(&recoveryxlog).unwrap()
+            == std::fs::read(s.primary.data_dir().join("pg_wal").join(&segments[2])).unwrap(),
+        "the segment asked for again differs"
     );
 
     // A spool entry whose bytes changed after the worker checked them (one byte in the
@@ -331,13 +345,7 @@ fn missing_files_exit_1_partial_only_on_request_and_prefetch_is_used() {
         );
         flip_middle_byte(name);
     }
-    let out = repo.walship(&[
-        "fetch",
-        "--prefetch",
-        "0",
-        &segments[3],
-        recoveryxlog.to_str().unwrap(),
-    ]);
+    let out = fetch_now(&segments[3]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
         std::fs::read(&recoveryxlog).unwrap() == original(&segments[3]).unwrap(),
@@ -350,13 +358,7 @@ fn missing_files_exit_1_partial_only_on_request_and_prefetch_is_used() {
         .join(&segments[4][..16])
         .join(&segments[4]);
     std::fs::remove_file(&object).unwrap();
-    let out = repo.walship(&[
-        "fetch",
-        "--prefetch",
-        "0",
-        &segments[4],
-        recoveryxlog.to_str().unwrap(),
-    ]);
+    let out = fetch_now(&segments[4]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         !recoveryxlog.exists(),
@@ -365,6 +367,10 @@ fn missing_files_exit_1_partial_only_on_request_and_prefetch_is_used() {
     assert!(
         !spool.join(&segments[4]).exists(),
         "the corrupt entry is thrown away"
+    );
+    assert!(
+        !spool.join(&segments[2]).exists(),
+        "a delivered entry goes once Postgres asks for the segment two after it"
     );
 }
 
