@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
+use super::caller_gate::CallerGate;
 use super::decode_turns::DecodeTurns;
 use super::drop_behind::DropBehind;
 use super::segment_file;
@@ -59,6 +60,9 @@ pub struct PrefetchPlan {
     /// The worker exits when the position has not moved for this long and nothing is left
     /// to fetch.
     pub idle_exit: Duration,
+    /// How long the first decode waits for the process that started the worker to exit
+    /// (`caller_gate.rs`; zero: not at all).
+    pub wait_for_caller: Duration,
 }
 
 /// Runs the prefetch worker on `spool` for the repository configured as `repository` (see
@@ -131,6 +135,8 @@ impl Worker<'_> {
         // segment).
         let cpu = DecodeTurns::new(DecodeBuffers::default());
         let cpu = &cpu;
+        let gate = CallerGate::new(self.plan.wait_for_caller);
+        let gate = &gate;
         let mut downloads = FuturesUnordered::new();
         // Whether the spool may lack something the window wants: the window moved, a
         // download ended, or it is time for the periodic look (which also catches entries
@@ -159,7 +165,10 @@ impl Worker<'_> {
                 for wal in self.wanted() {
                     self.in_flight.insert(wal);
                     downloads.push(async move {
-                        (wal, prefetch_one(repo, spool, identity, wal, cpu).await)
+                        (
+                            wal,
+                            prefetch_one(repo, spool, identity, wal, cpu, gate).await,
+                        )
                     });
                 }
             }
@@ -232,13 +241,14 @@ struct DecodeBuffers {
 }
 
 /// Downloads, verifies and commits one entry; `cpu` hands out the decode buffers, held while
-/// decoding, checking and writing.
+/// decoding, checking and writing, after `gate` (the first time).
 async fn prefetch_one(
     repo: &Repository,
     spool: &FetchSpool,
     identity: &RepoIdentity,
     wal: WalFileName,
     cpu: &DecodeTurns<DecodeBuffers>,
+    gate: &CallerGate,
 ) -> Result<(), FetchError> {
     let name = ArchiveFileName::Segment(wal);
     let key = layout::wal_key(&name);
@@ -259,6 +269,7 @@ async fn prefetch_one(
     };
     let temp = fsutil::temp_path_for(&spool.entry_path(&wal));
     let mut permit = place.decoder().await;
+    gate.pass().await;
     let mut buffers = std::mem::take(&mut *permit);
     let sysid = identity.system_identifier;
     let (buffers_back, stored, streamed) = {

@@ -15,6 +15,10 @@ use crate::exit;
 /// How long the prefetch worker waits for Postgres's next request before it exits (the next
 /// `fetch` call starts a new one).
 const WORKER_IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the prefetch worker's first decode waits for the call that started it to exit
+/// (`prefetch::PrefetchPlan::wait_for_caller`): that call takes 16-35 ms here when it
+/// fetches the first segment of a recovery itself.
+const WORKER_WAITS_FOR_CALLER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Arguments of `walship fetch` (the command's help text is in `cli.rs`).
 #[derive(Debug, Args)]
@@ -49,6 +53,7 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
         count: config.fetch.prefetch,
         parallel: config.fetch.parallel,
         idle_exit: WORKER_IDLE_EXIT,
+        wait_for_caller: WORKER_WAITS_FOR_CALLER,
     };
     let opts = FetchOptions {
         allow_partial: config.fetch.allow_partial,
