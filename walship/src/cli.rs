@@ -268,6 +268,8 @@ mod tests {
                 "--prefetch-worker",
                 "--prefetch",
                 "8",
+                "--caller-pid",
+                "4242",
                 "a",
                 "/spool",
             ],

@@ -17,7 +17,7 @@
 //! headers of the exact segment asked for (address, timeline, system identifier); the
 //! destination appears whole (temporary file, rename) or not at all.
 
-mod caller_gate;
+pub mod caller_gate;
 mod decode_turns;
 pub mod drop_behind;
 pub mod prefetch;

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use super::caller_gate::CallerGate;
+use super::caller_gate::{Caller, CallerGate};
 use super::decode_turns::DecodeTurns;
 use super::drop_behind::DropBehind;
 use super::segment_file;
@@ -60,9 +60,9 @@ pub struct PrefetchPlan {
     /// The worker exits when the position has not moved for this long and nothing is left
     /// to fetch.
     pub idle_exit: Duration,
-    /// How long the first decode waits for the process that started the worker to exit
-    /// (`caller_gate.rs`; zero: not at all).
-    pub wait_for_caller: Duration,
+    /// The `fetch` call that started the worker, whose end its first decode waits for
+    /// (`caller_gate.rs`).
+    pub caller: Option<Caller>,
 }
 
 /// Runs the prefetch worker on `spool` for the repository configured as `repository` (see
@@ -135,7 +135,7 @@ impl Worker<'_> {
         // segment).
         let cpu = DecodeTurns::new(DecodeBuffers::default());
         let cpu = &cpu;
-        let gate = CallerGate::new(self.plan.wait_for_caller);
+        let gate = CallerGate::new(self.plan.caller);
         let gate = &gate;
         let mut downloads = FuturesUnordered::new();
         // Whether the spool may lack something the window wants: the window moved, a

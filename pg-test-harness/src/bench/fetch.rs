@@ -540,7 +540,9 @@ impl FetchReport {
                 let mib =
                     (self.replayed_segments as u64 * SEGMENT_BYTES) as f64 / f64::from(1 << 20);
                 out.push_str(&format!(
-                    "machine: copying the {} segments ({mib:.0} MiB) from the page cache and flushing each takes {:.2} s here ({:.0} MiB/s),                      {:.2}x the baseline's whole time: disk work every restore_command adds (Postgres fsyncs each segment it restores)                      and replay from pg_wal never does\n",
+                    "machine: copying the {} segments ({mib:.0} MiB) from the page cache and flushing each takes {:.2} s here ({:.0} MiB/s), \
+                     {:.2}x the baseline's whole time: disk work every restore_command adds (Postgres fsyncs each segment \
+                     it restores) and replay from pg_wal never does\n",
                     self.replayed_segments,
                     flush.as_secs_f64(),
                     mib / flush.as_secs_f64(),

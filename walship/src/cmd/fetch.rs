@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use clap::Args;
+use walship_common::fetch::caller_gate::Caller;
 use walship_common::fetch::prefetch::{self, PrefetchPlan};
 use walship_common::fetch::{self, FetchOptions};
 use walship_common::pg::{ArchiveFileName, WalFileName, WalSegSize};
@@ -16,8 +17,8 @@ use crate::exit;
 /// `fetch` call starts a new one).
 const WORKER_IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long the prefetch worker's first decode waits for the call that started it to exit
-/// (`prefetch::PrefetchPlan::wait_for_caller`): that call takes 16-35 ms here when it
-/// fetches the first segment of a recovery itself.
+/// (`walship_common::fetch::caller_gate`): that call takes 16-35 ms here when it fetches the
+/// first segment of a recovery itself.
 const WORKER_WAITS_FOR_CALLER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Arguments of `walship fetch` (the command's help text is in `cli.rs`).
@@ -40,6 +41,10 @@ pub struct FetchArgs {
     /// Internal: run as the prefetch worker filling the spool directory DEST after NAME.
     #[arg(long, hide = true)]
     pub prefetch_worker: bool,
+    /// Internal: the prefetch worker's first decode waits for this process (the call that
+    /// started it) to exit.
+    #[arg(long, hide = true, value_name = "PID")]
+    pub caller_pid: Option<u32>,
     // `walship restore --as-of` writes it into restore_command.
     #[command(flatten)]
     pub as_of: AsOfArg,
@@ -53,7 +58,10 @@ pub fn run(ctx: Context, args: FetchArgs) -> u8 {
         count: config.fetch.prefetch,
         parallel: config.fetch.parallel,
         idle_exit: WORKER_IDLE_EXIT,
-        wait_for_caller: WORKER_WAITS_FOR_CALLER,
+        caller: args.caller_pid.map(|pid| Caller {
+            pid,
+            wait: WORKER_WAITS_FOR_CALLER,
+        }),
     };
     let opts = FetchOptions {
         allow_partial: config.fetch.allow_partial,
@@ -217,6 +225,7 @@ fn start_worker(
             &plan.count.to_string(),
         ])
         .args(["--parallel", &plan.parallel.to_string()])
+        .args(["--caller-pid", &std::process::id().to_string()])
         .args(as_of.words())
         .arg(after.to_string())
         .arg(spool)
