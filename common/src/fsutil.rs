@@ -393,6 +393,23 @@ pub fn rename_unsynced(from: &Path, to: &Path) -> Result<(), FsError> {
     fs::rename(from, to).map_err(at("rename", from))
 }
 
+/// Gives the file `from` the second name `to` (a hard link), replacing a file already at
+/// `to` atomically through a link beside it renamed over it; without any fsync (see
+/// [`rename_unsynced`]). Fails where the file system refuses links, or across file systems.
+pub fn link_unsynced(from: &Path, to: &Path) -> Result<(), FsError> {
+    match fs::hard_link(from, to) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let temp = temp_path_for(to);
+            fs::hard_link(from, &temp).map_err(at("link", &temp))?;
+            fs::rename(&temp, to).map_err(|e| {
+                let _ = fs::remove_file(&temp);
+                at("rename", &temp)(e)
+            })
+        }
+        other => other.map_err(at("link", to)),
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file and an atomic rename, without fsync
 /// (see [`rename_unsynced`] for when that is right). Replaces any previous content.
 pub fn replace_unsynced(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
@@ -440,6 +457,25 @@ mod tests {
             file.sync_data().unwrap();
             assert_eq!(fs::read(&path).unwrap(), content, "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn link_unsynced_names_the_same_file_and_replaces_an_existing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("entry"), dir.path().join("dest"));
+        fs::write(&from, b"segment").unwrap();
+        link_unsynced(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"segment");
+        // An unrelated file at `to` (not a write through the link, which would change both).
+        fs::remove_file(&to).unwrap();
+        fs::write(&to, b"older").unwrap();
+        link_unsynced(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"segment");
+        assert_eq!(fs::read(&from).unwrap(), b"segment", "the first name stays");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 2, "no temporary link left behind");
+        let err = link_unsynced(&dir.path().join("absent"), &to).unwrap_err();
+        assert!(err.is_not_found(), "{err}");
     }
 
     #[test]

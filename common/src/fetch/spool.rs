@@ -343,7 +343,7 @@ impl FetchSpool {
     /// renamed to `dest` as before.
     pub fn deliver(&self, name: &WalFileName, dest: &Path) -> Result<(), FsError> {
         let entry = self.entry_path(name);
-        match link_over(&entry, dest) {
+        match fsutil::link_unsynced(&entry, dest) {
             Ok(()) => Ok(()),
             Err(_) => {
                 fsutil::rename_unsynced(&entry, dest)?;
@@ -453,21 +453,6 @@ fn read_summary(file: &mut File, head: usize) -> std::io::Result<(u64, u32, Vec<
         first.extend_from_slice(&chunk[..wanted]);
         crc.update(chunk);
         size += n as u64;
-    }
-}
-
-/// Gives the file `from` the second name `to`, replacing a file there atomically (through a
-/// link beside `to` and a rename). Not fsynced (the spool is a cache).
-fn link_over(from: &Path, to: &Path) -> std::io::Result<()> {
-    match fs::hard_link(from, to) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let temp = fsutil::temp_path_for(to);
-            fs::hard_link(from, &temp)?;
-            fs::rename(&temp, to).inspect_err(|_| {
-                let _ = fs::remove_file(&temp);
-            })
-        }
-        other => other,
     }
 }
 
