@@ -81,7 +81,8 @@ fn bench_archive_runs_on_four_segments() {
 
 /// The `bench fetch` benchmark still works on 2 segments: every way recovers the base copy
 /// (each recovery is checked against the primary's rows by the bench itself, and every way
-/// must end redo at the same LSN), and the report prints the aim and the machine's floor.
+/// must end redo at the same LSN), and the report prints the aim, the machine's floor and the
+/// CPU time the hypervisor took during the rounds.
 #[test]
 fn bench_fetch_runs_every_way_on_two_segments() {
     use pg_test_harness::bench::fetch::{Way, run_fetch};
@@ -99,5 +100,9 @@ fn bench_fetch_runs_every_way_on_two_segments() {
     assert!(
         text.contains("the floor of any restore_command that decompresses"),
         "{text}"
+    );
+    assert!(
+        text.contains("the hypervisor took") && text.contains("(st "),
+        "the CPU stolen by the host is reported with the rounds: {text}"
     );
 }

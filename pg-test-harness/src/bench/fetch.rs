@@ -27,6 +27,7 @@ use anyhow::{Context, Result, bail};
 
 use super::BenchTable;
 use super::decode_beside::CompressedSegments;
+use super::steal::{CpuTimes, NOISY_STEAL};
 use super::wal_load::{self, SEGMENT_BYTES};
 use super::walship_bin::{BenchArgs, WalshipRepo, walship_binary};
 use crate::{Cluster, PgInstall, StopMode};
@@ -52,6 +53,9 @@ pub struct Recovery {
     /// Where redo ended (the "redo done at" LSN), when the log says so: every way must end
     /// at the same place, or they did not replay the same WAL.
     pub redo_end: Option<String>,
+    /// The share of the machine's CPU time the hypervisor gave elsewhere meanwhile, where
+    /// `/proc/stat` says ([`CpuTimes`]).
+    pub steal: Option<f64>,
 }
 
 /// One way of giving the replayed segments to a recovering copy of the base.
@@ -364,6 +368,7 @@ pub(super) fn recover(
     for line in conf {
         cluster.append_conf(line);
     }
+    let cpu_before = CpuTimes::now();
     let start = Instant::now();
     cluster.start();
     let mut client = cluster.client();
@@ -382,6 +387,9 @@ pub(super) fn recover(
         std::thread::sleep(Duration::from_millis(50));
     }
     let wall = start.elapsed();
+    let steal = CpuTimes::now()
+        .zip(cpu_before)
+        .and_then(|(after, before)| after.steal_since(&before));
     let found = cluster.query_string(PGBENCH_CHECK);
     if found != expected {
         bail!(
@@ -401,6 +409,7 @@ pub(super) fn recover(
         wall,
         redo,
         redo_end,
+        steal,
     })
 }
 
@@ -474,6 +483,42 @@ impl FetchReport {
             .reduce(f64::min)
     }
 
+    /// The round of `way` with the shortest wall time.
+    fn best_round(&self, way: Way) -> Option<&Recovery> {
+        self.recoveries
+            .iter()
+            .filter(|(w, _)| *w == way)
+            .map(|(_, r)| r)
+            .min_by_key(|r| r.wall)
+    }
+
+    /// What the hypervisor took during the two rounds the verdict compares, and at most in
+    /// any round: a run whose compared rounds lost more than [`NOISY_STEAL`] of the CPU
+    /// measured the host's load as much as walship.
+    fn steal_line(&self) -> Option<String> {
+        let fetch = self.best_round(Way::WalshipFetch)?.steal?;
+        let baseline = self.best_round(Way::ArchiveRecoveryLocal)?.steal?;
+        let most = self
+            .recoveries
+            .iter()
+            .filter_map(|(_, r)| r.steal)
+            .fold(0.0, f64::max);
+        let verdict = if fetch.max(baseline) > NOISY_STEAL {
+            format!(
+                ": above {:.0}%, so this run's verdict measures the host's load as much as walship",
+                NOISY_STEAL * 100.0
+            )
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "machine: the hypervisor took {:.1}% of the CPU during walship's best round and {:.1}% during the baseline's (at most {:.0}% in a round of this run){verdict}\n",
+            fetch * 100.0,
+            baseline * 100.0,
+            most * 100.0
+        ))
+    }
+
     /// The table (best of the rounds; every round listed below) and the verdict on the aim.
     pub fn render(&self) -> String {
         let rounds = self
@@ -501,13 +546,16 @@ impl FetchReport {
         }
         let mut out = table.render();
         out.push_str(&format!(
-            "every way replays {} segments (from the backup's start)\nrounds (wall s):",
+            "every way replays {} segments (from the backup's start)\nrounds (wall s, and the CPU time stolen by the hypervisor meanwhile):",
             self.replayed_segments
         ));
         for way in Way::ALL {
             out.push_str(&format!("\n  {:<32}", way.label()));
             for (_, r) in self.recoveries.iter().filter(|(w, _)| *w == way) {
                 out.push_str(&format!(" {:.2}", r.wall.as_secs_f64()));
+                if let Some(steal) = r.steal {
+                    out.push_str(&format!(" (st {:.0}%)", steal * 100.0));
+                }
             }
         }
         out.push('\n');
@@ -518,6 +566,7 @@ impl FetchReport {
                 "aim: replay through walship fetch <= {AIM_RATIO}x the same recovery with WAL in pg_wal: {ratio:.2}x -> {}\n",
                 if ratio <= AIM_RATIO { "met" } else { "NOT met" }
             ));
+            out.push_str(&self.steal_line().unwrap_or_default());
             if let Some(busy) = self.best(Way::ArchiveRecoveryLocalBesideDecode, |r| Some(r.wall)) {
                 out.push_str(&format!(
                     "machine: the baseline with lz4 -d decoding the same segments beside it takes {:.2}x the baseline (no walship code runs)\n",

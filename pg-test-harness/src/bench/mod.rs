@@ -20,6 +20,7 @@ mod pgbackrest;
 pub mod plan;
 pub mod restore;
 pub mod stats;
+mod steal;
 pub mod stream;
 mod table;
 pub mod verify;
